@@ -1,0 +1,31 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "vdisk/vdisk.h"
+#include "error.h"
+
+static _Thread_local char last_error[512];
+
+/* Save the message; errno is restored first so that %m names ERR. */
+int vdisk_error(int err, const char *fmt, ...)
+{
+    va_list ap;
+
+    errno = err;
+    va_start(ap, fmt);
+    vsnprintf(last_error, sizeof(last_error), fmt, ap);
+    va_end(ap);
+    return -err;
+}
+
+void vdisk_error_clear(void)
+{
+    last_error[0] = '\0';
+}
+
+const char *vdisk_last_error(void)
+{
+    return last_error;
+}

@@ -1,0 +1,12 @@
+/* SPDX-License-Identifier: MIT */
+/* Per-thread error messages behind vdisk_last_error(). */
+#ifndef VDISK_ERROR_H
+#define VDISK_ERROR_H
+
+/* Record a message (printf style, %m allowed) and return -ERR (ERR > 0). */
+int vdisk_error(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Clear this thread's message. */
+void vdisk_error_clear(void);
+
+#endif

@@ -1,0 +1,14 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef VDISK_SIZE_H
+#define VDISK_SIZE_H
+
+#include <stdint.h>
+
+/*
+ * Parse a decimal number with an optional binary suffix (B, K, M, G, T, P, E,
+ * with optional "iB"); a bare number is multiplied by BARE_UNIT.
+ * -EINVAL for junk, negatives and zero-length text; -ERANGE on overflow.
+ */
+int vdisk_parse_size_unit(const char *text, uint64_t bare_unit, uint64_t *bytes);
+
+#endif

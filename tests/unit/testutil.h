@@ -1,0 +1,13 @@
+/* SPDX-License-Identifier: MIT */
+/* Scratch directories for unit tests. */
+#ifndef VDISK_TESTUTIL_H
+#define VDISK_TESTUTIL_H
+
+/* A new directory under $TMPDIR (or /var/tmp: tmpfs lacks O_DIRECT on old kernels). */
+char *test_tmpdir(void);
+/* DIR/NAME, malloc'ed. */
+char *test_path(const char *dir, const char *name);
+/* rm -rf DIR and free it. */
+void test_rmdir(char *dir);
+
+#endif

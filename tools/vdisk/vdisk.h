@@ -1,0 +1,87 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The vdisk utility's internals: commands, the records of open disks under
+ * /run/vdisk, and the "ways" (vias) that give an image a block device.
+ */
+#ifndef VDISK_TOOL_H
+#define VDISK_TOOL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "vdisk/vdisk.h"
+
+/* Where records live; $VDISK_RUN_DIR overrides it (tests use their own). */
+#define VDISK_RUN_DIR_DEFAULT "/run/vdisk"
+const char *run_dir(void);
+
+/* One open disk, as recorded in /run/vdisk/<id>.rec (key=value lines). */
+struct disk_record {
+    char id[17];      /* hash of the canonical image path, 16 hex digits */
+    char image[4096]; /* canonical path */
+    char format[16];
+    char via[8];           /* kmod, loop, ublk, nbd, fuse */
+    char device[64];       /* /dev/loop3, /dev/vdisk0, ... */
+    char backing[4096];    /* file the block device reads (fuse file), else "" */
+    char mountpoint[4096]; /* private FUSE mount, else "" */
+    char socket[4096];     /* server socket (nbd), else "" */
+    bool read_only;
+    uint64_t size;
+    pid_t pid; /* server process, 0 when the kernel serves it */
+};
+
+/* What `vdisk open` asks a via for. */
+struct open_request {
+    const char *image;  /* canonical path */
+    const char *format; /* probed or given */
+    bool read_only;
+    bool direct;
+    uint64_t size; /* virtual size */
+};
+
+/*
+ * A way to present an image as a block device. start() fills rec->device,
+ * pid, etc.; it leaves nothing behind on failure. stop() undoes it; with
+ * FORCE it also cleans up after a dead server. alive() is true while the
+ * device still serves the recorded image.
+ */
+struct via {
+    const char *name;
+    bool raw_only;           /* serves raw (and iso) images only */
+    bool (*available)(void); /* usable on this machine now */
+    int (*start)(const struct open_request *req, struct disk_record *rec);
+    int (*stop)(const struct disk_record *rec);
+    bool (*alive)(const struct disk_record *rec);
+};
+
+extern const struct via via_loop;
+extern const struct via via_fuse;
+
+/* The via called NAME, or NULL. */
+const struct via *via_find(const char *name);
+
+/* Messages: "vdisk: WHAT: WHY" on stderr. err() returns -1. */
+int err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Records (record.c). Each returns 0 or -1 with a message printed. */
+void record_id(const char *canonical_path, char id[17]);
+int record_save(const struct disk_record *rec);
+/* 1 found, 0 not found, -1 error. */
+int record_load(const char *id, struct disk_record *rec);
+int record_remove(const char *id);
+/* All records; *n set; caller frees. */
+int record_list(struct disk_record **recs, size_t *n);
+/* Serialise open/close against each other (flock on /run/vdisk/.lock). */
+int record_lock(void);
+void record_unlock(int fd);
+
+/* Commands (cmd_*.c): argc/argv start at the command name. */
+int cmd_create(int argc, char **argv);
+int cmd_open(int argc, char **argv);
+int cmd_close(int argc, char **argv);
+int cmd_list(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+
+#endif
