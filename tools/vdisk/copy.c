@@ -5,8 +5,10 @@
  * runs that are not known zeroes, and write only the blocks that hold a
  * non-zero byte. The target is new, so what is not written reads as zeroes.
  * Small chunks keep the buffer in the CPU cache between read, scan and write.
+ * For raw targets, writeback of each chunk starts as soon as it is written.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,8 +31,9 @@ struct copy {
     uint64_t next;        /* first byte no worker has taken yet */
     uint64_t done;        /* bytes finished, for the progress bar */
     uint64_t written;
-    int shown; /* last progress shown, in hundredths of a percent */
-    int error; /* first error, -errno */
+    int raw_fd; /* DST's file when guest bytes are file bytes, else -1 */
+    int shown;  /* last progress shown, in hundredths of a percent */
+    int error;  /* first error, -errno */
     char *msg;
     size_t msg_len;
 };
@@ -169,6 +172,9 @@ static void *worker(void *arg)
             set_error(c, r, vdisk_last_error());
             break;
         }
+        /* start writeback now, so that the final flush has little left to do */
+        if (c->raw_fd >= 0)
+            sync_file_range(c->raw_fd, off, len, SYNC_FILE_RANGE_WRITE);
         pthread_mutex_lock(&c->lock);
         c->done += len;
         show_progress(c);
@@ -192,6 +198,7 @@ int copy_image(struct vdisk_image *src, struct vdisk_image *dst, struct copy_opt
     c.size = vdisk_get_size(src);
     c.chunk = opts->chunk ? opts->chunk : DEFAULT_CHUNK;
     c.shown = -1;
+    c.raw_fd = vdisk_get_raw_fd(dst);
     if (n > MAX_THREADS || c.chunk > MAX_CHUNK || c.chunk % COPY_ZERO_BLOCK) {
         snprintf(msg, msg_len, "bad copy parameters (%u threads, %zu-byte chunks)", n, c.chunk);
         return -EINVAL;
@@ -218,6 +225,7 @@ int copy_image(struct vdisk_image *src, struct vdisk_image *dst, struct copy_opt
     if (opts->progress && !c.error) {
         c.done = c.size;
         c.shown = -1;
+        c.raw_fd = vdisk_get_raw_fd(dst);
         show_progress(&c);
         fputc('\n', stderr);
     } else if (opts->progress) {
