@@ -82,6 +82,8 @@ fi
 eq "check raw exits 63 (as qemu-img)" "$?" 63
 grep -q "format raw has no metadata to check" "$T/check.err" && pass "check raw says why" ||
     fail "check raw message: $(cat "$T/check.err")"
+"$VDISK" check --help | grep -q "63 the format has no metadata" && pass "check --help documents 63" ||
+    fail "check --help lacks the exit codes"
 "$VDISK" check -r bogus "$SRC" 2>/dev/null
 eq "check -r bogus exits 1" "$?" 1
 "$VDISK" check "$T/missing" 2>/dev/null

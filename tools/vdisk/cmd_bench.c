@@ -309,7 +309,7 @@ int cmd_bench(int argc, char **argv)
             b.random = true;
             break;
         default:
-            fputs(USAGE, stderr);
+            fputs(USAGE, c == 'h' ? stdout : stderr);
             return c == 'h' ? 0 : 1;
         }
     }

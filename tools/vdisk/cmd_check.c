@@ -15,7 +15,10 @@
 
 #include "vdisk.h"
 
-#define USAGE "usage: vdisk check [-q] [-f FMT] [-r leaks|all] [--json] IMAGE\n"
+#define USAGE                                                                                      \
+    "usage: vdisk check [-q] [-f FMT] [-r leaks|all] [--json] IMAGE\n"                             \
+    "exit status: 0 no errors, 1 check failed to run, 2 corruption, 3 leaked clusters,\n"          \
+    "             63 the format has no metadata to check (raw, iso)\n"
 
 enum {
     CHECK_CLEAN = 0,
@@ -96,7 +99,7 @@ int cmd_check(int argc, char **argv)
                 return err("check: -r takes 'leaks' or 'all', not '%s'", optarg);
             break;
         default:
-            fputs(USAGE, stderr);
+            fputs(USAGE, c == 'h' ? stdout : stderr);
             return c == 'h' ? 0 : CHECK_ERROR;
         }
     }

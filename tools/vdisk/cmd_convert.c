@@ -80,7 +80,7 @@ int cmd_convert(int argc, char **argv)
                 return err("convert: -m wants a thread count from 1 to 64, not '%s'", optarg);
             break;
         default:
-            fputs(USAGE, stderr);
+            fputs(USAGE, c == 'h' ? stdout : stderr);
             return c == 'h' ? 0 : 2;
         }
     }
