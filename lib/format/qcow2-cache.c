@@ -29,12 +29,8 @@ int qcow2_cache_init(struct qcow2_cache *c, unsigned n, size_t size, uint64_t ns
     c->t = calloc(n, sizeof(*c->t));
     if (!c->t)
         return -ENOMEM;
-    for (unsigned i = 0; i < n; i++) {
-        c->t[i].index = -1;
-        c->t[i].buf = qcow2_alloc_buf(size);
-        if (!c->t[i].buf)
-            return -ENOMEM;
-    }
+    for (unsigned i = 0; i < n; i++)
+        c->t[i].index = -1; /* buffers come on first use: hostile sizes cost nothing */
     return qcow2_cache_grow_slots(c, nslot);
 }
 
@@ -77,16 +73,20 @@ struct qcow2_table *qcow2_cache_find(struct qcow2_cache *c, uint64_t index)
     return t;
 }
 
-/* The entry to replace next: free ones first, then not recently used. */
+/* The entry to replace next: free ones first, then not recently used; NULL on ENOMEM. */
 struct qcow2_table *qcow2_cache_victim(struct qcow2_cache *c)
 {
     for (;;) {
         struct qcow2_table *t = &c->t[c->hand];
 
         c->hand = (c->hand + 1) % c->n;
-        if (t->index < 0 || !t->ref)
-            return t;
-        t->ref = false;
+        if (t->index >= 0 && t->ref) {
+            t->ref = false;
+            continue;
+        }
+        if (!t->buf && !(t->buf = qcow2_alloc_buf(c->size)))
+            return NULL;
+        return t;
     }
 }
 

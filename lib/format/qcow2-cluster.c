@@ -92,6 +92,8 @@ int qcow2_l2_load(struct qcow2 *s, uint64_t l1i, struct qcow2_table **tp)
     }
     if (!t) {
         t = qcow2_cache_victim(&s->l2c);
+        if (!t)
+            return vdisk_error(ENOMEM, "%s: out of memory", s->img->path);
         r = l2_writeback(s, t);
         if (r < 0)
             return r;
@@ -394,7 +396,7 @@ static int l2_for_write(struct qcow2 *s, uint64_t l1i, struct qcow2_table **tp)
     t = qcow2_cache_find(&s->l2c, l1i);
     if (!t) {
         t = qcow2_cache_victim(&s->l2c);
-        r = l2_writeback(s, t);
+        r = t ? l2_writeback(s, t) : vdisk_error(ENOMEM, "%s: out of memory", s->img->path);
         if (r < 0) {
             qcow2_rc_update(s, noff >> s->cluster_bits, -1);
             goto out;

@@ -118,6 +118,8 @@ static int rb_load(struct qcow2 *s, uint64_t rti, struct qcow2_table **tp)
     }
     if (!t) {
         t = qcow2_cache_victim(&s->rbc);
+        if (!t)
+            return vdisk_error(ENOMEM, "%s: out of memory", s->img->path);
         r = rb_writeback(s, t);
         if (r < 0)
             return r;
@@ -152,6 +154,8 @@ static int rb_create_at(struct qcow2 *s, uint64_t rti, uint64_t idx)
 
     if (!t) {
         t = qcow2_cache_victim(&s->rbc);
+        if (!t)
+            return vdisk_error(ENOMEM, "%s: out of memory", s->img->path);
         r = rb_writeback(s, t);
         if (r < 0)
             return r;

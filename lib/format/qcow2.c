@@ -134,6 +134,8 @@ static int open_backing(struct qcow2 *s)
     }
     r = vdisk_open(path, s->backing_fmt, flags, &s->backing);
     if (r < 0) {
+        if (r == -ELOOP) /* already names the images; nesting would bury it */
+            goto out;
         snprintf(msg, sizeof(msg), "%s", vdisk_last_error());
         r = vdisk_error(-r, "%s: backing file %s: %s", img->path, path, msg);
         goto out;

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * A small driver of libvdisk for the shell tests:
- *   vdisk-test-io dump [-f FMT] IMAGE OUT      write the guest contents to OUT (- = stdout)
+ *   vdisk-test-io [-f FMT] [-o OPTS] COMMAND ARGS..., where COMMAND is:
+ *   vdisk-test-io dump IMAGE OUT           write the guest contents to OUT (- = stdout)
  *   vdisk-test-io create [-f FMT] [-o OPTS] IMAGE SIZE
  *   vdisk-test-io script [-f FMT] IMAGE        run commands from stdin:
  *       w OFF LEN BYTE | d OFF LEN | z OFF LEN [unmap] | f | r OFF LEN BYTE (verify)
@@ -344,12 +345,8 @@ static int cmd_map(const char *path)
 int main(int argc, char **argv)
 {
     const char *fmt = NULL, *opts = NULL;
-    int i = 2;
+    int i = 1;
 
-    if (argc < 3) {
-        fprintf(stderr, "usage: see the comment at the top of vdisk-test-io.c\n");
-        return 2;
-    }
     while (i + 1 < argc && argv[i][0] == '-' && argv[i][1]) {
         if (!strcmp(argv[i], "-f"))
             fmt = argv[i + 1];
@@ -357,8 +354,12 @@ int main(int argc, char **argv)
             opts = argv[i + 1];
         i += 2;
     }
-    argv += i - 2;
-    argc -= i - 2;
+    argv += i - 1;
+    argc -= i - 1;
+    if (argc < 3) {
+        fprintf(stderr, "usage: see the comment at the top of vdisk-test-io.c\n");
+        return 2;
+    }
     if (!strcmp(argv[1], "dump") && argc == 4)
         return cmd_dump(fmt, argv[2], argv[3]);
     if (!strcmp(argv[1], "create") && argc == 4) {
