@@ -206,7 +206,8 @@ readback "snapshot image: libvdisk reads the active layer" "$img"
 # Dirty bit: a lazy-refcount image left by an abort is repaired on a read-write open.
 img=$T/dirty.qcow2
 qemu-img create -q -f qcow2 -o lazy_refcounts=on "$img" 16M
-(qemu-io -c "write -P 0x51 0 1M" -c "write -P 0x52 5M 64k" -c abort "$img") >/dev/null 2>&1
+bash -c 'qemu-io -c "write -P 0x51 0 1M" -c "write -P 0x52 5M 64k" -c abort "$1"; :' _ "$img" \
+    >/dev/null 2>&1
 "$IO" info "$img" >"$T/info"
 eq "dirty image: info says dirty" "$(grep ^dirty= "$T/info")" "dirty=1"
 readback "dirty image reads back (read-only open)" "$img"

@@ -7,7 +7,8 @@
  *   vdisk-test-io script [-f FMT] IMAGE        run commands from stdin:
  *       w OFF LEN BYTE | d OFF LEN | z OFF LEN [unmap] | f | r OFF LEN BYTE (verify)
  *   vdisk-test-io crash IMAGE SEED BLOCKS LOG  random writes/discards/flushes until killed
- *   vdisk-test-io verify IMAGE LOG             flushed writes of a killed crash run are there
+ *   vdisk-test-io verify IMAGE LOG [BYTE]      flushed writes of a killed crash run are there
+ *                                              (BYTE: what blocks held before, default 0)
  *   vdisk-test-io info IMAGE                   key=value lines from vdisk_get_info/check
  *   vdisk-test-io map IMAGE                    block status runs: OFF LEN FLAGS
  * Sizes and offsets take vdisk_parse_size suffixes (a bare number is bytes here).
@@ -208,14 +209,16 @@ static void hist_add(struct hist *h, uint64_t gen, int zero)
  * A discard may leave old data (discard is advisory), so it also admits any
  * earlier state from the last flushed one on.
  */
-static int cmd_verify(const char *path, const char *logpath)
+static int cmd_verify(const char *path, const char *logpath, int init)
 {
     struct vdisk_image *img = open_img(path, NULL, VDISK_OPEN_RDONLY);
     uint64_t blocks = vdisk_get_size(img) / BLK, flushed = 0, a, b, c;
     struct hist *h = calloc(blocks, sizeof(*h));
     FILE *log = fopen(logpath, "r");
-    char line[128], buf[BLK], want[BLK], zero[BLK] = {0};
+    char line[128], buf[BLK], want[BLK], zero[BLK] = {0}, first[BLK];
     int bad = 0;
+
+    memset(first, init, BLK); /* what the blocks held before the run (backing file) */
 
     if (!log || !h)
         return 1;
@@ -242,7 +245,7 @@ static int cmd_verify(const char *path, const char *logpath)
                 last = (long)i;
         /* acceptable states: the flushed one, anything later */
         for (long i = last < 0 ? -1 : last; i < (long)x->n && !ok; i++) {
-            const char *w = zero;
+            const char *w = i < 0 ? first : zero;
 
             if (i >= 0 && !x->zero[i]) {
                 fill(want, blk, x->gen[i]);
@@ -255,7 +258,7 @@ static int cmd_verify(const char *path, const char *logpath)
                 for (long j = i - 1; j >= -1 && !ok; j--) {
                     if (j >= 0 && !x->zero[j])
                         fill(want, blk, x->gen[j]);
-                    if (!memcmp(buf, (j < 0 || x->zero[j]) ? zero : want, BLK))
+                    if (!memcmp(buf, j < 0 ? first : x->zero[j] ? zero : want, BLK))
                         ok = 1;
                     if (j >= 0 && !x->zero[j])
                         break;
@@ -371,8 +374,8 @@ int main(int argc, char **argv)
         return cmd_script(fmt, argv[2]);
     if (!strcmp(argv[1], "crash") && argc == 6)
         return cmd_crash(argv[2], num(argv[3]), num(argv[4]), argv[5]);
-    if (!strcmp(argv[1], "verify") && argc == 4)
-        return cmd_verify(argv[2], argv[3]);
+    if (!strcmp(argv[1], "verify") && (argc == 4 || argc == 5))
+        return cmd_verify(argv[2], argv[3], argc == 5 ? (int)num(argv[4]) : 0);
     if (!strcmp(argv[1], "info") && argc == 3)
         return cmd_info(fmt, argv[2]);
     if (!strcmp(argv[1], "check") && argc == 4)
