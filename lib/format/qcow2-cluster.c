@@ -742,7 +742,8 @@ int qcow2_write_zeroes(struct vdisk_image *img, uint64_t off, uint64_t len, unsi
             if (!run)
                 run = n;
             pthread_mutex_lock(&s->lock);
-            r = clear_clusters(s, off, run, s->version >= 3);
+            /* unallocated reads as zeroes unless a backing file shows through */
+            r = clear_clusters(s, off, run, s->backing != NULL);
             pthread_mutex_unlock(&s->lock);
             off += run;
             continue;
