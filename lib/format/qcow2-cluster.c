@@ -442,7 +442,7 @@ static int write_alloc(struct qcow2 *s, const uint8_t *buf, uint64_t len, uint64
     uint64_t cs = s->cluster_size, coff = off & ~(cs - 1), a = off - coff, b = a + len;
     uint64_t l1i = l1_index(s, off), l2i = l2_index(s, off);
     uint64_t e = 0, bm = 0, host, H, lo = 0, hi = cs, nbm = 0;
-    bool reuse, old_data;
+    bool reuse, old_data, exclusive = false;
     struct qcow2_table *t;
     uint8_t *bounce = NULL;
     const uint8_t *src = buf;
@@ -478,6 +478,11 @@ static int write_alloc(struct qcow2 *s, const uint8_t *buf, uint64_t len, uint64
         bounce = qcow2_alloc_buf(hi - lo);
         if (!bounce)
             return vdisk_error(ENOMEM, "%s: out of memory", s->img->path);
+        /* rewriting bytes of our own cluster: no in-place write may run meanwhile */
+        if (reuse) {
+            pthread_rwlock_wrlock(&s->io_lock);
+            exclusive = true;
+        }
         if (a > lo)
             r = do_read(s, bounce, a - lo, coff + lo, true);
         if (r == 0 && hi > b)
@@ -508,6 +513,8 @@ static int write_alloc(struct qcow2 *s, const uint8_t *buf, uint64_t len, uint64
     if (old_data)
         r = free_entry(s, e);
 out:
+    if (exclusive)
+        pthread_rwlock_unlock(&s->io_lock);
     free(bounce);
     return r;
 }

@@ -14,7 +14,7 @@ configs=("cluster_size=65536" "lazy_refcounts=on" "cluster_size=4096"
          "cluster_size=512,refcount_bits=4" "extended_l2=on,cluster_size=32K" "compat=0.10")
 qemu-img create -q -f qcow2 "$T/base.qcow2" 16M
 qemu-io -c "write -P 0x5a 0 16M" "$T/base.qcow2" >/dev/null
-bad_check=0 bad_data=0 bad_repair=0
+bad_check=0 bad_data=0 bad_repair=0 bad_agree=0
 for i in $(seq 1 "$RUNS"); do
     cfg=${configs[$((i % ${#configs[@]}))]}
     init=0
@@ -34,6 +34,13 @@ for i in $(seq 1 "$RUNS"); do
         fail "run $i ($cfg): qemu-img check exit $rc: $(grep -m3 -i error "$T/check" | tr '\n' ' ')"
         cp "$img" "/tmp/qcow2-crash-fail-$i.qcow2" 2>/dev/null
     fi
+    # libvdisk's check counts what qemu-img check counts
+    leaks=$(sed -n 's/^\([0-9]*\) leaked clusters were found.*/\1/p' "$T/check")
+    "$IO" check "$img" none >"$T/vcheck" 2>&1; vrc=$?
+    if [ "$vrc" -ne "$rc" ] || ! grep -q "leaks=${leaks:-0} " "$T/vcheck"; then
+        bad_agree=$((bad_agree + 1))
+        fail "run $i: vdisk check ($vrc: $(cat "$T/vcheck")) disagrees with qemu-img ($rc, ${leaks:-0} leaks)"
+    fi
     if ! "$IO" verify "$img" "$T/log" "$init" 2>"$T/verify.err"; then
         bad_data=$((bad_data + 1))
         fail "run $i ($cfg): flushed writes lost: $(head -c 300 "$T/verify.err")"
@@ -50,4 +57,5 @@ done
 eq "crash runs: no corruption found by qemu-img check" "$bad_check" 0
 eq "crash runs: every flushed write read back" "$bad_data" 0
 eq "crash runs: clean after a read-write reopen" "$bad_repair" 0
+eq "crash runs: vdisk check counts the leaks qemu-img check counts" "$bad_agree" 0
 finish

@@ -47,6 +47,7 @@ while read -r name opts cs comp; do
     qemu-img create -q -f qcow2 -o "$opts" "$img" 128M || { fail "create $name"; continue; }
     qemu_ops "$img" "$cs" "$comp" || { fail "qemu-io $name"; continue; }
     readback "read qemu image $name ($opts)" "$img"
+    ok "vdisk check agrees with qemu-img check: $name clean" "$IO" check "$img" none
     rm -f "$img"
 done <<'EOF'
 v3-64k cluster_size=65536 65536
@@ -67,6 +68,11 @@ extl2-2m extended_l2=on,cluster_size=2M,compression_type=zstd 2097152
 lazy lazy_refcounts=on 65536
 prealloc preallocation=metadata 65536 nocomp
 EOF
+
+# Read: a size that is not a multiple of the cluster size.
+qemu-img create -q -f qcow2 "$T/odd.qcow2" 10000384
+qemu-io -c "write -P 0x71 9900032 100352" -c "write -c -P 0x72 9830400 65536" "$T/odd.qcow2" >/dev/null
+readback "read qemu image of 10000384 bytes" "$T/odd.qcow2"
 
 # Read: a backing chain three deep (raw base, qcow2 in between), relative names.
 mkdir -p "$T/chain/sub"
@@ -172,6 +178,8 @@ write_case extl2-16k "extended_l2=on,cluster_size=16384" 16M 16384
 write_case prealloc "preallocation=metadata" 32M 65536
 write_case prealloc-extl2 "preallocation=metadata,extended_l2=on,cluster_size=32K" 16M 32768
 write_case l2-boundary "cluster_size=4096" 20M 4096
+write_case odd-size "cluster_size=65536" 10000384 65536
+write_case odd-size-extl2 "extended_l2=on,cluster_size=64K" 10000384 65536
 write_case backing-v3 "cluster_size=65536" 48M 65536 "$T/wbase.qcow2"
 write_case backing-v3-c4k "cluster_size=4096" 48M 4096 "$T/wbase.qcow2"
 write_case backing-extl2 "extended_l2=on,cluster_size=32K" 48M 32768 "$T/wbase.qcow2"
