@@ -35,6 +35,12 @@ ok "qemu-img compare agrees" qemu-img compare -f raw -F raw "$SRC" "$T/dst.raw"
 ok "convert with one thread and -f" "$VDISK" convert -m 1 -f raw -O raw "$SRC" "$T/dst1.raw"
 ok "one-thread copy identical" cmp "$SRC" "$T/dst1.raw"
 rm -f "$T/dst1.raw"
+ok "convert through the page cache (-T writeback)" "$VDISK" convert -T writeback -O raw "$SRC" "$T/dst2.raw"
+ok "page-cache copy identical" cmp "$SRC" "$T/dst2.raw"
+ok "convert to a direct target (-t none)" "$VDISK" convert -t none -O raw "$SRC" "$T/dst3.raw"
+ok "direct-target copy identical" cmp "$SRC" "$T/dst3.raw"
+rm -f "$T/dst2.raw" "$T/dst3.raw"
+fails_with "convert -t junk" "-t takes none or writeback" "$VDISK" convert -t sometimes -O raw "$SRC" "$T/x.raw"
 
 # a qemu-img made raw source, written by qemu-io
 qemu-img create -q -f raw "$T/q.raw" 64M
