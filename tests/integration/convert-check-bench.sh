@@ -145,6 +145,13 @@ ok "cluster_size=4096 copy compares equal" qemu-img compare "$T/q.raw" "$T/c4k.q
 eq "cluster_size option reached qcow2" \
     "$(qemu-img info --output=json "$T/c4k.qcow2" | python3 -c 'import json,sys; print(json.load(sys.stdin)["cluster-size"])')" 4096
 
+# an odd-sized source: qcow2 counts sectors, so DST is rounded up to 512 as qemu-img does
+head -c 1234567 /dev/urandom >"$T/odd.raw"
+ok "convert odd-sized raw -> qcow2" "$VDISK" convert -O qcow2 "$T/odd.raw" "$T/odd.qcow2"
+ok "odd-sized qcow2 compares equal" qemu-img compare -f raw -F qcow2 "$T/odd.raw" "$T/odd.qcow2"
+ok "convert odd-sized raw -> raw" "$VDISK" convert -O raw "$T/odd.raw" "$T/odd2.raw"
+ok "odd-sized raw copy is exact" cmp "$T/odd.raw" "$T/odd2.raw"
+
 # a qemu-img made qcow2 as source
 qemu-img create -q -f qcow2 "$T/qm.qcow2" 256M
 qemu-io -f qcow2 -c "write -P 0x33 0 1M" -c "write -P 0x44 100M 64k" -c "write -z 101M 1M" \

@@ -82,6 +82,19 @@ static int open_source(const char *path, const char *fmt, int direct, struct vdi
     return vdisk_open(path, fmt, VDISK_OPEN_RDONLY, img);
 }
 
+/*
+ * Create DST of SIZE bytes; formats that count in sectors refuse an odd size,
+ * so then round up to 512 as qemu-img does (the tail reads as zeroes).
+ */
+static int create_target(const char *path, const char *fmt, uint64_t size, const char *options)
+{
+    int r = vdisk_create(path, fmt, size, options);
+
+    if (r == -EINVAL && size % 512 && access(path, F_OK) < 0)
+        r = vdisk_create(path, fmt, (size | 511) + 1, options);
+    return r;
+}
+
 int cmd_convert(int argc, char **argv)
 {
     const char *src_fmt = NULL, *dst_fmt = NULL, *options = NULL, *src_path, *dst_path;
@@ -137,7 +150,7 @@ int cmd_convert(int argc, char **argv)
     if (open_source(src_path, src_fmt, src_direct, &src) < 0)
         return err("%s", vdisk_last_error());
     catch_signals();
-    if (vdisk_create(dst_path, dst_fmt, vdisk_get_size(src), options) < 0) {
+    if (create_target(dst_path, dst_fmt, vdisk_get_size(src), options) < 0) {
         r = err("%s", vdisk_last_error());
         goto out_src;
     }
