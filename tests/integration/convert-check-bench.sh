@@ -83,6 +83,23 @@ else
     [ -e "$T/big-limit.raw" ] && fail "file size limit: DST left" || pass "file size limit: DST removed"
 fi
 
+# Ctrl-C half-way: the copy stops and DST is removed
+head -c 256M /dev/urandom >"$T/big.raw"
+"$VDISK" convert -m 1 -t none -O raw "$T/big.raw" "$T/int.raw" 2>"$T/int.err" &
+pid=$!
+sleep 0.2
+kill -INT $pid
+wait $pid
+rc=$?
+if [ $rc -eq 0 ]; then
+    echo "SKIP: convert of 256 MiB finished within 0.2 s, before SIGINT"
+else
+    grep -q "interrupted" "$T/int.err" && pass "SIGINT stops convert (exit $rc)" ||
+        fail "SIGINT: $(cat "$T/int.err")"
+    [ -e "$T/int.raw" ] && fail "SIGINT left DST" || pass "SIGINT removes DST"
+fi
+rm -f "$T/big.raw"
+
 # check on a format without metadata: documented exit 63 and a clear message
 "$VDISK" check "$SRC" >/dev/null 2>"$T/check.err"
 eq "check raw exits 63 (as qemu-img)" "$?" 63
