@@ -17,7 +17,7 @@
 
 #include "copy.h"
 
-#define DEFAULT_THREADS 4
+#define DEFAULT_THREADS 8
 #define DEFAULT_CHUNK   (1u << 20)
 #define MAX_THREADS     64
 #define MAX_CHUNK       (64u << 20)
