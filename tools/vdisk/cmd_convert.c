@@ -6,9 +6,8 @@
  * Copies SRC, of any format, into a new image DST. Holes and zero blocks are
  * not written, so sparse images stay sparse. DST must not exist; if the copy
  * fails or is interrupted, DST is removed again. DST is flushed before success.
- * Cache modes: -T for SRC, default none (O_DIRECT: no copy through the page
- * cache, which halves the CPU work; buffered where the file system refuses it);
- * -t for DST, default writeback. "none" means O_DIRECT, "writeback" the cache.
+ * Cache modes, -T for SRC and -t for DST: writeback (the page cache, default)
+ * or none (O_DIRECT; for a cold source it saves the copy through the cache).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -24,7 +23,7 @@
 #define USAGE                                                                                      \
     "usage: vdisk convert [-p] [-m THREADS] [-t CACHE] [-T CACHE] [-f FMT] -O FMT\n"               \
     "                     [-o KEY=VAL,...] SRC DST\n"                                              \
-    "CACHE: none (O_DIRECT) or writeback; SRC defaults to none, DST to writeback\n"
+    "CACHE: none (O_DIRECT) or writeback; default writeback\n"
 
 static volatile sig_atomic_t interrupted;
 
@@ -69,19 +68,6 @@ static int parse_cache(const char *mode)
     return -1;
 }
 
-/* Open SRC; the default direct mode falls back to the page cache where refused. */
-static int open_source(const char *path, const char *fmt, int direct, struct vdisk_image **img)
-{
-    int r;
-
-    if (direct != 0) {
-        r = vdisk_open(path, fmt, VDISK_OPEN_RDONLY | VDISK_OPEN_DIRECT, img);
-        if (r == 0 || direct == 1 || r != -EINVAL)
-            return r;
-    }
-    return vdisk_open(path, fmt, VDISK_OPEN_RDONLY, img);
-}
-
 /*
  * Create DST of SIZE bytes; formats that count in sectors refuse an odd size,
  * so then round up to 512 as qemu-img does (the tail reads as zeroes).
@@ -101,7 +87,7 @@ int cmd_convert(int argc, char **argv)
     struct copy_options copt = {.interrupted = &interrupted};
     struct vdisk_image *src, *dst;
     bool progress = false;
-    int src_direct = 2 /* default: direct, or buffered if refused */, dst_direct = 0;
+    int src_direct = 0, dst_direct = 0;
     char msg[1024];
     int c, r;
 
@@ -147,7 +133,8 @@ int cmd_convert(int argc, char **argv)
     /* a bar only where someone watches it */
     copt.progress = progress && isatty(STDERR_FILENO);
 
-    if (open_source(src_path, src_fmt, src_direct, &src) < 0)
+    if (vdisk_open(src_path, src_fmt, VDISK_OPEN_RDONLY | (src_direct ? VDISK_OPEN_DIRECT : 0),
+                   &src) < 0)
         return err("%s", vdisk_last_error());
     catch_signals();
     if (create_target(dst_path, dst_fmt, vdisk_get_size(src), options) < 0) {
