@@ -13,7 +13,7 @@
 
 #include "vdisk/vdisk.h"
 
-static char path[64];
+static char path[4096];
 
 static void make_path(void)
 {
@@ -21,7 +21,9 @@ static void make_path(void)
 
     if (path[0])
         return;
-    snprintf(path, sizeof(path), "/tmp/vdisk-fuzz-XXXXXX");
+    /* under $TMPDIR: concurrent fuzz runs must not share or delete each other's file */
+    snprintf(path, sizeof(path), "%s/vdisk-fuzz-XXXXXX",
+             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
     fd = mkstemp(path);
     if (fd < 0)
         abort();
