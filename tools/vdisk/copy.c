@@ -5,8 +5,8 @@
  * runs that are not known zeroes, and write only the blocks that hold a
  * non-zero byte. The target is new, so what is not written reads as zeroes.
  * Small chunks keep the buffer in the CPU cache between read, scan and write.
- * Writeback of the target starts during the copy (each chunk for raw, the whole
- * file every 32 MiB otherwise), so the final flush has little left to do.
+ * Writeback of the target file starts every 32 MiB during the copy, so the
+ * final flush has little left to do.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -22,7 +22,7 @@
 #define DEFAULT_CHUNK   (1u << 20)
 #define MAX_THREADS     64
 #define MAX_CHUNK       (64u << 20)
-#define WRITEBACK_EVERY (32u << 20) /* bytes copied between writeback kicks of a non-raw DST */
+#define WRITEBACK_EVERY (32u << 20) /* bytes copied between writeback kicks */
 
 struct copy {
     struct vdisk_image *src, *dst;
@@ -33,10 +33,9 @@ struct copy {
     uint64_t next;        /* first byte no worker has taken yet */
     uint64_t done;        /* bytes finished, for the progress bar */
     uint64_t written;
-    int raw_fd; /* DST's file when guest bytes are file bytes, else -1 */
-    int wb_fd;  /* else DST's file opened read-only to start its writeback, or -1 */
-    int shown;  /* last progress shown, in hundredths of a percent */
-    int error;  /* first error, -errno */
+    int wb_fd; /* DST's file, read-only, to start its writeback; or -1 */
+    int shown; /* last progress shown, in hundredths of a percent */
+    int error; /* first error, -errno */
     char *msg;
     size_t msg_len;
 };
@@ -176,14 +175,12 @@ static void *worker(void *arg)
             set_error(c, r, vdisk_last_error());
             break;
         }
-        /* start writeback now, so that the final flush has little left to do */
-        if (c->raw_fd >= 0)
-            sync_file_range(c->raw_fd, off, len, SYNC_FILE_RANGE_WRITE);
         pthread_mutex_lock(&c->lock);
         kick = c->wb_fd >= 0 && (c->done + len) / WRITEBACK_EVERY != c->done / WRITEBACK_EVERY;
         c->done += len;
         show_progress(c);
         pthread_mutex_unlock(&c->lock);
+        /* start writeback now, so that the final flush has little left to do */
         if (kick)
             sync_file_range(c->wb_fd, 0, 0, SYNC_FILE_RANGE_WRITE);
     }
@@ -214,9 +211,8 @@ int copy_image(struct vdisk_image *src, struct vdisk_image *dst, struct copy_opt
         snprintf(msg, msg_len, "target is smaller than the source");
         return -ENOSPC;
     }
-    c.raw_fd = vdisk_get_raw_fd(dst);
     c.wb_fd = -1;
-    if (c.raw_fd < 0 && vdisk_get_info(dst, &info) == 0)
+    if (vdisk_get_info(dst, &info) == 0)
         c.wb_fd = open(info.path, O_RDONLY | O_CLOEXEC); /* best effort */
     pthread_mutex_init(&c.lock, NULL);
     for (; started < n; started++) {
