@@ -5,13 +5,14 @@
 #     fully allocated 1 GiB qcow2 image (target: vdisk >= 1.2x qemu-img's requests/s).
 #  2. convert: 1 GiB raw (random data) -> qcow2 and back
 #     (target: vdisk's time <= 0.8x qemu-img's).
-# Each measurement is the best of RUNS (default 3), the two tools alternating.
+# Each measurement is run RUNS times (default 5), the two tools alternating; the
+# median and the best run are printed (the machine may be shared: look at both).
 # Without qcow2 in vdisk the same runs are made on raw, and the qcow2 parts say so.
 # Usage: bench/qcow2-bench.sh [DIR]   (scratch space, default a temp dir; needs ~4 GiB)
 set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VDISK=${VDISK:-$ROOT/build/tools/vdisk/vdisk}
-RUNS=${RUNS:-3}
+RUNS=${RUNS:-5}
 COUNT=${COUNT:-200000}
 DIR=$(mktemp -d "${1:-/var/tmp}/vdisk-bench.XXXXXX")
 trap 'rm -rf "$DIR"' EXIT
@@ -26,6 +27,7 @@ rm -f "$DIR/probe"
 
 best() { sort -g | head -1; }    # smallest of the numbers on stdin
 bestmax() { sort -g | tail -1; } # largest
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
 echo "== images: 1 GiB of random data as raw and as $FMT"
@@ -46,7 +48,7 @@ rate() {
     awk -v c="$COUNT" -v s="$secs" 'BEGIN { printf "%.0f\n", c / s }'
 }
 
-echo "== bench: $COUNT x 4k, depth 32, O_DIRECT, $FMT, best of $RUNS"
+echo "== bench: $COUNT x 4k, depth 32, O_DIRECT, $FMT, $RUNS runs each"
 for rw in read write; do
     v=() q=()
     for _ in $(seq "$RUNS"); do
@@ -55,8 +57,13 @@ for rw in read write; do
     done
     vb=$(printf '%s\n' "${v[@]}" | bestmax)
     qb=$(printf '%s\n' "${q[@]}" | bestmax)
-    printf '  %-5s vdisk %8s req/s  qemu-img %8s req/s  ratio %s (target >= 1.2)   [runs: vdisk %s; qemu %s]\n' \
-        "$rw" "$vb" "$qb" "$(ratio "$vb" "$qb")" "${v[*]}" "${q[*]}"
+    vm=$(printf '%s\n' "${v[@]}" | median)
+    qm=$(printf '%s\n' "${q[@]}" | median)
+    printf '  %-5s median: vdisk %8s req/s  qemu-img %8s req/s  ratio %s (target >= 1.2)\n' \
+        "$rw" "$vm" "$qm" "$(ratio "$vm" "$qm")"
+    printf '        best:   vdisk %8s req/s  qemu-img %8s req/s  ratio %s\n' \
+        "$vb" "$qb" "$(ratio "$vb" "$qb")"
+    echo "        [runs: vdisk ${v[*]}; qemu ${q[*]}]"
 done
 
 # secs CMD...: wall time of one run, after writing back earlier dirty data
@@ -71,7 +78,7 @@ secs() {
 
 # convert_pair FROM TO SRC: best times of vdisk and qemu-img converting SRC
 convert_pair() {
-    local from=$1 to=$2 src=$3 v=() q=() qs=() vb qb qsb
+    local from=$1 to=$2 src=$3 v=() q=() qs=() vb qb qsb vm qm qsm
     for _ in $(seq "$RUNS"); do
         rm -f "$DIR/out"
         v+=("$(secs "$VDISK" convert -f "$from" -O "$to" "$src" "$DIR/out")")
@@ -86,11 +93,17 @@ convert_pair() {
     vb=$(printf '%s\n' "${v[@]}" | best)
     qb=$(printf '%s\n' "${q[@]}" | best)
     qsb=$(printf '%s\n' "${qs[@]}" | best)
-    printf '  %-5s -> %-5s vdisk %6ss  qemu-img %6ss  ratio %s (target <= 0.8)   qemu-img -t writeback %6ss  ratio %s\n' \
-        "$from" "$to" "$vb" "$qb" "$(ratio "$vb" "$qb")" "$qsb" "$(ratio "$vb" "$qsb")"
+    vm=$(printf '%s\n' "${v[@]}" | median)
+    qm=$(printf '%s\n' "${q[@]}" | median)
+    qsm=$(printf '%s\n' "${qs[@]}" | median)
+    printf '  %-5s -> %-5s median: vdisk %6ss  qemu-img %6ss  ratio %s (target <= 0.8)   qemu-img -t writeback %6ss  ratio %s\n' \
+        "$from" "$to" "$vm" "$qm" "$(ratio "$vm" "$qm")" "$qsm" "$(ratio "$vm" "$qsm")"
+    printf '                 best:   vdisk %6ss  qemu-img %6ss  ratio %s                  qemu-img -t writeback %6ss  ratio %s\n' \
+        "$vb" "$qb" "$(ratio "$vb" "$qb")" "$qsb" "$(ratio "$vb" "$qsb")"
     echo "        [runs: vdisk ${v[*]}; qemu ${q[*]}; qemu -t writeback ${qs[*]}]"
 }
 
-echo "== convert: 1 GiB random data, best of $RUNS (wall seconds, including the final flush)"
+echo "== convert: 1 GiB random data, $RUNS runs each (wall seconds; vdisk flushes DST, qemu-img's"
+echo "   default target cache 'unsafe' does not; -t writeback makes qemu-img flush too)"
 convert_pair raw "$FMT" "$DIR/src.raw"
 convert_pair "$FMT" raw "$DIR/img.$FMT"
