@@ -323,8 +323,8 @@ int qcow2_check(struct vdisk_image *img, unsigned flags, struct vdisk_check_resu
     struct qcow2 *s = img->priv;
     int r;
 
-    pthread_mutex_lock(&s->lock);
+    pthread_rwlock_wrlock(&s->lock);
     r = qcow2_check_locked(s, flags, res);
-    pthread_mutex_unlock(&s->lock);
+    pthread_rwlock_unlock(&s->lock);
     return r;
 }

@@ -108,6 +108,22 @@ int qcow2_l2_load(struct qcow2 *s, uint64_t l1i, struct qcow2_table **tp)
     return 0;
 }
 
+/* The cached L2 table of L1I without loading anything: -EAGAIN on a miss. */
+int qcow2_l2_peek(struct qcow2 *s, uint64_t l1i, struct qcow2_table **tp)
+{
+    uint64_t off = l1i < s->l1_size ? s->l1[l1i] & QCOW2_OFFSET_MASK : 0;
+    struct qcow2_table *t;
+
+    *tp = NULL;
+    if (!off)
+        return 0;
+    t = qcow2_cache_find(&s->l2c, l1i);
+    if (!t || t->offset != off)
+        return -EAGAIN;
+    *tp = t;
+    return 0;
+}
+
 /* How unit [OFF, ...) of a cluster with entry E/BM maps; sets type and host. */
 static int classify(struct qcow2 *s, uint64_t off, uint64_t e, uint64_t bm, int *type,
                     uint64_t *host)
@@ -149,14 +165,17 @@ static int classify(struct qcow2 *s, uint64_t off, uint64_t e, uint64_t bm, int 
     return 0;
 }
 
-/* Map [OFF, OFF+LEN) as far as it maps alike, within one L2 table. Locked. */
-static int map_range(struct qcow2 *s, uint64_t off, uint64_t len, struct qc_map *m)
+/*
+ * Map [OFF, OFF+LEN) as far as it maps alike, within one L2 table. SHARED:
+ * the lock is held shared, so change nothing: -EAGAIN when the table is not cached.
+ */
+static int map_range(struct qcow2 *s, uint64_t off, uint64_t len, struct qc_map *m, bool shared)
 {
     uint64_t l1i = l1_index(s, off), unit = 1ull << s->sc_bits;
     uint64_t table_end = (l1i + 1) << (s->cluster_bits + s->l2_bits);
     struct qcow2_table *t;
     uint64_t pos = off, end = off + len;
-    int r = qcow2_l2_load(s, l1i, &t);
+    int r = shared ? qcow2_l2_peek(s, l1i, &t) : qcow2_l2_load(s, l1i, &t);
 
     if (r < 0)
         return r;
@@ -290,41 +309,47 @@ static int read_compressed(struct qcow2 *s, uint64_t e, uint8_t *buf, uint64_t i
     return r;
 }
 
-/* Read guest bytes; LOCKED when the caller already holds s->lock. */
+/* Read one mapped run M of guest bytes at OFF. */
+static int read_run(struct qcow2 *s, uint8_t *buf, const struct qc_map *m, uint64_t off)
+{
+    switch (m->type) {
+    case QC_DATA:
+        return vdisk_file_pread(s->file, buf, m->len, m->host);
+    case QC_ZERO:
+        memset(buf, 0, m->len);
+        return 0;
+    case QC_UNALLOC:
+        return read_backing(s, buf, m->len, off);
+    default:
+        return read_compressed(s, m->host, buf, off & (s->cluster_size - 1), m->len);
+    }
+}
+
+/*
+ * Read guest bytes; LOCKED when the caller holds s->lock exclusive. Otherwise
+ * the lock is taken shared for lookup and I/O, exclusive on a cache miss.
+ */
 static int do_read(struct qcow2 *s, uint8_t *buf, uint64_t len, uint64_t off, bool locked)
 {
     while (len > 0) {
         struct qc_map m;
-        bool io = false;
         int r;
 
+        if (locked) {
+            r = map_range(s, off, len, &m, false);
+        } else {
+            pthread_rwlock_rdlock(&s->lock);
+            r = map_range(s, off, len, &m, true);
+            if (r == -EAGAIN) {
+                pthread_rwlock_unlock(&s->lock);
+                pthread_rwlock_wrlock(&s->lock);
+                r = map_range(s, off, len, &m, false);
+            }
+        }
+        if (r == 0)
+            r = read_run(s, buf, &m, off);
         if (!locked)
-            pthread_mutex_lock(&s->lock);
-        r = map_range(s, off, len, &m);
-        if (!locked) {
-            io = r == 0 && m.type != QC_ZERO && m.type != QC_UNALLOC;
-            if (io)
-                pthread_rwlock_rdlock(&s->io_lock);
-            pthread_mutex_unlock(&s->lock);
-        }
-        if (r < 0)
-            return r;
-        switch (m.type) {
-        case QC_DATA:
-            r = vdisk_file_pread(s->file, buf, m.len, m.host);
-            break;
-        case QC_ZERO:
-            memset(buf, 0, m.len);
-            break;
-        case QC_UNALLOC:
-            r = read_backing(s, buf, m.len, off);
-            break;
-        default:
-            r = read_compressed(s, m.host, buf, off & (s->cluster_size - 1), m.len);
-            break;
-        }
-        if (io)
-            pthread_rwlock_unlock(&s->io_lock);
+            pthread_rwlock_unlock(&s->lock);
         if (r < 0)
             return r;
         buf += m.len;
@@ -442,7 +467,7 @@ static int write_alloc(struct qcow2 *s, const uint8_t *buf, uint64_t len, uint64
     uint64_t cs = s->cluster_size, coff = off & ~(cs - 1), a = off - coff, b = a + len;
     uint64_t l1i = l1_index(s, off), l2i = l2_index(s, off);
     uint64_t e = 0, bm = 0, host, H, lo = 0, hi = cs, nbm = 0;
-    bool reuse, old_data, exclusive = false;
+    bool reuse, old_data;
     struct qcow2_table *t;
     uint8_t *bounce = NULL;
     const uint8_t *src = buf;
@@ -478,11 +503,6 @@ static int write_alloc(struct qcow2 *s, const uint8_t *buf, uint64_t len, uint64
         bounce = qcow2_alloc_buf(hi - lo);
         if (!bounce)
             return vdisk_error(ENOMEM, "%s: out of memory", s->img->path);
-        /* rewriting bytes of our own cluster: no in-place write may run meanwhile */
-        if (reuse) {
-            pthread_rwlock_wrlock(&s->io_lock);
-            exclusive = true;
-        }
         if (a > lo)
             r = do_read(s, bounce, a - lo, coff + lo, true);
         if (r == 0 && hi > b)
@@ -513,14 +533,15 @@ static int write_alloc(struct qcow2 *s, const uint8_t *buf, uint64_t len, uint64
     if (old_data)
         r = free_entry(s, e);
 out:
-    if (exclusive)
-        pthread_rwlock_unlock(&s->io_lock);
     free(bounce);
     return r;
 }
 
-/* Host offset for an in-place write of [OFF, OFF+LEN) in one cluster, or 0. Locked. */
-static int in_place(struct qcow2 *s, uint64_t off, uint64_t len, uint64_t *hostp)
+/*
+ * Host offset for an in-place write of [OFF, OFF+LEN) in one cluster, or 0.
+ * SHARED as for map_range (-EAGAIN when the L2 table is not cached).
+ */
+static int in_place(struct qcow2 *s, uint64_t off, uint64_t len, uint64_t *hostp, bool shared)
 {
     uint64_t e, bm, h, in = off & (s->cluster_size - 1);
     struct qcow2_table *t;
@@ -529,7 +550,7 @@ static int in_place(struct qcow2 *s, uint64_t off, uint64_t len, uint64_t *hostp
     *hostp = 0;
     if (!(s->l1[l1_index(s, off)] & QCOW2_COPIED))
         return 0;
-    r = qcow2_l2_load(s, l1_index(s, off), &t);
+    r = shared ? qcow2_l2_peek(s, l1_index(s, off), &t) : qcow2_l2_load(s, l1_index(s, off), &t);
     if (r < 0 || !t)
         return r;
     l2_get(s, t, l2_index(s, off), &e, &bm);
@@ -564,8 +585,8 @@ int qcow2_write(struct vdisk_image *img, const void *buf, size_t len, uint64_t o
 
         if (n > len)
             n = len;
-        pthread_mutex_lock(&s->lock);
-        r = in_place(s, off, n, &host);
+        pthread_rwlock_rdlock(&s->lock);
+        r = in_place(s, off, n, &host, true);
         if (r == 0 && host) {
             /* extend over clusters that follow on disk */
             uint64_t h2;
@@ -573,18 +594,21 @@ int qcow2_write(struct vdisk_image *img, const void *buf, size_t len, uint64_t o
             while (n < len) {
                 uint64_t m = len - n < s->cluster_size ? len - n : s->cluster_size;
 
-                if (in_place(s, off + n, m, &h2) < 0 || h2 != host + n)
+                if (in_place(s, off + n, m, &h2, true) < 0 || h2 != host + n)
                     break;
                 n += m;
             }
-            pthread_rwlock_rdlock(&s->io_lock);
-            pthread_mutex_unlock(&s->lock);
             r = vdisk_file_pwrite(s->file, p, n, host);
-            pthread_rwlock_unlock(&s->io_lock);
+            pthread_rwlock_unlock(&s->lock);
         } else {
-            if (r == 0)
+            pthread_rwlock_unlock(&s->lock);
+            pthread_rwlock_wrlock(&s->lock);
+            r = in_place(s, off, n, &host, false);
+            if (r == 0 && host)
+                r = vdisk_file_pwrite(s->file, p, n, host);
+            else if (r == 0)
                 r = write_alloc(s, p, n, off);
-            pthread_mutex_unlock(&s->lock);
+            pthread_rwlock_unlock(&s->lock);
         }
         p += n;
         off += n;
@@ -641,9 +665,9 @@ int qcow2_flush(struct vdisk_image *img)
     struct qcow2 *s = img->priv;
     int r;
 
-    pthread_mutex_lock(&s->lock);
+    pthread_rwlock_wrlock(&s->lock);
     r = qcow2_flush_locked(s);
-    pthread_mutex_unlock(&s->lock);
+    pthread_rwlock_unlock(&s->lock);
     return r;
 }
 
@@ -697,9 +721,9 @@ int qcow2_discard(struct vdisk_image *img, uint64_t off, uint64_t len)
         b = (off + len + cs - 1) & ~(cs - 1);
     if (a >= b || (s->backing && s->version < 3))
         return 0; /* discard is advisory */
-    pthread_mutex_lock(&s->lock);
+    pthread_rwlock_wrlock(&s->lock);
     r = clear_clusters(s, a, b - a, s->backing != NULL);
-    pthread_mutex_unlock(&s->lock);
+    pthread_rwlock_unlock(&s->lock);
     return r;
 }
 
@@ -748,10 +772,10 @@ int qcow2_write_zeroes(struct vdisk_image *img, uint64_t off, uint64_t len, unsi
 
             if (!run)
                 run = n;
-            pthread_mutex_lock(&s->lock);
+            pthread_rwlock_wrlock(&s->lock);
             /* unallocated reads as zeroes unless a backing file shows through */
             r = clear_clusters(s, off, run, s->backing != NULL);
-            pthread_mutex_unlock(&s->lock);
+            pthread_rwlock_unlock(&s->lock);
             off += run;
             continue;
         }
@@ -761,9 +785,9 @@ int qcow2_write_zeroes(struct vdisk_image *img, uint64_t off, uint64_t len, unsi
             if (cend == img->size)
                 b = (cend + unit - 1) & ~(unit - 1);
             if (a < b) {
-                pthread_mutex_lock(&s->lock);
+                pthread_rwlock_wrlock(&s->lock);
                 r = zero_subclusters(s, a, b - a);
-                pthread_mutex_unlock(&s->lock);
+                pthread_rwlock_unlock(&s->lock);
                 if (r == 0) {
                     if (a > off)
                         r = qcow2_write_zeroes(img, off, a - off, flags & ~VDISK_ZERO_FUA);
@@ -797,9 +821,9 @@ int qcow2_block_status(struct vdisk_image *img, uint64_t off, uint64_t len,
     struct qc_map m;
     int r;
 
-    pthread_mutex_lock(&s->lock);
-    r = map_range(s, off, len, &m);
-    pthread_mutex_unlock(&s->lock);
+    pthread_rwlock_wrlock(&s->lock);
+    r = map_range(s, off, len, &m, false);
+    pthread_rwlock_unlock(&s->lock);
     if (r < 0)
         return r;
     ext->length = m.len;

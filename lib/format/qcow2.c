@@ -161,8 +161,7 @@ static void qcow2_free(struct qcow2 *s)
     free(s->frees);
     free(s->backing_name);
     free(s->backing_fmt);
-    pthread_mutex_destroy(&s->lock);
-    pthread_rwlock_destroy(&s->io_lock);
+    pthread_rwlock_destroy(&s->lock);
     free(s);
 }
 
@@ -301,13 +300,12 @@ static int qcow2_open(struct vdisk_image *img)
 
     if (!s)
         return vdisk_error(ENOMEM, "%s: out of memory", img->path);
-    pthread_mutex_init(&s->lock, NULL);
     {
         pthread_rwlockattr_t a;
 
         pthread_rwlockattr_init(&a);
         pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-        pthread_rwlock_init(&s->io_lock, &a);
+        pthread_rwlock_init(&s->lock, &a);
         pthread_rwlockattr_destroy(&a);
     }
     s->img = img;
@@ -414,11 +412,11 @@ static int qcow2_open(struct vdisk_image *img)
         if (s->incompat & QCOW2_INCOMPAT_DIRTY) { /* refcounts may be stale: rebuild */
             struct vdisk_check_result res = {0};
 
-            pthread_mutex_lock(&s->lock);
+            pthread_rwlock_wrlock(&s->lock);
             r = qcow2_check_locked(s, VDISK_CHECK_REPAIR_ALL, &res);
             if (r == 0)
                 r = qcow2_flush_locked(s);
-            pthread_mutex_unlock(&s->lock);
+            pthread_rwlock_unlock(&s->lock);
             s->incompat &= ~QCOW2_INCOMPAT_DIRTY;
             if (r == 0)
                 r = qcow2_write_header_u64(s, QCOW2_HDR_INCOMPAT, s->incompat);
