@@ -13,15 +13,17 @@
 
 #include "vdisk/vdisk.h"
 
-static char path[64];
+static char path[4096];
 
+/* A scratch file in $TMPDIR (the test script gives each run its own). */
 static void make_path(void)
 {
+    const char *dir = getenv("TMPDIR");
     int fd;
 
     if (path[0])
         return;
-    snprintf(path, sizeof(path), "/tmp/vdisk-fuzz-XXXXXX");
+    snprintf(path, sizeof(path), "%s/vdisk-fuzz-XXXXXX", dir && *dir ? dir : "/tmp");
     fd = mkstemp(path);
     if (fd < 0)
         abort();
@@ -38,7 +40,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int fd;
 
     make_path();
-    fd = open(path, O_WRONLY | O_TRUNC);
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     if (fd < 0 || write(fd, data, size) != (ssize_t)size)
         abort();
     close(fd);
