@@ -624,8 +624,6 @@ static int qcow2_create(struct vdisk_file *f, uint64_t size, const struct vdisk_
 
     if (r < 0)
         return r;
-    if (size & 511)
-        return vdisk_error(EINVAL, "%s: qcow2 size must be a multiple of 512 bytes", f->path);
     fmt = c.backing_fmt;
     if (c.backing) { /* the backing image must exist; its format is recorded */
         bpath = resolve_relative(f->path, c.backing);
@@ -641,6 +639,23 @@ static int qcow2_create(struct vdisk_file *f, uint64_t size, const struct vdisk_
             r = vdisk_error(errno, "%s: backing file %s: %m", f->path, bpath);
             goto out;
         }
+        if (size == 0) { /* as large as the backing file */
+            struct vdisk_image *b;
+            char msg[512];
+
+            r = vdisk_open(bpath, fmt, VDISK_OPEN_RDONLY, &b);
+            if (r < 0) {
+                snprintf(msg, sizeof(msg), "%s", vdisk_last_error());
+                r = vdisk_error(-r, "%s: backing file %s: %s", f->path, bpath, msg);
+                goto out;
+            }
+            size = vdisk_get_size(b);
+            vdisk_close(b);
+        }
+    }
+    if (size == 0 || (size & 511)) {
+        r = vdisk_error(EINVAL, "%s: qcow2 size must be a non-zero multiple of 512 bytes", f->path);
+        goto out;
     }
     hdr = qcow2_alloc_buf(c.cs);
     if (!hdr) {

@@ -319,6 +319,7 @@ static void test_create_options(void **state)
         {"backing_file=/nonexistent/x.qcow2", 16 * MiB, "backing file"},
         {"cluster_size=512", 1ull << 50, "L1 table"},
         {NULL, 16 * MiB + 100, "multiple of 512"},
+        {NULL, 0, "greater than zero"},
         {"nonsense=1", 16 * MiB, "nonsense"},
     };
     char *path = test_path(*state, "c.qcow2");
@@ -405,8 +406,10 @@ static void test_backing_cycle(void **state)
     struct vdisk_info info;
 
     snprintf(opts, sizeof(opts), "backing_file=a.qcow2,backing_fmt=qcow2");
-    assert_int_equal(vdisk_create(b, "qcow2", 16 * MiB, opts), 0);
+    assert_int_equal(vdisk_create(b, "qcow2", 0, NULL), -EINVAL);
+    assert_int_equal(vdisk_create(b, "qcow2", 0, opts), 0); /* size of the backing file */
     assert_int_equal(vdisk_open(b, NULL, VDISK_OPEN_RDONLY, &img), 0);
+    assert_int_equal(vdisk_get_size(img), 16 * MiB);
     assert_int_equal(vdisk_read(img, buf, sizeof(buf), 0), 0);
     assert_int_equal((unsigned char)buf[0], 0x5a);
     assert_int_equal(vdisk_get_info(img, &info), 0);
