@@ -660,11 +660,32 @@ int qcow2_flush_locked(struct qcow2 *s)
     return r;
 }
 
+/* Is any metadata waiting to be written? Shared lock suffices. */
+static bool meta_dirty(struct qcow2 *s)
+{
+    if (s->nfrees || s->rt_dirty || s->l1_dirty_lo < s->l1_dirty_hi)
+        return true;
+    for (unsigned i = 0; i < s->l2c.n; i++)
+        if (s->l2c.t[i].dirty)
+            return true;
+    for (unsigned i = 0; i < s->rbc.n; i++)
+        if (s->rbc.t[i].dirty)
+            return true;
+    return false;
+}
+
 int qcow2_flush(struct vdisk_image *img)
 {
     struct qcow2 *s = img->priv;
+    bool dirty;
     int r;
 
+    /* only data to make durable: sync without stopping other requests */
+    pthread_rwlock_rdlock(&s->lock);
+    dirty = meta_dirty(s);
+    pthread_rwlock_unlock(&s->lock);
+    if (!dirty)
+        return qcow2_sync(s);
     pthread_rwlock_wrlock(&s->lock);
     r = qcow2_flush_locked(s);
     pthread_rwlock_unlock(&s->lock);
