@@ -817,7 +817,7 @@ int qcow2_write_zeroes(struct vdisk_image *img, uint64_t off, uint64_t len, unsi
                     off = cend;
                     continue;
                 }
-                if (r != -ENOTSUP)
+                if (r != -ENOTSUP || (flags & VDISK_ZERO_NO_FALLBACK))
                     break;
                 r = 0;
             }
