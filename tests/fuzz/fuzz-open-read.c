@@ -15,15 +15,15 @@
 
 static char path[4096];
 
-/* A scratch file in $TMPDIR (the test script gives each run its own). */
 static void make_path(void)
 {
-    const char *dir = getenv("TMPDIR");
     int fd;
 
     if (path[0])
         return;
-    snprintf(path, sizeof(path), "%s/vdisk-fuzz-XXXXXX", dir && *dir ? dir : "/tmp");
+    /* under $TMPDIR: concurrent fuzz runs must not share or delete each other's file */
+    snprintf(path, sizeof(path), "%s/vdisk-fuzz-XXXXXX",
+             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
     fd = mkstemp(path);
     if (fd < 0)
         abort();
@@ -40,7 +40,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int fd;
 
     make_path();
-    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    fd = open(path, O_WRONLY | O_TRUNC);
     if (fd < 0 || write(fd, data, size) != (ssize_t)size)
         abort();
     close(fd);

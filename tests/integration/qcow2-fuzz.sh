@@ -29,15 +29,15 @@ if command -v qemu-img >/dev/null; then
         rm -f "$T/s.qcow2"
     done
 fi
-mkdir -p "$T/tmp"
-TMPDIR=$T/tmp "$T/fuzz" -artifact_prefix="/tmp/qcow2-fuzz-$$-" -max_total_time="$SECS" -rss_limit_mb=1024 -timeout=10 -max_len=131072 \
+mkdir -p "$ROOT/tests/out"
+TMPDIR=$T "$T/fuzz" -artifact_prefix="$ROOT/tests/out/qcow2-fuzz-" -max_total_time="$SECS" -rss_limit_mb=1024 -timeout=10 -max_len=131072 \
     "$T/corpus" >"$T/fuzz.log" 2>&1
 rc=$?
 if [ "$rc" -eq 0 ]; then
     pass "fuzzing open+read for ${SECS}s: $(grep -o 'Done [0-9]* runs' "$T/fuzz.log")"
 else
     fail "fuzzer found a problem (exit $rc): $(grep -m3 -E 'ERROR|SUMMARY|runtime error' "$T/fuzz.log")"
-    cp "$T/fuzz.log" "/tmp/qcow2-fuzz-$$.log"
-    echo "log: /tmp/qcow2-fuzz-$$.log; inputs: $(ls /tmp/qcow2-fuzz-$$-* 2>/dev/null | head -3)"
+    cp "$T/fuzz.log" "$ROOT/tests/out/qcow2-fuzz-failure.log"
+    ls "$ROOT"/tests/out/qcow2-fuzz-{crash,timeout,oom}-* 2>/dev/null | head -3
 fi
 finish
