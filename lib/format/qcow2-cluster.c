@@ -57,6 +57,17 @@ static uint64_t sc_mask(unsigned a, unsigned b)
     return ((b >= 32 ? 0x100000000ull : (1ull << b)) - (1ull << a));
 }
 
+/* Does host cluster H overlap the header, L1, refcount or snapshot table? */
+static bool hits_metadata(struct qcow2 *s, uint64_t h)
+{
+    uint64_t cs = s->cluster_size;
+
+    return h < cs || (h + cs > s->l1_offset && h < s->l1_offset + (uint64_t)s->l1_size * 8) ||
+           (h + cs > s->rt_offset &&
+            h < s->rt_offset + ((uint64_t)s->rt_clusters << s->cluster_bits)) ||
+           (s->nb_snapshots && h == (s->snapshots_offset & ~(cs - 1)));
+}
+
 /* Write a dirty L2 table: the refcounts of what it points to go first. */
 static int l2_writeback(struct qcow2 *s, struct qcow2_table *t)
 {
@@ -483,7 +494,7 @@ static int write_alloc(struct qcow2 *s, const uint8_t *buf, uint64_t len, uint64
     host = (e & QCOW2_COMPRESSED) ? 0 : e & QCOW2_OFFSET_MASK;
     reuse = host && (e & QCOW2_COPIED);
     old_data = (e & QCOW2_COMPRESSED) || (host && !reuse);
-    if (host && (host & (cs - 1) || host >= s->file_size))
+    if (host && (host & (cs - 1) || host >= s->file_size || (reuse && hits_metadata(s, host))))
         return vdisk_error(EIO, "%s: cluster at guest %llu maps to invalid offset %llu",
                            s->img->path, (unsigned long long)coff, (unsigned long long)host);
     if (s->ext_l2 && !old_data) {
@@ -557,7 +568,7 @@ static int in_place(struct qcow2 *s, uint64_t off, uint64_t len, uint64_t *hostp
     h = e & QCOW2_OFFSET_MASK;
     if ((e & (QCOW2_COPIED | QCOW2_COMPRESSED)) != QCOW2_COPIED || !h)
         return 0;
-    if (h & (s->cluster_size - 1) || h >= s->file_size)
+    if (h & (s->cluster_size - 1) || h >= s->file_size || hits_metadata(s, h))
         return vdisk_error(EIO, "%s: cluster at guest %llu maps to invalid offset %llu",
                            s->img->path, (unsigned long long)off, (unsigned long long)h);
     if (s->ext_l2) {
