@@ -285,13 +285,13 @@ static void test_bad_tables(void **state)
     assert_non_null(strstr(vdisk_last_error(), "invalid offset"));
     assert_int_equal(vdisk_write(img, buf, sizeof(buf), 0, 0), -EIO);
     vdisk_close(img);
-    /* L2 entry pointing at the header: reads may, writes must not go there */
-    poke64(path, l2 & 0x00fffffffffffe00ull, 1ull << 63);
+    /* L2 entry pointing at the L1 table: reads may, writes must not go there */
+    poke64(path, l2 & 0x00fffffffffffe00ull, (3 * CS) | (1ull << 63));
     assert_int_equal(vdisk_open(path, "qcow2", 0, &img), 0);
     memset(buf, 0x77, sizeof(buf));
     assert_int_equal(vdisk_write(img, buf, sizeof(buf), 0, 0), -EIO);
     vdisk_close(img);
-    assert_int_equal(peek64(path, 0) >> 32, 0x514649fb); /* magic intact */
+    assert_int_equal(peek64(path, 3 * CS), l2); /* L1 intact */
     free(path);
     /* a refcount table entry pointing nowhere: allocation fails cleanly */
     path = fresh(state, "b2.qcow2", NULL);
