@@ -162,6 +162,8 @@ static int count_refs(struct check *c, unsigned flags)
         r = walk_snapshots(c);
     if (r < 0)
         return r;
+    for (unsigned i = 0; i < s->ninflight; i++) /* being filled by a write: in use */
+        inc(c, s->inflight[i].host, s->cluster_size);
     inc(c, s->rt_offset, (uint64_t)s->rt_clusters << s->cluster_bits);
     for (uint64_t i = 0; i < s->rt_size; i++) {
         uint64_t off = s->reftable[i] & QCOW2_RT_OFFSET_MASK;

@@ -468,6 +468,68 @@ static int free_entry(struct qcow2 *s, uint64_t e)
     return 0;
 }
 
+/* Note a new cluster HOST being filled for guest cluster GUEST; false if out of memory. */
+static bool inflight_add(struct qcow2 *s, uint64_t guest, uint64_t host)
+{
+    bool ok = true;
+
+    pthread_mutex_lock(&s->inflight_lock);
+    if (s->ninflight == s->cap_inflight) {
+        unsigned cap = s->cap_inflight ? 2 * s->cap_inflight : 16;
+        struct qcow2_inflight *p = realloc(s->inflight, cap * sizeof(*p));
+
+        if (p) {
+            s->inflight = p;
+            s->cap_inflight = cap;
+        }
+        ok = p != NULL;
+    }
+    if (ok)
+        s->inflight[s->ninflight++] = (struct qcow2_inflight){guest, host};
+    pthread_mutex_unlock(&s->inflight_lock);
+    return ok;
+}
+
+static void inflight_del(struct qcow2 *s, uint64_t host)
+{
+    pthread_mutex_lock(&s->inflight_lock);
+    for (unsigned i = 0; i < s->ninflight; i++) {
+        if (s->inflight[i].host == host) {
+            s->inflight[i] = s->inflight[--s->ninflight];
+            break;
+        }
+    }
+    pthread_cond_broadcast(&s->inflight_done);
+    pthread_mutex_unlock(&s->inflight_lock);
+}
+
+static bool inflight_has(struct qcow2 *s, uint64_t guest)
+{
+    for (unsigned i = 0; i < s->ninflight; i++)
+        if (s->inflight[i].guest == guest)
+            return true;
+    return false;
+}
+
+/*
+ * Another write is filling a new cluster for GUEST: wait for it without
+ * s->lock (held exclusive on entry and on return), then -EAGAIN to start over.
+ */
+static int inflight_wait(struct qcow2 *s, uint64_t guest)
+{
+    pthread_mutex_lock(&s->inflight_lock);
+    if (!inflight_has(s, guest)) {
+        pthread_mutex_unlock(&s->inflight_lock);
+        return 0;
+    }
+    pthread_rwlock_unlock(&s->lock);
+    while (inflight_has(s, guest))
+        pthread_cond_wait(&s->inflight_done, &s->inflight_lock);
+    pthread_mutex_unlock(&s->inflight_lock);
+    pthread_rwlock_wrlock(&s->lock);
+    return -EAGAIN;
+}
+
 /*
  * Write [OFF, OFF+LEN) inside one cluster that cannot be written in place:
  * allocate (unless the cluster is ours already), copy the old contents around
@@ -482,8 +544,10 @@ static int write_alloc(struct qcow2 *s, const uint8_t *buf, uint64_t len, uint64
     struct qcow2_table *t;
     uint8_t *bounce = NULL;
     const uint8_t *src = buf;
-    int r = qcow2_mark_dirty(s);
+    int r = inflight_wait(s, off >> s->cluster_bits);
 
+    if (r == 0)
+        r = qcow2_mark_dirty(s);
     if (r < 0)
         return r;
     r = qcow2_l2_load(s, l1i, &t);
@@ -533,16 +597,46 @@ static int write_alloc(struct qcow2 *s, const uint8_t *buf, uint64_t len, uint64
         if (r < 0)
             goto out;
     }
-    r = vdisk_file_pwrite(s->file, src, hi - lo, H + lo);
-    if (r < 0) {
-        if (!reuse)
+    if (reuse || !inflight_add(s, off >> s->cluster_bits, H)) { /* written under the lock */
+        r = vdisk_file_pwrite(s->file, src, hi - lo, H + lo);
+        if (r == 0)
+            l2_set(s, t, l2i, H | QCOW2_COPIED, nbm);
+        else if (!reuse)
             qcow2_rc_update(s, H >> s->cluster_bits, -1);
+        if (r == 0 && old_data)
+            r = free_entry(s, e);
         goto out;
     }
-    t = qcow2_cache_find(&s->l2c, l1i); /* still cached: nothing touched L2s since */
+    /*
+     * A new cluster nobody references yet: write it without the lock, so that
+     * allocating writes overlap, then link it if the entry did not change
+     * meanwhile (else give it back and let the caller start over).
+     */
+    pthread_rwlock_unlock(&s->lock);
+    r = vdisk_file_pwrite(s->file, src, hi - lo, H + lo);
+    pthread_rwlock_wrlock(&s->lock);
+    if (r == 0 && (s->l1[l1i] & QCOW2_COPIED))
+        r = qcow2_l2_load(s, l1i, &t);
+    else if (r == 0)
+        t = NULL;
+    if (r == 0 && t) {
+        uint64_t e2, bm2;
+
+        l2_get(s, t, l2i, &e2, &bm2);
+        if (e2 != e || bm2 != bm)
+            t = NULL;
+    }
+    if (r < 0 || !t) {
+        qcow2_rc_update(s, H >> s->cluster_bits, -1); /* never referenced */
+        if (r == 0)
+            r = -EAGAIN;
+        goto out_inflight;
+    }
     l2_set(s, t, l2i, H | QCOW2_COPIED, nbm);
     if (old_data)
         r = free_entry(s, e);
+out_inflight:
+    inflight_del(s, H); /* linked (or given back): waiters may look again */
 out:
     free(bounce);
     return r;
@@ -618,7 +712,8 @@ int qcow2_write(struct vdisk_image *img, const void *buf, size_t len, uint64_t o
             if (r == 0 && host)
                 r = vdisk_file_pwrite(s->file, p, n, host);
             else if (r == 0)
-                r = write_alloc(s, p, n, off);
+                while ((r = write_alloc(s, p, n, off)) == -EAGAIN)
+                    ; /* raced with another change of this cluster: again */
             pthread_rwlock_unlock(&s->lock);
         }
         p += n;

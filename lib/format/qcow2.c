@@ -159,9 +159,12 @@ static void qcow2_free(struct qcow2 *s)
     free(s->l1);
     free(s->reftable);
     free(s->frees);
+    free(s->inflight);
     free(s->backing_name);
     free(s->backing_fmt);
     pthread_rwlock_destroy(&s->lock);
+    pthread_mutex_destroy(&s->inflight_lock);
+    pthread_cond_destroy(&s->inflight_done);
     free(s);
 }
 
@@ -306,6 +309,8 @@ static int qcow2_open(struct vdisk_image *img)
         pthread_rwlockattr_init(&a);
         pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
         pthread_rwlock_init(&s->lock, &a);
+        pthread_mutex_init(&s->inflight_lock, NULL);
+        pthread_cond_init(&s->inflight_done, NULL);
         pthread_rwlockattr_destroy(&a);
     }
     s->img = img;

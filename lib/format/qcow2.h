@@ -9,7 +9,9 @@
  * table is cached take it shared, look the mapping up without changing
  * anything (but the clock bit) and do their data I/O still holding it, so they
  * run in parallel and no cluster can be freed and reused under them. Cache
- * misses, allocating writes, discard, flush and check take it exclusive.
+ * misses, allocating writes, discard, flush and check take it exclusive; an
+ * allocating write drops it while it fills its new, unlinked cluster (listed
+ * in s->inflight so that check counts it), then links it if nothing changed.
  *
  * Durability order (see qcow2_flush_locked): data and refcount blocks, sync,
  * reftable, sync, L2 tables, sync, L1, sync; refcount drops only after that.
@@ -126,6 +128,14 @@ struct qcow2 {
     char *backing_fmt;
     struct vdisk_image *backing;
     uint64_t backing_size;
+
+    /* new clusters being filled without s->lock; changes hold both locks */
+    struct qcow2_inflight {
+        uint64_t guest, host; /* guest cluster index, host offset */
+    } * inflight;
+    unsigned ninflight, cap_inflight;
+    pthread_mutex_t inflight_lock; /* waiting for an allocation to finish */
+    pthread_cond_t inflight_done;
 
     uint16_t *check_refs; /* during repair: clusters in use, not to be allocated */
     uint64_t check_nb;
