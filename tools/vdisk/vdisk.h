@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 #include "vdisk/vdisk.h"
@@ -56,12 +57,14 @@ struct via {
 };
 
 extern const struct via via_loop;
-extern const struct via via_fuse;
 
 /* The via called NAME, or NULL. */
 const struct via *via_find(const char *name);
+/* The preferred available via for FORMAT (kmod, loop for raw; ublk, nbd, fuse else). */
+const struct via *via_auto(const char *format);
+bool format_is_raw(const char *format);
 
-/* Messages: "vdisk: WHAT: WHY" on stderr. err() returns -1. */
+/* Messages: "vdisk: WHAT: WHY" on stderr. err() returns 1 (exit status). */
 int err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -77,7 +80,12 @@ int record_list(struct disk_record **recs, size_t *n);
 int record_lock(void);
 void record_unlock(int fd);
 
-/* Commands (cmd_*.c): argc/argv start at the command name. */
+/* The record for an image path, device path or id: 1 found, 0 not, -1 error. */
+int find_record(const char *what, struct disk_record *rec);
+/* Write S as a JSON string. */
+void json_string(FILE *out, const char *s);
+
+/* Commands (cmd_*.c): argc/argv start at the command name; return the exit status. */
 int cmd_create(int argc, char **argv);
 int cmd_open(int argc, char **argv);
 int cmd_close(int argc, char **argv);

@@ -1,0 +1,36 @@
+/* SPDX-License-Identifier: MIT */
+/* vdisk create [-f FMT] [-o KEY=VAL,...] IMAGE SIZE */
+#include <getopt.h>
+#include <stdio.h>
+
+#include "vdisk.h"
+
+int cmd_create(int argc, char **argv)
+{
+    const char *format = "raw", *options = NULL;
+    uint64_t size;
+    int c;
+
+    while ((c = getopt(argc, argv, "f:o:h")) != -1) {
+        switch (c) {
+        case 'f':
+            format = optarg;
+            break;
+        case 'o':
+            options = optarg;
+            break;
+        default:
+            fprintf(stderr, "usage: vdisk create [-f FMT] [-o KEY=VAL,...] IMAGE SIZE\n");
+            return c == 'h' ? 0 : 2;
+        }
+    }
+    if (argc - optind != 2) {
+        fprintf(stderr, "usage: vdisk create [-f FMT] [-o KEY=VAL,...] IMAGE SIZE\n");
+        return 2;
+    }
+    if (vdisk_parse_size(argv[optind + 1], &size) < 0)
+        return err("%s", vdisk_last_error());
+    if (vdisk_create(argv[optind], format, size, options) < 0)
+        return err("%s", vdisk_last_error());
+    return 0;
+}

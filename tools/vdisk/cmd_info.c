@@ -1,0 +1,95 @@
+/* SPDX-License-Identifier: MIT */
+/* vdisk info [--json] IMAGE|DEVICE: the image's metadata and, if open, its disk. */
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "vdisk.h"
+
+static void print_text(const struct vdisk_info *in, const struct disk_record *rec, bool open)
+{
+    printf("image: %s\nformat: %s\nvirtual size: %" PRIu64 "\nfile size: %" PRIu64
+           "\ndisk size: %" PRIu64 "\n",
+           in->path, in->format, in->virtual_size, in->file_size, in->allocated_bytes);
+    if (in->cluster_size)
+        printf("cluster size: %u\n", in->cluster_size);
+    if (in->backing_file)
+        printf("backing file: %s (%s)\n", in->backing_file,
+               in->backing_format ? in->backing_format : "probed");
+    if (in->dirty)
+        printf("dirty: yes\n");
+    if (open)
+        printf("device: %s\nvia: %s\nid: %s\nread-only: %s\n", rec->device, rec->via, rec->id,
+               rec->read_only ? "yes" : "no");
+    if (open && rec->pid)
+        printf("server pid: %d\n", (int)rec->pid);
+}
+
+static void print_json(const struct vdisk_info *in, const struct disk_record *rec, bool open)
+{
+    printf("{\"image\": ");
+    json_string(stdout, in->path);
+    printf(", \"format\": ");
+    json_string(stdout, in->format);
+    printf(", \"virtual_size\": %" PRIu64 ", \"file_size\": %" PRIu64
+           ", \"allocated_bytes\": %" PRIu64 ", \"cluster_size\": %u, \"dirty\": %s",
+           in->virtual_size, in->file_size, in->allocated_bytes, in->cluster_size,
+           in->dirty ? "true" : "false");
+    if (in->backing_file) {
+        printf(", \"backing_file\": ");
+        json_string(stdout, in->backing_file);
+    }
+    if (open) {
+        printf(", \"device\": ");
+        json_string(stdout, rec->device);
+        printf(", \"via\": ");
+        json_string(stdout, rec->via);
+        printf(", \"id\": \"%s\", \"read_only\": %s, \"pid\": %d", rec->id,
+               rec->read_only ? "true" : "false", (int)rec->pid);
+    }
+    printf("}\n");
+}
+
+int cmd_info(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"json", no_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    struct disk_record rec;
+    struct vdisk_image *img;
+    struct vdisk_info info;
+    const char *path;
+    bool json = false;
+    int c, open;
+
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        if (c != 'j') {
+            fprintf(stderr, "usage: vdisk info [--json] IMAGE|DEVICE\n");
+            return c == 'h' ? 0 : 2;
+        }
+        json = true;
+    }
+    if (argc - optind != 1) {
+        fprintf(stderr, "usage: vdisk info [--json] IMAGE|DEVICE\n");
+        return 2;
+    }
+    path = argv[optind];
+    open = find_record(path, &rec);
+    if (open < 0)
+        return 1;
+    if (open)
+        path = rec.image;
+    /* like qemu-img info -U: read metadata even while another process writes */
+    if (vdisk_open(path, open ? rec.format : NULL, VDISK_OPEN_RDONLY | VDISK_OPEN_NOLOCK, &img) < 0)
+        return err("%s", vdisk_last_error());
+    if (vdisk_get_info(img, &info) < 0) {
+        vdisk_close(img);
+        return err("%s", vdisk_last_error());
+    }
+    if (json)
+        print_json(&info, &rec, open);
+    else
+        print_text(&info, &rec, open);
+    vdisk_close(img);
+    return 0;
+}

@@ -1,0 +1,214 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Records of open disks: one file per disk, RUN_DIR/<id>.rec, "key=value"
+ * lines, replaced atomically. The id is a hash of the canonical image path,
+ * as the seed's instance id is a hash of the file path.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "vdisk.h"
+
+const char *run_dir(void)
+{
+    const char *d = getenv("VDISK_RUN_DIR");
+
+    return d && *d ? d : VDISK_RUN_DIR_DEFAULT;
+}
+
+/* Create the run directory (root only) if needed. */
+static int ensure_run_dir(void)
+{
+    if (mkdir(run_dir(), 0700) < 0 && errno != EEXIST)
+        return err("%s: %m", run_dir());
+    return 0;
+}
+
+/* FNV-1a, 64 bits: stable across runs and machines, case sensitive. */
+void record_id(const char *canonical_path, char id[17])
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+
+    for (const unsigned char *p = (const unsigned char *)canonical_path; *p; p++) {
+        h ^= *p;
+        h *= 0x100000001b3ull;
+    }
+    snprintf(id, 17, "%016" PRIx64, h);
+}
+
+static void record_path(const char *id, const char *suffix, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/%s.rec%s", run_dir(), id, suffix);
+}
+
+int record_save(const struct disk_record *rec)
+{
+    char tmp[4200], path[4200];
+    FILE *f;
+
+    if (ensure_run_dir())
+        return -1;
+    record_path(rec->id, ".tmp", tmp, sizeof(tmp));
+    record_path(rec->id, "", path, sizeof(path));
+    f = fopen(tmp, "w");
+    if (!f)
+        return err("%s: %m", tmp);
+    fprintf(f,
+            "id=%s\nimage=%s\nformat=%s\nvia=%s\ndevice=%s\nbacking=%s\nmountpoint=%s\n"
+            "socket=%s\nread_only=%d\nsize=%" PRIu64 "\npid=%d\n",
+            rec->id, rec->image, rec->format, rec->via, rec->device, rec->backing, rec->mountpoint,
+            rec->socket, rec->read_only, rec->size, (int)rec->pid);
+    if (fflush(f) != 0 || fsync(fileno(f)) < 0) {
+        fclose(f);
+        unlink(tmp);
+        return err("%s: %m", tmp);
+    }
+    fclose(f);
+    if (rename(tmp, path) < 0) {
+        unlink(tmp);
+        return err("%s: %m", path);
+    }
+    return 0;
+}
+
+/* Copy VALUE into a fixed field, refusing overlong values. */
+static int set_field(char *field, size_t size, const char *value)
+{
+    if (strlen(value) >= size)
+        return -1;
+    strcpy(field, value);
+    return 0;
+}
+
+static int parse_line(struct disk_record *rec, char *line)
+{
+    char *eq = strchr(line, '=');
+    const char *v;
+
+    if (!eq)
+        return -1;
+    *eq = '\0';
+    v = eq + 1;
+#define FIELD(name)                                                                                \
+    if (strcmp(line, #name) == 0)                                                                  \
+        return set_field(rec->name, sizeof(rec->name), v);
+    FIELD(id)
+    FIELD(image)
+    FIELD(format)
+    FIELD(via)
+    FIELD(device)
+    FIELD(backing)
+    FIELD(mountpoint)
+    FIELD(socket)
+#undef FIELD
+    if (strcmp(line, "read_only") == 0)
+        rec->read_only = atoi(v) != 0;
+    else if (strcmp(line, "size") == 0)
+        rec->size = strtoull(v, NULL, 10);
+    else if (strcmp(line, "pid") == 0)
+        rec->pid = (pid_t)atoi(v);
+    return 0; /* unknown keys: written by a newer vdisk, ignored */
+}
+
+int record_load(const char *id, struct disk_record *rec)
+{
+    char path[4200], line[4200];
+    FILE *f;
+    int r = 1;
+
+    if (strlen(id) != 16 || strspn(id, "0123456789abcdef") != 16)
+        return 0;
+    record_path(id, "", path, sizeof(path));
+    f = fopen(path, "r");
+    if (!f)
+        return errno == ENOENT ? 0 : -err("%s: %m", path);
+    memset(rec, 0, sizeof(*rec));
+    while (fgets(line, sizeof(line), f)) {
+        line[strcspn(line, "\n")] = '\0';
+        if (parse_line(rec, line) < 0) {
+            r = -err("%s: malformed record", path);
+            break;
+        }
+    }
+    fclose(f);
+    return r;
+}
+
+int record_remove(const char *id)
+{
+    char path[4200];
+
+    record_path(id, "", path, sizeof(path));
+    if (unlink(path) < 0 && errno != ENOENT)
+        return -err("%s: %m", path);
+    return 0;
+}
+
+int record_list(struct disk_record **recs, size_t *n)
+{
+    struct disk_record *all = NULL;
+    struct dirent *de;
+    size_t count = 0;
+    DIR *d;
+
+    *recs = NULL;
+    *n = 0;
+    d = opendir(run_dir());
+    if (!d)
+        return errno == ENOENT ? 0 : -err("%s: %m", run_dir());
+    while ((de = readdir(d))) {
+        size_t len = strlen(de->d_name);
+        char id[17];
+        struct disk_record *grown;
+
+        if (len != 20 || strcmp(de->d_name + 16, ".rec") != 0)
+            continue;
+        memcpy(id, de->d_name, 16);
+        id[16] = '\0';
+        grown = realloc(all, (count + 1) * sizeof(*all));
+        if (!grown) {
+            closedir(d);
+            free(all);
+            return -err("out of memory");
+        }
+        all = grown;
+        if (record_load(id, &all[count]) == 1)
+            count++;
+    }
+    closedir(d);
+    *recs = all;
+    *n = count;
+    return 0;
+}
+
+int record_lock(void)
+{
+    char path[4200];
+    int fd;
+
+    if (ensure_run_dir())
+        return -1;
+    snprintf(path, sizeof(path), "%s/.lock", run_dir());
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -err("%s: %m", path);
+    if (flock(fd, LOCK_EX) < 0) {
+        close(fd);
+        return -err("%s: %m", path);
+    }
+    return fd;
+}
+
+void record_unlock(int fd)
+{
+    if (fd >= 0)
+        close(fd);
+}

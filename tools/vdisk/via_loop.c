@@ -1,0 +1,164 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * --via loop: the kernel's loop driver on a raw image, set up in one
+ * LOOP_CONFIGURE call with direct I/O. The loop device keeps a reference to
+ * the file we open, so the QEMU-compatible lock lives as long as the device.
+ * Also used by --via fuse for the loop device on top of the FUSE file.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/loop.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "vdisk.h"
+#include "loopdev.h"
+
+static bool loop_available(void)
+{
+    return access("/dev/loop-control", W_OK) == 0;
+}
+
+int loopdev_attach(int file_fd, const char *name, bool read_only, bool direct, char *device,
+                   size_t device_len)
+{
+    struct loop_config cfg = {.fd = (unsigned)file_fd, .block_size = 512};
+    int ctl, dev = -1;
+
+    cfg.info.lo_flags = (read_only ? LO_FLAGS_READ_ONLY : 0) | (direct ? LO_FLAGS_DIRECT_IO : 0);
+    snprintf((char *)cfg.info.lo_file_name, sizeof(cfg.info.lo_file_name), "%s", name);
+    ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+    if (ctl < 0)
+        return -err("/dev/loop-control: %m");
+    /* another process may take the free device first: then try the next */
+    for (int attempt = 0; attempt < 16; attempt++) {
+        int n = ioctl(ctl, LOOP_CTL_GET_FREE);
+
+        if (n < 0) {
+            err("/dev/loop-control: no free loop device: %m");
+            break;
+        }
+        snprintf(device, device_len, "/dev/loop%d", n);
+        dev = open(device, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+        if (dev < 0) {
+            err("%s: %m", device);
+            break;
+        }
+        if (ioctl(dev, LOOP_CONFIGURE, &cfg) == 0) {
+            close(dev);
+            close(ctl);
+            return 0;
+        }
+        if (errno != EBUSY) {
+            err("%s: LOOP_CONFIGURE: %m", device);
+            break;
+        }
+        close(dev);
+        dev = -1;
+    }
+    if (dev >= 0)
+        close(dev);
+    close(ctl);
+    return -1;
+}
+
+/* The loop device's backing file as sysfs shows it, or "" when unbound. */
+static void loop_backing_file(const char *device, char *buf, size_t len)
+{
+    char path[128];
+    FILE *f;
+
+    buf[0] = '\0';
+    snprintf(path, sizeof(path), "/sys/block/%s/loop/backing_file", strrchr(device, '/') + 1);
+    f = fopen(path, "r");
+    if (!f)
+        return;
+    if (!fgets(buf, (int)len, f))
+        buf[0] = '\0';
+    buf[strcspn(buf, "\n")] = '\0';
+    fclose(f);
+}
+
+bool loopdev_serves(const char *device, const char *file)
+{
+    char backing[4200];
+    size_t n = strlen(file);
+
+    if (!device[0])
+        return false;
+    loop_backing_file(device, backing, sizeof(backing));
+    /* a deleted file shows as "PATH (deleted)": still bound to it */
+    return strncmp(backing, file, n) == 0 && (backing[n] == '\0' || backing[n] == ' ');
+}
+
+int loopdev_detach(const char *device, const char *file)
+{
+    struct timespec tick = {0, 10 * 1000 * 1000};
+    int fd;
+
+    if (!loopdev_serves(device, file))
+        return 0; /* already gone, or reused for another file: not ours */
+    /* O_EXCL fails while the device is mounted or claimed */
+    fd = open(device, O_RDONLY | O_EXCL | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == EBUSY)
+            return -err("%s: device is in use (mounted?); unmount it first", device);
+        return -err("%s: %m", device);
+    }
+    if (ioctl(fd, LOOP_CLR_FD, 0) < 0 && errno != ENXIO) {
+        err("%s: LOOP_CLR_FD: %m", device);
+        close(fd);
+        return -1;
+    }
+    close(fd);
+    /* the file (and with it the image lock) is let go on last close: wait for it */
+    for (int i = 0; i < 500 && loopdev_serves(device, file); i++)
+        nanosleep(&tick, NULL);
+    if (loopdev_serves(device, file))
+        return -err("%s: still bound to %s after detach", device, file);
+    return 0;
+}
+
+static int loop_start(const struct open_request *req, struct disk_record *rec)
+{
+    unsigned flags = (req->read_only ? VDISK_OPEN_RDONLY : 0);
+    struct vdisk_image *img;
+    int fd, r;
+
+    r = vdisk_open(req->image, req->format, flags, &img);
+    if (r < 0)
+        return -err("%s", vdisk_last_error());
+    fd = vdisk_get_raw_fd(img);
+    if (fd < 0) {
+        vdisk_close(img);
+        return -err("%s", vdisk_last_error());
+    }
+    r = loopdev_attach(fd, req->image, req->read_only, req->direct, rec->device,
+                       sizeof(rec->device));
+    vdisk_close(img); /* the loop device holds the file, and the lock, now */
+    return r;
+}
+
+static int loop_stop(const struct disk_record *rec)
+{
+    return loopdev_detach(rec->device, rec->image);
+}
+
+static bool loop_alive(const struct disk_record *rec)
+{
+    return loopdev_serves(rec->device, rec->image);
+}
+
+const struct via via_loop = {
+    .name = "loop",
+    .raw_only = true,
+    .available = loop_available,
+    .start = loop_start,
+    .stop = loop_stop,
+    .alive = loop_alive,
+};
