@@ -10,10 +10,12 @@
  *
  * I/O: queue_rq only hands the request to a per-disk workqueue; the worker
  * reads or writes the backing file through an iov_iter over the request's
- * pages. With VDISK_F_DIRECT the worker submits asynchronous direct I/O and
- * returns, so many requests are in flight per disk; otherwise buffered I/O
- * runs in up to VDISK_WORKERS workers at once. Flush is fsync, FUA is a
- * DSYNC write, discard punches a hole and write-zeroes zeroes a range.
+ * pages. With VDISK_F_DIRECT one work item drains a list of reads and
+ * writes, submitting asynchronous direct I/O for each without waiting, so many
+ * requests are in flight per disk at the cost of one wakeup per batch;
+ * otherwise (and for flush, discard, write-zeroes) each request is its own
+ * work item, and up to VDISK_WORKERS run at once. Flush is fsync, FUA is a DSYNC write,
+ * discard punches a hole and write-zeroes zeroes a range.
  *
  * Locking: vdisk_mutex protects the idr, each disk's openers count and its
  * state. It is never held across add_disk() or del_gendisk(), which take the
@@ -50,6 +52,7 @@
 #define VDISK_MAX_DISKS 1024  /* indexes 0..1023 */
 #define VDISK_QUEUE_DEPTH 128 /* requests per disk */
 #define VDISK_WORKERS 16      /* concurrent workers per disk */
+#define VDISK_MAX_SECTORS 2048 /* 1 MiB requests */
 
 struct vdisk_dev {
 	int index;
@@ -61,13 +64,17 @@ struct vdisk_dev {
 	struct gendisk *disk;
 	struct blk_mq_tag_set tag_set;
 	struct workqueue_struct *wq;
+	struct work_struct batch_work; /* direct I/O: drains pending */
+	spinlock_t lock;	       /* protects pending */
+	struct list_head pending;      /* direct I/O: requests to submit */
 	unsigned int openers; /* under vdisk_mutex */
 	enum { VDISK_ADDING, VDISK_LIVE, VDISK_REMOVING } state; /* ditto */
 };
 
 /* Per-request state, in the request's pdu. */
 struct vdisk_cmd {
-	struct work_struct work;
+	struct work_struct work; /* buffered I/O */
+	struct list_head list;	 /* direct I/O: on dev->pending */
 	struct kiocb iocb;
 	struct bio_vec *bvec; /* allocated when the request has several bios */
 	long ret;
@@ -201,24 +208,22 @@ static long vdisk_fallocate(struct vdisk_dev *dev, struct request *rq, int mode)
 	return ret;
 }
 
-/* Worker: do one request's I/O on the backing file. */
-static void vdisk_work(struct work_struct *work)
+/* Do one request's I/O on the backing file (in a worker). */
+static void vdisk_do(struct vdisk_cmd *cmd)
 {
-	struct vdisk_cmd *cmd = container_of(work, struct vdisk_cmd, work);
 	struct request *rq = blk_mq_rq_from_pdu(cmd);
 	struct vdisk_dev *dev = rq->q->queuedata;
-	unsigned int noio = memalloc_noio_save();
 	long ret;
 
 	if (op_is_write(req_op(rq)) && (dev->flags & VDISK_F_READ_ONLY)) {
 		vdisk_finish(cmd, -EROFS);
-		goto out;
+		return;
 	}
 	switch (req_op(rq)) {
 	case REQ_OP_READ:
 	case REQ_OP_WRITE:
 		vdisk_rw(dev, rq, cmd);
-		goto out;
+		return;
 	case REQ_OP_FLUSH:
 		ret = vfs_fsync(dev->file, 0);
 		break;
@@ -238,7 +243,36 @@ static void vdisk_work(struct work_struct *work)
 	if (ret == 0 && (rq->cmd_flags & REQ_FUA) && req_op(rq) != REQ_OP_FLUSH)
 		ret = vfs_fsync(dev->file, 1);
 	vdisk_finish(cmd, ret);
-out:
+}
+
+/* Worker for one request (buffered I/O). */
+static void vdisk_work(struct work_struct *work)
+{
+	unsigned int noio = memalloc_noio_save();
+
+	vdisk_do(container_of(work, struct vdisk_cmd, work));
+	memalloc_noio_restore(noio);
+}
+
+/* Worker draining the disk's pending list (direct I/O). */
+static void vdisk_batch_work(struct work_struct *work)
+{
+	struct vdisk_dev *dev = container_of(work, struct vdisk_dev, batch_work);
+	unsigned int noio = memalloc_noio_save();
+	struct vdisk_cmd *cmd, *next;
+	LIST_HEAD(batch);
+
+	for (;;) {
+		spin_lock_irq(&dev->lock);
+		list_splice_init(&dev->pending, &batch);
+		spin_unlock_irq(&dev->lock);
+		if (list_empty(&batch))
+			break;
+		list_for_each_entry_safe(cmd, next, &batch, list) {
+			list_del_init(&cmd->list);
+			vdisk_do(cmd);
+		}
+	}
 	memalloc_noio_restore(noio);
 }
 
@@ -251,7 +285,15 @@ static blk_status_t vdisk_queue_rq(struct blk_mq_hw_ctx *hctx,
 
 	blk_mq_start_request(bd->rq);
 	cmd->bvec = NULL;
-	queue_work(dev->wq, &cmd->work);
+	if ((dev->flags & VDISK_F_DIRECT) && (req_op(bd->rq) == REQ_OP_READ ||
+					      req_op(bd->rq) == REQ_OP_WRITE)) {
+		spin_lock_irq(&dev->lock);
+		list_add_tail(&cmd->list, &dev->pending);
+		spin_unlock_irq(&dev->lock);
+		queue_work(dev->wq, &dev->batch_work);
+	} else {
+		queue_work(dev->wq, &cmd->work);
+	}
 	return BLK_STS_OK;
 }
 
@@ -262,6 +304,7 @@ static int vdisk_init_request(struct blk_mq_tag_set *set, struct request *rq,
 	struct vdisk_cmd *cmd = blk_mq_rq_to_pdu(rq);
 
 	INIT_WORK(&cmd->work, vdisk_work);
+	INIT_LIST_HEAD(&cmd->list);
 	cmd->bvec = NULL;
 	return 0;
 }
@@ -441,6 +484,9 @@ static struct gendisk *vdisk_alloc_disk(struct vdisk_dev *dev, bool discard)
 		.logical_block_size = dev->block_size,
 		.physical_block_size = dev->block_size,
 		.io_min = dev->block_size,
+		.max_hw_sectors = VDISK_MAX_SECTORS,
+		.max_segments = USHRT_MAX,
+		.max_segment_size = UINT_MAX,
 		.max_hw_discard_sectors = max_discard,
 		.max_write_zeroes_sectors = max_discard,
 		.features = BLK_FEAT_WRITE_CACHE | BLK_FEAT_FUA,
@@ -454,6 +500,9 @@ static struct gendisk *vdisk_alloc_disk(struct vdisk_dev *dev, bool discard)
 	blk_queue_logical_block_size(disk->queue, dev->block_size);
 	blk_queue_physical_block_size(disk->queue, dev->block_size);
 	blk_queue_io_min(disk->queue, dev->block_size);
+	blk_queue_max_hw_sectors(disk->queue, VDISK_MAX_SECTORS);
+	blk_queue_max_segments(disk->queue, USHRT_MAX);
+	blk_queue_max_segment_size(disk->queue, UINT_MAX);
 	blk_queue_max_discard_sectors(disk->queue, max_discard);
 	blk_queue_max_write_zeroes_sectors(disk->queue, max_discard);
 	blk_queue_write_cache(disk->queue, true, true);
@@ -515,6 +564,9 @@ static int vdisk_add(struct vdisk_ctl_disk *req)
 	dev->block_size = req->block_size;
 	dev->size = req->size;
 	memcpy(dev->id, req->id, VDISK_ID_LEN);
+	spin_lock_init(&dev->lock);
+	INIT_LIST_HEAD(&dev->pending);
+	INIT_WORK(&dev->batch_work, vdisk_batch_work);
 
 	mutex_lock(&vdisk_mutex);
 	ret = idr_alloc(&vdisk_idr, dev, 0, VDISK_MAX_DISKS, GFP_KERNEL);
