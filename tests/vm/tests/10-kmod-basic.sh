@@ -60,6 +60,17 @@ fails "write to a read-only disk fails" dd if=pat of=$dev bs=4k count=1 oflag=di
 ok "read-only disk reads what the file holds" cmp img $dev
 ok "remove read-only disk" vdisk-ctl remove $n
 
+# A block device as the backing store (here a loop device over a file).
+truncate -s 32M bdev.img
+lo=$(losetup -f --show bdev.img) || fail "losetup"
+n=$(vdisk-ctl add -d -i onloop $lo) || fail "add on a block device"
+eq "disk on a block device has its size" "$(blockdev --getsize64 /dev/vdisk$n)" $((32 << 20))
+ok "write through vdisk on a block device" dd if=pat of=/dev/vdisk$n bs=1M oflag=direct
+ok "the loop device's file has it" cmp pat bdev.img 0 0 -n $((4 << 20))
+eq "backing_file names the block device" "$(cat /sys/block/vdisk$n/vdisk/backing_file)" "$lo"
+ok "remove disk on a block device" vdisk-ctl remove $n
+losetup -d $lo
+
 # Unload with a disk present cleans it up; unload while open is refused.
 n=$(vdisk-ctl add img)
 exec 3<$dev

@@ -12,8 +12,9 @@ for i in $(seq 0 15); do
 done
 eq "16 disks listed" "$($VDISK list | grep -c /dev/vdisk)" 16
 eq "16 distinct devices" "$(printf '%s\n' "${devs[@]}" | sort -u | wc -l)" 16
+head -c $((4 << 20)) /dev/urandom >base
 for i in $(seq 0 15); do
-    (head -c $((8 << 20)) /dev/urandom >p$i && dd if=p$i of=${devs[$i]} bs=64k oflag=direct 2>/dev/null &&
+    ({ echo "disk $i"; cat base; } | head -c $((4 << 20)) >p$i && dd if=p$i of=${devs[$i]} bs=64k oflag=direct 2>/dev/null &&
         cmp p$i ${devs[$i]} && cmp p$i d$i.img) >$T/r$i 2>&1 &
 done
 wait
