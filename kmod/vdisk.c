@@ -142,19 +142,16 @@ static void vdisk_rw(struct vdisk_dev *dev, struct request *rq,
 	loff_t pos = (loff_t)blk_rq_pos(rq) << SECTOR_SHIFT;
 	struct file *file = dev->file;
 	struct bio *bio = rq->bio;
+	struct req_iterator rq_iter;
 	struct iov_iter iter;
-	struct bio_vec *bvec;
-	unsigned int offset = 0;
+	struct bio_vec *bvec, tmp;
+	unsigned int offset = 0, n = 0;
 	long ret;
 
+	rq_for_each_bvec(tmp, rq, rq_iter)
+		n++;
 	if (rq->bio != rq->biotail) {
 		/* Several bios: gather their segments into one array. */
-		struct req_iterator rq_iter;
-		struct bio_vec tmp;
-		unsigned int n = 0;
-
-		rq_for_each_bvec(tmp, rq, rq_iter)
-			n++;
 		bvec = kmalloc_array(n, sizeof(*bvec), GFP_NOIO);
 		if (!bvec) {
 			vdisk_finish(cmd, -ENOMEM);
@@ -164,22 +161,19 @@ static void vdisk_rw(struct vdisk_dev *dev, struct request *rq,
 		n = 0;
 		rq_for_each_bvec(tmp, rq, rq_iter)
 			bvec[n++] = tmp;
-		iov_iter_bvec(&iter, write ? ITER_SOURCE : ITER_DEST, bvec, n,
-			      blk_rq_bytes(rq));
 	} else {
-		/* One bio: use its vector where the bio's iterator points. */
+		/* One bio: use its vector from where the bio's iterator is. */
 		bvec = __bvec_iter_bvec(bio->bi_io_vec, bio->bi_iter);
 		offset = bio->bi_iter.bi_bvec_done;
-		iov_iter_bvec(&iter, write ? ITER_SOURCE : ITER_DEST, bvec,
-			      bio_segments(bio), blk_rq_bytes(rq));
-		iter.iov_offset = offset;
 	}
+	iov_iter_bvec(&iter, write ? ITER_SOURCE : ITER_DEST, bvec, n,
+		      blk_rq_bytes(rq));
+	iter.iov_offset = offset;
 
+	memset(&cmd->iocb, 0, sizeof(cmd->iocb)); /* no O_APPEND etc. of the fd */
 	cmd->iocb.ki_pos = pos;
 	cmd->iocb.ki_filp = file;
 	cmd->iocb.ki_ioprio = IOPRIO_PRIO_VALUE(IOPRIO_CLASS_NONE, 0);
-	cmd->iocb.ki_flags = 0;
-	cmd->iocb.ki_complete = NULL;
 	if (write && (rq->cmd_flags & REQ_FUA))
 		cmd->iocb.ki_flags |= IOCB_DSYNC;
 	if (dev->flags & VDISK_F_DIRECT) {
@@ -187,9 +181,13 @@ static void vdisk_rw(struct vdisk_dev *dev, struct request *rq,
 		cmd->iocb.ki_complete = vdisk_aio_done;
 	}
 
-	if (write)
+	if (write && !cmd->iocb.ki_complete) {
+		file_start_write(file); /* freeze protection, as vfs_write */
 		ret = file->f_op->write_iter(&cmd->iocb, &iter);
-	else
+		file_end_write(file);
+	} else if (write) {
+		ret = file->f_op->write_iter(&cmd->iocb, &iter); /* as loop */
+	} else
 		ret = file->f_op->read_iter(&cmd->iocb, &iter);
 	if (ret != -EIOCBQUEUED)
 		vdisk_finish(cmd, ret);

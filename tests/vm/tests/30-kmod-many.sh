@@ -15,11 +15,11 @@ eq "16 distinct devices" "$(printf '%s\n' "${devs[@]}" | sort -u | wc -l)" 16
 head -c $((4 << 20)) /dev/urandom >base
 for i in $(seq 0 15); do
     ({ echo "disk $i"; cat base; } | head -c $((4 << 20)) >p$i && dd if=p$i of=${devs[$i]} bs=64k oflag=direct 2>/dev/null &&
-        cmp p$i ${devs[$i]} && cmp p$i d$i.img) >$T/r$i 2>&1 &
+        cmp -n $((4 << 20)) p$i ${devs[$i]} && cmp -n $((4 << 20)) p$i d$i.img) >$T/r$i 2>&1 &
 done
 wait
 bad=0
-for i in $(seq 0 15); do cmp -s p$i d$i.img || bad=$((bad + 1)); done
+for i in $(seq 0 15); do cmp -s -n $((4 << 20)) p$i d$i.img || bad=$((bad + 1)); done
 eq "each of 16 disks holds its own data, in its own file" "$bad" 0
 for i in $(seq 0 15); do $VDISK close d$i.img || fail "close d$i.img"; done
 eq "all closed" "$($VDISK list | grep -c /dev/vdisk)" 0
