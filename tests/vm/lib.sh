@@ -9,6 +9,7 @@ T=$PWD
 FAILS=0
 CLEANUPS=()
 export VDISK_RUN_DIR=$T/run
+[ -f /vm/env ] && . /vm/env # BENCH_*, VMT_* from the host
 
 # Run "$@" at exit, last registered first.
 at_exit() { CLEANUPS=("$*" "${CLEANUPS[@]}"); }
