@@ -585,7 +585,8 @@ static int vdisk_add(struct vdisk_ctl_disk *req)
 	dev->tag_set.queue_depth = VDISK_QUEUE_DEPTH;
 	dev->tag_set.numa_node = NUMA_NO_NODE;
 	dev->tag_set.cmd_size = sizeof(struct vdisk_cmd);
-	dev->tag_set.flags = BLK_MQ_F_SHOULD_MERGE;
+	/* no I/O scheduler by default: the backing store schedules, as for loop */
+	dev->tag_set.flags = BLK_MQ_F_SHOULD_MERGE | BLK_MQ_F_NO_SCHED_BY_DEFAULT;
 	dev->tag_set.driver_data = dev;
 	ret = blk_mq_alloc_tag_set(&dev->tag_set);
 	if (ret)

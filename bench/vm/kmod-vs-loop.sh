@@ -12,6 +12,7 @@ n=$(vdisk-ctl add -d img) || fail "add vdisk"
 # loop needs its own descriptor: the same file, opened by losetup
 lo=$(losetup --direct-io=on -f --show img) || fail "losetup"
 eq "loop uses direct I/O" "$(cat /sys/block/${lo#/dev/}/loop/dio)" 1
+echo "vdisk scheduler: $(cat /sys/block/vdisk$n/queue/scheduler); loop: $(cat /sys/block/${lo#/dev/}/queue/scheduler)"
 
 # run DEV RW BS QD: print IOPS (4k) or MiB/s (1M) of one fio run.
 run() {
