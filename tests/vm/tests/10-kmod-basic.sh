@@ -38,6 +38,28 @@ ok "O_DIRECT|O_SYNC write to the disk" dd if=pat2 of=$dev bs=4k seek=4096 oflag=
 ok "read back from the file with O_DIRECT" dd if=img of=got bs=4k skip=4096 count=64 iflag=direct
 ok "the file has the O_DIRECT|O_SYNC data" cmp pat2 got
 
+# FUA/flush reach the medium: with a buffered disk, an O_DIRECT|O_SYNC write
+# must be on the scratch disk itself (read raw from /dev/vda at the file's
+# physical block, bypassing every cache) right after dd returns.
+ok "remove" vdisk-ctl remove $n
+dd if=/dev/zero of=fua.img bs=1M count=8 conv=fsync 2>/dev/null
+n=$(vdisk-ctl add -i fua fua.img) || fail "add fua.img (buffered)"
+dd if=/dev/urandom of=pat3 bs=4k count=1 2>/dev/null
+phys=$(filefrag -v -b4096 fua.img | awk '$1 == "0:" { sub(/\.\..*/, "", $4); print $4 }')
+[ -n "$phys" ] && pass "fua.img starts at physical block $phys" || fail "filefrag gave nothing"
+# control: without O_SYNC the data sits in the page cache, not yet on the medium
+dd if=pat3 of=/dev/vdisk$n bs=4k seek=200 count=1 oflag=direct 2>/dev/null
+dd if=/dev/vda of=raw2 bs=4k skip=$((phys + 200)) count=1 iflag=direct 2>/dev/null
+cmp -s pat3 raw2 && fail "control: data on the medium without O_SYNC (test cannot tell)" ||
+    pass "control: without O_SYNC the medium does not have it yet"
+ok "O_DIRECT|O_SYNC 4k write at block 100 (buffered disk)" \
+    dd if=pat3 of=/dev/vdisk$n bs=4k seek=100 count=1 oflag=direct,sync
+ok "raw read of /dev/vda at the file's block" \
+    dd if=/dev/vda of=raw3 bs=4k skip=$((phys + 100)) count=1 iflag=direct
+ok "the O_DIRECT|O_SYNC data is on the medium" cmp pat3 raw3
+ok "remove fua disk" vdisk-ctl remove $n
+n=$(vdisk-ctl add -i abc123 img) || fail "re-add img"
+
 # Remove refused while open, then while mounted.
 exec 3<$dev
 fails_with "remove while open fails (EBUSY)" "busy" vdisk-ctl remove $n
