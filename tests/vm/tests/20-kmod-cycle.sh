@@ -31,6 +31,10 @@ ok "umount" umount m
 ok "close" $VDISK close $dev
 [ -e $dev ] && fail "$dev still there after close" || pass "$dev gone after close"
 eq "list empty after close" "$($VDISK list | grep -c vdisk)" 0
+# the driver let go of the file: its lock is gone, another way can take it
+d2=$($VDISK open --via loop alias.img 2>$T/err) && pass "image lock released on close ($d2)" ||
+    fail "image still locked after close: $(cat $T/err)"
+ok "close the loop disk" $VDISK close alias.img
 
 dev=$($VDISK open disk.img 2>$T/err) || fail "reopen (auto): $(cat $T/err)"
 case $dev in /dev/vdisk[0-9]*) pass "auto picks kmod for a raw image ($dev)" ;; *) fail "auto gave '$dev'" ;; esac
