@@ -101,14 +101,17 @@ int vdisk_create(const char *path, const char *format, uint64_t size, const char
         return vdisk_error(EINVAL, "unknown image format '%s'", format);
     if (!fmt->create)
         return vdisk_error(ENOTSUP, "format %s is read-only: cannot create %s", fmt->name, path);
-    if (size == 0)
-        return vdisk_error(EINVAL, "%s: size must be greater than zero", path);
     if (size > VDISK_MAX_SIZE)
         return vdisk_error(EFBIG, "%s: size %llu bytes is too large", path,
                            (unsigned long long)size);
     r = vdisk_options_parse(options, fmt->create_options, fmt->name, &opts);
     if (r < 0)
         return r;
+    /* size 0 with a backing file: the format takes the backing file's size */
+    if (size == 0 && !vdisk_options_get(&opts, "backing_file")) {
+        r = vdisk_error(EINVAL, "%s: size must be greater than zero", path);
+        goto out_opts;
+    }
     r = vdisk_file_open(path, VDISK_FILE_CREATE, &file);
     if (r < 0)
         goto out_opts;

@@ -69,7 +69,7 @@ struct qcow2_table *qcow2_cache_find(struct qcow2_cache *c, uint64_t index)
     if (index >= c->nslot || c->slot[index] < 0)
         return NULL;
     t = &c->t[c->slot[index]];
-    t->ref = true;
+    __atomic_store_n(&t->ref, true, __ATOMIC_RELAXED); /* also under the shared lock */
     return t;
 }
 

@@ -20,7 +20,9 @@ struct check {
     uint16_t *refs;
     uint64_t nb;
     struct vdisk_check_result *res;
-    uint8_t *l2; /* one table */
+    uint8_t *l2;   /* one table */
+    uint8_t *seen; /* per L1 walk: L2 tables met (a repeat is corrupt; bounds the work) */
+    uint64_t file_size;
 };
 
 /* Count one reference to each cluster of [OFF, OFF+LEN). */
@@ -49,15 +51,17 @@ static int walk_l1(struct check *c, const uint64_t *l1, uint64_t l1_size, bool a
     uint64_t cs = s->cluster_size, n = 1ull << s->l2_bits;
     int r;
 
+    memset(c->seen, 0, (c->nb + 7) / 8);
     for (uint64_t i = 0; i < l1_size; i++) {
-        uint64_t off = l1[i] & QCOW2_OFFSET_MASK;
+        uint64_t off = l1[i] & QCOW2_OFFSET_MASK, idx = off >> s->cluster_bits;
 
         if (!off)
             continue;
-        if (off & (cs - 1) || (off >> s->cluster_bits) >= c->nb) {
+        if (off & (cs - 1) || idx >= c->nb || (c->seen[idx / 8] & (1u << (idx % 8)))) {
             c->res->corruptions++;
             continue;
         }
+        c->seen[idx / 8] |= (uint8_t)(1u << (idx % 8));
         inc(c, off, cs);
         r = vdisk_file_pread(s->file, c->l2, cs, off);
         if (r < 0)
@@ -109,7 +113,7 @@ static int walk_snapshots(struct check *c)
         uint32_t l1_size, extra;
         uint16_t id_len, name_len;
 
-        if (off - s->snapshots_offset > SNAPSHOT_TABLE_MAX) {
+        if (off - s->snapshots_offset > SNAPSHOT_TABLE_MAX || off + 40 > c->file_size) {
             c->res->corruptions++;
             return 0;
         }
@@ -123,7 +127,8 @@ static int walk_snapshots(struct check *c)
         extra = get_be32(fixed + 36);
         entry = (40 + (uint64_t)extra + id_len + name_len + 7) & ~7ull;
         off += entry;
-        if ((uint64_t)l1_size * 8 > QCOW2_MAX_L1_BYTES || (l1_off & (s->cluster_size - 1))) {
+        if ((uint64_t)l1_size * 8 > QCOW2_MAX_L1_BYTES || (l1_off & (s->cluster_size - 1)) ||
+            l1_off > c->file_size || (uint64_t)l1_size * 8 > c->file_size - l1_off) {
             c->res->corruptions++;
             continue;
         }
@@ -157,6 +162,8 @@ static int count_refs(struct check *c, unsigned flags)
         r = walk_snapshots(c);
     if (r < 0)
         return r;
+    for (unsigned i = 0; i < s->ninflight; i++) /* being filled by a write: in use */
+        inc(c, s->inflight[i].host, s->cluster_size);
     inc(c, s->rt_offset, (uint64_t)s->rt_clusters << s->cluster_bits);
     for (uint64_t i = 0; i < s->rt_size; i++) {
         uint64_t off = s->reftable[i] & QCOW2_RT_OFFSET_MASK;
@@ -289,9 +296,11 @@ int qcow2_check_locked(struct qcow2 *s, unsigned flags, struct vdisk_check_resul
     if (c.nb > CHECK_MAX_CLUSTERS)
         return vdisk_error(EFBIG, "%s: too many clusters (%llu) to check", s->img->path,
                            (unsigned long long)c.nb);
+    c.file_size = file_size;
     c.refs = calloc(c.nb ? c.nb : 1, sizeof(*c.refs));
+    c.seen = malloc(c.nb / 8 + 1);
     c.l2 = qcow2_alloc_buf(s->cluster_size);
-    if (!c.refs || !c.l2) {
+    if (!c.refs || !c.l2 || !c.seen) {
         r = vdisk_error(ENOMEM, "%s: out of memory", s->img->path);
         goto out;
     }
@@ -314,6 +323,7 @@ int qcow2_check_locked(struct qcow2 *s, unsigned flags, struct vdisk_check_resul
 out:
     s->check_refs = NULL;
     free(c.refs);
+    free(c.seen);
     free(c.l2);
     return r;
 }
@@ -323,8 +333,8 @@ int qcow2_check(struct vdisk_image *img, unsigned flags, struct vdisk_check_resu
     struct qcow2 *s = img->priv;
     int r;
 
-    pthread_mutex_lock(&s->lock);
+    pthread_rwlock_wrlock(&s->lock);
     r = qcow2_check_locked(s, flags, res);
-    pthread_mutex_unlock(&s->lock);
+    pthread_rwlock_unlock(&s->lock);
     return r;
 }

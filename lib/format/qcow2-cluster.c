@@ -57,6 +57,17 @@ static uint64_t sc_mask(unsigned a, unsigned b)
     return ((b >= 32 ? 0x100000000ull : (1ull << b)) - (1ull << a));
 }
 
+/* Does host cluster H overlap the header, L1, refcount or snapshot table? */
+static bool hits_metadata(struct qcow2 *s, uint64_t h)
+{
+    uint64_t cs = s->cluster_size;
+
+    return h < cs || (h + cs > s->l1_offset && h < s->l1_offset + (uint64_t)s->l1_size * 8) ||
+           (h + cs > s->rt_offset &&
+            h < s->rt_offset + ((uint64_t)s->rt_clusters << s->cluster_bits)) ||
+           (s->nb_snapshots && h == (s->snapshots_offset & ~(cs - 1)));
+}
+
 /* Write a dirty L2 table: the refcounts of what it points to go first. */
 static int l2_writeback(struct qcow2 *s, struct qcow2_table *t)
 {
@@ -108,6 +119,22 @@ int qcow2_l2_load(struct qcow2 *s, uint64_t l1i, struct qcow2_table **tp)
     return 0;
 }
 
+/* The cached L2 table of L1I without loading anything: -EAGAIN on a miss. */
+int qcow2_l2_peek(struct qcow2 *s, uint64_t l1i, struct qcow2_table **tp)
+{
+    uint64_t off = l1i < s->l1_size ? s->l1[l1i] & QCOW2_OFFSET_MASK : 0;
+    struct qcow2_table *t;
+
+    *tp = NULL;
+    if (!off)
+        return 0;
+    t = qcow2_cache_find(&s->l2c, l1i);
+    if (!t || t->offset != off)
+        return -EAGAIN;
+    *tp = t;
+    return 0;
+}
+
 /* How unit [OFF, ...) of a cluster with entry E/BM maps; sets type and host. */
 static int classify(struct qcow2 *s, uint64_t off, uint64_t e, uint64_t bm, int *type,
                     uint64_t *host)
@@ -149,14 +176,17 @@ static int classify(struct qcow2 *s, uint64_t off, uint64_t e, uint64_t bm, int 
     return 0;
 }
 
-/* Map [OFF, OFF+LEN) as far as it maps alike, within one L2 table. Locked. */
-static int map_range(struct qcow2 *s, uint64_t off, uint64_t len, struct qc_map *m)
+/*
+ * Map [OFF, OFF+LEN) as far as it maps alike, within one L2 table. SHARED:
+ * the lock is held shared, so change nothing: -EAGAIN when the table is not cached.
+ */
+static int map_range(struct qcow2 *s, uint64_t off, uint64_t len, struct qc_map *m, bool shared)
 {
     uint64_t l1i = l1_index(s, off), unit = 1ull << s->sc_bits;
     uint64_t table_end = (l1i + 1) << (s->cluster_bits + s->l2_bits);
     struct qcow2_table *t;
     uint64_t pos = off, end = off + len;
-    int r = qcow2_l2_load(s, l1i, &t);
+    int r = shared ? qcow2_l2_peek(s, l1i, &t) : qcow2_l2_load(s, l1i, &t);
 
     if (r < 0)
         return r;
@@ -290,41 +320,47 @@ static int read_compressed(struct qcow2 *s, uint64_t e, uint8_t *buf, uint64_t i
     return r;
 }
 
-/* Read guest bytes; LOCKED when the caller already holds s->lock. */
+/* Read one mapped run M of guest bytes at OFF. */
+static int read_run(struct qcow2 *s, uint8_t *buf, const struct qc_map *m, uint64_t off)
+{
+    switch (m->type) {
+    case QC_DATA:
+        return vdisk_file_pread(s->file, buf, m->len, m->host);
+    case QC_ZERO:
+        memset(buf, 0, m->len);
+        return 0;
+    case QC_UNALLOC:
+        return read_backing(s, buf, m->len, off);
+    default:
+        return read_compressed(s, m->host, buf, off & (s->cluster_size - 1), m->len);
+    }
+}
+
+/*
+ * Read guest bytes; LOCKED when the caller holds s->lock exclusive. Otherwise
+ * the lock is taken shared for lookup and I/O, exclusive on a cache miss.
+ */
 static int do_read(struct qcow2 *s, uint8_t *buf, uint64_t len, uint64_t off, bool locked)
 {
     while (len > 0) {
         struct qc_map m;
-        bool io = false;
         int r;
 
+        if (locked) {
+            r = map_range(s, off, len, &m, false);
+        } else {
+            pthread_rwlock_rdlock(&s->lock);
+            r = map_range(s, off, len, &m, true);
+            if (r == -EAGAIN) {
+                pthread_rwlock_unlock(&s->lock);
+                pthread_rwlock_wrlock(&s->lock);
+                r = map_range(s, off, len, &m, false);
+            }
+        }
+        if (r == 0)
+            r = read_run(s, buf, &m, off);
         if (!locked)
-            pthread_mutex_lock(&s->lock);
-        r = map_range(s, off, len, &m);
-        if (!locked) {
-            io = r == 0 && m.type != QC_ZERO && m.type != QC_UNALLOC;
-            if (io)
-                pthread_rwlock_rdlock(&s->io_lock);
-            pthread_mutex_unlock(&s->lock);
-        }
-        if (r < 0)
-            return r;
-        switch (m.type) {
-        case QC_DATA:
-            r = vdisk_file_pread(s->file, buf, m.len, m.host);
-            break;
-        case QC_ZERO:
-            memset(buf, 0, m.len);
-            break;
-        case QC_UNALLOC:
-            r = read_backing(s, buf, m.len, off);
-            break;
-        default:
-            r = read_compressed(s, m.host, buf, off & (s->cluster_size - 1), m.len);
-            break;
-        }
-        if (io)
-            pthread_rwlock_unlock(&s->io_lock);
+            pthread_rwlock_unlock(&s->lock);
         if (r < 0)
             return r;
         buf += m.len;
@@ -432,6 +468,68 @@ static int free_entry(struct qcow2 *s, uint64_t e)
     return 0;
 }
 
+/* Note a new cluster HOST being filled for guest cluster GUEST; false if out of memory. */
+static bool inflight_add(struct qcow2 *s, uint64_t guest, uint64_t host)
+{
+    bool ok = true;
+
+    pthread_mutex_lock(&s->inflight_lock);
+    if (s->ninflight == s->cap_inflight) {
+        unsigned cap = s->cap_inflight ? 2 * s->cap_inflight : 16;
+        struct qcow2_inflight *p = realloc(s->inflight, cap * sizeof(*p));
+
+        if (p) {
+            s->inflight = p;
+            s->cap_inflight = cap;
+        }
+        ok = p != NULL;
+    }
+    if (ok)
+        s->inflight[s->ninflight++] = (struct qcow2_inflight){guest, host};
+    pthread_mutex_unlock(&s->inflight_lock);
+    return ok;
+}
+
+static void inflight_del(struct qcow2 *s, uint64_t host)
+{
+    pthread_mutex_lock(&s->inflight_lock);
+    for (unsigned i = 0; i < s->ninflight; i++) {
+        if (s->inflight[i].host == host) {
+            s->inflight[i] = s->inflight[--s->ninflight];
+            break;
+        }
+    }
+    pthread_cond_broadcast(&s->inflight_done);
+    pthread_mutex_unlock(&s->inflight_lock);
+}
+
+static bool inflight_has(struct qcow2 *s, uint64_t guest)
+{
+    for (unsigned i = 0; i < s->ninflight; i++)
+        if (s->inflight[i].guest == guest)
+            return true;
+    return false;
+}
+
+/*
+ * Another write is filling a new cluster for GUEST: wait for it without
+ * s->lock (held exclusive on entry and on return), then -EAGAIN to start over.
+ */
+static int inflight_wait(struct qcow2 *s, uint64_t guest)
+{
+    pthread_mutex_lock(&s->inflight_lock);
+    if (!inflight_has(s, guest)) {
+        pthread_mutex_unlock(&s->inflight_lock);
+        return 0;
+    }
+    pthread_rwlock_unlock(&s->lock);
+    while (inflight_has(s, guest))
+        pthread_cond_wait(&s->inflight_done, &s->inflight_lock);
+    pthread_mutex_unlock(&s->inflight_lock);
+    pthread_rwlock_wrlock(&s->lock);
+    return -EAGAIN;
+}
+
 /*
  * Write [OFF, OFF+LEN) inside one cluster that cannot be written in place:
  * allocate (unless the cluster is ours already), copy the old contents around
@@ -442,12 +540,14 @@ static int write_alloc(struct qcow2 *s, const uint8_t *buf, uint64_t len, uint64
     uint64_t cs = s->cluster_size, coff = off & ~(cs - 1), a = off - coff, b = a + len;
     uint64_t l1i = l1_index(s, off), l2i = l2_index(s, off);
     uint64_t e = 0, bm = 0, host, H, lo = 0, hi = cs, nbm = 0;
-    bool reuse, old_data, exclusive = false;
+    bool reuse, old_data;
     struct qcow2_table *t;
     uint8_t *bounce = NULL;
     const uint8_t *src = buf;
-    int r = qcow2_mark_dirty(s);
+    int r = inflight_wait(s, off >> s->cluster_bits);
 
+    if (r == 0)
+        r = qcow2_mark_dirty(s);
     if (r < 0)
         return r;
     r = qcow2_l2_load(s, l1i, &t);
@@ -458,7 +558,7 @@ static int write_alloc(struct qcow2 *s, const uint8_t *buf, uint64_t len, uint64
     host = (e & QCOW2_COMPRESSED) ? 0 : e & QCOW2_OFFSET_MASK;
     reuse = host && (e & QCOW2_COPIED);
     old_data = (e & QCOW2_COMPRESSED) || (host && !reuse);
-    if (host && (host & (cs - 1) || host >= s->file_size))
+    if (host && (host & (cs - 1) || host >= s->file_size || (reuse && hits_metadata(s, host))))
         return vdisk_error(EIO, "%s: cluster at guest %llu maps to invalid offset %llu",
                            s->img->path, (unsigned long long)coff, (unsigned long long)host);
     if (s->ext_l2 && !old_data) {
@@ -478,11 +578,6 @@ static int write_alloc(struct qcow2 *s, const uint8_t *buf, uint64_t len, uint64
         bounce = qcow2_alloc_buf(hi - lo);
         if (!bounce)
             return vdisk_error(ENOMEM, "%s: out of memory", s->img->path);
-        /* rewriting bytes of our own cluster: no in-place write may run meanwhile */
-        if (reuse) {
-            pthread_rwlock_wrlock(&s->io_lock);
-            exclusive = true;
-        }
         if (a > lo)
             r = do_read(s, bounce, a - lo, coff + lo, true);
         if (r == 0 && hi > b)
@@ -502,25 +597,56 @@ static int write_alloc(struct qcow2 *s, const uint8_t *buf, uint64_t len, uint64
         if (r < 0)
             goto out;
     }
-    r = vdisk_file_pwrite(s->file, src, hi - lo, H + lo);
-    if (r < 0) {
-        if (!reuse)
+    if (reuse || !inflight_add(s, off >> s->cluster_bits, H)) { /* written under the lock */
+        r = vdisk_file_pwrite(s->file, src, hi - lo, H + lo);
+        if (r == 0)
+            l2_set(s, t, l2i, H | QCOW2_COPIED, nbm);
+        else if (!reuse)
             qcow2_rc_update(s, H >> s->cluster_bits, -1);
+        if (r == 0 && old_data)
+            r = free_entry(s, e);
         goto out;
     }
-    t = qcow2_cache_find(&s->l2c, l1i); /* still cached: nothing touched L2s since */
+    /*
+     * A new cluster nobody references yet: write it without the lock, so that
+     * allocating writes overlap, then link it if the entry did not change
+     * meanwhile (else give it back and let the caller start over).
+     */
+    pthread_rwlock_unlock(&s->lock);
+    r = vdisk_file_pwrite(s->file, src, hi - lo, H + lo);
+    pthread_rwlock_wrlock(&s->lock);
+    if (r == 0 && (s->l1[l1i] & QCOW2_COPIED))
+        r = qcow2_l2_load(s, l1i, &t);
+    else if (r == 0)
+        t = NULL;
+    if (r == 0 && t) {
+        uint64_t e2, bm2;
+
+        l2_get(s, t, l2i, &e2, &bm2);
+        if (e2 != e || bm2 != bm)
+            t = NULL;
+    }
+    if (r < 0 || !t) {
+        qcow2_rc_update(s, H >> s->cluster_bits, -1); /* never referenced */
+        if (r == 0)
+            r = -EAGAIN;
+        goto out_inflight;
+    }
     l2_set(s, t, l2i, H | QCOW2_COPIED, nbm);
     if (old_data)
         r = free_entry(s, e);
+out_inflight:
+    inflight_del(s, H); /* linked (or given back): waiters may look again */
 out:
-    if (exclusive)
-        pthread_rwlock_unlock(&s->io_lock);
     free(bounce);
     return r;
 }
 
-/* Host offset for an in-place write of [OFF, OFF+LEN) in one cluster, or 0. Locked. */
-static int in_place(struct qcow2 *s, uint64_t off, uint64_t len, uint64_t *hostp)
+/*
+ * Host offset for an in-place write of [OFF, OFF+LEN) in one cluster, or 0.
+ * SHARED as for map_range (-EAGAIN when the L2 table is not cached).
+ */
+static int in_place(struct qcow2 *s, uint64_t off, uint64_t len, uint64_t *hostp, bool shared)
 {
     uint64_t e, bm, h, in = off & (s->cluster_size - 1);
     struct qcow2_table *t;
@@ -529,14 +655,14 @@ static int in_place(struct qcow2 *s, uint64_t off, uint64_t len, uint64_t *hostp
     *hostp = 0;
     if (!(s->l1[l1_index(s, off)] & QCOW2_COPIED))
         return 0;
-    r = qcow2_l2_load(s, l1_index(s, off), &t);
+    r = shared ? qcow2_l2_peek(s, l1_index(s, off), &t) : qcow2_l2_load(s, l1_index(s, off), &t);
     if (r < 0 || !t)
         return r;
     l2_get(s, t, l2_index(s, off), &e, &bm);
     h = e & QCOW2_OFFSET_MASK;
     if ((e & (QCOW2_COPIED | QCOW2_COMPRESSED)) != QCOW2_COPIED || !h)
         return 0;
-    if (h & (s->cluster_size - 1) || h >= s->file_size)
+    if (h & (s->cluster_size - 1) || h >= s->file_size || hits_metadata(s, h))
         return vdisk_error(EIO, "%s: cluster at guest %llu maps to invalid offset %llu",
                            s->img->path, (unsigned long long)off, (unsigned long long)h);
     if (s->ext_l2) {
@@ -564,8 +690,8 @@ int qcow2_write(struct vdisk_image *img, const void *buf, size_t len, uint64_t o
 
         if (n > len)
             n = len;
-        pthread_mutex_lock(&s->lock);
-        r = in_place(s, off, n, &host);
+        pthread_rwlock_rdlock(&s->lock);
+        r = in_place(s, off, n, &host, true);
         if (r == 0 && host) {
             /* extend over clusters that follow on disk */
             uint64_t h2;
@@ -573,18 +699,22 @@ int qcow2_write(struct vdisk_image *img, const void *buf, size_t len, uint64_t o
             while (n < len) {
                 uint64_t m = len - n < s->cluster_size ? len - n : s->cluster_size;
 
-                if (in_place(s, off + n, m, &h2) < 0 || h2 != host + n)
+                if (in_place(s, off + n, m, &h2, true) < 0 || h2 != host + n)
                     break;
                 n += m;
             }
-            pthread_rwlock_rdlock(&s->io_lock);
-            pthread_mutex_unlock(&s->lock);
             r = vdisk_file_pwrite(s->file, p, n, host);
-            pthread_rwlock_unlock(&s->io_lock);
+            pthread_rwlock_unlock(&s->lock);
         } else {
-            if (r == 0)
-                r = write_alloc(s, p, n, off);
-            pthread_mutex_unlock(&s->lock);
+            pthread_rwlock_unlock(&s->lock);
+            pthread_rwlock_wrlock(&s->lock);
+            r = in_place(s, off, n, &host, false);
+            if (r == 0 && host)
+                r = vdisk_file_pwrite(s->file, p, n, host);
+            else if (r == 0)
+                while ((r = write_alloc(s, p, n, off)) == -EAGAIN)
+                    ; /* raced with another change of this cluster: again */
+            pthread_rwlock_unlock(&s->lock);
         }
         p += n;
         off += n;
@@ -636,14 +766,35 @@ int qcow2_flush_locked(struct qcow2 *s)
     return r;
 }
 
+/* Is any metadata waiting to be written? Shared lock suffices. */
+static bool meta_dirty(struct qcow2 *s)
+{
+    if (s->nfrees || s->rt_dirty || s->l1_dirty_lo < s->l1_dirty_hi)
+        return true;
+    for (unsigned i = 0; i < s->l2c.n; i++)
+        if (s->l2c.t[i].dirty)
+            return true;
+    for (unsigned i = 0; i < s->rbc.n; i++)
+        if (s->rbc.t[i].dirty)
+            return true;
+    return false;
+}
+
 int qcow2_flush(struct vdisk_image *img)
 {
     struct qcow2 *s = img->priv;
+    bool dirty;
     int r;
 
-    pthread_mutex_lock(&s->lock);
+    /* only data to make durable: sync without stopping other requests */
+    pthread_rwlock_rdlock(&s->lock);
+    dirty = meta_dirty(s);
+    pthread_rwlock_unlock(&s->lock);
+    if (!dirty)
+        return qcow2_sync(s);
+    pthread_rwlock_wrlock(&s->lock);
     r = qcow2_flush_locked(s);
-    pthread_mutex_unlock(&s->lock);
+    pthread_rwlock_unlock(&s->lock);
     return r;
 }
 
@@ -697,9 +848,9 @@ int qcow2_discard(struct vdisk_image *img, uint64_t off, uint64_t len)
         b = (off + len + cs - 1) & ~(cs - 1);
     if (a >= b || (s->backing && s->version < 3))
         return 0; /* discard is advisory */
-    pthread_mutex_lock(&s->lock);
+    pthread_rwlock_wrlock(&s->lock);
     r = clear_clusters(s, a, b - a, s->backing != NULL);
-    pthread_mutex_unlock(&s->lock);
+    pthread_rwlock_unlock(&s->lock);
     return r;
 }
 
@@ -748,10 +899,10 @@ int qcow2_write_zeroes(struct vdisk_image *img, uint64_t off, uint64_t len, unsi
 
             if (!run)
                 run = n;
-            pthread_mutex_lock(&s->lock);
+            pthread_rwlock_wrlock(&s->lock);
             /* unallocated reads as zeroes unless a backing file shows through */
             r = clear_clusters(s, off, run, s->backing != NULL);
-            pthread_mutex_unlock(&s->lock);
+            pthread_rwlock_unlock(&s->lock);
             off += run;
             continue;
         }
@@ -761,9 +912,9 @@ int qcow2_write_zeroes(struct vdisk_image *img, uint64_t off, uint64_t len, unsi
             if (cend == img->size)
                 b = (cend + unit - 1) & ~(unit - 1);
             if (a < b) {
-                pthread_mutex_lock(&s->lock);
+                pthread_rwlock_wrlock(&s->lock);
                 r = zero_subclusters(s, a, b - a);
-                pthread_mutex_unlock(&s->lock);
+                pthread_rwlock_unlock(&s->lock);
                 if (r == 0) {
                     if (a > off)
                         r = qcow2_write_zeroes(img, off, a - off, flags & ~VDISK_ZERO_FUA);
@@ -772,7 +923,7 @@ int qcow2_write_zeroes(struct vdisk_image *img, uint64_t off, uint64_t len, unsi
                     off = cend;
                     continue;
                 }
-                if (r != -ENOTSUP)
+                if (r != -ENOTSUP || (flags & VDISK_ZERO_NO_FALLBACK))
                     break;
                 r = 0;
             }
@@ -797,9 +948,9 @@ int qcow2_block_status(struct vdisk_image *img, uint64_t off, uint64_t len,
     struct qc_map m;
     int r;
 
-    pthread_mutex_lock(&s->lock);
-    r = map_range(s, off, len, &m);
-    pthread_mutex_unlock(&s->lock);
+    pthread_rwlock_wrlock(&s->lock);
+    r = map_range(s, off, len, &m, false);
+    pthread_rwlock_unlock(&s->lock);
     if (r < 0)
         return r;
     ext->length = m.len;

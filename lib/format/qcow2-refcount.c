@@ -3,7 +3,7 @@
  * qcow2 refcounts: reading and updating refcount blocks of any width (1 to 64
  * bits), allocating clusters, growing the refcount table, and the deferred
  * list of clusters to release once the metadata that dropped them is durable.
- * Every function here runs under s->lock.
+ * Every function here runs under s->lock taken exclusive.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -415,8 +415,8 @@ int qcow2_queue_free(struct qcow2 *s, uint64_t off, uint64_t len)
 }
 
 /*
- * Release the queued clusters: the metadata that referenced them is durable.
- * Exclusive io_lock: no read or write that looked one up is still running.
+ * Release the queued clusters: the metadata that referenced them is durable,
+ * and the exclusive lock means no read or write that looked one up still runs.
  */
 int qcow2_apply_frees(struct qcow2 *s)
 {
@@ -424,7 +424,6 @@ int qcow2_apply_frees(struct qcow2 *s)
 
     if (!s->nfrees)
         return 0;
-    pthread_rwlock_wrlock(&s->io_lock);
     for (size_t i = 0; i < s->nfrees && r == 0; i++) {
         uint64_t first = s->frees[i].off >> s->cluster_bits;
         uint64_t last = (s->frees[i].off + s->frees[i].len - 1) >> s->cluster_bits;
@@ -440,7 +439,6 @@ int qcow2_apply_frees(struct qcow2 *s)
         }
     }
     s->nfrees = 0;
-    pthread_rwlock_unlock(&s->io_lock);
     return r;
 }
 

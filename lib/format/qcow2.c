@@ -159,10 +159,12 @@ static void qcow2_free(struct qcow2 *s)
     free(s->l1);
     free(s->reftable);
     free(s->frees);
+    free(s->inflight);
     free(s->backing_name);
     free(s->backing_fmt);
-    pthread_mutex_destroy(&s->lock);
-    pthread_rwlock_destroy(&s->io_lock);
+    pthread_rwlock_destroy(&s->lock);
+    pthread_mutex_destroy(&s->inflight_lock);
+    pthread_cond_destroy(&s->inflight_done);
     free(s);
 }
 
@@ -301,13 +303,14 @@ static int qcow2_open(struct vdisk_image *img)
 
     if (!s)
         return vdisk_error(ENOMEM, "%s: out of memory", img->path);
-    pthread_mutex_init(&s->lock, NULL);
     {
         pthread_rwlockattr_t a;
 
         pthread_rwlockattr_init(&a);
         pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-        pthread_rwlock_init(&s->io_lock, &a);
+        pthread_rwlock_init(&s->lock, &a);
+        pthread_mutex_init(&s->inflight_lock, NULL);
+        pthread_cond_init(&s->inflight_done, NULL);
         pthread_rwlockattr_destroy(&a);
     }
     s->img = img;
@@ -414,11 +417,11 @@ static int qcow2_open(struct vdisk_image *img)
         if (s->incompat & QCOW2_INCOMPAT_DIRTY) { /* refcounts may be stale: rebuild */
             struct vdisk_check_result res = {0};
 
-            pthread_mutex_lock(&s->lock);
+            pthread_rwlock_wrlock(&s->lock);
             r = qcow2_check_locked(s, VDISK_CHECK_REPAIR_ALL, &res);
             if (r == 0)
                 r = qcow2_flush_locked(s);
-            pthread_mutex_unlock(&s->lock);
+            pthread_rwlock_unlock(&s->lock);
             s->incompat &= ~QCOW2_INCOMPAT_DIRTY;
             if (r == 0)
                 r = qcow2_write_header_u64(s, QCOW2_HDR_INCOMPAT, s->incompat);
@@ -626,8 +629,6 @@ static int qcow2_create(struct vdisk_file *f, uint64_t size, const struct vdisk_
 
     if (r < 0)
         return r;
-    if (size & 511)
-        return vdisk_error(EINVAL, "%s: qcow2 size must be a multiple of 512 bytes", f->path);
     fmt = c.backing_fmt;
     if (c.backing) { /* the backing image must exist; its format is recorded */
         bpath = resolve_relative(f->path, c.backing);
@@ -643,6 +644,23 @@ static int qcow2_create(struct vdisk_file *f, uint64_t size, const struct vdisk_
             r = vdisk_error(errno, "%s: backing file %s: %m", f->path, bpath);
             goto out;
         }
+        if (size == 0) { /* as large as the backing file */
+            struct vdisk_image *b;
+            char msg[512];
+
+            r = vdisk_open(bpath, fmt, VDISK_OPEN_RDONLY, &b);
+            if (r < 0) {
+                snprintf(msg, sizeof(msg), "%s", vdisk_last_error());
+                r = vdisk_error(-r, "%s: backing file %s: %s", f->path, bpath, msg);
+                goto out;
+            }
+            size = vdisk_get_size(b);
+            vdisk_close(b);
+        }
+    }
+    if (size == 0 || (size & 511)) {
+        r = vdisk_error(EINVAL, "%s: qcow2 size must be a non-zero multiple of 512 bytes", f->path);
+        goto out;
     }
     hdr = qcow2_alloc_buf(c.cs);
     if (!hdr) {

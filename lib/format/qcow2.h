@@ -4,12 +4,14 @@
  * qcow2-refcount.c (metadata caches, refcounts, allocation), qcow2-cluster.c
  * (mapping and the data path) and qcow2-check.c (check and repair).
  *
- * Locking: s->lock (a mutex) guards every piece of metadata: L1, the caches,
- * the reftable, the free list. Reads and in-place writes hold it only for the
- * mapping lookup and do their data I/O under s->io_lock taken shared; freed
- * clusters are handed back (refcount dropped) only under io_lock taken
- * exclusively, so no I/O can land in a cluster that was reused meanwhile.
- * Allocating writes do their I/O under s->lock and so are serialised.
+ * Locking: s->lock (a writer-preferring rwlock) guards all metadata: L1, the
+ * caches, the reftable, the free list. Reads and in-place writes whose L2
+ * table is cached take it shared, look the mapping up without changing
+ * anything (but the clock bit) and do their data I/O still holding it, so they
+ * run in parallel and no cluster can be freed and reused under them. Cache
+ * misses, allocating writes, discard, flush and check take it exclusive; an
+ * allocating write drops it while it fills its new, unlinked cluster (listed
+ * in s->inflight so that check counts it), then links it if nothing changed.
  *
  * Durability order (see qcow2_flush_locked): data and refcount blocks, sync,
  * reftable, sync, L2 tables, sync, L1, sync; refcount drops only after that.
@@ -84,8 +86,7 @@ struct qcow2_free {
 struct qcow2 {
     struct vdisk_image *img;
     struct vdisk_file *file;
-    pthread_mutex_t lock;
-    pthread_rwlock_t io_lock;
+    pthread_rwlock_t lock;
 
     uint32_t version;
     unsigned cluster_bits;
@@ -127,6 +128,14 @@ struct qcow2 {
     char *backing_fmt;
     struct vdisk_image *backing;
     uint64_t backing_size;
+
+    /* new clusters being filled without s->lock; changes hold both locks */
+    struct qcow2_inflight {
+        uint64_t guest, host; /* guest cluster index, host offset */
+    } * inflight;
+    unsigned ninflight, cap_inflight;
+    pthread_mutex_t inflight_lock; /* waiting for an allocation to finish */
+    pthread_cond_t inflight_done;
 
     uint16_t *check_refs; /* during repair: clusters in use, not to be allocated */
     uint64_t check_nb;
@@ -199,6 +208,7 @@ int qcow2_sync(struct qcow2 *s);
 
 /* qcow2-cluster.c */
 int qcow2_l2_load(struct qcow2 *s, uint64_t l1i, struct qcow2_table **tp);
+int qcow2_l2_peek(struct qcow2 *s, uint64_t l1i, struct qcow2_table **tp);
 int qcow2_flush_locked(struct qcow2 *s);
 int qcow2_mark_dirty(struct qcow2 *s);
 int qcow2_read(struct vdisk_image *img, void *buf, size_t len, uint64_t off);

@@ -186,6 +186,16 @@ write_case backing-extl2 "extended_l2=on,cluster_size=32K" 48M 32768 "$T/wbase.q
 write_case backing-v2 "compat=0.10,cluster_size=8192" 8M 8192 "$T/wbase2.qcow2"
 write_case backing-512 "cluster_size=512" 8M 512 "$T/wbase2.qcow2"
 
+# Threads racing on interleaved 4k blocks (shared clusters, L2 tables, subclusters).
+for cfg in cluster_size=4096 cluster_size=65536 extended_l2=on,cluster_size=32K \
+    cluster_size=512,refcount_bits=8; do
+    rm -f "$T/mt.qcow2"
+    "$IO" -o "$cfg" create "$T/mt.qcow2" 8M
+    ok "4 threads, writes/zeroes/discards/flushes ($cfg): every block verified" \
+        "$IO" mt "$T/mt.qcow2" 4 1500
+    ok "4 threads ($cfg): qemu-img check clean" qemu-img check -q "$T/mt.qcow2"
+done
+
 # Write into a qemu image: compressed clusters reallocate, zero clusters fill.
 img=$T/mod.qcow2
 qemu-img create -q -f qcow2 "$img" 64M && qemu_ops "$img" 65536

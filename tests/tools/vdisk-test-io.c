@@ -11,11 +11,13 @@
  *                                              (BYTE: what blocks held before, default 0)
  *   vdisk-test-io info IMAGE                   key=value lines from vdisk_get_info/check
  *   vdisk-test-io map IMAGE                    block status runs: OFF LEN FLAGS
+ *   vdisk-test-io mt IMAGE THREADS OPS         threads race on interleaved 4k blocks; verify
  * Sizes and offsets take vdisk_parse_size suffixes (a bare number is bytes here).
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -280,6 +282,93 @@ static int cmd_verify(const char *path, const char *logpath, int init)
     return bad ? 1 : 0;
 }
 
+struct mt {
+    struct vdisk_image *img;
+    int id, nthreads;
+    uint64_t blocks, ops;
+    int bad;
+};
+
+/* One thread of cmd_mt: random ops on blocks id, id+n, id+2n...; then verify. */
+static void *mt_run(void *arg)
+{
+    struct mt *m = arg;
+    uint64_t mine = (m->blocks - m->id + m->nthreads - 1) / m->nthreads;
+    uint8_t *want = calloc(mine, 1), *maybe0 = calloc(mine, 1);
+    unsigned seed = (unsigned)m->id * 7919 + 1;
+    char buf[BLK];
+
+    for (uint64_t i = 0; i < m->ops && !m->bad; i++) {
+        uint64_t k = (uint64_t)rand_r(&seed) % mine, off = (k * m->nthreads + m->id) * BLK;
+        int op = rand_r(&seed) % 100, r;
+
+        if (op < 70) {
+            uint8_t v = (uint8_t)(1 + rand_r(&seed) % 255);
+
+            memset(buf, v, BLK);
+            r = vdisk_write(m->img, buf, BLK, off, 0);
+            want[k] = v;
+            maybe0[k] = 0;
+        } else if (op < 80) {
+            r = vdisk_write_zeroes(m->img, off, BLK, 0);
+            want[k] = 0;
+            maybe0[k] = 0;
+        } else if (op < 90) {
+            r = vdisk_discard(m->img, off, BLK); /* advisory: old data or zeroes */
+            maybe0[k] = 1;
+        } else if (op < 95) {
+            r = vdisk_flush(m->img);
+        } else {
+            r = vdisk_read(m->img, buf, BLK, off);
+            if (r == 0 && !((uint8_t)buf[0] == want[k] || (maybe0[k] && buf[0] == 0)))
+                m->bad++;
+        }
+        if (r < 0) {
+            fprintf(stderr, "thread %d: %s\n", m->id, vdisk_last_error());
+            m->bad++;
+        }
+    }
+    for (uint64_t k = 0; k < mine && !m->bad; k++) {
+        uint64_t off = (k * m->nthreads + m->id) * BLK;
+
+        if (vdisk_read(m->img, buf, BLK, off) < 0)
+            m->bad++;
+        for (int j = 0; j < BLK && !m->bad; j++)
+            if (!((uint8_t)buf[j] == want[k] || (maybe0[k] && buf[j] == 0) ||
+                  (maybe0[k] && (uint8_t)buf[j] == (uint8_t)buf[0]))) {
+                fprintf(stderr, "thread %d block %" PRIu64 " byte %d: %u, want %u\n", m->id,
+                        k * m->nthreads + m->id, j, (uint8_t)buf[j], want[k]);
+                m->bad++;
+            }
+    }
+    free(want);
+    free(maybe0);
+    return NULL;
+}
+
+/* THREADS threads do OPS random ops each on interleaved 4k blocks, then verify. */
+static int cmd_mt(const char *path, int nthreads, uint64_t ops)
+{
+    struct vdisk_image *img = open_img(path, NULL, 0);
+    pthread_t th[64];
+    struct mt m[64];
+    int bad = 0;
+
+    if (nthreads < 1 || nthreads > 64)
+        return 2;
+    for (int i = 0; i < nthreads; i++) {
+        m[i] = (struct mt){img, i, nthreads, vdisk_get_size(img) / BLK, ops, 0};
+        pthread_create(&th[i], NULL, mt_run, &m[i]);
+    }
+    for (int i = 0; i < nthreads; i++) {
+        pthread_join(th[i], NULL);
+        bad += m[i].bad;
+    }
+    if (vdisk_close(img) < 0)
+        bad++;
+    return bad ? 1 : 0;
+}
+
 static int cmd_info(const char *fmt, const char *path)
 {
     struct vdisk_image *img = open_img(path, fmt, VDISK_OPEN_RDONLY);
@@ -380,6 +469,8 @@ int main(int argc, char **argv)
         return cmd_info(fmt, argv[2]);
     if (!strcmp(argv[1], "check") && argc == 4)
         return cmd_check(argv[2], argv[3]);
+    if (!strcmp(argv[1], "mt") && argc == 5)
+        return cmd_mt(argv[2], (int)num(argv[3]), num(argv[4]));
     if (!strcmp(argv[1], "map") && argc == 3)
         return cmd_map(argv[2]);
     fprintf(stderr, "vdisk-test-io: bad arguments\n");

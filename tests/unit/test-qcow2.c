@@ -285,6 +285,13 @@ static void test_bad_tables(void **state)
     assert_non_null(strstr(vdisk_last_error(), "invalid offset"));
     assert_int_equal(vdisk_write(img, buf, sizeof(buf), 0, 0), -EIO);
     vdisk_close(img);
+    /* L2 entry pointing at the L1 table: reads may, writes must not go there */
+    poke64(path, l2 & 0x00fffffffffffe00ull, (3 * CS) | (1ull << 63));
+    assert_int_equal(vdisk_open(path, "qcow2", 0, &img), 0);
+    memset(buf, 0x77, sizeof(buf));
+    assert_int_equal(vdisk_write(img, buf, sizeof(buf), 0, 0), -EIO);
+    vdisk_close(img);
+    assert_int_equal(peek64(path, 3 * CS), l2); /* L1 intact */
     free(path);
     /* a refcount table entry pointing nowhere: allocation fails cleanly */
     path = fresh(state, "b2.qcow2", NULL);
@@ -319,6 +326,7 @@ static void test_create_options(void **state)
         {"backing_file=/nonexistent/x.qcow2", 16 * MiB, "backing file"},
         {"cluster_size=512", 1ull << 50, "L1 table"},
         {NULL, 16 * MiB + 100, "multiple of 512"},
+        {NULL, 0, "greater than zero"},
         {"nonsense=1", 16 * MiB, "nonsense"},
     };
     char *path = test_path(*state, "c.qcow2");
@@ -405,8 +413,10 @@ static void test_backing_cycle(void **state)
     struct vdisk_info info;
 
     snprintf(opts, sizeof(opts), "backing_file=a.qcow2,backing_fmt=qcow2");
-    assert_int_equal(vdisk_create(b, "qcow2", 16 * MiB, opts), 0);
+    assert_int_equal(vdisk_create(b, "qcow2", 0, NULL), -EINVAL);
+    assert_int_equal(vdisk_create(b, "qcow2", 0, opts), 0); /* size of the backing file */
     assert_int_equal(vdisk_open(b, NULL, VDISK_OPEN_RDONLY, &img), 0);
+    assert_int_equal(vdisk_get_size(img), 16 * MiB);
     assert_int_equal(vdisk_read(img, buf, sizeof(buf), 0), 0);
     assert_int_equal((unsigned char)buf[0], 0x5a);
     assert_int_equal(vdisk_get_info(img, &info), 0);
