@@ -18,6 +18,8 @@ static const struct command {
     {"close", cmd_close, "close IMAGE|DEVICE|ID | --all"},
     {"list", cmd_list, "list [--json]"},
     {"info", cmd_info, "info [--json] IMAGE|DEVICE"},
+    {"serve", cmd_serve,
+     "serve [--socket PATH | --listen [HOST:]PORT] [-r] [-f FMT] [--direct] [--name NAME] IMAGE"},
 };
 
 /* Print "vdisk: MESSAGE" to stderr and return 1, the failure exit status. */

@@ -57,6 +57,7 @@ struct via {
 };
 
 extern const struct via via_loop;
+extern const struct via via_nbd;
 
 /* The via called NAME, or NULL. */
 const struct via *via_find(const char *name);
@@ -91,5 +92,6 @@ int cmd_open(int argc, char **argv);
 int cmd_close(int argc, char **argv);
 int cmd_list(int argc, char **argv);
 int cmd_info(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 #endif
