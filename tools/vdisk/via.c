@@ -5,6 +5,7 @@
 #include "vdisk.h"
 
 static const struct via *const vias[] = {
+    &via_kmod,
     &via_loop,
     &via_nbd,
 };
