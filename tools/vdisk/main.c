@@ -20,6 +20,11 @@ static const struct command {
     {"info", cmd_info, "info [--json] IMAGE|DEVICE"},
     {"serve", cmd_serve,
      "serve [--socket PATH | --listen [HOST:]PORT] [-r] [-f FMT] [--direct] [--name NAME] IMAGE"},
+    {"convert", cmd_convert, "convert [-p] [-m THREADS] [-f FMT] -O FMT [-o KEY=VAL,...] SRC DST"},
+    {"check", cmd_check, "check [-q] [-f FMT] [-r leaks|all] [--json] IMAGE"},
+    {"bench", cmd_bench,
+     "bench [-c COUNT] [-d DEPTH] [-f FMT] [-n] [-o OFFSET] [-s SIZE] [-S STEP] [-t CACHE]\n"
+     "              [-w] [--pattern=BYTE] [--flush-interval=N] [--no-drain] [--random] IMAGE"},
 };
 
 /* Print "vdisk: MESSAGE" to stderr and return 1, the failure exit status. */
