@@ -278,7 +278,7 @@ static int nbd_start(const struct open_request *req, struct disk_record *rec)
         return -err("fork: %m");
     }
     if (child == 0) {
-        int null = open("/dev/null", O_RDWR);
+        int null;
 
         /* drop every inherited descriptor (the record lock!) but the pipe */
         close(ready[0]);
@@ -287,6 +287,9 @@ static int nbd_start(const struct open_request *req, struct disk_record *rec)
             close(ready[1]);
         }
         close_range(4, ~0u, 0);
+        null = open("/dev/null", O_RDWR | O_CLOEXEC); /* stdout may be a $(...) pipe */
+        if (null < 0)
+            _exit(err("/dev/null: %m"));
         dup2(null, STDIN_FILENO);
         dup2(null, STDOUT_FILENO);
         if (null > STDERR_FILENO)
