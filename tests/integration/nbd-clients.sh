@@ -151,6 +151,10 @@ eq "tcp: nbdinfo size" "$(nbdinfo --size "nbd://127.0.0.1:$port")" 67108864
 ok "tcp: SIGTERM" stop_server
 fails_with "serve: missing image" 'No such file|does not exist' "$VDISK" serve --socket "$T/x.sock" "$T/none.img"
 fails_with "serve: bad port" 'bad port' "$VDISK" serve --listen 127.0.0.1:99999 "$T/disk.raw"
+if [ ! -e /dev/nbd0 ] && [ ! -e /sys/module/nbd ]; then
+    fails_with "open --via nbd without kernel NBD says so" 'not available' \
+        "$VDISK" open --via nbd "$T/disk.raw"
+fi
 touch "$T/notsock"
 fails_with "serve: refuses to replace a non-socket" 'not a socket' "$VDISK" serve --socket "$T/notsock" "$T/disk.raw"
 finish

@@ -35,7 +35,14 @@ for img in "${imgs[@]}"; do
     [ -e /sys/block/${dev#/dev/}/pid ] && fail "$img: $dev still connected" || pass "$img: $dev disconnected"
     [ -e "$sock" ] && fail "$img: socket left behind" || pass "$img: socket removed"
 
-    dev=$($VDISK open --via nbd "$img" 2>$T/err) || fail "$img: reopen: $(cat $T/err)"
+    if [ "$img" = disk.qcow2 ] && ! $VDISK open --via ublk "$img" 2>&1 | grep -q 'not available\|unknown way'; then
+        dev=$($VDISK open --via nbd "$img" 2>$T/err) || fail "$img: reopen: $(cat $T/err)"
+    elif [ "$img" = disk.qcow2 ]; then # no ublk: auto must pick nbd for a non-raw image
+        dev=$($VDISK open "$img" 2>$T/err) || fail "$img: reopen (auto): $(cat $T/err)"
+        case $dev in /dev/nbd[0-9]*) pass "$img: auto picks nbd ($dev)" ;; *) fail "$img: auto gave '$dev'" ;; esac
+    else
+        dev=$($VDISK open --via nbd "$img" 2>$T/err) || fail "$img: reopen: $(cat $T/err)"
+    fi
     ok "$img: mount again" mount $dev m
     ok "$img: data verified after reopen" cmp data m/data
     ok "$img: umount again" umount m
