@@ -45,7 +45,12 @@
 #define SPARSE_MIN      65536u /* reads this large look for holes */
 #define MAX_READ_CHUNKS 32     /* content chunks in one read reply */
 #define MAX_DESCRIPTORS 1024   /* block status descriptors per reply */
-#define DEFAULT_THREADS 4
+/*
+ * Workers per connection. Page-cache I/O is CPU bound: every extra worker
+ * costs a futex hand-off per request, so one per core. O_DIRECT I/O waits
+ * on the disk: more workers keep more of the client's queue in flight.
+ */
+#define DIRECT_THREADS 16
 #define DEFAULT_CONNS   128
 #define BASE_ALLOCATION "base:allocation"
 #define META_ID         1 /* our id for base:allocation */
@@ -1083,6 +1088,16 @@ int nbd_server_add_client(struct nbd_server *srv, int fd)
     return r;
 }
 
+static unsigned default_threads(struct vdisk_image *img)
+{
+    struct vdisk_info info;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+    if (vdisk_get_info(img, &info) == 0 && info.direct)
+        return DIRECT_THREADS;
+    return cpus < 2 ? 2 : cpus > 16 ? 16 : (unsigned)cpus;
+}
+
 int nbd_server_new(struct vdisk_image *img, const struct nbd_server_opts *opts,
                    struct nbd_server **srvp)
 {
@@ -1095,7 +1110,7 @@ int nbd_server_new(struct vdisk_image *img, const struct nbd_server_opts *opts,
     srv->read_only = vdisk_is_read_only(img);
     srv->name = strdup(opts && opts->export_name ? opts->export_name : "");
     srv->description = opts && opts->description ? strdup(opts->description) : NULL;
-    srv->threads = opts && opts->threads ? opts->threads : DEFAULT_THREADS;
+    srv->threads = opts && opts->threads ? opts->threads : default_threads(img);
     srv->max_conns = opts && opts->max_conns ? opts->max_conns : DEFAULT_CONNS;
     srv->quiet = opts && opts->quiet;
     if (!srv->name || strlen(srv->name) > 4096 || pipe2(srv->stop_pipe, O_CLOEXEC) < 0) {
