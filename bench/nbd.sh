@@ -32,11 +32,15 @@ start() {
 stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; PID=; }
 
 # measure KEY: every job against $URI; results in R[KEY/job] (IOPS, or MiB/s for 1M)
-declare -A R
+# and C[KEY/job], the server's CPU time per request in microseconds (user+sys):
+# on a shared machine that figure is steadier than the throughput.
+declare -A R C
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
 measure() {
-    local key=$1 j rw bs qd out
+    local key=$1 j rw bs qd out t0
     for j in "${JOBS[@]}"; do
         read -r rw bs qd <<<"$j"
+        t0=$(cpu_ticks)
         out=$(fio --name=b --ioengine=nbd --uri="$URI" --rw="$rw" --bs="$bs" --iodepth="$qd" \
             --size="${SIZE_MB}M" --runtime="$SECS" --time_based --output-format=json 2>/dev/null)
         out=${out#*$'\n{'}; [ "${out:0:1}" = "{" ] || out="{$out"
@@ -46,6 +50,12 @@ j = json.loads(sys.stdin.read())["jobs"][0]
 big = sys.argv[1] == "1M"
 v = j["read"] if j["read"]["io_bytes"] else j["write"]
 print(round(v["bw_bytes"] / 2**20) if big else round(v["iops"]))' "$bs" <<<"$out")
+        C[$key/$j]=$(python3 -c '
+import json, os, sys
+j = json.loads(sys.stdin.read())["jobs"][0]
+ios = j["read"]["total_ios"] + j["write"]["total_ios"]
+ticks = int(sys.argv[2]) - int(sys.argv[1])
+print("%.1f" % (ticks * 1e6 / os.sysconf("SC_CLK_TCK") / max(1, ios)))' "$t0" "$(cpu_ticks)" <<<"$out")
     done
 }
 
@@ -65,6 +75,9 @@ report() { # report TITLE KEY PEER...: a table and vdisk's ratio to the faster p
         python3 -c 'import sys; print(" %.2fx vs %s" % (int(sys.argv[1]) / max(1, int(sys.argv[2])), sys.argv[3]))' \
             "${R[$key/$j]}" "$best" "$best_name"
     done
+    printf '%-18s' "server CPU us/req"
+    for p in "$key" "$@"; do printf ' %12s' "${C[$p/${JOBS[0]}]}/${C[$p/${JOBS[1]}]}"; done
+    printf ' %s\n' "(randread/randwrite 4k)"
     echo "(4k jobs: IOPS; 1M jobs: MiB/s; fio nbd engine, QD as shown, ${SECS}s each)"
 }
 
