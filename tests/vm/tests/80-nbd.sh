@@ -63,5 +63,7 @@ for img in "${imgs[@]}"; do
     ok "$img: close after the server died" $VDISK close "$img"
     eq "$img: list empty" "$($VDISK list | grep -c nbd)" 0
 done
+left=$(for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = vdisk ] && echo ${p#/proc/}; done)
+eq "no vdisk server process left" "$left" ""
 [ ${#imgs[@]} -eq 1 ] && echo "# qcow2 not in this libvdisk: raw only"
 finish
