@@ -38,6 +38,10 @@ declare -A R C
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
 measure() {
     local key=$1 j rw bs qd out t0
+    # warm-up, not counted: the first writes after a server starts pay for
+    # dirtying clean pages and metadata, which would favour whoever runs second
+    fio --name=w --ioengine=nbd --uri="$URI" --rw=randwrite --bs=4k --iodepth=32 \
+        --size="${SIZE_MB}M" --runtime=3 --time_based >/dev/null 2>&1
     for j in "${JOBS[@]}"; do
         read -r rw bs qd <<<"$j"
         t0=$(cpu_ticks)
