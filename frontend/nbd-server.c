@@ -50,7 +50,7 @@
  * costs a futex hand-off per request, so one per core. O_DIRECT I/O waits
  * on the disk: more workers keep more of the client's queue in flight.
  */
-#define DIRECT_THREADS 16
+#define DIRECT_THREADS  16
 #define DEFAULT_CONNS   128
 #define BASE_ALLOCATION "base:allocation"
 #define META_ID         1 /* our id for base:allocation */
