@@ -30,6 +30,9 @@ start() {
     echo "bench/nbd.sh: $name did not start: $(cat "$D/$name.log")" >&2; exit 1
 }
 stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; PID=; }
+# fresh SRC: every server gets its own identical copy ($D/run.img), written and
+# synced the same way, so none inherits the page-cache state another left behind
+fresh() { rm -f "$D/run.img"; cp --sparse=never "$1" "$D/run.img"; sync "$D/run.img"; }
 
 # measure KEY: every job against $URI; results in R[KEY/job] (IOPS, or MiB/s for 1M)
 # and C[KEY/job], the server's CPU time per request in microseconds (user+sys):
@@ -89,23 +92,29 @@ echo "bench/nbd.sh: ${SIZE_MB} MiB images in $D, $(nproc) cores" >&2
 qemu-img create -q -f raw "$D/disk.raw" "${SIZE_MB}M"
 dd if=/dev/urandom of="$D/disk.raw" bs=1M count="$SIZE_MB" conv=notrunc,fsync status=none
 
-start vdisk "$VDISK" serve --quiet --socket "$D/vdisk.sock" "$D/disk.raw"
+fresh "$D/disk.raw"
+start vdisk "$VDISK" serve --quiet --socket "$D/vdisk.sock" "$D/run.img"
 measure vdisk; stop
-start vdisk-direct "$VDISK" serve --quiet --direct --socket "$D/vdisk-direct.sock" "$D/disk.raw"
+fresh "$D/disk.raw"
+start vdisk-direct "$VDISK" serve --quiet --direct --socket "$D/vdisk-direct.sock" "$D/run.img"
 measure vdisk-direct; stop
-start nbdkit nbdkit -f -U "$D/nbdkit.sock" file "$D/disk.raw"
+fresh "$D/disk.raw"
+start nbdkit nbdkit -f -U "$D/nbdkit.sock" file "$D/run.img"
 measure nbdkit; stop
-start qemu-nbd qemu-nbd -t -e 8 -f raw --cache=none --aio=io_uring -k "$D/qemu-nbd.sock" "$D/disk.raw"
+fresh "$D/disk.raw"
+start qemu-nbd qemu-nbd -t -e 8 -f raw --cache=none --aio=io_uring -k "$D/qemu-nbd.sock" "$D/run.img"
 measure qemu-nbd; stop
 report "raw image, page cache" vdisk nbdkit qemu-nbd
 report "raw image, O_DIRECT (vdisk --direct)" vdisk-direct nbdkit qemu-nbd
 
 if "$VDISK" create -f qcow2 "$D/probe.qcow2" 1M >/dev/null 2>&1; then
     qemu-img convert -f raw -O qcow2 "$D/disk.raw" "$D/disk.qcow2"
-    start vdisk-q "$VDISK" serve --quiet --direct --socket "$D/vdisk-q.sock" "$D/disk.qcow2"
+    fresh "$D/disk.qcow2"
+    start vdisk-q "$VDISK" serve --quiet --direct --socket "$D/vdisk-q.sock" "$D/run.img"
     measure vdisk-q; stop
+    fresh "$D/disk.qcow2"
     start qemu-nbd-q qemu-nbd -t -e 8 -f qcow2 --cache=none --aio=io_uring -k "$D/qemu-nbd-q.sock" \
-        "$D/disk.qcow2"
+        "$D/run.img"
     measure qemu-nbd-q; stop
     report "qcow2 image, O_DIRECT" vdisk-q qemu-nbd-q
 else
