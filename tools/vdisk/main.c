@@ -18,6 +18,8 @@ static const struct command {
     {"close", cmd_close, "close IMAGE|DEVICE|ID | --all"},
     {"list", cmd_list, "list [--json]"},
     {"info", cmd_info, "info [--json] IMAGE|DEVICE"},
+    {"serve", cmd_serve,
+     "serve [--socket PATH | --listen [HOST:]PORT] [-r] [-f FMT] [--direct] [--name NAME] IMAGE"},
     {"convert", cmd_convert, "convert [-p] [-m THREADS] [-f FMT] -O FMT [-o KEY=VAL,...] SRC DST"},
     {"check", cmd_check, "check [-q] [-f FMT] [-r leaks|all] [--json] IMAGE"},
     {"bench", cmd_bench,

@@ -57,6 +57,7 @@ struct via {
 };
 
 extern const struct via via_loop;
+extern const struct via via_nbd;
 extern const struct via via_kmod;
 
 /* The via called NAME, or NULL. */
@@ -92,6 +93,7 @@ int cmd_open(int argc, char **argv);
 int cmd_close(int argc, char **argv);
 int cmd_list(int argc, char **argv);
 int cmd_info(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_bench(int argc, char **argv);

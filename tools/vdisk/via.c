@@ -7,6 +7,7 @@
 static const struct via *const vias[] = {
     &via_kmod,
     &via_loop,
+    &via_nbd,
 };
 
 const struct via *via_find(const char *name)

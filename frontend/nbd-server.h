@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * An NBD server for one libvdisk image: fixed newstyle handshake, structured
+ * replies, base:allocation, many connections, requests served out of order.
+ */
+#ifndef VDISK_NBD_SERVER_H
+#define VDISK_NBD_SERVER_H
+
+#include <stdbool.h>
+
+#include "vdisk/vdisk.h"
+
+struct nbd_server;
+
+struct nbd_server_opts {
+    const char *export_name; /* NULL or "": the default export only */
+    const char *description; /* NULL: none */
+    unsigned threads;        /* workers per connection; 0: default */
+    unsigned max_conns;      /* 0: default */
+    bool quiet;              /* no messages about misbehaving clients */
+};
+
+/* A server for IMG (which the caller keeps open and closes after free). */
+int nbd_server_new(struct vdisk_image *img, const struct nbd_server_opts *opts,
+                   struct nbd_server **srvp);
+/* Accept and serve connections on LISTEN_FD until nbd_server_stop(). */
+int nbd_server_serve(struct nbd_server *srv, int listen_fd);
+/* Ask serve() to drop every connection and return; async-signal-safe. */
+void nbd_server_stop(struct nbd_server *srv);
+void nbd_server_free(struct nbd_server *srv);
+
+/* Serve one connected socket (handshake included) in its own threads. */
+int nbd_server_add_client(struct nbd_server *srv, int fd);
+
+/*
+ * Listening sockets. A Unix socket is created mode 0600 (a stale one is
+ * replaced, a live one refused); HOSTPORT is "HOST:PORT", "[V6]:PORT" or
+ * "PORT" (loopback). Return the fd or -errno, with a message on stderr.
+ */
+int nbd_listen_unix(const char *path);
+int nbd_listen_tcp(const char *hostport);
+
+#endif

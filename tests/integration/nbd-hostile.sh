@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# vdisk serve against a hand-rolled hostile client (tests/tools/nbd-hostile.py)
+# and nbdsh: bad magic, unknown options, oversized lengths, offsets past the
+# end, truncated requests, disconnects mid-write. About 5 s.
+. "$(dirname "$0")/../lib.sh"
+export VDISK_RUN_DIR=$T/run
+nbdsh() { /usr/bin/python3 -m nbd "$@"; }
+
+truncate -s 16M "$T/d.raw"
+dd if=/dev/urandom of="$T/d.raw" bs=1M count=2 conv=notrunc status=none
+"$VDISK" serve --socket "$T/s.sock" "$T/d.raw" >/dev/null 2>"$T/serve.log" &
+SPID=$!
+at_exit "kill $SPID"
+URI="nbd+unix:///?socket=$T/s.sock"
+for _ in $(seq 100); do nbdinfo --size "$URI" >/dev/null 2>&1 && break; sleep 0.05; done
+
+python3 "$ROOT/tests/tools/nbd-hostile.py" "$T/s.sock" $((16 << 20))
+
+# libnbd's strict mode off: let nbdsh send what the server must refuse
+ok "nbdsh: read past the end gets EINVAL" nbdsh -u "$URI" -c '
+import errno
+h.set_strict_mode(0)
+try:
+    h.pread(512, 16 << 20)
+    raise SystemExit("read past the end succeeded")
+except nbd.Error as e:
+    assert e.errnum == errno.EINVAL, e
+'
+ok "nbdsh: trim past the end gets EINVAL" nbdsh -u "$URI" -c '
+import errno
+h.set_strict_mode(0)
+try:
+    h.trim(8192, (16 << 20) - 4096)
+    raise SystemExit("trim past the end succeeded")
+except nbd.Error as e:
+    assert e.errnum == errno.EINVAL, e
+'
+ok "nbdsh: zero-length read" nbdsh -u "$URI" -c '
+import errno
+h.set_strict_mode(0)
+assert h.pread(0, 0) == b""
+'
+if kill -0 "$SPID" 2>/dev/null; then pass "server survived"; else fail "server died"; fi
+ok "server still serves after all of it" nbdinfo --size "$URI"
+kill -TERM "$SPID"; wait "$SPID"; eq "SIGTERM: exit 0" $? 0
+grep -q 'bad request magic' "$T/serve.log" && pass "misbehaviour logged" || fail "no log of bad magic"
+finish

@@ -1,0 +1,372 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * --via nbd: the kernel's NBD client on a vdisk NBD server. start() forks a
+ * server process (detached, one per disk) that listens on a private Unix
+ * socket RUN_DIR/<id>.sock, connects to it itself, negotiates, hands the
+ * socket to /dev/nbdN with the NBD ioctls and runs NBD_DO_IT in a thread
+ * (as qemu-nbd --connect does). SIGTERM disconnects the device, drains the
+ * server, flushes and unlocks the image.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/nbd.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "vdisk.h"
+#include "nbd-client.h"
+#include "nbd-server.h"
+
+#define NBD_DEVICES  256 /* /dev/nbd0 .. : tried in order */
+#define BLOCK_SIZE   512
+#define STOP_SECONDS 60 /* wait this long for a server to flush and go */
+
+static bool nbd_available(void)
+{
+    return access("/dev/nbd0", F_OK) == 0 || access("/sys/module/nbd", F_OK) == 0;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec t = {ms / 1000, (ms % 1000) * 1000000};
+
+    nanosleep(&t, NULL);
+}
+
+/* The task id sysfs shows for /dev/nbdN's NBD_DO_IT, or 0 when unused. */
+static pid_t device_task(const char *device)
+{
+    char path[128];
+    FILE *f;
+    int pid = 0;
+
+    snprintf(path, sizeof(path), "/sys/block/%s/pid", strrchr(device, '/') + 1);
+    f = fopen(path, "r");
+    if (!f)
+        return 0;
+    if (fscanf(f, "%d", &pid) != 1)
+        pid = 0;
+    fclose(f);
+    return pid;
+}
+
+/* Is PID a live process (not a zombie)? */
+static bool process_alive(pid_t pid)
+{
+    char path[64], buf[512], *p;
+    FILE *f;
+    bool alive = false;
+
+    if (pid <= 0)
+        return false;
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    f = fopen(path, "r");
+    if (!f)
+        return false;
+    if (fgets(buf, sizeof(buf), f) && (p = strrchr(buf, ')')) && p[1] == ' ')
+        alive = p[2] != 'Z' && p[2] != 'X';
+    fclose(f);
+    return alive;
+}
+
+static bool nbd_alive(const struct disk_record *rec)
+{
+    char path[128];
+    pid_t task;
+
+    if (!process_alive(rec->pid) || !rec->device[0])
+        return false;
+    task = device_task(rec->device);
+    if (task <= 0)
+        return false;
+    /* the device's NBD_DO_IT runs in a thread of our server */
+    snprintf(path, sizeof(path), "/proc/%d/task/%d", (int)rec->pid, (int)task);
+    return access(path, F_OK) == 0;
+}
+
+/* --- the server process ---------------------------------------------------- */
+
+struct kernel_link {
+    int nbd; /* /dev/nbdN */
+    int sock;
+    char device[64];
+};
+
+static void *do_it(void *arg)
+{
+    struct kernel_link *k = arg;
+
+    ioctl(k->nbd, NBD_DO_IT); /* returns on disconnect */
+    ioctl(k->nbd, NBD_CLEAR_QUE);
+    ioctl(k->nbd, NBD_CLEAR_SOCK);
+    kill(getpid(), SIGTERM); /* the device is gone: so is the server */
+    return NULL;
+}
+
+static struct nbd_server *server; /* the one this process runs */
+
+/* The accept loop, in its own thread; LISTEN points at the socket. */
+static void *serve(void *listen)
+{
+    nbd_server_serve(server, *(int *)listen);
+    return NULL;
+}
+
+/* Connect to our own socket, negotiate, hand it to a free /dev/nbdN. */
+static int kernel_connect(const char *sock_path, bool read_only, struct kernel_link *k)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    uint64_t size;
+    uint16_t flags;
+    int r;
+
+    if (strlen(sock_path) >= sizeof(sa.sun_path))
+        return -err("%s: socket path too long", sock_path);
+    memcpy(sa.sun_path, sock_path, strlen(sock_path) + 1);
+    for (int n = 0; n < NBD_DEVICES; n++) {
+        snprintf(k->device, sizeof(k->device), "/dev/nbd%d", n);
+        k->nbd = open(k->device, O_RDWR | O_CLOEXEC);
+        if (k->nbd < 0) {
+            if (errno == ENOENT)
+                break;
+            continue;
+        }
+        if (device_task(k->device) > 0) { /* someone else's */
+            close(k->nbd);
+            continue;
+        }
+        k->sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (k->sock < 0 || connect(k->sock, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+            return -err("%s: connect: %m", sock_path);
+        r = nbd_client_go(k->sock, "", &size, &flags);
+        if (r < 0) {
+            errno = -r;
+            return -err("%s: NBD handshake with our own server failed: %m", sock_path);
+        }
+        if (read_only)
+            flags |= NBD_FLAG_READ_ONLY;
+        if (ioctl(k->nbd, NBD_SET_SOCK, k->sock) < 0) {
+            close(k->sock);
+            close(k->nbd);
+            if (errno == EBUSY)
+                continue; /* taken meanwhile: try the next */
+            return -err("%s: NBD_SET_SOCK: %m", k->device);
+        }
+        if (ioctl(k->nbd, NBD_SET_BLKSIZE, (unsigned long)BLOCK_SIZE) < 0 ||
+            ioctl(k->nbd, NBD_SET_SIZE_BLOCKS, (unsigned long)(size / BLOCK_SIZE)) < 0 ||
+            ioctl(k->nbd, NBD_SET_FLAGS, (unsigned long)flags) < 0) {
+            err("%s: configuring: %m", k->device);
+            ioctl(k->nbd, NBD_CLEAR_SOCK);
+            close(k->nbd);
+            return -1;
+        }
+        return 0;
+    }
+    return -err("no free /dev/nbdN device");
+}
+
+/*
+ * The detached server. Writes the device path to READY_FD once the kernel
+ * serves it; errors before that go to the caller's stderr.
+ */
+static void server_process(const struct open_request *req, const char *sock_path,
+                           const char *log_path, int ready_fd)
+{
+    unsigned flags =
+        (req->read_only ? VDISK_OPEN_RDONLY : 0) | (req->direct ? VDISK_OPEN_DIRECT : 0);
+    struct nbd_server_opts opts = {.quiet = false};
+    struct kernel_link k = {-1, -1, ""};
+    struct vdisk_image *img;
+    pthread_t server_thread, kernel_thread;
+    sigset_t stop;
+    int lfd, sig, logfd;
+
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL); /* every thread inherits it; main sigwaits */
+    signal(SIGPIPE, SIG_IGN);
+
+    if (vdisk_open(req->image, req->format, flags, &img) < 0)
+        _exit(err("%s", vdisk_last_error()));
+    if (nbd_server_new(img, &opts, &server) < 0)
+        _exit(err("%s: cannot set up the NBD server", req->image));
+    lfd = nbd_listen_unix(sock_path);
+    if (lfd < 0)
+        _exit(1);
+    if (pthread_create(&server_thread, NULL, serve, &lfd) != 0) {
+        unlink(sock_path);
+        _exit(err("%s: cannot start the server thread", req->image));
+    }
+    if (kernel_connect(sock_path, req->read_only, &k) < 0) {
+        unlink(sock_path);
+        _exit(1);
+    }
+    if (pthread_create(&kernel_thread, NULL, do_it, &k) != 0) {
+        ioctl(k.nbd, NBD_CLEAR_SOCK);
+        unlink(sock_path);
+        _exit(err("%s: cannot start the NBD_DO_IT thread", k.device));
+    }
+    for (int i = 0; i < 500 && device_task(k.device) <= 0; i++)
+        sleep_ms(10);
+    if (device_task(k.device) <= 0) {
+        err("%s: the kernel did not start serving", k.device);
+        ioctl(k.nbd, NBD_DISCONNECT);
+        ioctl(k.nbd, NBD_CLEAR_SOCK);
+        unlink(sock_path);
+        _exit(1);
+    }
+
+    /* up: report, then keep quiet except in the log */
+    dprintf(ready_fd, "%s\n", k.device);
+    close(ready_fd);
+    logfd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (logfd >= 0) {
+        dup2(logfd, STDERR_FILENO);
+        close(logfd);
+    }
+
+    sigwait(&stop, &sig);
+    /* the kernel first: it sends NBD_CMD_DISC after its queue drains */
+    if (device_task(k.device) > 0)
+        ioctl(k.nbd, NBD_DISCONNECT);
+    pthread_join(kernel_thread, NULL);
+    nbd_server_stop(server);
+    pthread_join(server_thread, NULL);
+    close(lfd);
+    unlink(sock_path);
+    nbd_server_free(server);
+    if (vdisk_close(img) < 0)
+        _exit(err("%s", vdisk_last_error()));
+    _exit(0);
+}
+
+/* --- the utility's side ------------------------------------------------------ */
+
+static void paths(const char *id, char *sock, size_t slen, char *log, size_t llen)
+{
+    snprintf(sock, slen, "%s/%s.sock", run_dir(), id);
+    snprintf(log, llen, "%s/%s.log", run_dir(), id);
+}
+
+static int nbd_start(const struct open_request *req, struct disk_record *rec)
+{
+    char sock[4096], log[4096], line[128];
+    int ready[2], status;
+    pid_t child, pid = 0;
+    ssize_t n = 0, r;
+
+    paths(rec->id, sock, sizeof(sock), log, sizeof(log));
+    if (pipe2(ready, O_CLOEXEC) < 0)
+        return -err("pipe: %m");
+    fflush(NULL);
+    child = fork();
+    if (child < 0) {
+        close(ready[0]);
+        close(ready[1]);
+        return -err("fork: %m");
+    }
+    if (child == 0) {
+        int null;
+
+        /* drop every inherited descriptor (the record lock!) but the pipe */
+        close(ready[0]);
+        if (ready[1] != 3) {
+            dup2(ready[1], 3);
+            close(ready[1]);
+        }
+        close_range(4, ~0u, 0);
+        null = open("/dev/null", O_RDWR | O_CLOEXEC); /* stdout may be a $(...) pipe */
+        if (null < 0)
+            _exit(err("/dev/null: %m"));
+        dup2(null, STDIN_FILENO);
+        dup2(null, STDOUT_FILENO);
+        if (null > STDERR_FILENO)
+            close(null);
+        setsid();
+        if (chdir("/") < 0)
+            _exit(1);
+        pid = fork(); /* detach: the server is nobody's child */
+        if (pid < 0)
+            _exit(err("fork: %m"));
+        if (pid > 0) {
+            dprintf(3, "%d ", (int)pid);
+            _exit(0);
+        }
+        server_process(req, sock, log, 3);
+    }
+    close(ready[1]);
+    waitpid(child, &status, 0);
+    while (n < (ssize_t)sizeof(line) - 1 &&
+           (r = read(ready[0], line + n, sizeof(line) - 1 - (size_t)n)) != 0) {
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        n += r;
+    }
+    close(ready[0]);
+    line[n] = '\0';
+    if (sscanf(line, "%d %63s", &pid, rec->device) != 2 || strncmp(rec->device, "/dev/", 5)) {
+        rec->device[0] = '\0';
+        return -err("%s: the NBD server did not come up", req->image);
+    }
+    rec->pid = pid;
+    snprintf(rec->socket, sizeof(rec->socket), "%s", sock);
+    return 0;
+}
+
+static int nbd_stop(const struct disk_record *rec)
+{
+    char sock[4096], log[4096];
+    int fd;
+
+    if (nbd_alive(rec)) {
+        /* O_EXCL fails while the device is mounted or claimed */
+        fd = open(rec->device, O_RDONLY | O_EXCL | O_CLOEXEC);
+        if (fd < 0 && errno == EBUSY)
+            return -err("%s: device is in use (mounted?); unmount it first", rec->device);
+        if (fd >= 0)
+            close(fd);
+    }
+    if (process_alive(rec->pid)) {
+        kill(rec->pid, SIGTERM);
+        for (int i = 0; i < STOP_SECONDS * 100 && process_alive(rec->pid); i++)
+            sleep_ms(10);
+        if (process_alive(rec->pid))
+            return -err("%s: server %d did not stop in %d s", rec->device, (int)rec->pid,
+                        STOP_SECONDS);
+    } else if (rec->device[0] && device_task(rec->device) <= 0) {
+        /* the server died: make sure the kernel lets the device go */
+        fd = open(rec->device, O_RDWR | O_CLOEXEC);
+        if (fd >= 0) {
+            ioctl(fd, NBD_CLEAR_SOCK);
+            close(fd);
+        }
+    }
+    paths(rec->id, sock, sizeof(sock), log, sizeof(log));
+    unlink(sock);
+    unlink(log);
+    return 0;
+}
+
+const struct via via_nbd = {
+    .name = "nbd",
+    .raw_only = false,
+    .available = nbd_available,
+    .start = nbd_start,
+    .stop = nbd_stop,
+    .alive = nbd_alive,
+};
