@@ -70,7 +70,7 @@ static int check_not_open(const char *id, const char *image)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: vdisk open [-r] [-f FMT] [--via auto|kmod|loop|ublk|nbd|fuse] "
+    fprintf(stderr, "usage: vdisk open [-r] [-f FMT] [--via auto|kmod|loop|nbd|fuse] "
                     "[--no-direct] IMAGE [SIZE]\n");
 }
 
@@ -126,7 +126,9 @@ int cmd_open(int argc, char **argv)
         size_given = true;
     }
     if (strcmp(via_name, "auto") != 0 && !via_find(via_name))
-        return err("--via %s: unknown way (auto, kmod, loop, ublk, nbd, fuse)", via_name);
+        return err("--via %s: %s (ways: auto, kmod, loop, nbd, fuse)", via_name,
+                   strcmp(via_name, "ublk") == 0 ? "this vdisk has no ublk frontend yet"
+                                                 : "unknown way");
 
     lock = record_lock();
     if (lock < 0)
