@@ -57,6 +57,7 @@ struct via {
 };
 
 extern const struct via via_loop;
+extern const struct via via_fuse;
 
 /* The via called NAME, or NULL. */
 const struct via *via_find(const char *name);

@@ -6,6 +6,7 @@
 
 static const struct via *const vias[] = {
     &via_loop,
+    &via_fuse,
 };
 
 const struct via *via_find(const char *name)
