@@ -13,9 +13,9 @@
  *    fallocate -> vdisk_write_zeroes (punch hole may unmap, zero range not),
  *    SEEK_DATA/SEEK_HOLE -> vdisk_block_status.
  *
- * Shutdown: unmount lazily; with no user left the kernel aborts the
- * connection and every worker's read() fails with ENODEV. If a user lingers,
- * the connection is aborted through /sys/fs/fuse/connections.
+ * Shutdown: unmount; with no user left the kernel ends the connection and
+ * every worker's read() fails with ENODEV. If a user lingers, the connection
+ * is aborted through /sys/fs/fuse/connections (see stop_workers()).
  */
 #define FUSE_USE_VERSION 34
 
@@ -25,6 +25,7 @@
 #include <linux/falloc.h>
 #include <linux/fuse.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -55,6 +56,7 @@ struct vdisk_fuse {
     uint64_t size;
     bool read_only;
     struct timespec mount_time;
+    unsigned long conn_dev; /* /sys/fs/fuse/connections/<conn_dev>, 0 if unknown */
 
     pthread_t threads[MAX_THREADS];
     unsigned nthreads;
@@ -64,6 +66,8 @@ struct vdisk_fuse {
     unsigned running; /* workers still in their loop */
     bool inited;      /* INIT answered */
 };
+
+static int find_fuse_mount(const char *mountpoint, unsigned *major_out, unsigned *minor_out);
 
 /* Per worker: the page-aligned buffer READ replies are read into. */
 static __thread void *read_buf;
@@ -417,7 +421,7 @@ static void *worker(void *arg)
         struct fuse_buf fbuf = {.mem = recv + PAGE - WRITE_HEADER};
         int r = fuse_session_receive_buf(fs->se, &fbuf);
 
-        if (r == -EINTR || r == -EAGAIN)
+        if ((r == -EINTR || r == -EAGAIN) && !fuse_session_exited(fs->se))
             continue;
         if (r <= 0) /* 0: unmounted or aborted (libfuse marks the session exited) */
             break;
@@ -468,28 +472,69 @@ static bool workers_gone(struct vdisk_fuse *fs)
     return fs->running == 0;
 }
 
-/* Stop and join every worker: lazy unmount, then abort if they linger. */
+/* Write to the connection's abort file: every request pending or to come fails. */
+static int abort_conn(unsigned long dev)
+{
+    char path[128];
+    int fd, r;
+
+    snprintf(path, sizeof(path), "/sys/fs/fuse/connections/%lu/abort", dev);
+    fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? 0 : -errno; /* connection already gone */
+    r = write(fd, "1", 1) == 1 ? 0 : -errno;
+    close(fd);
+    return r;
+}
+
+static void wake_handler(int sig)
+{
+    (void)sig; /* only there to interrupt a worker's read() */
+}
+
+/*
+ * Stop and join every worker. The session is never marked exited while the
+ * connection lives: libfuse would drop the request a worker just read, and
+ * whoever sent it would wait forever. Instead: unmount (with no user left the
+ * kernel ends the connection and the workers' reads fail with ENODEV). If a
+ * user remains (a loop device still bound), abort the connection so that its
+ * requests fail rather than hang, and leave the dead mount where it is: the
+ * loop device names its file by that path, and `vdisk close` cleans up.
+ */
 static void stop_workers(struct vdisk_fuse *fs)
 {
     bool gone;
 
-    fuse_session_exit(fs->se);
     pthread_mutex_lock(&fs->lock);
     gone = workers_gone(fs);
     pthread_mutex_unlock(&fs->lock);
-    if (!gone) {
-        /* with no user left, this ends the connection and wakes the workers */
-        if (umount2(fs->mountpoint, MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT)
-            fprintf(stderr, "vdisk-fuse: %s: unmount: %m\n", fs->mountpoint);
+    if (gone)
+        goto join;
+    if (umount2(fs->mountpoint, 0) == 0) {
         pthread_mutex_lock(&fs->lock);
-        gone = wait_until(fs, workers_gone, 2);
+        gone = wait_until(fs, workers_gone, 5);
+        pthread_mutex_unlock(&fs->lock);
+        if (gone)
+            goto join;
+    } else {
+        fprintf(stderr, "vdisk-fuse: %s: unmount: %m; aborting the connection\n", fs->mountpoint);
+    }
+    if (fs->conn_dev && abort_conn(fs->conn_dev) == 0) {
+        pthread_mutex_lock(&fs->lock);
+        gone = wait_until(fs, workers_gone, 5);
         pthread_mutex_unlock(&fs->lock);
     }
-    if (!gone) {
-        fprintf(stderr, "vdisk-fuse: %s: still in use after unmount; aborting the connection\n",
+    if (!gone) { /* last resort: interrupt the workers' reads */
+        struct sigaction sa = {.sa_handler = wake_handler}; /* no SA_RESTART */
+
+        fprintf(stderr, "vdisk-fuse: %s: cannot abort the connection; stopping workers\n",
                 fs->mountpoint);
-        vdisk_fuse_abort_mount(fs->mountpoint);
+        sigaction(SIGUSR1, &sa, NULL);
+        fuse_session_exit(fs->se);
+        for (unsigned i = 0; i < fs->nthreads; i++)
+            pthread_kill(fs->threads[i], SIGUSR1);
     }
+join:
     for (unsigned i = 0; i < fs->nthreads; i++)
         pthread_join(fs->threads[i], NULL);
     fs->nthreads = 0;
@@ -514,6 +559,7 @@ int vdisk_fuse_start(struct vdisk_image *img, const char *mountpoint,
     struct fuse_args args = FUSE_ARGS_INIT(cfg->debug ? 4 : 3, argv);
     struct vdisk_fuse *fs;
     unsigned threads = cfg->threads ? cfg->threads : DEFAULT_THREADS;
+    unsigned maj, min;
     bool inited;
     int r;
 
@@ -546,6 +592,9 @@ int vdisk_fuse_start(struct vdisk_image *img, const char *mountpoint,
         return fail(errbuf, errlen, EIO, "%s: FUSE mount failed (is /dev/fuse usable?)",
                     mountpoint);
     }
+    /* remember the connection now: after a lazy unmount mountinfo no longer shows it */
+    if (find_fuse_mount(mountpoint, &maj, &min) == 0)
+        fs->conn_dev = (unsigned long)makedev(maj, min);
     for (unsigned i = 0; i < threads; i++) {
         pthread_mutex_lock(&fs->lock);
         fs->running++;
@@ -556,7 +605,6 @@ int vdisk_fuse_start(struct vdisk_image *img, const char *mountpoint,
             fs->running--;
             pthread_mutex_unlock(&fs->lock);
             stop_workers(fs);
-            fuse_session_unmount(fs->se);
             free_fs(fs);
             return fail(errbuf, errlen, r, "%s: cannot start a worker thread: %s", mountpoint,
                         strerror(r));
@@ -568,7 +616,6 @@ int vdisk_fuse_start(struct vdisk_image *img, const char *mountpoint,
     pthread_mutex_unlock(&fs->lock);
     if (!inited) {
         stop_workers(fs);
-        fuse_session_unmount(fs->se);
         free_fs(fs);
         return fail(errbuf, errlen, EIO, "%s: the kernel never sent FUSE INIT", mountpoint);
     }
@@ -591,8 +638,7 @@ void vdisk_fuse_stop(struct vdisk_fuse *fs)
     if (!fs)
         return;
     stop_workers(fs);
-    fuse_session_unmount(fs->se); /* closes /dev/fuse; a no-op unmount if already gone */
-    free_fs(fs);
+    free_fs(fs); /* closes /dev/fuse; a mount still in use stays for vdisk close */
 }
 
 /* The device number "MAJ:MIN" of the last FUSE mount at MOUNTPOINT, from mountinfo. */
@@ -641,17 +687,10 @@ static int find_fuse_mount(const char *mountpoint, unsigned *major_out, unsigned
 int vdisk_fuse_abort_mount(const char *mountpoint)
 {
     unsigned maj, min;
-    char path[128];
-    int fd, r = find_fuse_mount(mountpoint, &maj, &min);
+    int r = find_fuse_mount(mountpoint, &maj, &min);
 
     if (r < 0)
         return r;
     /* the connection's directory is named after the superblock's dev_t */
-    snprintf(path, sizeof(path), "/sys/fs/fuse/connections/%u/abort", (unsigned)makedev(maj, min));
-    fd = open(path, O_WRONLY | O_CLOEXEC);
-    if (fd < 0)
-        return errno == ENOENT ? 0 : -errno; /* connection already gone */
-    r = write(fd, "1", 1) == 1 ? 0 : -errno;
-    close(fd);
-    return r;
+    return abort_conn((unsigned long)makedev(maj, min));
 }
