@@ -24,6 +24,7 @@
 #include <fuse_lowlevel.h>
 #include <linux/falloc.h>
 #include <linux/fuse.h>
+#include <liburing.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -32,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/statfs.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <time.h>
@@ -39,15 +41,30 @@
 
 #include "vdisk_fuse.h"
 
-#define DEFAULT_THREADS 8
-#define MAX_THREADS     64
-#define PAGE            4096u
-#define MAX_IO          (1u << 20) /* max_write, and the largest read the kernel sends */
+#define DEFAULT_THREADS      16 /* each request in flight holds a worker */
+#define DEFAULT_THREADS_FAST 3  /* workers only receive and submit */
+#define MAX_THREADS          64
+#define PAGE                 4096u
+#define MAX_IO               (1u << 20) /* max_write, and the largest read the kernel sends */
 /* What libfuse reads per request: FUSE_MAX_MAX_PAGES pages plus a header page */
 #define RECV_SIZE (MAX_IO + PAGE)
 /* in header + write_in: a WRITE's payload starts this far into the request */
 #define WRITE_HEADER (sizeof(struct fuse_in_header) + sizeof(struct fuse_write_in))
 #define ATTR_TIMEOUT 1.0
+
+/* One READ or WRITE in flight on the fast path. */
+struct aio_slot {
+    fuse_req_t req;
+    bool write;
+    size_t len;
+    uint64_t off;
+    char *recv;       /* receive buffer holding a WRITE's payload, until it completes */
+    const char *wbuf; /* the payload, inside recv */
+    void *rbuf;       /* READ data (MAX_IO, allocated on first use) */
+    struct aio_slot *next;
+};
+
+#define AIO_DEPTH 128 /* requests in flight on the fast path */
 
 struct vdisk_fuse {
     struct vdisk_image *img;
@@ -57,6 +74,24 @@ struct vdisk_fuse {
     bool read_only;
     struct timespec mount_time;
     unsigned long conn_dev; /* /sys/fs/fuse/connections/<conn_dev>, 0 if unknown */
+
+    /*
+     * The fast path for images whose bytes are file bytes (raw): reads and
+     * writes go to an O_DIRECT descriptor through io_uring, so a worker never
+     * waits for the disk; one completer thread replies. Off when dfd < 0.
+     */
+    int dfd;
+    unsigned dio_align;
+    struct io_uring ring;
+    pthread_mutex_t sq_lock; /* workers share the submission queue */
+    pthread_t completer;
+    bool completer_started;
+    pthread_mutex_t pool_lock; /* protects the free lists and inflight below */
+    pthread_cond_t pool_cond;
+    struct aio_slot *slots, *free_slots;
+    char **free_recv; /* stack of idle receive buffers */
+    unsigned n_free_recv, n_recv;
+    unsigned inflight;
 
     pthread_t threads[MAX_THREADS];
     unsigned nthreads;
@@ -71,6 +106,8 @@ static int find_fuse_mount(const char *mountpoint, unsigned *major_out, unsigned
 
 /* Per worker: the page-aligned buffer READ replies are read into. */
 static __thread void *read_buf;
+/* Per worker: the buffer the next request is received into (the fast path keeps a WRITE's). */
+static __thread char *cur_recv;
 
 /* Log an image error to stderr (the server's log) with the library's message. */
 static void log_error(const char *what, int r)
@@ -179,6 +216,215 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     fuse_reply_open(req, fi);
 }
 
+/* ---- the fast path: io_uring on an O_DIRECT descriptor of a raw image ---- */
+
+#define RECV_ALLOC (PAGE + RECV_SIZE + PAGE)
+#define MAX_RECV   (AIO_DEPTH + MAX_THREADS)
+
+/* A receive buffer from the pool; waits while every one holds a WRITE in flight. */
+static char *recv_get(struct vdisk_fuse *fs)
+{
+    char *b = NULL;
+
+    pthread_mutex_lock(&fs->pool_lock);
+    while (!fs->n_free_recv && fs->n_recv >= MAX_RECV)
+        pthread_cond_wait(&fs->pool_cond, &fs->pool_lock);
+    if (fs->n_free_recv)
+        b = fs->free_recv[--fs->n_free_recv];
+    else
+        fs->n_recv++; /* allocated below, outside the lock */
+    pthread_mutex_unlock(&fs->pool_lock);
+    if (!b && posix_memalign((void **)&b, PAGE, RECV_ALLOC) != 0) {
+        pthread_mutex_lock(&fs->pool_lock);
+        fs->n_recv--;
+        pthread_mutex_unlock(&fs->pool_lock);
+        return NULL;
+    }
+    return b;
+}
+
+static void recv_put(struct vdisk_fuse *fs, char *b)
+{
+    pthread_mutex_lock(&fs->pool_lock);
+    fs->free_recv[fs->n_free_recv++] = b;
+    pthread_cond_broadcast(&fs->pool_cond);
+    pthread_mutex_unlock(&fs->pool_lock);
+}
+
+static struct aio_slot *slot_get(struct vdisk_fuse *fs)
+{
+    struct aio_slot *a;
+
+    pthread_mutex_lock(&fs->pool_lock);
+    while (!fs->free_slots)
+        pthread_cond_wait(&fs->pool_cond, &fs->pool_lock);
+    a = fs->free_slots;
+    fs->free_slots = a->next;
+    fs->inflight++;
+    pthread_mutex_unlock(&fs->pool_lock);
+    return a;
+}
+
+static void slot_put(struct vdisk_fuse *fs, struct aio_slot *a)
+{
+    pthread_mutex_lock(&fs->pool_lock);
+    a->next = fs->free_slots;
+    fs->free_slots = a;
+    fs->inflight--;
+    pthread_cond_broadcast(&fs->pool_cond);
+    pthread_mutex_unlock(&fs->pool_lock);
+}
+
+/* Can [OFF, OFF+LEN) from/to BUF go to the O_DIRECT descriptor? */
+static bool fast_ok(const struct vdisk_fuse *fs, const void *buf, size_t len, off_t off)
+{
+    return fs->dfd >= 0 && len <= MAX_IO &&
+           !(((uintptr_t)buf | len | (uint64_t)off) & (fs->dio_align - 1));
+}
+
+/* Queue A's read or write (NULL A: the completer's stop signal). */
+static int aio_submit(struct vdisk_fuse *fs, struct aio_slot *a)
+{
+    struct io_uring_sqe *sqe;
+    int r = -EBUSY;
+
+    pthread_mutex_lock(&fs->sq_lock);
+    sqe = io_uring_get_sqe(&fs->ring);
+    if (sqe) {
+        if (!a)
+            io_uring_prep_nop(sqe);
+        else if (a->write)
+            io_uring_prep_write(sqe, fs->dfd, a->wbuf, (unsigned)a->len, a->off);
+        else
+            io_uring_prep_read(sqe, fs->dfd, a->rbuf, (unsigned)a->len, a->off);
+        io_uring_sqe_set_data(sqe, a);
+        r = io_uring_submit(&fs->ring);
+    }
+    pthread_mutex_unlock(&fs->sq_lock);
+    return r < 0 ? r : 0;
+}
+
+/* Reply to a finished request; errors and short transfers are redone by the library. */
+static void aio_complete(struct vdisk_fuse *fs, struct aio_slot *a, int res)
+{
+    if (res < 0 || (size_t)res != a->len) {
+        int r = a->write ? vdisk_write(fs->img, a->wbuf, a->len, a->off, 0)
+                         : vdisk_read(fs->img, a->rbuf, a->len, a->off);
+
+        if (r < 0) {
+            log_error(a->write ? "write" : "read", r);
+            fuse_reply_err(a->req, -r);
+            goto out;
+        }
+    }
+    if (a->write)
+        fuse_reply_write(a->req, a->len);
+    else
+        fuse_reply_buf(a->req, a->rbuf, a->len);
+out:
+    if (a->recv)
+        recv_put(fs, a->recv);
+    a->recv = NULL;
+    slot_put(fs, a);
+}
+
+/* The completer: the only reader of the completion queue. */
+static void *completer(void *arg)
+{
+    struct vdisk_fuse *fs = arg;
+
+    for (;;) {
+        struct io_uring_cqe *cqe;
+        struct aio_slot *a;
+        int res, r = io_uring_wait_cqe(&fs->ring, &cqe);
+
+        if (r == -EINTR)
+            continue;
+        if (r < 0) {
+            fprintf(stderr, "vdisk-fuse: io_uring: %s\n", strerror(-r));
+            sleep(1);
+            continue;
+        }
+        a = io_uring_cqe_get_data(cqe);
+        res = cqe->res;
+        io_uring_cqe_seen(&fs->ring, cqe);
+        if (!a)
+            break; /* stop: sent once nothing is in flight */
+        aio_complete(fs, a, res);
+    }
+    return NULL;
+}
+
+/* Turn the fast path on when the image is raw and open with direct I/O. */
+static void aio_setup(struct vdisk_fuse *fs)
+{
+    struct vdisk_info info;
+    char path[64];
+    int raw = vdisk_get_raw_fd(fs->img);
+
+    if (raw < 0 || getenv("VDISK_FUSE_NO_AIO") || vdisk_get_info(fs->img, &info) < 0 ||
+        !info.direct)
+        return;
+    /* a second open file description: the library's own keeps the QEMU lock */
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", raw);
+    fs->dfd = open(path, (fs->read_only ? O_RDONLY : O_RDWR) | O_DIRECT | O_CLOEXEC);
+    if (fs->dfd < 0)
+        return;
+    fs->dio_align = PAGE;
+#ifdef STATX_DIOALIGN
+    {
+        struct statx stx;
+
+        if (statx(fs->dfd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) == 0 &&
+            (stx.stx_mask & STATX_DIOALIGN) && stx.stx_dio_offset_align)
+            fs->dio_align = stx.stx_dio_offset_align > stx.stx_dio_mem_align
+                                ? stx.stx_dio_offset_align
+                                : stx.stx_dio_mem_align;
+    }
+#endif
+    fs->slots = calloc(AIO_DEPTH, sizeof(*fs->slots));
+    if (!fs->slots || io_uring_queue_init(2 * AIO_DEPTH, &fs->ring, 0) < 0)
+        goto fail;
+    for (unsigned i = 0; i < AIO_DEPTH; i++) {
+        fs->slots[i].next = fs->free_slots;
+        fs->free_slots = &fs->slots[i];
+    }
+    if (pthread_create(&fs->completer, NULL, completer, fs) != 0) {
+        io_uring_queue_exit(&fs->ring);
+        goto fail;
+    }
+    fs->completer_started = true;
+    return;
+fail:
+    free(fs->slots);
+    fs->slots = NULL;
+    fs->free_slots = NULL;
+    close(fs->dfd);
+    fs->dfd = -1;
+}
+
+/* Wait for the fast path to drain, then stop the completer. */
+static void aio_stop(struct vdisk_fuse *fs)
+{
+    if (!fs->completer_started)
+        return;
+    pthread_mutex_lock(&fs->pool_lock);
+    while (fs->inflight)
+        pthread_cond_wait(&fs->pool_cond, &fs->pool_lock);
+    pthread_mutex_unlock(&fs->pool_lock);
+    while (aio_submit(fs, NULL) < 0)
+        usleep(1000);
+    pthread_join(fs->completer, NULL);
+    fs->completer_started = false;
+    io_uring_queue_exit(&fs->ring);
+    for (unsigned i = 0; i < AIO_DEPTH; i++)
+        free(fs->slots[i].rbuf);
+    free(fs->slots);
+    fs->slots = NULL;
+    close(fs->dfd);
+    fs->dfd = -1;
+}
+
 /* Clip [off, off+*len) to the image; false if OFF is past the end. */
 static bool clip(const struct vdisk_fuse *fs, off_t off, size_t *len)
 {
@@ -207,6 +453,16 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     if (size == 0) {
         fuse_reply_buf(req, NULL, 0);
         return;
+    }
+    if (fast_ok(fs, NULL, size, off)) {
+        struct aio_slot *a = slot_get(fs);
+
+        if (a->rbuf || posix_memalign(&a->rbuf, PAGE, MAX_IO) == 0) {
+            *a = (struct aio_slot){.req = req, .len = size, .off = (uint64_t)off, .rbuf = a->rbuf};
+            if (aio_submit(fs, a) == 0)
+                return; /* the completer replies */
+        }
+        slot_put(fs, a);
     }
     if (size > MAX_IO || !buf) { /* larger than negotiated: still answer */
         if (posix_memalign(&tmp, PAGE, size) != 0) {
@@ -247,6 +503,25 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
     if (!clip(fs, off, &size) || size == 0) {
         fuse_reply_err(req, ENOSPC); /* a disk does not grow */
         return;
+    }
+    /* the payload sits in this worker's receive buffer: hand both to the fast path */
+    if (fast_ok(fs, buf, size, off) && cur_recv && buf > cur_recv && buf < cur_recv + RECV_ALLOC) {
+        struct aio_slot *a = slot_get(fs);
+        void *rbuf = a->rbuf;
+
+        *a = (struct aio_slot){.req = req,
+                               .write = true,
+                               .len = size,
+                               .off = (uint64_t)off,
+                               .recv = cur_recv,
+                               .wbuf = buf,
+                               .rbuf = rbuf};
+        if (aio_submit(fs, a) == 0) {
+            cur_recv = NULL; /* the worker takes another for the next request */
+            return;
+        }
+        a->recv = NULL;
+        slot_put(fs, a);
     }
     r = vdisk_write(fs->img, buf, size, (uint64_t)off, 0);
     if (r < 0) {
@@ -410,17 +685,21 @@ static const struct fuse_lowlevel_ops ops = {
 static void *worker(void *arg)
 {
     struct vdisk_fuse *fs = arg;
-    char *recv = NULL;
 
-    if (posix_memalign((void **)&recv, PAGE, PAGE + RECV_SIZE + PAGE) != 0 ||
-        posix_memalign(&read_buf, PAGE, MAX_IO) != 0) {
+    if (posix_memalign(&read_buf, PAGE, MAX_IO) != 0) {
         fprintf(stderr, "vdisk-fuse: worker: out of memory\n");
         goto out;
     }
     while (!fuse_session_exited(fs->se)) {
-        struct fuse_buf fbuf = {.mem = recv + PAGE - WRITE_HEADER};
-        int r = fuse_session_receive_buf(fs->se, &fbuf);
+        struct fuse_buf fbuf = {0};
+        int r;
 
+        if (!cur_recv && !(cur_recv = recv_get(fs))) {
+            fprintf(stderr, "vdisk-fuse: worker: out of memory\n");
+            break;
+        }
+        fbuf.mem = cur_recv + PAGE - WRITE_HEADER;
+        r = fuse_session_receive_buf(fs->se, &fbuf);
         if ((r == -EINTR || r == -EAGAIN) && !fuse_session_exited(fs->se))
             continue;
         if (r <= 0) /* 0: unmounted or aborted (libfuse marks the session exited) */
@@ -428,7 +707,9 @@ static void *worker(void *arg)
         fuse_session_process_buf(fs->se, &fbuf);
     }
 out:
-    free(recv);
+    if (cur_recv)
+        recv_put(fs, cur_recv);
+    cur_recv = NULL;
     free(read_buf);
     read_buf = NULL;
     pthread_mutex_lock(&fs->lock);
@@ -542,6 +823,13 @@ join:
 
 static void free_fs(struct vdisk_fuse *fs)
 {
+    aio_stop(fs);
+    for (unsigned i = 0; i < fs->n_free_recv; i++)
+        free(fs->free_recv[i]);
+    free(fs->free_recv);
+    pthread_mutex_destroy(&fs->sq_lock);
+    pthread_cond_destroy(&fs->pool_cond);
+    pthread_mutex_destroy(&fs->pool_lock);
     if (fs->se)
         fuse_session_destroy(fs->se);
     pthread_cond_destroy(&fs->cond);
@@ -558,27 +846,34 @@ int vdisk_fuse_start(struct vdisk_image *img, const char *mountpoint,
     char *argv[] = {"vdisk-fuse", "-o", opts, cfg->debug ? "-d" : NULL, NULL};
     struct fuse_args args = FUSE_ARGS_INIT(cfg->debug ? 4 : 3, argv);
     struct vdisk_fuse *fs;
-    unsigned threads = cfg->threads ? cfg->threads : DEFAULT_THREADS;
+    unsigned threads;
     unsigned maj, min;
     bool inited;
     int r;
 
-    if (threads > MAX_THREADS)
-        threads = MAX_THREADS;
     fs = calloc(1, sizeof(*fs));
     if (!fs)
         return fail(errbuf, errlen, ENOMEM, "%s: out of memory", mountpoint);
     pthread_mutex_init(&fs->lock, NULL);
     pthread_cond_init(&fs->cond, NULL);
+    pthread_mutex_init(&fs->sq_lock, NULL);
+    pthread_mutex_init(&fs->pool_lock, NULL);
+    pthread_cond_init(&fs->pool_cond, NULL);
+    fs->dfd = -1;
     fs->img = img;
     fs->size = vdisk_get_size(img);
     fs->read_only = vdisk_is_read_only(img);
     clock_gettime(CLOCK_REALTIME, &fs->mount_time);
     fs->mountpoint = strdup(mountpoint);
-    if (!fs->mountpoint) {
+    fs->free_recv = calloc(MAX_RECV, sizeof(*fs->free_recv));
+    if (!fs->mountpoint || !fs->free_recv) {
         free_fs(fs);
         return fail(errbuf, errlen, ENOMEM, "%s: out of memory", mountpoint);
     }
+    aio_setup(fs);
+    threads = cfg->threads ? cfg->threads : fs->dfd >= 0 ? DEFAULT_THREADS_FAST : DEFAULT_THREADS;
+    if (threads > MAX_THREADS)
+        threads = MAX_THREADS;
     snprintf(opts, sizeof(opts), "fsname=vdisk,subtype=vdisk,default_permissions%s",
              fs->read_only ? ",ro" : "");
     fs->se = fuse_session_new(&args, &ops, sizeof(ops), fs);
