@@ -282,26 +282,38 @@ static bool fast_ok(const struct vdisk_fuse *fs, const void *buf, size_t len, of
            !(((uintptr_t)buf | len | (uint64_t)off) & (fs->dio_align - 1));
 }
 
-/* Queue A's read or write (NULL A: the completer's stop signal). */
+/*
+ * Queue A's read or write (NULL A: the completer's stop signal). Once an SQE
+ * is filled in, the request belongs to the ring: a failed submit leaves it
+ * in the queue, so retry rather than fall back and complete it twice.
+ */
 static int aio_submit(struct vdisk_fuse *fs, struct aio_slot *a)
 {
     struct io_uring_sqe *sqe;
-    int r = -EBUSY;
+    int r;
 
     pthread_mutex_lock(&fs->sq_lock);
     sqe = io_uring_get_sqe(&fs->ring);
-    if (sqe) {
-        if (!a)
-            io_uring_prep_nop(sqe);
-        else if (a->write)
-            io_uring_prep_write(sqe, fs->dfd, a->wbuf, (unsigned)a->len, a->off);
-        else
-            io_uring_prep_read(sqe, fs->dfd, a->rbuf, (unsigned)a->len, a->off);
-        io_uring_sqe_set_data(sqe, a);
-        r = io_uring_submit(&fs->ring);
+    if (!sqe) {
+        pthread_mutex_unlock(&fs->sq_lock);
+        return -EBUSY;
+    }
+    if (!a)
+        io_uring_prep_nop(sqe);
+    else if (a->write)
+        io_uring_prep_write(sqe, fs->dfd, a->wbuf, (unsigned)a->len, a->off);
+    else
+        io_uring_prep_read(sqe, fs->dfd, a->rbuf, (unsigned)a->len, a->off);
+    io_uring_sqe_set_data(sqe, a);
+    while ((r = io_uring_submit(&fs->ring)) < 0) {
+        if (r != -EAGAIN && r != -EBUSY && r != -EINTR) {
+            fprintf(stderr, "vdisk-fuse: io_uring submit: %s\n", strerror(-r));
+            break; /* the next submit carries it */
+        }
+        usleep(100);
     }
     pthread_mutex_unlock(&fs->sq_lock);
-    return r < 0 ? r : 0;
+    return 0;
 }
 
 /* Reply to a finished request; errors and short transfers are redone by the library. */

@@ -3,7 +3,8 @@
 # The FUSE file itself (what the loop device of --via fuse reads), driven with plain
 # system calls: odd offsets and sizes, the end of the disk, SEEK_DATA/SEEK_HOLE,
 # fallocate punch hole and zero range, fsync, truncate refused; on the io_uring fast
-# path and on the library path (VDISK_FUSE_NO_AIO). A few seconds.
+# path and on the library path (VDISK_FUSE_NO_AIO); fio verify through the loop device.
+# A few seconds.
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/disk-lib.bash"
 command -v python3 >/dev/null || { fail "python3 is needed"; finish; }
@@ -75,6 +76,11 @@ for mode in fast library; do
     dev=$("$VDISK" open --via fuse "$img") && pass "$mode: open" || fail "$mode: open"
     mp=$(rec_field "$img" mountpoint)
     check_file "$mode"
+    # concurrent writes of mixed sizes and alignments, then verify every block
+    ok "$mode: fio random writes (512 B..256 KiB, QD32) verify" \
+        fio --name=verify --filename="$dev" --rw=randwrite --bsrange=512-256k --iodepth=32 \
+        --ioengine=libaio --direct=1 --size=6M --verify=crc32c --do_verify=1 \
+        --verify_fatal=1 --output=/dev/null
     ok "$mode: close" "$VDISK" close "$img"
 done
 unset VDISK_FUSE_NO_AIO
