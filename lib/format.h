@@ -69,6 +69,7 @@ struct vdisk_format {
 
 extern const struct vdisk_format vdisk_format_raw;
 extern const struct vdisk_format vdisk_format_iso;
+extern const struct vdisk_format vdisk_format_qcow2;
 
 /* Look a format up by name; NULL if unknown. */
 const struct vdisk_format *vdisk_format_find(const char *name);

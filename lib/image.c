@@ -15,6 +15,7 @@
 /* Every format, most specific probe first; raw last (it matches anything). */
 static const struct vdisk_format *const formats[] = {
     &vdisk_format_iso,
+    &vdisk_format_qcow2,
     &vdisk_format_raw,
 };
 #define N_FORMATS (sizeof(formats) / sizeof(formats[0]))

@@ -18,6 +18,11 @@ static const struct command {
     {"close", cmd_close, "close IMAGE|DEVICE|ID | --all"},
     {"list", cmd_list, "list [--json]"},
     {"info", cmd_info, "info [--json] IMAGE|DEVICE"},
+    {"convert", cmd_convert, "convert [-p] [-m THREADS] [-f FMT] -O FMT [-o KEY=VAL,...] SRC DST"},
+    {"check", cmd_check, "check [-q] [-f FMT] [-r leaks|all] [--json] IMAGE"},
+    {"bench", cmd_bench,
+     "bench [-c COUNT] [-d DEPTH] [-f FMT] [-n] [-o OFFSET] [-s SIZE] [-S STEP] [-t CACHE]\n"
+     "              [-w] [--pattern=BYTE] [--flush-interval=N] [--no-drain] [--random] IMAGE"},
 };
 
 /* Print "vdisk: MESSAGE" to stderr and return 1, the failure exit status. */

@@ -1,0 +1,829 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * qcow2 data path: guest offsets to host clusters through L1 and cached L2
+ * tables (standard or extended entries), reads (data, zero, compressed,
+ * backing), writes (in place, or allocate with copy-on-write), discard,
+ * write-zeroes, block status and the ordered flush.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <zlib.h>
+#include <zstd.h>
+
+#include "../error.h"
+#include "qcow2.h"
+
+enum { QC_UNALLOC, QC_ZERO, QC_DATA, QC_COMPRESSED };
+
+/* A run of guest bytes that map alike. */
+struct qc_map {
+    int type;
+    uint64_t host; /* DATA: host offset of the first byte; COMPRESSED: the L2 entry */
+    uint64_t len;
+};
+
+static uint64_t l1_index(struct qcow2 *s, uint64_t off)
+{
+    return off >> (s->cluster_bits + s->l2_bits);
+}
+
+static uint64_t l2_index(struct qcow2 *s, uint64_t off)
+{
+    return (off >> s->cluster_bits) & ((1ull << s->l2_bits) - 1);
+}
+
+static void l2_get(struct qcow2 *s, const struct qcow2_table *t, uint64_t i, uint64_t *e,
+                   uint64_t *bm)
+{
+    const uint8_t *p = t->buf + i * s->l2_entry_bytes;
+
+    *e = get_be64(p);
+    *bm = s->ext_l2 ? get_be64(p + 8) : 0;
+}
+
+static void l2_set(struct qcow2 *s, struct qcow2_table *t, uint64_t i, uint64_t e, uint64_t bm)
+{
+    uint8_t *p = t->buf + i * s->l2_entry_bytes;
+
+    put_be64(p, e);
+    if (s->ext_l2)
+        put_be64(p + 8, bm);
+    t->dirty = true;
+}
+
+/* Bits [A, B) of a 32-bit subcluster mask. */
+static uint64_t sc_mask(unsigned a, unsigned b)
+{
+    return ((b >= 32 ? 0x100000000ull : (1ull << b)) - (1ull << a));
+}
+
+/* Write a dirty L2 table: the refcounts of what it points to go first. */
+static int l2_writeback(struct qcow2 *s, struct qcow2_table *t)
+{
+    int r;
+
+    if (!t->dirty)
+        return 0;
+    r = qcow2_flush_refcounts(s);
+    if (r == 0)
+        r = vdisk_file_pwrite(s->file, t->buf, s->cluster_size, t->offset);
+    if (r == 0)
+        t->dirty = false;
+    return r;
+}
+
+/* The L2 table of L1 entry L1I in the cache; *tp = NULL when unallocated. */
+int qcow2_l2_load(struct qcow2 *s, uint64_t l1i, struct qcow2_table **tp)
+{
+    uint64_t off = l1i < s->l1_size ? s->l1[l1i] & QCOW2_OFFSET_MASK : 0;
+    struct qcow2_table *t;
+    int r;
+
+    *tp = NULL;
+    if (!off)
+        return 0;
+    if (off & (s->cluster_size - 1) || off >= s->file_size)
+        return vdisk_error(EIO, "%s: L2 table %llu at offset %llu is invalid (image corrupt)",
+                           s->img->path, (unsigned long long)l1i, (unsigned long long)off);
+    t = qcow2_cache_find(&s->l2c, l1i);
+    if (t && t->offset == off) {
+        *tp = t;
+        return 0;
+    }
+    if (!t) {
+        t = qcow2_cache_victim(&s->l2c);
+        if (!t)
+            return vdisk_error(ENOMEM, "%s: out of memory", s->img->path);
+        r = l2_writeback(s, t);
+        if (r < 0)
+            return r;
+    }
+    qcow2_cache_assign(&s->l2c, t, l1i, off);
+    r = vdisk_file_pread(s->file, t->buf, s->cluster_size, off);
+    if (r < 0) {
+        qcow2_cache_drop(&s->l2c, t);
+        return r;
+    }
+    *tp = t;
+    return 0;
+}
+
+/* How unit [OFF, ...) of a cluster with entry E/BM maps; sets type and host. */
+static int classify(struct qcow2 *s, uint64_t off, uint64_t e, uint64_t bm, int *type,
+                    uint64_t *host)
+{
+    uint64_t in = off & (s->cluster_size - 1), h = e & QCOW2_OFFSET_MASK;
+
+    *host = 0;
+    if (e & QCOW2_COMPRESSED) {
+        *type = QC_COMPRESSED;
+        *host = e;
+        return 0;
+    }
+    if (s->ext_l2) {
+        unsigned sc = (unsigned)(in >> s->sc_bits);
+        bool a = (bm >> sc) & 1, z = (bm >> (32 + sc)) & 1;
+
+        if (a && z)
+            return vdisk_error(EIO, "%s: subcluster at %llu is both allocated and zero",
+                               s->img->path, (unsigned long long)off);
+        if (!a) {
+            *type = z ? QC_ZERO : QC_UNALLOC;
+            return 0;
+        }
+        if (!h)
+            return vdisk_error(EIO, "%s: allocated subcluster at %llu has no cluster", s->img->path,
+                               (unsigned long long)off);
+    } else if (s->version >= 3 && (e & QCOW2_ZERO)) {
+        *type = QC_ZERO;
+        return 0;
+    } else if (!h) {
+        *type = QC_UNALLOC;
+        return 0;
+    }
+    if (h & (s->cluster_size - 1) || h >= s->file_size)
+        return vdisk_error(EIO, "%s: cluster at guest %llu maps to invalid offset %llu",
+                           s->img->path, (unsigned long long)off, (unsigned long long)h);
+    *type = QC_DATA;
+    *host = h + in;
+    return 0;
+}
+
+/* Map [OFF, OFF+LEN) as far as it maps alike, within one L2 table. Locked. */
+static int map_range(struct qcow2 *s, uint64_t off, uint64_t len, struct qc_map *m)
+{
+    uint64_t l1i = l1_index(s, off), unit = 1ull << s->sc_bits;
+    uint64_t table_end = (l1i + 1) << (s->cluster_bits + s->l2_bits);
+    struct qcow2_table *t;
+    uint64_t pos = off, end = off + len;
+    int r = qcow2_l2_load(s, l1i, &t);
+
+    if (r < 0)
+        return r;
+    if (end > table_end)
+        end = table_end;
+    if (!t) {
+        m->type = QC_UNALLOC;
+        m->host = 0;
+        m->len = end - off;
+        return 0;
+    }
+    while (pos < end) {
+        uint64_t e, bm, host, next = (pos | (unit - 1)) + 1;
+        int type = QC_UNALLOC;
+
+        l2_get(s, t, l2_index(s, pos), &e, &bm);
+        r = classify(s, pos, e, bm, &type, &host);
+        if (r < 0)
+            return r;
+        if (pos == off) {
+            m->type = type;
+            m->host = host;
+        } else if (type != m->type || type == QC_COMPRESSED ||
+                   (type == QC_DATA && host != m->host + (pos - off))) {
+            break;
+        }
+        if (type == QC_COMPRESSED)
+            next = (pos | (s->cluster_size - 1)) + 1;
+        pos = next < end ? next : end;
+    }
+    m->len = pos - off;
+    return 0;
+}
+
+/* Guest bytes from the backing image; zeroes past its end or without one. */
+static int read_backing(struct qcow2 *s, uint8_t *buf, uint64_t len, uint64_t off)
+{
+    uint64_t n = 0;
+    int r;
+
+    if (s->backing && off < s->backing_size)
+        n = s->backing_size - off < len ? s->backing_size - off : len;
+    if (n) {
+        r = vdisk_read(s->backing, buf, n, off);
+        if (r < 0)
+            return vdisk_error(-r, "%s: backing file %s: %s", s->img->path, s->backing_name,
+                               vdisk_last_error());
+    }
+    memset(buf + n, 0, len - n);
+    return 0;
+}
+
+/* Inflate a compressed cluster (entry E) into OUT (one cluster). */
+static int decompress(struct qcow2 *s, uint64_t e, uint8_t *out)
+{
+    unsigned x = 62 - (s->cluster_bits - 8);
+    uint64_t host = e & ((1ull << x) - 1);
+    uint64_t nsec = ((e >> x) & ((1ull << (s->cluster_bits - 8)) - 1)) + 1;
+    uint64_t csize = nsec * 512 - (host & 511);
+    uint8_t *in;
+    int r = 0;
+
+    if (host >= s->file_size)
+        return vdisk_error(EIO, "%s: compressed cluster at %llu is past the end", s->img->path,
+                           (unsigned long long)host);
+    if (csize > s->file_size - host)
+        csize = s->file_size - host;
+    in = malloc(csize);
+    if (!in)
+        return vdisk_error(ENOMEM, "%s: out of memory", s->img->path);
+    r = vdisk_file_pread(s->file, in, csize, host);
+    if (r < 0)
+        goto out;
+    if (s->compression == 0) {
+        z_stream z = {0};
+        int zr;
+
+        if (inflateInit2(&z, -12) != Z_OK) {
+            r = vdisk_error(ENOMEM, "%s: zlib init failed", s->img->path);
+            goto out;
+        }
+        z.next_in = in;
+        z.avail_in = (uInt)csize;
+        z.next_out = out;
+        z.avail_out = (uInt)s->cluster_size;
+        zr = inflate(&z, Z_FINISH);
+        if (zr != Z_STREAM_END && !(zr == Z_BUF_ERROR && z.avail_out == 0))
+            r = -1;
+        if (z.avail_out != 0)
+            r = -1;
+        inflateEnd(&z);
+    } else {
+        ZSTD_DCtx *d = ZSTD_createDCtx();
+        ZSTD_inBuffer ib = {in, csize, 0};
+        ZSTD_outBuffer ob = {out, s->cluster_size, 0};
+
+        if (!d) {
+            r = vdisk_error(ENOMEM, "%s: zstd init failed", s->img->path);
+            goto out;
+        }
+        while (ob.pos < ob.size) {
+            size_t zr = ZSTD_decompressStream(d, &ob, &ib);
+
+            if (ZSTD_isError(zr) || zr == 0 || ib.pos == ib.size)
+                break;
+        }
+        if (ob.pos != ob.size)
+            r = -1;
+        ZSTD_freeDCtx(d);
+    }
+    if (r == -1)
+        r = vdisk_error(EIO, "%s: compressed cluster at %llu does not decompress", s->img->path,
+                        (unsigned long long)host);
+out:
+    free(in);
+    return r;
+}
+
+/* Bytes of a compressed cluster: [IN, IN+LEN) of the cluster with entry E. */
+static int read_compressed(struct qcow2 *s, uint64_t e, uint8_t *buf, uint64_t in, uint64_t len)
+{
+    uint8_t *out = malloc(s->cluster_size);
+    int r;
+
+    if (!out)
+        return vdisk_error(ENOMEM, "%s: out of memory", s->img->path);
+    r = decompress(s, e, out);
+    if (r == 0)
+        memcpy(buf, out + in, len);
+    free(out);
+    return r;
+}
+
+/* Read guest bytes; LOCKED when the caller already holds s->lock. */
+static int do_read(struct qcow2 *s, uint8_t *buf, uint64_t len, uint64_t off, bool locked)
+{
+    while (len > 0) {
+        struct qc_map m;
+        bool io = false;
+        int r;
+
+        if (!locked)
+            pthread_mutex_lock(&s->lock);
+        r = map_range(s, off, len, &m);
+        if (!locked) {
+            io = r == 0 && m.type != QC_ZERO && m.type != QC_UNALLOC;
+            if (io)
+                pthread_rwlock_rdlock(&s->io_lock);
+            pthread_mutex_unlock(&s->lock);
+        }
+        if (r < 0)
+            return r;
+        switch (m.type) {
+        case QC_DATA:
+            r = vdisk_file_pread(s->file, buf, m.len, m.host);
+            break;
+        case QC_ZERO:
+            memset(buf, 0, m.len);
+            break;
+        case QC_UNALLOC:
+            r = read_backing(s, buf, m.len, off);
+            break;
+        default:
+            r = read_compressed(s, m.host, buf, off & (s->cluster_size - 1), m.len);
+            break;
+        }
+        if (io)
+            pthread_rwlock_unlock(&s->io_lock);
+        if (r < 0)
+            return r;
+        buf += m.len;
+        off += m.len;
+        len -= m.len;
+    }
+    return 0;
+}
+
+int qcow2_read(struct vdisk_image *img, void *buf, size_t len, uint64_t off)
+{
+    return do_read(img->priv, buf, len, off, false);
+}
+
+/* With lazy refcounts, set the dirty bit before the first metadata change. */
+int qcow2_mark_dirty(struct qcow2 *s)
+{
+    int r;
+
+    if (!s->lazy || s->dirty_marked)
+        return 0;
+    r = qcow2_write_header_u64(s, QCOW2_HDR_INCOMPAT, s->incompat | QCOW2_INCOMPAT_DIRTY);
+    if (r == 0)
+        r = qcow2_sync(s);
+    if (r == 0)
+        s->dirty_marked = true;
+    return r;
+}
+
+static void l1_set(struct qcow2 *s, uint64_t l1i, uint64_t e)
+{
+    s->l1[l1i] = e;
+    if (s->l1_dirty_lo >= s->l1_dirty_hi) {
+        s->l1_dirty_lo = l1i;
+        s->l1_dirty_hi = l1i + 1;
+    } else {
+        if (l1i < s->l1_dirty_lo)
+            s->l1_dirty_lo = l1i;
+        if (l1i + 1 > s->l1_dirty_hi)
+            s->l1_dirty_hi = l1i + 1;
+    }
+}
+
+/*
+ * The L2 table of L1I, ready to be changed: allocated when missing, copied
+ * when shared with a snapshot (the old copy loses a reference after flush).
+ */
+static int l2_for_write(struct qcow2 *s, uint64_t l1i, struct qcow2_table **tp)
+{
+    uint64_t e = s->l1[l1i], old = e & QCOW2_OFFSET_MASK, noff;
+    struct qcow2_table *t = NULL;
+    uint8_t *copy = NULL;
+    int r;
+
+    if (old && (e & QCOW2_COPIED))
+        return qcow2_l2_load(s, l1i, tp);
+    if (old) {
+        r = qcow2_l2_load(s, l1i, &t);
+        if (r < 0)
+            return r;
+        copy = malloc(s->cluster_size);
+        if (!copy)
+            return vdisk_error(ENOMEM, "%s: out of memory", s->img->path);
+        memcpy(copy, t->buf, s->cluster_size);
+    }
+    r = qcow2_alloc_cluster(s, &noff);
+    if (r < 0)
+        goto out;
+    t = qcow2_cache_find(&s->l2c, l1i);
+    if (!t) {
+        t = qcow2_cache_victim(&s->l2c);
+        r = t ? l2_writeback(s, t) : vdisk_error(ENOMEM, "%s: out of memory", s->img->path);
+        if (r < 0) {
+            qcow2_rc_update(s, noff >> s->cluster_bits, -1);
+            goto out;
+        }
+    }
+    qcow2_cache_assign(&s->l2c, t, l1i, noff);
+    if (copy)
+        memcpy(t->buf, copy, s->cluster_size);
+    else
+        memset(t->buf, 0, s->cluster_size);
+    t->dirty = true;
+    l1_set(s, l1i, noff | QCOW2_COPIED);
+    if (old)
+        r = qcow2_queue_free(s, old, s->cluster_size);
+    *tp = t;
+out:
+    free(copy);
+    return r;
+}
+
+/* Host bytes an entry holds (to release): a cluster, or a compressed run. */
+static int free_entry(struct qcow2 *s, uint64_t e)
+{
+    if (e & QCOW2_COMPRESSED) {
+        unsigned x = 62 - (s->cluster_bits - 8);
+        uint64_t host = e & ((1ull << x) - 1);
+        uint64_t nsec = ((e >> x) & ((1ull << (s->cluster_bits - 8)) - 1)) + 1;
+
+        return qcow2_queue_free(s, host & ~511ull, nsec * 512);
+    }
+    if (e & QCOW2_OFFSET_MASK)
+        return qcow2_queue_free(s, e & QCOW2_OFFSET_MASK, s->cluster_size);
+    return 0;
+}
+
+/*
+ * Write [OFF, OFF+LEN) inside one cluster that cannot be written in place:
+ * allocate (unless the cluster is ours already), copy the old contents around
+ * the new bytes, write, then point the L2 entry at it. Locked.
+ */
+static int write_alloc(struct qcow2 *s, const uint8_t *buf, uint64_t len, uint64_t off)
+{
+    uint64_t cs = s->cluster_size, coff = off & ~(cs - 1), a = off - coff, b = a + len;
+    uint64_t l1i = l1_index(s, off), l2i = l2_index(s, off);
+    uint64_t e = 0, bm = 0, host, H, lo = 0, hi = cs, nbm = 0;
+    bool reuse, old_data, exclusive = false;
+    struct qcow2_table *t;
+    uint8_t *bounce = NULL;
+    const uint8_t *src = buf;
+    int r = qcow2_mark_dirty(s);
+
+    if (r < 0)
+        return r;
+    r = qcow2_l2_load(s, l1i, &t);
+    if (r < 0)
+        return r;
+    if (t)
+        l2_get(s, t, l2i, &e, &bm);
+    host = (e & QCOW2_COMPRESSED) ? 0 : e & QCOW2_OFFSET_MASK;
+    reuse = host && (e & QCOW2_COPIED);
+    old_data = (e & QCOW2_COMPRESSED) || (host && !reuse);
+    if (host && (host & (cs - 1) || host >= s->file_size))
+        return vdisk_error(EIO, "%s: cluster at guest %llu maps to invalid offset %llu",
+                           s->img->path, (unsigned long long)coff, (unsigned long long)host);
+    if (s->ext_l2 && !old_data) {
+        unsigned sa = (unsigned)(a >> s->sc_bits);
+        unsigned sb = (unsigned)((b + (1ull << s->sc_bits) - 1) >> s->sc_bits);
+
+        lo = (uint64_t)sa << s->sc_bits;
+        hi = (uint64_t)sb << s->sc_bits;
+        nbm = (bm | sc_mask(sa, sb)) & ~(sc_mask(sa, sb) << 32);
+    } else if (s->ext_l2) {
+        nbm = 0xffffffffull;
+    } else if (reuse && !(s->version >= 3 && (e & QCOW2_ZERO))) {
+        lo = a;
+        hi = b;
+    }
+    if (lo != a || hi != b) {
+        bounce = qcow2_alloc_buf(hi - lo);
+        if (!bounce)
+            return vdisk_error(ENOMEM, "%s: out of memory", s->img->path);
+        /* rewriting bytes of our own cluster: no in-place write may run meanwhile */
+        if (reuse) {
+            pthread_rwlock_wrlock(&s->io_lock);
+            exclusive = true;
+        }
+        if (a > lo)
+            r = do_read(s, bounce, a - lo, coff + lo, true);
+        if (r == 0 && hi > b)
+            r = do_read(s, bounce + (b - lo), hi - b, coff + b, true);
+        if (r < 0)
+            goto out;
+        memcpy(bounce + (a - lo), buf, len);
+        src = bounce;
+    }
+    r = l2_for_write(s, l1i, &t);
+    if (r < 0)
+        goto out;
+    if (reuse) {
+        H = host;
+    } else {
+        r = qcow2_alloc_cluster(s, &H);
+        if (r < 0)
+            goto out;
+    }
+    r = vdisk_file_pwrite(s->file, src, hi - lo, H + lo);
+    if (r < 0) {
+        if (!reuse)
+            qcow2_rc_update(s, H >> s->cluster_bits, -1);
+        goto out;
+    }
+    t = qcow2_cache_find(&s->l2c, l1i); /* still cached: nothing touched L2s since */
+    l2_set(s, t, l2i, H | QCOW2_COPIED, nbm);
+    if (old_data)
+        r = free_entry(s, e);
+out:
+    if (exclusive)
+        pthread_rwlock_unlock(&s->io_lock);
+    free(bounce);
+    return r;
+}
+
+/* Host offset for an in-place write of [OFF, OFF+LEN) in one cluster, or 0. Locked. */
+static int in_place(struct qcow2 *s, uint64_t off, uint64_t len, uint64_t *hostp)
+{
+    uint64_t e, bm, h, in = off & (s->cluster_size - 1);
+    struct qcow2_table *t;
+    int r;
+
+    *hostp = 0;
+    if (!(s->l1[l1_index(s, off)] & QCOW2_COPIED))
+        return 0;
+    r = qcow2_l2_load(s, l1_index(s, off), &t);
+    if (r < 0 || !t)
+        return r;
+    l2_get(s, t, l2_index(s, off), &e, &bm);
+    h = e & QCOW2_OFFSET_MASK;
+    if ((e & (QCOW2_COPIED | QCOW2_COMPRESSED)) != QCOW2_COPIED || !h)
+        return 0;
+    if (h & (s->cluster_size - 1) || h >= s->file_size)
+        return vdisk_error(EIO, "%s: cluster at guest %llu maps to invalid offset %llu",
+                           s->img->path, (unsigned long long)off, (unsigned long long)h);
+    if (s->ext_l2) {
+        unsigned sa = (unsigned)(in >> s->sc_bits);
+        unsigned sb = (unsigned)((in + len + (1ull << s->sc_bits) - 1) >> s->sc_bits);
+        uint64_t m = sc_mask(sa, sb);
+
+        if ((bm & m) != m)
+            return 0;
+    } else if (s->version >= 3 && (e & QCOW2_ZERO)) {
+        return 0;
+    }
+    *hostp = h + in;
+    return 0;
+}
+
+int qcow2_write(struct vdisk_image *img, const void *buf, size_t len, uint64_t off, unsigned flags)
+{
+    struct qcow2 *s = img->priv;
+    const uint8_t *p = buf;
+    int r = 0;
+
+    while (len > 0 && r == 0) {
+        uint64_t n = s->cluster_size - (off & (s->cluster_size - 1)), host;
+
+        if (n > len)
+            n = len;
+        pthread_mutex_lock(&s->lock);
+        r = in_place(s, off, n, &host);
+        if (r == 0 && host) {
+            /* extend over clusters that follow on disk */
+            uint64_t h2;
+
+            while (n < len) {
+                uint64_t m = len - n < s->cluster_size ? len - n : s->cluster_size;
+
+                if (in_place(s, off + n, m, &h2) < 0 || h2 != host + n)
+                    break;
+                n += m;
+            }
+            pthread_rwlock_rdlock(&s->io_lock);
+            pthread_mutex_unlock(&s->lock);
+            r = vdisk_file_pwrite(s->file, p, n, host);
+            pthread_rwlock_unlock(&s->io_lock);
+        } else {
+            if (r == 0)
+                r = write_alloc(s, p, n, off);
+            pthread_mutex_unlock(&s->lock);
+        }
+        p += n;
+        off += n;
+        len -= n;
+    }
+    if (r == 0 && (flags & VDISK_WRITE_FUA))
+        r = qcow2_flush(img);
+    return r;
+}
+
+/*
+ * Make metadata durable in order: data and refcounts, sync; L2 tables, sync;
+ * L1, sync; then release the clusters that updates dropped.
+ */
+int qcow2_flush_locked(struct qcow2 *s)
+{
+    bool wrote = false;
+    int r = qcow2_flush_refcounts(s);
+
+    for (unsigned i = 0; i < s->l2c.n && r == 0; i++) {
+        struct qcow2_table *t = &s->l2c.t[i];
+
+        if (!t->dirty)
+            continue;
+        r = vdisk_file_pwrite(s->file, t->buf, s->cluster_size, t->offset);
+        if (r == 0)
+            t->dirty = false;
+        wrote = true;
+    }
+    if (r == 0 && wrote)
+        r = qcow2_sync(s);
+    if (r == 0 && s->l1_dirty_lo < s->l1_dirty_hi) {
+        uint64_t lo = s->l1_dirty_lo & ~63ull, hi = (s->l1_dirty_hi + 63) & ~63ull;
+        uint64_t *be = qcow2_alloc_buf((hi - lo) * 8);
+
+        if (!be)
+            return vdisk_error(ENOMEM, "%s: out of memory", s->img->path);
+        for (uint64_t i = lo; i < hi; i++)
+            be[i - lo] = htobe64(s->l1[i]);
+        r = vdisk_file_pwrite(s->file, be, (hi - lo) * 8, s->l1_offset + lo * 8);
+        free(be);
+        if (r == 0)
+            r = qcow2_sync(s);
+        if (r == 0)
+            s->l1_dirty_lo = s->l1_dirty_hi = 0;
+    }
+    if (r == 0)
+        r = qcow2_apply_frees(s);
+    return r;
+}
+
+int qcow2_flush(struct vdisk_image *img)
+{
+    struct qcow2 *s = img->priv;
+    int r;
+
+    pthread_mutex_lock(&s->lock);
+    r = qcow2_flush_locked(s);
+    pthread_mutex_unlock(&s->lock);
+    return r;
+}
+
+/*
+ * Set whole clusters of [OFF, OFF+LEN) to read as zeroes (ZERO) or to be
+ * unallocated, releasing their clusters. Locked.
+ */
+static int clear_clusters(struct qcow2 *s, uint64_t off, uint64_t len, bool zero)
+{
+    uint64_t cs = s->cluster_size, end = off + len;
+    uint64_t ne = (zero && !s->ext_l2) ? QCOW2_ZERO : 0;
+    uint64_t nbm = (zero && s->ext_l2) ? 0xffffffff00000000ull : 0;
+    int r = qcow2_mark_dirty(s);
+
+    while (r == 0 && off < end) {
+        uint64_t l1i = l1_index(s, off), e, bm;
+        struct qcow2_table *t;
+
+        if (!zero && !(s->l1[l1i] & QCOW2_OFFSET_MASK)) { /* nothing to free here */
+            off = (l1i + 1) << (s->cluster_bits + s->l2_bits);
+            continue;
+        }
+        r = qcow2_l2_load(s, l1i, &t);
+        if (r < 0)
+            break;
+        e = bm = 0;
+        if (t)
+            l2_get(s, t, l2_index(s, off), &e, &bm);
+        if (e != ne || bm != nbm) {
+            r = l2_for_write(s, l1i, &t);
+            if (r == 0) {
+                l2_set(s, t, l2_index(s, off), ne, nbm);
+                r = free_entry(s, e);
+            }
+        }
+        off += cs;
+    }
+    if (r == 0 && s->nfrees > QCOW2_MAX_FREES)
+        r = qcow2_flush_locked(s);
+    return r;
+}
+
+/* Discard whole clusters: unallocated, or zero where a backing file shows through. */
+int qcow2_discard(struct vdisk_image *img, uint64_t off, uint64_t len)
+{
+    struct qcow2 *s = img->priv;
+    uint64_t cs = s->cluster_size, a = (off + cs - 1) & ~(cs - 1), b = (off + len) & ~(cs - 1);
+    int r;
+
+    if (off + len == img->size)
+        b = (off + len + cs - 1) & ~(cs - 1);
+    if (a >= b || (s->backing && s->version < 3))
+        return 0; /* discard is advisory */
+    pthread_mutex_lock(&s->lock);
+    r = clear_clusters(s, a, b - a, s->backing != NULL);
+    pthread_mutex_unlock(&s->lock);
+    return r;
+}
+
+/* Zero whole subclusters [A, B) of one cluster with extended L2; -ENOTSUP if shared. */
+static int zero_subclusters(struct qcow2 *s, uint64_t off, uint64_t len)
+{
+    uint64_t l1i = l1_index(s, off), l2i = l2_index(s, off), e = 0, bm = 0;
+    unsigned sa = (unsigned)((off & (s->cluster_size - 1)) >> s->sc_bits);
+    unsigned sb = sa + (unsigned)(len >> s->sc_bits);
+    struct qcow2_table *t;
+    int r = qcow2_mark_dirty(s);
+
+    if (r == 0)
+        r = qcow2_l2_load(s, l1i, &t);
+    if (r < 0)
+        return r;
+    if (t)
+        l2_get(s, t, l2i, &e, &bm);
+    if ((e & QCOW2_COMPRESSED) || ((e & QCOW2_OFFSET_MASK) && !(e & QCOW2_COPIED)))
+        return -ENOTSUP;
+    r = l2_for_write(s, l1i, &t);
+    if (r == 0)
+        l2_set(s, t, l2i, e, (bm & ~sc_mask(sa, sb)) | (sc_mask(sa, sb) << 32));
+    return r;
+}
+
+int qcow2_write_zeroes(struct vdisk_image *img, uint64_t off, uint64_t len, unsigned flags)
+{
+    struct qcow2 *s = img->priv;
+    uint64_t cs = s->cluster_size, unit = 1ull << s->sc_bits, end = off + len;
+    uint8_t *zero = NULL;
+    int r = 0;
+
+    if (s->version < 3 && s->backing)
+        return -ENOTSUP; /* no zero flag: unallocated would show the backing file */
+    if ((flags & VDISK_ZERO_NO_FALLBACK) && ((off | len) & (unit - 1)) && end != img->size)
+        return -ENOTSUP;
+    while (r == 0 && off < end) {
+        uint64_t cend = (off | (cs - 1)) + 1, n;
+
+        if (cend > end)
+            cend = end;
+        n = cend - off;
+        if (!(off & (cs - 1)) && (n == cs || cend == img->size)) {
+            uint64_t run = (end - off) & ~(cs - 1);
+
+            if (!run)
+                run = n;
+            pthread_mutex_lock(&s->lock);
+            /* unallocated reads as zeroes unless a backing file shows through */
+            r = clear_clusters(s, off, run, s->backing != NULL);
+            pthread_mutex_unlock(&s->lock);
+            off += run;
+            continue;
+        }
+        if (s->ext_l2) {
+            uint64_t a = (off + unit - 1) & ~(unit - 1), b = cend & ~(unit - 1);
+
+            if (cend == img->size)
+                b = (cend + unit - 1) & ~(unit - 1);
+            if (a < b) {
+                pthread_mutex_lock(&s->lock);
+                r = zero_subclusters(s, a, b - a);
+                pthread_mutex_unlock(&s->lock);
+                if (r == 0) {
+                    if (a > off)
+                        r = qcow2_write_zeroes(img, off, a - off, flags & ~VDISK_ZERO_FUA);
+                    if (r == 0 && cend > b && b < img->size)
+                        r = qcow2_write_zeroes(img, b, cend - b, flags & ~VDISK_ZERO_FUA);
+                    off = cend;
+                    continue;
+                }
+                if (r != -ENOTSUP)
+                    break;
+                r = 0;
+            }
+        }
+        if (!zero && !(zero = calloc(1, cs))) {
+            r = vdisk_error(ENOMEM, "%s: out of memory", img->path);
+            break;
+        }
+        r = qcow2_write(img, zero, n, off, 0);
+        off = cend;
+    }
+    free(zero);
+    if (r == 0 && (flags & VDISK_ZERO_FUA))
+        r = qcow2_flush(img);
+    return r;
+}
+
+int qcow2_block_status(struct vdisk_image *img, uint64_t off, uint64_t len,
+                       struct vdisk_extent *ext)
+{
+    struct qcow2 *s = img->priv;
+    struct qc_map m;
+    int r;
+
+    pthread_mutex_lock(&s->lock);
+    r = map_range(s, off, len, &m);
+    pthread_mutex_unlock(&s->lock);
+    if (r < 0)
+        return r;
+    ext->length = m.len;
+    switch (m.type) {
+    case QC_DATA:
+    case QC_COMPRESSED:
+        ext->flags = 0;
+        break;
+    case QC_ZERO:
+        ext->flags = VDISK_EXTENT_ZERO | VDISK_EXTENT_HOLE;
+        break;
+    default:
+        ext->flags = VDISK_EXTENT_ZERO | VDISK_EXTENT_HOLE;
+        if (s->backing && off < s->backing_size) {
+            struct vdisk_extent b;
+            uint64_t n = s->backing_size - off < m.len ? s->backing_size - off : m.len;
+
+            r = vdisk_block_status(s->backing, off, n, &b);
+            if (r < 0)
+                return vdisk_error(-r, "%s: backing file: %s", img->path, vdisk_last_error());
+            ext->length = b.length;
+            ext->flags = b.flags;
+        }
+        break;
+    }
+    return 0;
+}

@@ -1,0 +1,219 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * qcow2 internals shared by qcow2.c (header, open, create), qcow2-cache.c and
+ * qcow2-refcount.c (metadata caches, refcounts, allocation), qcow2-cluster.c
+ * (mapping and the data path) and qcow2-check.c (check and repair).
+ *
+ * Locking: s->lock (a mutex) guards every piece of metadata: L1, the caches,
+ * the reftable, the free list. Reads and in-place writes hold it only for the
+ * mapping lookup and do their data I/O under s->io_lock taken shared; freed
+ * clusters are handed back (refcount dropped) only under io_lock taken
+ * exclusively, so no I/O can land in a cluster that was reused meanwhile.
+ * Allocating writes do their I/O under s->lock and so are serialised.
+ *
+ * Durability order (see qcow2_flush_locked): data and refcount blocks, sync,
+ * reftable, sync, L2 tables, sync, L1, sync; refcount drops only after that.
+ */
+#ifndef VDISK_QCOW2_H
+#define VDISK_QCOW2_H
+
+#include <endian.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "../format.h"
+
+#define QCOW2_MAGIC            0x514649fbu
+#define QCOW2_V2_HEADER        72
+#define QCOW2_V3_HEADER        104
+#define QCOW2_MIN_CLUSTER_BITS 9
+#define QCOW2_MAX_CLUSTER_BITS 21
+#define QCOW2_MAX_L1_BYTES     (32u << 20)
+#define QCOW2_MAX_RT_BYTES     (8u << 20)
+#define QCOW2_MAX_SNAPSHOTS    65536
+#define QCOW2_MAX_BACKING_NAME 1023
+#define QCOW2_MAX_CHAIN        64
+#define QCOW2_MAX_FREES        8192 /* queued frees that force a flush */
+
+#define QCOW2_INCOMPAT_DIRTY       (1ull << 0)
+#define QCOW2_INCOMPAT_CORRUPT     (1ull << 1)
+#define QCOW2_INCOMPAT_DATA_FILE   (1ull << 2)
+#define QCOW2_INCOMPAT_COMPRESSION (1ull << 3)
+#define QCOW2_INCOMPAT_EXTL2       (1ull << 4)
+#define QCOW2_INCOMPAT_KNOWN       0x1full
+#define QCOW2_COMPAT_LAZY          (1ull << 0)
+
+#define QCOW2_OFFSET_MASK    0x00fffffffffffe00ull /* L1 and L2 entries */
+#define QCOW2_RT_OFFSET_MASK 0xfffffffffffffe00ull
+#define QCOW2_COPIED         (1ull << 63)
+#define QCOW2_COMPRESSED     (1ull << 62)
+#define QCOW2_ZERO           1ull
+
+#define QCOW2_EXT_END         0u
+#define QCOW2_EXT_BACKING_FMT 0xe2792acau
+
+/* Header field offsets. */
+#define QCOW2_HDR_RT_OFFSET 48
+#define QCOW2_HDR_INCOMPAT  72
+#define QCOW2_HDR_AUTOCLEAR 88
+
+/* One cached metadata table (an L2 table or a refcount block). */
+struct qcow2_table {
+    uint64_t offset; /* in the image file */
+    int64_t index;   /* L1 index or reftable index; -1 when free */
+    uint8_t *buf;
+    bool dirty, ref;
+};
+
+/* A small clock-replacement cache, indexed by table index. */
+struct qcow2_cache {
+    struct qcow2_table *t;
+    unsigned n, hand;
+    size_t size;   /* bytes per table */
+    int32_t *slot; /* index -> entry, or -1 */
+    uint64_t nslot;
+};
+
+/* A range of host bytes whose clusters lose one reference at the next flush. */
+struct qcow2_free {
+    uint64_t off, len;
+};
+
+struct qcow2 {
+    struct vdisk_image *img;
+    struct vdisk_file *file;
+    pthread_mutex_t lock;
+    pthread_rwlock_t io_lock;
+
+    uint32_t version;
+    unsigned cluster_bits;
+    uint64_t cluster_size;
+    unsigned l2_bits; /* log2 of entries per L2 table */
+    unsigned l2_entry_bytes;
+    bool ext_l2;
+    unsigned sc_bits; /* log2 of the subcluster size (= cluster_bits without ext_l2) */
+    unsigned refcount_order;
+    unsigned rb_bits; /* log2 of entries per refcount block */
+    uint64_t rc_max;
+    unsigned compression; /* 0 zlib, 1 zstd */
+    uint64_t incompat, compat, autoclear;
+
+    uint64_t *l1; /* host order, padded to whole 512-byte sectors */
+    uint32_t l1_size;
+    uint64_t l1_offset;
+    uint64_t l1_dirty_lo, l1_dirty_hi; /* dirty entries [lo, hi) */
+
+    uint64_t *reftable; /* host order */
+    uint64_t rt_size;   /* entries */
+    uint64_t rt_offset;
+    uint32_t rt_clusters;
+    bool rt_dirty;
+
+    uint32_t nb_snapshots;
+    uint64_t snapshots_offset;
+
+    struct qcow2_cache l2c, rbc;
+    uint64_t free_hint; /* no free cluster below this index */
+    uint64_t file_size; /* end of the highest cluster in use */
+    struct qcow2_free *frees;
+    size_t nfrees, cap_frees;
+
+    bool lazy;         /* lazy refcounts: dirty bit set while open for writing */
+    bool dirty_marked; /* the dirty bit is set on disk */
+
+    char *backing_name;
+    char *backing_fmt;
+    struct vdisk_image *backing;
+    uint64_t backing_size;
+
+    uint16_t *check_refs; /* during repair: clusters in use, not to be allocated */
+    uint64_t check_nb;
+};
+
+static inline uint64_t get_be64(const void *p)
+{
+    uint64_t v;
+
+    memcpy(&v, p, 8);
+    return be64toh(v);
+}
+
+static inline uint32_t get_be32(const void *p)
+{
+    uint32_t v;
+
+    memcpy(&v, p, 4);
+    return be32toh(v);
+}
+
+static inline uint16_t get_be16(const void *p)
+{
+    uint16_t v;
+
+    memcpy(&v, p, 2);
+    return be16toh(v);
+}
+
+static inline void put_be64(void *p, uint64_t v)
+{
+    v = htobe64(v);
+    memcpy(p, &v, 8);
+}
+
+static inline void put_be32(void *p, uint32_t v)
+{
+    v = htobe32(v);
+    memcpy(p, &v, 4);
+}
+
+static inline void put_be16(void *p, uint16_t v)
+{
+    v = htobe16(v);
+    memcpy(p, &v, 2);
+}
+
+/* qcow2-cache.c */
+int qcow2_cache_init(struct qcow2_cache *c, unsigned n, size_t size, uint64_t nslot);
+void qcow2_cache_destroy(struct qcow2_cache *c);
+int qcow2_cache_grow_slots(struct qcow2_cache *c, uint64_t nslot);
+struct qcow2_table *qcow2_cache_find(struct qcow2_cache *c, uint64_t index);
+struct qcow2_table *qcow2_cache_victim(struct qcow2_cache *c);
+void qcow2_cache_assign(struct qcow2_cache *c, struct qcow2_table *t, uint64_t index,
+                        uint64_t offset);
+void qcow2_cache_drop(struct qcow2_cache *c, struct qcow2_table *t);
+void *qcow2_alloc_buf(size_t size);
+
+/* qcow2-refcount.c */
+uint64_t qcow2_rb_get(const uint8_t *b, uint64_t i, unsigned order);
+void qcow2_rb_set(uint8_t *b, uint64_t i, unsigned order, uint64_t v);
+int qcow2_rc_get(struct qcow2 *s, uint64_t idx, uint64_t *val);
+int qcow2_rc_set(struct qcow2 *s, uint64_t idx, uint64_t val);
+int qcow2_rc_update(struct qcow2 *s, uint64_t idx, int64_t delta);
+int qcow2_alloc_cluster(struct qcow2 *s, uint64_t *off);
+int qcow2_queue_free(struct qcow2 *s, uint64_t off, uint64_t len);
+int qcow2_apply_frees(struct qcow2 *s);
+int qcow2_flush_refcounts(struct qcow2 *s);
+int qcow2_sync(struct qcow2 *s);
+
+/* qcow2-cluster.c */
+int qcow2_l2_load(struct qcow2 *s, uint64_t l1i, struct qcow2_table **tp);
+int qcow2_flush_locked(struct qcow2 *s);
+int qcow2_mark_dirty(struct qcow2 *s);
+int qcow2_read(struct vdisk_image *img, void *buf, size_t len, uint64_t off);
+int qcow2_write(struct vdisk_image *img, const void *buf, size_t len, uint64_t off, unsigned flags);
+int qcow2_flush(struct vdisk_image *img);
+int qcow2_discard(struct vdisk_image *img, uint64_t off, uint64_t len);
+int qcow2_write_zeroes(struct vdisk_image *img, uint64_t off, uint64_t len, unsigned flags);
+int qcow2_block_status(struct vdisk_image *img, uint64_t off, uint64_t len,
+                       struct vdisk_extent *ext);
+
+/* qcow2-check.c */
+int qcow2_check_locked(struct qcow2 *s, unsigned flags, struct vdisk_check_result *res);
+int qcow2_check(struct vdisk_image *img, unsigned flags, struct vdisk_check_result *res);
+
+/* qcow2.c */
+int qcow2_write_header_u64(struct qcow2 *s, unsigned field, uint64_t v);
+
+#endif

@@ -1,0 +1,63 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libFuzzer target: open a fuzzed qcow2 image read-only through libvdisk, read
+ * from a few places, ask block status and run a check. Any crash, hang or
+ * sanitizer report is a bug; errors are expected.
+ */
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "vdisk/vdisk.h"
+
+static char path[4096];
+
+static void make_path(void)
+{
+    int fd;
+
+    if (path[0])
+        return;
+    /* under $TMPDIR: concurrent fuzz runs must not share or delete each other's file */
+    snprintf(path, sizeof(path), "%s/vdisk-fuzz-XXXXXX",
+             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    fd = mkstemp(path);
+    if (fd < 0)
+        abort();
+    close(fd);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    struct vdisk_image *img;
+    struct vdisk_check_result res;
+    struct vdisk_extent ext;
+    static char buf[256 * 1024];
+    uint64_t vsize;
+    int fd;
+
+    make_path();
+    fd = open(path, O_WRONLY | O_TRUNC);
+    if (fd < 0 || write(fd, data, size) != (ssize_t)size)
+        abort();
+    close(fd);
+    if (vdisk_open(path, "qcow2", VDISK_OPEN_RDONLY | VDISK_OPEN_NOLOCK, &img) < 0)
+        return 0;
+    vsize = vdisk_get_size(img);
+    if (vsize) {
+        uint64_t offs[3] = {0, vsize / 2, vsize - 1};
+
+        for (int i = 0; i < 3; i++) {
+            size_t n = vsize - offs[i] < sizeof(buf) ? vsize - offs[i] : sizeof(buf);
+
+            vdisk_read(img, buf, n, offs[i]);
+            vdisk_block_status(img, offs[i], n, &ext);
+        }
+    }
+    vdisk_check(img, 0, &res);
+    vdisk_close(img);
+    return 0;
+}

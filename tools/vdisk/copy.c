@@ -1,0 +1,228 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The copy engine of `vdisk convert`. Worker threads take CHUNK-sized pieces
+ * of the source in order; for each they ask the allocation map, read only the
+ * runs that are not known zeroes, and write only the blocks that hold a
+ * non-zero byte. The target is new, so what is not written reads as zeroes.
+ * Small chunks keep the buffer in the CPU cache between read, scan and write.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "copy.h"
+
+#define DEFAULT_THREADS 4
+#define DEFAULT_CHUNK   (1u << 20)
+#define MAX_THREADS     64
+#define MAX_CHUNK       (64u << 20)
+
+struct copy {
+    struct vdisk_image *src, *dst;
+    struct copy_options *opts;
+    uint64_t size;
+    size_t chunk;
+    pthread_mutex_t lock; /* protects everything below */
+    uint64_t next;        /* first byte no worker has taken yet */
+    uint64_t done;        /* bytes finished, for the progress bar */
+    uint64_t written;
+    int shown; /* last progress shown, in hundredths of a percent */
+    int error; /* first error, -errno */
+    char *msg;
+    size_t msg_len;
+};
+
+bool buffer_is_zero(const void *buf, size_t len)
+{
+    const uint8_t *p = buf;
+
+    /* check the first 16 bytes by hand, then compare the buffer with itself shifted */
+    for (size_t i = 0; i < len && i < 16; i++)
+        if (p[i])
+            return false;
+    return len <= 16 || memcmp(p, p + 16, len - 16) == 0;
+}
+
+bool next_data_run(const uint8_t *buf, size_t len, uint64_t off, size_t *start, size_t *run_len)
+{
+    size_t pos = *start, end;
+
+    /* the first block may be partial when OFF is not block aligned */
+    while (pos < len) {
+        end = pos + (COPY_ZERO_BLOCK - (off + pos) % COPY_ZERO_BLOCK);
+        if (end > len)
+            end = len;
+        if (!buffer_is_zero(buf + pos, end - pos))
+            break;
+        pos = end;
+    }
+    if (pos >= len)
+        return false;
+    *start = pos;
+    end = pos;
+    while (end < len) {
+        size_t bend = end + (COPY_ZERO_BLOCK - (off + end) % COPY_ZERO_BLOCK);
+
+        if (bend > len)
+            bend = len;
+        if (buffer_is_zero(buf + end, bend - end))
+            break;
+        end = bend;
+    }
+    *run_len = end - pos;
+    return true;
+}
+
+/* Remember the first failure and its message (vdisk_last_error is per thread). */
+static void set_error(struct copy *c, int r, const char *what)
+{
+    pthread_mutex_lock(&c->lock);
+    if (!c->error) {
+        c->error = r;
+        snprintf(c->msg, c->msg_len, "%s", what);
+    }
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* Show progress when it moved by at least 0.01%; called with c->lock held. */
+static void show_progress(struct copy *c)
+{
+    int now = c->size ? (int)(c->done * 10000 / c->size) : 10000;
+
+    if (!c->opts->progress || now == c->shown)
+        return;
+    c->shown = now;
+    fprintf(stderr, "    (%d.%02d/100%%)\r", now / 100, now % 100);
+    fflush(stderr);
+}
+
+/* Write the non-zero blocks of BUF (image offset OFF, LEN bytes) to DST. */
+static int write_data(struct copy *c, const uint8_t *buf, size_t len, uint64_t off,
+                      uint64_t *written)
+{
+    size_t start = 0, n;
+    int r;
+
+    while (next_data_run(buf, len, off, &start, &n)) {
+        r = vdisk_write(c->dst, buf + start, n, off + start, 0);
+        if (r < 0)
+            return r;
+        *written += n;
+        start += n;
+    }
+    return 0;
+}
+
+/* Copy [OFF, OFF+LEN) through BUF, following the source's allocation map. */
+static int copy_chunk(struct copy *c, uint8_t *buf, uint64_t off, size_t len, uint64_t *written)
+{
+    uint64_t pos = off, end = off + len;
+    struct vdisk_extent ext;
+    int r;
+
+    while (pos < end) {
+        r = vdisk_block_status(c->src, pos, end - pos, &ext);
+        if (r < 0)
+            return r;
+        if (!(ext.flags & VDISK_EXTENT_ZERO)) {
+            r = vdisk_read(c->src, buf, ext.length, pos);
+            if (r < 0)
+                return r;
+            r = write_data(c, buf, ext.length, pos, written);
+            if (r < 0)
+                return r;
+        }
+        pos += ext.length;
+    }
+    return 0;
+}
+
+/* One worker: take the next chunk until none is left or something failed. */
+static void *worker(void *arg)
+{
+    struct copy *c = arg;
+    uint64_t off, written = 0;
+    uint8_t *buf;
+    size_t len;
+    int r;
+
+    if (posix_memalign((void **)&buf, 4096, c->chunk) != 0) {
+        set_error(c, -ENOMEM, "out of memory for the copy buffer");
+        return NULL;
+    }
+    for (;;) {
+        pthread_mutex_lock(&c->lock);
+        if (c->error || c->next >= c->size || (c->opts->interrupted && *c->opts->interrupted)) {
+            pthread_mutex_unlock(&c->lock);
+            break;
+        }
+        off = c->next;
+        len = c->size - off < c->chunk ? c->size - off : c->chunk;
+        c->next += len;
+        pthread_mutex_unlock(&c->lock);
+
+        r = copy_chunk(c, buf, off, len, &written);
+        if (r < 0) {
+            set_error(c, r, vdisk_last_error());
+            break;
+        }
+        pthread_mutex_lock(&c->lock);
+        c->done += len;
+        show_progress(c);
+        pthread_mutex_unlock(&c->lock);
+    }
+    pthread_mutex_lock(&c->lock);
+    c->written += written;
+    pthread_mutex_unlock(&c->lock);
+    free(buf);
+    return NULL;
+}
+
+int copy_image(struct vdisk_image *src, struct vdisk_image *dst, struct copy_options *opts,
+               char *msg, size_t msg_len)
+{
+    struct copy c = {.src = src, .dst = dst, .opts = opts, .msg = msg, .msg_len = msg_len};
+    pthread_t tids[MAX_THREADS];
+    unsigned n = opts->threads ? opts->threads : DEFAULT_THREADS, started = 0;
+    int r;
+
+    c.size = vdisk_get_size(src);
+    c.chunk = opts->chunk ? opts->chunk : DEFAULT_CHUNK;
+    c.shown = -1;
+    if (n > MAX_THREADS || c.chunk > MAX_CHUNK || c.chunk % COPY_ZERO_BLOCK) {
+        snprintf(msg, msg_len, "bad copy parameters (%u threads, %zu-byte chunks)", n, c.chunk);
+        return -EINVAL;
+    }
+    if (vdisk_get_size(dst) < c.size) {
+        snprintf(msg, msg_len, "target is smaller than the source");
+        return -ENOSPC;
+    }
+    pthread_mutex_init(&c.lock, NULL);
+    for (; started < n; started++) {
+        r = pthread_create(&tids[started], NULL, worker, &c);
+        if (r) {
+            set_error(&c, -r, "cannot start a copy thread");
+            break;
+        }
+    }
+    for (unsigned i = 0; i < started; i++)
+        pthread_join(tids[i], NULL);
+    pthread_mutex_destroy(&c.lock);
+    if (!c.error && opts->interrupted && *opts->interrupted) {
+        c.error = -EINTR;
+        snprintf(msg, msg_len, "interrupted");
+    }
+    if (opts->progress && !c.error) {
+        c.done = c.size;
+        c.shown = -1;
+        show_progress(&c);
+        fputc('\n', stderr);
+    } else if (opts->progress) {
+        fputc('\n', stderr);
+    }
+    opts->bytes_written = c.written;
+    return c.error;
+}
