@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: MIT
 # A disk's life as a user lives it, for each way of serving it (--via loop, --via fuse):
 # open (creating), mkfs, mount, write, close, reopen, verify, fsck; fstrim reaching the
-# image; read-only opens; eight disks at once. About 30 s per via.
+# image; read-only opens; eight disks at once. Then a qcow2 image through --via fuse,
+# checked with qemu-img. About 30 s in all.
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/disk-lib.bash"
 
@@ -105,8 +106,40 @@ eight() { # eight VIA: eight disks open at once, each with its own data
     nothing_left "$via: eight closed" "$T/$via-1.img"
 }
 
+qcow2_cycle() { # --via fuse serves any format: a qcow2 image's life, checked by qemu-img
+    local img=$T/q.qcow2 dev before blocks_full
+    rm -rf "${MNT:?}"/*
+    dev=$("$VDISK" open --via fuse "$img" 64) && pass "qcow2: open creates a qcow2 image" ||
+        fail "qcow2: open"
+    qemu-img info "$img" 2>/dev/null | grep -q '^file format: qcow2' || qemu-img info -U "$img" |
+        grep -q '^file format: qcow2' && pass "qcow2: qemu-img sees qcow2" || fail "qcow2: format"
+    eq "qcow2: device has the virtual size" "$(blockdev --getsize64 "$dev")" $((64 << 20))
+    ok "qcow2: mkfs.ext4" mkfs.ext4 -q "$dev"
+    ok "qcow2: mount" mount "$dev" "$MNT"
+    head -c 12000000 /dev/urandom >"$MNT/big" && echo qcow2 >"$MNT/small" && sync
+    before=$(sums "$MNT")
+    blocks_full=$(stat -c %b "$img")
+    rm "$MNT/big" && sync
+    ok "qcow2: fstrim" fstrim "$MNT"
+    before=$(sums "$MNT")
+    ok "qcow2: umount" umount "$MNT"
+    ok "qcow2: close" "$VDISK" close "$img"
+    [ $(($(stat -c %b "$img") + 10000000 / 512)) -le "$blocks_full" ] &&
+        pass "qcow2: fstrim shrank the image ($blocks_full -> $(stat -c %b "$img") sectors)" ||
+        fail "qcow2: fstrim left $blocks_full -> $(stat -c %b "$img") sectors"
+    ok "qcow2: qemu-img check is clean" qemu-img check "$img"
+    dev=$("$VDISK" open --via fuse "$img") && pass "qcow2: reopen" || fail "qcow2: reopen"
+    ok "qcow2: mount again" mount "$dev" "$MNT"
+    eq "qcow2: files read back" "$(sums "$MNT")" "$before"
+    ok "qcow2: umount again" umount "$MNT"
+    ok "qcow2: e2fsck -fn on the device" e2fsck -fn "$dev"
+    ok "qcow2: close again" "$VDISK" close "$img"
+    nothing_left "qcow2: closed" "$img"
+}
+
 for via in ${VIAS:-loop fuse}; do
     cycle "$via"
     eight "$via"
 done
+[[ " ${VIAS:-fuse} " == *" fuse "* ]] && qcow2_cycle
 finish
