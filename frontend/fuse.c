@@ -9,6 +9,10 @@
  *    flight (max_background is raised for that);
  *  - requests are received into buffers placed so that a WRITE's payload is
  *    page aligned, which lets an O_DIRECT image take it without a copy;
+ *  - raw images opened with direct I/O take a fast path: reads and writes go
+ *    to an O_DIRECT descriptor through io_uring, workers only receive and
+ *    submit, one completer thread replies; other formats go through libvdisk
+ *    on the worker that received the request (one worker per request in flight);
  *  - read/write -> vdisk_read/vdisk_write, fsync and flush -> vdisk_flush,
  *    fallocate -> vdisk_write_zeroes (punch hole may unmap, zero range not),
  *    SEEK_DATA/SEEK_HOLE -> vdisk_block_status.
@@ -33,7 +37,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
-#include <sys/statfs.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <time.h>
