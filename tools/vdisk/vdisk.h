@@ -59,6 +59,7 @@ struct via {
 extern const struct via via_loop;
 extern const struct via via_nbd;
 extern const struct via via_kmod;
+extern const struct via via_fuse;
 
 /* The via called NAME, or NULL. */
 const struct via *via_find(const char *name);

@@ -8,6 +8,7 @@ static const struct via *const vias[] = {
     &via_kmod,
     &via_loop,
     &via_nbd,
+    &via_fuse,
 };
 
 const struct via *via_find(const char *name)
