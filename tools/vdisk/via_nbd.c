@@ -26,10 +26,12 @@
 #include "vdisk.h"
 #include "nbd-client.h"
 #include "nbd-server.h"
+#include "server.h"
 
 #define NBD_DEVICES  256 /* /dev/nbd0 .. : tried in order */
 #define BLOCK_SIZE   512
-#define STOP_SECONDS 60 /* wait this long for a server to flush and go */
+#define STOP_SECONDS 60          /* wait this long for a server to flush and go */
+#define SERVER_NAME  "vdisk-nbd" /* comm of the server, checked before signalling */
 
 static bool nbd_available(void)
 {
@@ -60,31 +62,12 @@ static pid_t device_task(const char *device)
     return pid;
 }
 
-/* Is PID a live process (not a zombie)? */
-static bool process_alive(pid_t pid)
-{
-    char path[64], buf[512], *p;
-    FILE *f;
-    bool alive = false;
-
-    if (pid <= 0)
-        return false;
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    f = fopen(path, "r");
-    if (!f)
-        return false;
-    if (fgets(buf, sizeof(buf), f) && (p = strrchr(buf, ')')) && p[1] == ' ')
-        alive = p[2] != 'Z' && p[2] != 'X';
-    fclose(f);
-    return alive;
-}
-
 static bool nbd_alive(const struct disk_record *rec)
 {
     char path[128];
     pid_t task;
 
-    if (!process_alive(rec->pid) || !rec->device[0])
+    if (!server_running(rec->pid, SERVER_NAME) || !rec->device[0])
         return false;
     task = device_task(rec->device);
     if (task <= 0)
@@ -175,28 +158,25 @@ static int kernel_connect(const char *sock_path, bool read_only, struct kernel_l
     return -err("no free /dev/nbdN device");
 }
 
-/*
- * The detached server. Writes the device path to READY_FD once the kernel
- * serves it; errors before that go to the caller's stderr.
- */
-static void server_process(const struct open_request *req, const char *sock_path,
-                           const char *log_path, int ready_fd)
+/* What the server needs from `vdisk open`. */
+struct nbd_job {
+    const struct open_request *req;
+    const char *sock_path;
+};
+
+/* The server process: reports the device it serves once the kernel uses it. */
+static void server_process(void *arg)
 {
+    const struct nbd_job *job = arg;
+    const struct open_request *req = job->req;
+    const char *sock_path = job->sock_path;
     unsigned flags =
         (req->read_only ? VDISK_OPEN_RDONLY : 0) | (req->direct ? VDISK_OPEN_DIRECT : 0);
     struct nbd_server_opts opts = {.quiet = false};
     struct kernel_link k = {-1, -1, ""};
     struct vdisk_image *img;
     pthread_t server_thread, kernel_thread;
-    sigset_t stop;
-    int lfd, sig, logfd;
-
-    sigemptyset(&stop);
-    sigaddset(&stop, SIGTERM);
-    sigaddset(&stop, SIGINT);
-    sigaddset(&stop, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &stop, NULL); /* every thread inherits it; main sigwaits */
-    signal(SIGPIPE, SIG_IGN);
+    int lfd;
 
     if (vdisk_open(req->image, req->format, flags, &img) < 0)
         _exit(err("%s", vdisk_last_error()));
@@ -228,16 +208,8 @@ static void server_process(const struct open_request *req, const char *sock_path
         _exit(1);
     }
 
-    /* up: report, then keep quiet except in the log */
-    dprintf(ready_fd, "%s\n", k.device);
-    close(ready_fd);
-    logfd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    if (logfd >= 0) {
-        dup2(logfd, STDERR_FILENO);
-        close(logfd);
-    }
-
-    sigwait(&stop, &sig);
+    server_ready(k.device);
+    server_wait_stop(NULL, NULL);
     /* the kernel first: it sends NBD_CMD_DISC after its queue drains */
     if (device_task(k.device) > 0)
         ioctl(k.nbd, NBD_DISCONNECT);
@@ -262,64 +234,16 @@ static void paths(const char *id, char *sock, size_t slen, char *log, size_t lle
 
 static int nbd_start(const struct open_request *req, struct disk_record *rec)
 {
-    char sock[4096], log[4096], line[128];
-    int ready[2], status;
-    pid_t child, pid = 0;
-    ssize_t n = 0, r;
+    char sock[4096], log[4096];
+    pid_t pid;
 
     paths(rec->id, sock, sizeof(sock), log, sizeof(log));
-    if (pipe2(ready, O_CLOEXEC) < 0)
-        return -err("pipe: %m");
-    fflush(NULL);
-    child = fork();
-    if (child < 0) {
-        close(ready[0]);
-        close(ready[1]);
-        return -err("fork: %m");
-    }
-    if (child == 0) {
-        int null;
-
-        /* drop every inherited descriptor (the record lock!) but the pipe */
-        close(ready[0]);
-        if (ready[1] != 3) {
-            dup2(ready[1], 3);
-            close(ready[1]);
-        }
-        close_range(4, ~0u, 0);
-        null = open("/dev/null", O_RDWR | O_CLOEXEC); /* stdout may be a $(...) pipe */
-        if (null < 0)
-            _exit(err("/dev/null: %m"));
-        dup2(null, STDIN_FILENO);
-        dup2(null, STDOUT_FILENO);
-        if (null > STDERR_FILENO)
-            close(null);
-        setsid();
-        if (chdir("/") < 0)
-            _exit(1);
-        pid = fork(); /* detach: the server is nobody's child */
-        if (pid < 0)
-            _exit(err("fork: %m"));
-        if (pid > 0) {
-            dprintf(3, "%d ", (int)pid);
-            _exit(0);
-        }
-        server_process(req, sock, log, 3);
-    }
-    close(ready[1]);
-    waitpid(child, &status, 0);
-    while (n < (ssize_t)sizeof(line) - 1 &&
-           (r = read(ready[0], line + n, sizeof(line) - 1 - (size_t)n)) != 0) {
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            break;
-        }
-        n += r;
-    }
-    close(ready[0]);
-    line[n] = '\0';
-    if (sscanf(line, "%d %63s", &pid, rec->device) != 2 || strncmp(rec->device, "/dev/", 5)) {
+    pid = server_spawn(SERVER_NAME, log, server_process, &(struct nbd_job){req, sock}, rec->device,
+                       sizeof(rec->device));
+    if (pid < 0)
+        return -1;
+    if (strncmp(rec->device, "/dev/", 5) != 0) {
+        server_stop(pid, SERVER_NAME, STOP_SECONDS);
         rec->device[0] = '\0';
         return -err("%s: the NBD server did not come up", req->image);
     }
@@ -341,13 +265,8 @@ static int nbd_stop(const struct disk_record *rec)
         if (fd >= 0)
             close(fd);
     }
-    if (process_alive(rec->pid)) {
-        kill(rec->pid, SIGTERM);
-        for (int i = 0; i < STOP_SECONDS * 100 && process_alive(rec->pid); i++)
-            sleep_ms(10);
-        if (process_alive(rec->pid))
-            return -err("%s: server %d did not stop in %d s", rec->device, (int)rec->pid,
-                        STOP_SECONDS);
+    if (server_running(rec->pid, SERVER_NAME)) {
+        server_stop(rec->pid, SERVER_NAME, STOP_SECONDS); /* it disconnects, flushes, unlocks */
     } else if (rec->device[0] && device_task(rec->device) <= 0) {
         /* the server died: make sure the kernel lets the device go */
         fd = open(rec->device, O_RDWR | O_CLOEXEC);
