@@ -19,18 +19,6 @@
 #define KiB 1024ull
 #define MiB (1024 * 1024ull)
 
-static int setup(void **state)
-{
-    *state = test_tmpdir();
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    test_rmdir(*state);
-    return 0;
-}
-
 static void test_buffer_is_zero(void **state)
 {
     uint8_t buf[8192] = {0};
@@ -222,5 +210,5 @@ int main(void)
         cmocka_unit_test(test_copy_interrupted),
     };
 
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, test_setup_tmpdir, test_teardown_tmpdir);
 }

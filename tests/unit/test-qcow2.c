@@ -23,18 +23,6 @@
 #define MiB (1024 * 1024ull)
 #define CS  65536ull
 
-static int setup(void **state)
-{
-    *state = test_tmpdir();
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    test_rmdir(*state);
-    return 0;
-}
-
 static void poke(const char *path, uint64_t off, const void *p, size_t n)
 {
     int fd = open(path, O_WRONLY);
@@ -537,16 +525,21 @@ static void test_threads(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_roundtrip, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_header_errors, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_truncated, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bad_tables, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_create_options, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_check_repair, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_dirty_rebuild, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_backing_cycle, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_discard_zero_status, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_roundtrip, test_setup_tmpdir, test_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_header_errors, test_setup_tmpdir,
+                                        test_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_truncated, test_setup_tmpdir, test_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_bad_tables, test_setup_tmpdir, test_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_create_options, test_setup_tmpdir,
+                                        test_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_check_repair, test_setup_tmpdir, test_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_dirty_rebuild, test_setup_tmpdir,
+                                        test_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_backing_cycle, test_setup_tmpdir,
+                                        test_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_discard_zero_status, test_setup_tmpdir,
+                                        test_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_threads, test_setup_tmpdir, test_teardown_tmpdir),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -19,18 +19,6 @@
 
 #define MiB (1024 * 1024ull)
 
-static int setup(void **state)
-{
-    *state = test_tmpdir();
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    test_rmdir(*state);
-    return 0;
-}
-
 static void test_create_sparse(void **state)
 {
     char *path = test_path(*state, "a.raw");
@@ -299,17 +287,23 @@ static void test_parse_size(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_create_sparse, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_create_4tib_sparse, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_create_errors, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_create_preallocated, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_read_write_roundtrip, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bounds, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_read_only, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_discard_and_block_status, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_lock, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_probe_iso, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_create_sparse, test_setup_tmpdir,
+                                        test_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_create_4tib_sparse, test_setup_tmpdir,
+                                        test_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_create_errors, test_setup_tmpdir,
+                                        test_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_create_preallocated, test_setup_tmpdir,
+                                        test_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_read_write_roundtrip, test_setup_tmpdir,
+                                        test_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_bounds, test_setup_tmpdir, test_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_read_only, test_setup_tmpdir, test_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_discard_and_block_status, test_setup_tmpdir,
+                                        test_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_lock, test_setup_tmpdir, test_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_open_errors, test_setup_tmpdir, test_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_probe_iso, test_setup_tmpdir, test_teardown_tmpdir),
         cmocka_unit_test(test_parse_size),
     };
 

@@ -37,3 +37,15 @@ void test_rmdir(char *dir)
     nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
     free(dir);
 }
+
+int test_setup_tmpdir(void **state)
+{
+    *state = test_tmpdir();
+    return 0;
+}
+
+int test_teardown_tmpdir(void **state)
+{
+    test_rmdir(*state);
+    return 0;
+}

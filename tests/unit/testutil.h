@@ -9,5 +9,8 @@ char *test_tmpdir(void);
 char *test_path(const char *dir, const char *name);
 /* rm -rf DIR and free it. */
 void test_rmdir(char *dir);
+/* cmocka setup/teardown: *state is a fresh scratch directory. */
+int test_setup_tmpdir(void **state);
+int test_teardown_tmpdir(void **state);
 
 #endif
