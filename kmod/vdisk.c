@@ -14,8 +14,8 @@
  * writes, submitting asynchronous direct I/O for each without waiting, so many
  * requests are in flight per disk at the cost of one wakeup per batch;
  * otherwise (and for flush, discard, write-zeroes) each request is its own
- * work item, and up to VDISK_WORKERS run at once. Flush is fsync, FUA is a DSYNC write,
- * discard punches a hole and write-zeroes zeroes a range.
+ * work item, and up to VDISK_WORKERS run at once. Flush is fsync, FUA is a
+ * DSYNC write, discard punches a hole and write-zeroes zeroes a range.
  *
  * Locking: vdisk_mutex protects the idr, each disk's openers count and its
  * state. It is never held across add_disk() or del_gendisk(), which take the
@@ -48,10 +48,10 @@
 
 #include "uapi/vdisk_ctl.h"
 
-#define VDISK_MINORS 16	      /* per disk: the whole disk and 15 partitions */
-#define VDISK_MAX_DISKS 1024  /* indexes 0..1023 */
-#define VDISK_QUEUE_DEPTH 128 /* requests per disk */
-#define VDISK_WORKERS 16      /* concurrent workers per disk */
+#define VDISK_MINORS 16	       /* per disk: the whole disk and 15 partitions */
+#define VDISK_MAX_DISKS 1024   /* indexes 0..1023 */
+#define VDISK_QUEUE_DEPTH 128  /* requests per disk */
+#define VDISK_WORKERS 16       /* concurrent workers per disk */
 #define VDISK_MAX_SECTORS 2048 /* 1 MiB requests */
 
 struct vdisk_dev {
@@ -67,7 +67,7 @@ struct vdisk_dev {
 	struct work_struct batch_work; /* direct I/O: drains pending */
 	spinlock_t lock;	       /* protects pending */
 	struct list_head pending;      /* direct I/O: requests to submit */
-	unsigned int openers; /* under vdisk_mutex */
+	unsigned int openers;	       /* under vdisk_mutex */
 	enum { VDISK_ADDING, VDISK_LIVE, VDISK_REMOVING } state; /* ditto */
 };
 
@@ -170,7 +170,8 @@ static void vdisk_rw(struct vdisk_dev *dev, struct request *rq,
 		      blk_rq_bytes(rq));
 	iter.iov_offset = offset;
 
-	memset(&cmd->iocb, 0, sizeof(cmd->iocb)); /* no O_APPEND etc. of the fd */
+	/* a clean kiocb: no O_APPEND etc. of the fd */
+	memset(&cmd->iocb, 0, sizeof(cmd->iocb));
 	cmd->iocb.ki_pos = pos;
 	cmd->iocb.ki_filp = file;
 	cmd->iocb.ki_ioprio = IOPRIO_PRIO_VALUE(IOPRIO_CLASS_NONE, 0);
@@ -230,9 +231,9 @@ static void vdisk_do(struct vdisk_cmd *cmd)
 		break;
 	case REQ_OP_WRITE_ZEROES:
 		ret = vdisk_fallocate(dev, rq,
-				      (rq->cmd_flags & REQ_NOUNMAP) ?
-					      FALLOC_FL_ZERO_RANGE :
-					      FALLOC_FL_PUNCH_HOLE);
+				      (rq->cmd_flags & REQ_NOUNMAP)
+					      ? FALLOC_FL_ZERO_RANGE
+					      : FALLOC_FL_PUNCH_HOLE);
 		break;
 	default:
 		ret = -EOPNOTSUPP;
@@ -255,7 +256,8 @@ static void vdisk_work(struct work_struct *work)
 /* Worker draining the disk's pending list (direct I/O). */
 static void vdisk_batch_work(struct work_struct *work)
 {
-	struct vdisk_dev *dev = container_of(work, struct vdisk_dev, batch_work);
+	struct vdisk_dev *dev =
+		container_of(work, struct vdisk_dev, batch_work);
 	unsigned int noio = memalloc_noio_save();
 	struct vdisk_cmd *cmd, *next;
 	LIST_HEAD(batch);
@@ -283,8 +285,8 @@ static blk_status_t vdisk_queue_rq(struct blk_mq_hw_ctx *hctx,
 
 	blk_mq_start_request(bd->rq);
 	cmd->bvec = NULL;
-	if ((dev->flags & VDISK_F_DIRECT) && (req_op(bd->rq) == REQ_OP_READ ||
-					      req_op(bd->rq) == REQ_OP_WRITE)) {
+	if ((dev->flags & VDISK_F_DIRECT) &&
+	    (req_op(bd->rq) == REQ_OP_READ || req_op(bd->rq) == REQ_OP_WRITE)) {
 		spin_lock_irq(&dev->lock);
 		list_add_tail(&cmd->list, &dev->pending);
 		spin_unlock_irq(&dev->lock);
@@ -585,8 +587,10 @@ static int vdisk_add(struct vdisk_ctl_disk *req)
 	dev->tag_set.queue_depth = VDISK_QUEUE_DEPTH;
 	dev->tag_set.numa_node = NUMA_NO_NODE;
 	dev->tag_set.cmd_size = sizeof(struct vdisk_cmd);
-	/* no I/O scheduler by default: the backing store schedules, as for loop */
-	dev->tag_set.flags = BLK_MQ_F_SHOULD_MERGE | BLK_MQ_F_NO_SCHED_BY_DEFAULT;
+	/* no I/O scheduler by default: the backing store schedules, as for loop
+	 */
+	dev->tag_set.flags =
+		BLK_MQ_F_SHOULD_MERGE | BLK_MQ_F_NO_SCHED_BY_DEFAULT;
 	dev->tag_set.driver_data = dev;
 	ret = blk_mq_alloc_tag_set(&dev->tag_set);
 	if (ret)
@@ -757,8 +761,8 @@ static long vdisk_ctl_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 			return -EINVAL;
 		if (cmd == VDISK_CTL_REMOVE)
 			return vdisk_remove(disk.index);
-		ret = cmd == VDISK_CTL_ADD ? vdisk_add(&disk) :
-					     vdisk_query(&disk);
+		ret = cmd == VDISK_CTL_ADD ? vdisk_add(&disk)
+					   : vdisk_query(&disk);
 		if (!ret && copy_to_user(uarg, &disk, sizeof(disk)))
 			ret = -EFAULT; /* the disk stays; LIST finds it */
 		return ret;
