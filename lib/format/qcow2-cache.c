@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
+#include "../error.h"
 #include "qcow2.h"
 
 /* Memory aligned for O_DIRECT, zeroed. */
@@ -88,6 +89,25 @@ struct qcow2_table *qcow2_cache_victim(struct qcow2_cache *c)
             return NULL;
         return t;
     }
+}
+
+int qcow2_cache_take(struct qcow2 *s, struct qcow2_cache *c, uint64_t index,
+                     int (*writeback)(struct qcow2 *s, struct qcow2_table *t),
+                     struct qcow2_table **tp)
+{
+    struct qcow2_table *t = qcow2_cache_find(c, index);
+    int r;
+
+    if (!t) {
+        t = qcow2_cache_victim(c);
+        if (!t)
+            return vdisk_error(ENOMEM, "%s: out of memory", s->img->path);
+        r = writeback(s, t);
+        if (r < 0)
+            return r;
+    }
+    *tp = t;
+    return 0;
 }
 
 /* Make T (written back already) hold the table INDEX at OFFSET. */

@@ -96,18 +96,12 @@ int qcow2_l2_load(struct qcow2 *s, uint64_t l1i, struct qcow2_table **tp)
     if (off & (s->cluster_size - 1) || off >= s->file_size)
         return vdisk_error(EIO, "%s: L2 table %llu at offset %llu is invalid (image corrupt)",
                            s->img->path, (unsigned long long)l1i, (unsigned long long)off);
-    t = qcow2_cache_find(&s->l2c, l1i);
-    if (t && t->offset == off) {
+    r = qcow2_cache_take(s, &s->l2c, l1i, l2_writeback, &t);
+    if (r < 0)
+        return r;
+    if (t->index == (int64_t)l1i && t->offset == off) {
         *tp = t;
         return 0;
-    }
-    if (!t) {
-        t = qcow2_cache_victim(&s->l2c);
-        if (!t)
-            return vdisk_error(ENOMEM, "%s: out of memory", s->img->path);
-        r = l2_writeback(s, t);
-        if (r < 0)
-            return r;
     }
     qcow2_cache_assign(&s->l2c, t, l1i, off);
     r = vdisk_file_pread(s->file, t->buf, s->cluster_size, off);
@@ -429,14 +423,10 @@ static int l2_for_write(struct qcow2 *s, uint64_t l1i, struct qcow2_table **tp)
     r = qcow2_alloc_cluster(s, &noff);
     if (r < 0)
         goto out;
-    t = qcow2_cache_find(&s->l2c, l1i);
-    if (!t) {
-        t = qcow2_cache_victim(&s->l2c);
-        r = t ? l2_writeback(s, t) : vdisk_error(ENOMEM, "%s: out of memory", s->img->path);
-        if (r < 0) {
-            qcow2_rc_update(s, noff >> s->cluster_bits, -1);
-            goto out;
-        }
+    r = qcow2_cache_take(s, &s->l2c, l1i, l2_writeback, &t);
+    if (r < 0) {
+        qcow2_rc_update(s, noff >> s->cluster_bits, -1);
+        goto out;
     }
     qcow2_cache_assign(&s->l2c, t, l1i, noff);
     if (copy)

@@ -111,18 +111,12 @@ static int rb_load(struct qcow2 *s, uint64_t rti, struct qcow2_table **tp)
     if (off & (s->cluster_size - 1) || off >= s->file_size)
         return vdisk_error(EIO, "%s: refcount block %llu at offset %llu is invalid", s->img->path,
                            (unsigned long long)rti, (unsigned long long)off);
-    t = qcow2_cache_find(&s->rbc, rti);
-    if (t && t->offset == off) {
+    r = qcow2_cache_take(s, &s->rbc, rti, rb_writeback, &t);
+    if (r < 0)
+        return r;
+    if (t->index == (int64_t)rti && t->offset == off) {
         *tp = t;
         return 0;
-    }
-    if (!t) {
-        t = qcow2_cache_victim(&s->rbc);
-        if (!t)
-            return vdisk_error(ENOMEM, "%s: out of memory", s->img->path);
-        r = rb_writeback(s, t);
-        if (r < 0)
-            return r;
     }
     qcow2_cache_assign(&s->rbc, t, rti, off);
     r = vdisk_file_pread(s->file, t->buf, s->cluster_size, off);
@@ -149,17 +143,11 @@ int qcow2_rc_get(struct qcow2 *s, uint64_t idx, uint64_t *val)
 /* Start a refcount block for reftable index RTI in cluster IDX (inside its range). */
 static int rb_create_at(struct qcow2 *s, uint64_t rti, uint64_t idx)
 {
-    struct qcow2_table *t = qcow2_cache_find(&s->rbc, rti);
-    int r;
+    struct qcow2_table *t;
+    int r = qcow2_cache_take(s, &s->rbc, rti, rb_writeback, &t);
 
-    if (!t) {
-        t = qcow2_cache_victim(&s->rbc);
-        if (!t)
-            return vdisk_error(ENOMEM, "%s: out of memory", s->img->path);
-        r = rb_writeback(s, t);
-        if (r < 0)
-            return r;
-    }
+    if (r < 0)
+        return r;
     qcow2_cache_assign(&s->rbc, t, rti, idx << s->cluster_bits);
     memset(t->buf, 0, s->cluster_size);
     qcow2_rb_set(t->buf, idx & ((1ull << s->rb_bits) - 1), s->refcount_order, 1);

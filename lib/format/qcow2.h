@@ -189,6 +189,10 @@ void qcow2_cache_destroy(struct qcow2_cache *c);
 int qcow2_cache_grow_slots(struct qcow2_cache *c, uint64_t nslot);
 struct qcow2_table *qcow2_cache_find(struct qcow2_cache *c, uint64_t index);
 struct qcow2_table *qcow2_cache_victim(struct qcow2_cache *c);
+/* The cached entry for INDEX, else a victim written back with WRITEBACK (not yet assigned). */
+int qcow2_cache_take(struct qcow2 *s, struct qcow2_cache *c, uint64_t index,
+                     int (*writeback)(struct qcow2 *s, struct qcow2_table *t),
+                     struct qcow2_table **tp);
 void qcow2_cache_assign(struct qcow2_cache *c, struct qcow2_table *t, uint64_t index,
                         uint64_t offset);
 void qcow2_cache_drop(struct qcow2_cache *c, struct qcow2_table *t);
