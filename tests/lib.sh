@@ -1,44 +1,10 @@
 # SPDX-License-Identifier: MIT
-# Shared by the shell tests: assertions that print "PASS: …" / "FAIL: …"
-# lines (tests/run counts them), a scratch directory and cleanup on exit.
+# Shared by the shell tests: the assertions of tests/assert.sh, a scratch
+# directory T, and cleanup on exit.
 set -u
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${BUILD:-$ROOT/build}
 VDISK=${VDISK:-$BUILD/tools/vdisk/vdisk}
 T=$(mktemp -d /tmp/vdisk-test.XXXXXX)
-FAILS=0
-CLEANUPS=()
-
-# Run "$@" at exit, last registered first.
-at_exit() { CLEANUPS=("$*" "${CLEANUPS[@]}"); }
-_run_cleanups() {
-    for c in "${CLEANUPS[@]}"; do eval "$c" >/dev/null 2>&1 || true; done
-    rm -rf "$T"
-}
-trap _run_cleanups EXIT
-
-pass() { echo "PASS: $*"; }
-fail() { echo "FAIL: $*"; FAILS=$((FAILS + 1)); }
-
-# ok DESC CMD...: CMD exits 0.
-ok() {
-    local d=$1; shift
-    if "$@" >"$T/.out" 2>"$T/.err"; then pass "$d"; else
-        fail "$d (exit $?: $(head -c 300 "$T/.err"))"; fi
-}
-
-# fails_with DESC REGEX CMD...: CMD exits non-zero, and its stderr matches REGEX.
-fails_with() {
-    local d=$1 re=$2; shift 2
-    if "$@" >"$T/.out" 2>"$T/.err"; then fail "$d (succeeded)"; return; fi
-    if grep -Eq -- "$re" "$T/.err"; then pass "$d"; else
-        fail "$d (stderr: $(head -c 300 "$T/.err"), wanted /$re/)"; fi
-}
-
-# eq DESC GOT WANT
-eq() {
-    if [ "$2" = "$3" ]; then pass "$1"; else fail "$1 (got '$2', want '$3')"; fi
-}
-
-# Finish the script: exit status says whether any assertion failed.
-finish() { exit $((FAILS > 0)); }
+. "$ROOT/tests/assert.sh"
+trap '_run_cleanups; rm -rf "$T"' EXIT
