@@ -347,7 +347,7 @@ static int do_read(struct qcow2 *s, uint8_t *buf, uint64_t len, uint64_t off, bo
             r = map_range(s, off, len, &m, true);
             if (r == -EAGAIN) {
                 pthread_rwlock_unlock(&s->lock);
-                pthread_rwlock_wrlock(&s->lock);
+                qcow2_lock_excl(s);
                 r = map_range(s, off, len, &m, false);
             }
         }
@@ -516,7 +516,7 @@ static int inflight_wait(struct qcow2 *s, uint64_t guest)
     while (inflight_has(s, guest))
         pthread_cond_wait(&s->inflight_done, &s->inflight_lock);
     pthread_mutex_unlock(&s->inflight_lock);
-    pthread_rwlock_wrlock(&s->lock);
+    qcow2_lock_excl(s);
     return -EAGAIN;
 }
 
@@ -604,7 +604,7 @@ static int write_alloc(struct qcow2 *s, const uint8_t *buf, uint64_t len, uint64
      */
     pthread_rwlock_unlock(&s->lock);
     r = vdisk_file_pwrite(s->file, src, hi - lo, H + lo);
-    pthread_rwlock_wrlock(&s->lock);
+    qcow2_lock_excl(s);
     if (r == 0 && (s->l1[l1i] & QCOW2_COPIED))
         r = qcow2_l2_load(s, l1i, &t);
     else if (r == 0)
@@ -697,7 +697,7 @@ int qcow2_write(struct vdisk_image *img, const void *buf, size_t len, uint64_t o
             pthread_rwlock_unlock(&s->lock);
         } else {
             pthread_rwlock_unlock(&s->lock);
-            pthread_rwlock_wrlock(&s->lock);
+            qcow2_lock_excl(s);
             r = in_place(s, off, n, &host, false);
             if (r == 0 && host)
                 r = vdisk_file_pwrite(s->file, p, n, host);
@@ -713,6 +713,73 @@ int qcow2_write(struct vdisk_image *img, const void *buf, size_t len, uint64_t o
     if (r == 0 && (flags & VDISK_WRITE_FUA))
         r = qcow2_flush(img);
     return r;
+}
+
+/* Take s->lock exclusive, then wait until no queue I/O holds a pin. */
+void qcow2_lock_excl(struct qcow2 *s)
+{
+    pthread_rwlock_wrlock(&s->lock);
+    if (atomic_load(&s->pins) == 0)
+        return;
+    pthread_mutex_lock(&s->pin_lock);
+    while (atomic_load(&s->pins) > 0)
+        pthread_cond_wait(&s->pin_done, &s->pin_lock);
+    pthread_mutex_unlock(&s->pin_lock);
+}
+
+/*
+ * For vdisk_queue: the host offset of [OFF, OFF+LEN) when it is one run of
+ * data clusters (for WRITE: clusters written in place), found without
+ * blocking; the caller holds a pin until qcow2_release(). -EAGAIN otherwise.
+ * FUA writes go the slow way, which also makes the metadata durable.
+ */
+int qcow2_map(struct vdisk_image *img, uint64_t off, uint64_t len, bool write, unsigned flags,
+              uint64_t *host)
+{
+    struct qcow2 *s = img->priv;
+    int r = -EAGAIN;
+
+    if ((write && (flags & VDISK_WRITE_FUA)) || pthread_rwlock_tryrdlock(&s->lock))
+        return -EAGAIN;
+    if (write) {
+        uint64_t n = 0, h;
+
+        while (n < len) {
+            uint64_t pos = off + n, in = pos & (s->cluster_size - 1);
+            uint64_t m = s->cluster_size - in < len - n ? s->cluster_size - in : len - n;
+
+            if (in_place(s, pos, m, &h, true) < 0 || !h || (n && h != *host + n))
+                break;
+            if (n == 0)
+                *host = h;
+            n += m;
+        }
+        if (n == len)
+            r = 0;
+    } else {
+        struct qc_map m;
+
+        if (map_range(s, off, len, &m, true) == 0 && m.type == QC_DATA && m.len == len) {
+            *host = m.host;
+            r = 0;
+        }
+    }
+    if (r == 0)
+        atomic_fetch_add(&s->pins, 1);
+    pthread_rwlock_unlock(&s->lock);
+    return r;
+}
+
+/* The I/O of a qcow2_map() mapping is done. */
+void qcow2_release(struct vdisk_image *img)
+{
+    struct qcow2 *s = img->priv;
+
+    if (atomic_fetch_sub(&s->pins, 1) == 1) {
+        pthread_mutex_lock(&s->pin_lock);
+        pthread_cond_broadcast(&s->pin_done);
+        pthread_mutex_unlock(&s->pin_lock);
+    }
 }
 
 /*
@@ -782,7 +849,7 @@ int qcow2_flush(struct vdisk_image *img)
     pthread_rwlock_unlock(&s->lock);
     if (!dirty)
         return qcow2_sync(s);
-    pthread_rwlock_wrlock(&s->lock);
+    qcow2_lock_excl(s);
     r = qcow2_flush_locked(s);
     pthread_rwlock_unlock(&s->lock);
     return r;
@@ -838,7 +905,7 @@ int qcow2_discard(struct vdisk_image *img, uint64_t off, uint64_t len)
         b = (off + len + cs - 1) & ~(cs - 1);
     if (a >= b || (s->backing && s->version < 3))
         return 0; /* discard is advisory */
-    pthread_rwlock_wrlock(&s->lock);
+    qcow2_lock_excl(s);
     r = clear_clusters(s, a, b - a, s->backing != NULL);
     pthread_rwlock_unlock(&s->lock);
     return r;
@@ -889,7 +956,7 @@ int qcow2_write_zeroes(struct vdisk_image *img, uint64_t off, uint64_t len, unsi
 
             if (!run)
                 run = n;
-            pthread_rwlock_wrlock(&s->lock);
+            qcow2_lock_excl(s);
             /* unallocated reads as zeroes unless a backing file shows through */
             r = clear_clusters(s, off, run, s->backing != NULL);
             pthread_rwlock_unlock(&s->lock);
@@ -902,7 +969,7 @@ int qcow2_write_zeroes(struct vdisk_image *img, uint64_t off, uint64_t len, unsi
             if (cend == img->size)
                 b = (cend + unit - 1) & ~(unit - 1);
             if (a < b) {
-                pthread_rwlock_wrlock(&s->lock);
+                qcow2_lock_excl(s);
                 r = zero_subclusters(s, a, b - a);
                 pthread_rwlock_unlock(&s->lock);
                 if (r == 0) {
@@ -938,7 +1005,7 @@ int qcow2_block_status(struct vdisk_image *img, uint64_t off, uint64_t len,
     struct qc_map m;
     int r;
 
-    pthread_rwlock_wrlock(&s->lock);
+    qcow2_lock_excl(s);
     r = map_range(s, off, len, &m, false);
     pthread_rwlock_unlock(&s->lock);
     if (r < 0)
