@@ -158,6 +158,8 @@ int vdisk_open(const char *path, const char *format, unsigned flags, struct vdis
         file_flags |= VDISK_FILE_RDONLY;
     if (flags & VDISK_OPEN_DIRECT)
         file_flags |= VDISK_FILE_DIRECT;
+    if (flags & VDISK_OPEN_UNSAFE)
+        file_flags |= VDISK_FILE_UNSAFE;
     r = vdisk_file_open(path, file_flags, &img->file);
     if (r < 0)
         goto err_free;

@@ -233,7 +233,7 @@ static int prep_rw(struct vdisk_queue *q, struct slot *s)
         io_uring_prep_read(sqe, s->fd, p, len, s->host + s->done);
     else
         io_uring_prep_write(sqe, s->fd, p, len, s->host + s->done);
-    if (req->op == VDISK_OP_WRITE && (req->flags & VDISK_WRITE_FUA))
+    if (req->op == VDISK_OP_WRITE && (req->flags & VDISK_WRITE_FUA) && !q->img->file->unsafe)
         sqe->rw_flags = RWF_DSYNC;
     io_uring_sqe_set_data(sqe, s);
     return 0;

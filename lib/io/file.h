@@ -18,6 +18,7 @@ struct vdisk_file {
     bool direct;
     bool read_only;
     bool is_block_device;
+    bool unsafe;    /* flush is a no-op (cache=unsafe) */
     unsigned align; /* O_DIRECT alignment of offsets, lengths and buffers */
     char *path;
 };
@@ -25,6 +26,7 @@ struct vdisk_file {
 #define VDISK_FILE_RDONLY (1u << 0)
 #define VDISK_FILE_DIRECT (1u << 1)
 #define VDISK_FILE_CREATE (1u << 2) /* O_CREAT | O_EXCL */
+#define VDISK_FILE_UNSAFE (1u << 3) /* never wait for the disk: flush does nothing */
 
 int vdisk_file_open(const char *path, unsigned flags, struct vdisk_file **filep);
 void vdisk_file_close(struct vdisk_file *f);
