@@ -633,6 +633,90 @@ out:
 }
 
 /*
+ * Write whole clusters [OFF, OFF+N*cs) that hold nothing yet (unallocated or
+ * plain zero, no subclusters) into new clusters that lie one after another,
+ * with one pwrite, as write_alloc does for one. Returns how many clusters it
+ * wrote (at least 2), 0 when the start doesn't suit (write_alloc's turn), or
+ * -EAGAIN after a race. Locked, within one L2 table.
+ */
+static int write_alloc_run(struct qcow2 *s, const uint8_t *buf, uint64_t n, uint64_t off)
+{
+    uint64_t cs = s->cluster_size, l1i = l1_index(s, off), l2i = l2_index(s, off);
+    uint64_t guest = off >> s->cluster_bits, H = 0, k = 0, e, bm;
+    struct qcow2_table *t;
+    bool unlocked;
+    int r;
+
+    if (s->ext_l2 || n < 2)
+        return 0;
+    r = qcow2_mark_dirty(s);
+    if (r == 0)
+        r = l2_for_write(s, l1i, &t);
+    if (r < 0)
+        return r;
+    pthread_mutex_lock(&s->inflight_lock);
+    for (; k < n; k++) {
+        l2_get(s, t, l2i + k, &e, &bm);
+        if ((e != 0 && !(s->version >= 3 && e == QCOW2_ZERO)) || inflight_has(s, guest + k))
+            break;
+    }
+    pthread_mutex_unlock(&s->inflight_lock);
+    if (k < 2)
+        return 0;
+    for (uint64_t i = 0; i < k; i++) {
+        uint64_t h;
+
+        r = qcow2_alloc_cluster(s, &h);
+        if (r < 0 || (i > 0 && h != H + i * cs)) {
+            if (r == 0)
+                qcow2_rc_update(s, h >> s->cluster_bits, -1); /* not next to the others */
+            if (i < 2) {
+                for (uint64_t j = 0; j < i; j++)
+                    qcow2_rc_update(s, (H >> s->cluster_bits) + j, -1);
+                return r < 0 ? r : 0;
+            }
+            k = i;
+            break;
+        }
+        if (i == 0)
+            H = h;
+    }
+    /* announce the new clusters, then fill them without the lock */
+    unlocked = true;
+    for (uint64_t i = 0; i < k && unlocked; i++) {
+        if (!inflight_add(s, guest + i, H + i * cs)) {
+            for (uint64_t j = 0; j < i; j++)
+                inflight_del(s, H + j * cs);
+            unlocked = false;
+        }
+    }
+    if (unlocked)
+        pthread_rwlock_unlock(&s->lock);
+    r = vdisk_file_pwrite(s->file, buf, k * cs, H);
+    if (unlocked)
+        qcow2_lock_excl(s);
+    t = NULL;
+    if (r == 0 && (s->l1[l1i] & QCOW2_COPIED))
+        r = qcow2_l2_load(s, l1i, &t);
+    for (uint64_t i = 0; r == 0 && t && i < k; i++) {
+        l2_get(s, t, l2i + i, &e, &bm);
+        if (e != 0 && !(s->version >= 3 && e == QCOW2_ZERO))
+            t = NULL; /* changed meanwhile: give everything back, start over */
+    }
+    for (uint64_t i = 0; i < k; i++) {
+        if (r == 0 && t)
+            l2_set(s, t, l2i + i, (H + i * cs) | QCOW2_COPIED, 0);
+        else
+            qcow2_rc_update(s, (H >> s->cluster_bits) + i, -1); /* never referenced */
+        if (unlocked)
+            inflight_del(s, H + i * cs);
+    }
+    if (r < 0)
+        return r;
+    return t ? (int)k : -EAGAIN;
+}
+
+/*
  * Host offset for an in-place write of [OFF, OFF+LEN) in one cluster, or 0.
  * SHARED as for map_range (-EAGAIN when the L2 table is not cached).
  */
@@ -699,11 +783,25 @@ int qcow2_write(struct vdisk_image *img, const void *buf, size_t len, uint64_t o
             pthread_rwlock_unlock(&s->lock);
             qcow2_lock_excl(s);
             r = in_place(s, off, n, &host, false);
-            if (r == 0 && host)
+            if (r == 0 && host) {
                 r = vdisk_file_pwrite(s->file, p, n, host);
-            else if (r == 0)
+            } else if (r == 0 && n == s->cluster_size && len >= 2 * n) {
+                /* whole clusters: allocate a run of them at once, to the L2 table's end */
+                uint64_t left = ((1ull << s->l2_bits) - l2_index(s, off)) << s->cluster_bits;
+                uint64_t want = (len < left ? len : left) >> s->cluster_bits;
+
+                while ((r = write_alloc_run(s, p, want, off)) == -EAGAIN)
+                    ;
+                if (r > 0)
+                    n = (uint64_t)r << s->cluster_bits;
+                if (r == 0)
+                    while ((r = write_alloc(s, p, n, off)) == -EAGAIN)
+                        ;
+                r = r > 0 ? 0 : r;
+            } else if (r == 0) {
                 while ((r = write_alloc(s, p, n, off)) == -EAGAIN)
                     ; /* raced with another change of this cluster: again */
+            }
             pthread_rwlock_unlock(&s->lock);
         }
         p += n;
