@@ -106,4 +106,7 @@ convert_pair() {
 echo "== convert: 1 GiB random data, $RUNS runs each (wall seconds). Default cache modes:"
 echo "   qemu-img unsafe (DST not flushed), vdisk writeback (DST flushed); compared like for like"
 convert_pair raw "$FMT" "$DIR/src.raw"
+# the write benchmark above overwrote most of img with zeroes: make it again
+rm -f "$DIR/img.$FMT"
+qemu-img convert -f raw -O "$FMT" "$DIR/src.raw" "$DIR/img.$FMT"
 convert_pair "$FMT" raw "$DIR/img.$FMT"
