@@ -692,7 +692,7 @@ static int write_alloc_run(struct qcow2 *s, const uint8_t *buf, uint64_t n, uint
     }
     if (unlocked)
         pthread_rwlock_unlock(&s->lock);
-    r = vdisk_file_pwrite(s->file, buf, k * cs, H);
+    r = vdisk_file_pwrite_alloc(s->file, buf, k * cs, H);
     if (unlocked)
         qcow2_lock_excl(s);
     t = NULL;

@@ -50,7 +50,7 @@ static int raw_read(struct vdisk_image *img, void *buf, size_t len, uint64_t off
 static int raw_write(struct vdisk_image *img, const void *buf, size_t len, uint64_t off,
                      unsigned flags)
 {
-    int r = vdisk_file_pwrite(img->file, buf, len, off);
+    int r = vdisk_file_pwrite_alloc(img->file, buf, len, off);
 
     if (r == 0 && (flags & VDISK_WRITE_FUA))
         r = vdisk_file_flush(img->file);
