@@ -9,6 +9,9 @@
  * Everything else (flush, discard, zeroes, holes, backing files, allocating
  * writes) is handed to the queue's worker threads, which run the synchronous
  * calls and post completions back through an eventfd the ring reads.
+ * Where io_uring is unavailable (a seccomp filter, kernel.io_uring_disabled,
+ * or VDISK_NO_IO_URING=1 in the environment) every request goes to the
+ * workers and the queue waits on the eventfd itself.
  *
  * Locking: q->lock guards the worker lists (todo, done) and stopping; the rest
  * of the queue is touched only by the owning thread.
@@ -45,6 +48,7 @@ struct slot {
 struct vdisk_queue {
     struct vdisk_image *img;
     struct io_uring ring;
+    bool has_ring; /* false: workers only */
     struct slot *slots, *free;
     struct slot *ready, **ready_tail; /* completed, not yet collected */
     unsigned depth, inflight;
@@ -89,11 +93,8 @@ int vdisk_queue_create(struct vdisk_image *img, unsigned depth, unsigned flags,
         goto err_free;
     }
     /* one more entry than requests: the eventfd read */
-    r = io_uring_queue_init(depth + 1, &q->ring, 0);
-    if (r < 0) {
-        vdisk_error(-r, "%s: io_uring setup: %m", img->path);
-        goto err_free;
-    }
+    if (!getenv("VDISK_NO_IO_URING") || strcmp(getenv("VDISK_NO_IO_URING"), "1") != 0)
+        q->has_ring = io_uring_queue_init(depth + 1, &q->ring, 0) == 0;
     q->efd = eventfd(0, EFD_CLOEXEC);
     if (q->efd < 0) {
         r = vdisk_error(errno, "%s: eventfd: %m", img->path);
@@ -114,7 +115,8 @@ int vdisk_queue_create(struct vdisk_image *img, unsigned depth, unsigned flags,
     return 0;
 
 err_ring:
-    io_uring_queue_exit(&q->ring);
+    if (q->has_ring)
+        io_uring_queue_exit(&q->ring);
 err_free:
     free(q->slots);
     free(q);
@@ -248,7 +250,7 @@ static int try_ring(struct vdisk_queue *q, struct slot *s)
     bool write = req->op == VDISK_OP_WRITE;
     int r;
 
-    if (!img->fmt->map || req->length > (1u << 30))
+    if (!q->has_ring || !img->fmt->map || req->length > (1u << 30))
         return -EAGAIN;
     r = img->fmt->map(img, req->offset, req->length, write, req->flags, &s->host);
     if (r < 0)
@@ -369,6 +371,10 @@ static void reap(struct vdisk_queue *q)
     struct io_uring_cqe *cqe;
     unsigned head, n = 0;
 
+    if (!q->has_ring) {
+        collect_workers(q);
+        return;
+    }
     io_uring_for_each_cqe(&q->ring, head, cqe)
     {
         uint64_t tag = cqe->user_data;
@@ -422,8 +428,14 @@ int vdisk_queue_complete(struct vdisk_queue *q, struct vdisk_request **done, uns
             q->free = s;
             q->inflight--;
         }
-        if (n >= min && !io_uring_sq_ready(&q->ring))
+        if (n >= min && (!q->has_ring || !io_uring_sq_ready(&q->ring)))
             return (int)n;
+        if (!q->has_ring) { /* only workers: wait for their eventfd */
+            if (read(q->efd, &q->efd_value, sizeof(q->efd_value)) < 0 && errno != EINTR)
+                return vdisk_error(errno, "%s: queue eventfd: %m", q->img->path);
+            collect_workers(q);
+            continue;
+        }
         arm_eventfd(q);
         if (n >= min) {
             io_uring_submit(&q->ring);
@@ -457,7 +469,8 @@ void vdisk_queue_destroy(struct vdisk_queue *q)
     pthread_mutex_unlock(&q->lock);
     for (unsigned i = 0; i < q->nworkers; i++)
         pthread_join(q->workers[i], NULL);
-    io_uring_queue_exit(&q->ring);
+    if (q->has_ring)
+        io_uring_queue_exit(&q->ring);
     close(q->efd);
     pthread_cond_destroy(&q->wake);
     pthread_mutex_destroy(&q->lock);

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -260,6 +261,7 @@ static void random_mix(const char *dir, const char *format, const char *options,
     }
     free(model);
     free(back);
+    unlink(path);
     free(path);
 }
 
@@ -288,6 +290,15 @@ static void test_mix_qcow2_extl2(void **state)
     random_mix(*state, "qcow2", "extended_l2=on,cluster_size=65536", VDISK_OPEN_DIRECT, 5);
 }
 
+/* Without io_uring (as under Docker's seccomp profile), workers do everything. */
+static void test_mix_no_io_uring(void **state)
+{
+    setenv("VDISK_NO_IO_URING", "1", 1);
+    random_mix(*state, "raw", NULL, VDISK_OPEN_DIRECT, 6);
+    random_mix(*state, "qcow2", NULL, 0, 7);
+    unsetenv("VDISK_NO_IO_URING");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -301,6 +312,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_mix_qcow2_direct, test_setup_tmpdir,
                                         test_teardown_tmpdir),
         cmocka_unit_test_setup_teardown(test_mix_qcow2_extl2, test_setup_tmpdir,
+                                        test_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_mix_no_io_uring, test_setup_tmpdir,
                                         test_teardown_tmpdir),
     };
 
