@@ -41,6 +41,8 @@ struct slot {
     uint64_t done;     /* ring: bytes transferred so far */
     int fd;            /* ring: descriptor used */
     bool pinned;       /* ring: the format's release() is owed */
+    bool wwrite;       /* a write at the workers, on q->wwrites */
+    struct slot *wnext;
     int result;
     char msg[256]; /* a failure's message */
 };
@@ -56,7 +58,10 @@ struct vdisk_queue {
     int efd;
     uint64_t efd_value;
     bool efd_armed;
-    unsigned at_workers; /* requests handed to workers, not yet back */
+    unsigned at_workers;                    /* requests handed to workers, not yet back */
+    uint64_t granule;                       /* the format's allocation unit (cluster), 0 if none */
+    struct slot *wwrites;                   /* writes at the workers: may be allocating */
+    struct slot *deferred, **deferred_tail; /* writes waiting for one of those */
 
     pthread_mutex_t lock;
     pthread_cond_t wake;
@@ -108,6 +113,14 @@ int vdisk_queue_create(struct vdisk_image *img, unsigned depth, unsigned flags,
         q->free = &q->slots[i];
     }
     q->ready_tail = &q->ready;
+    q->deferred_tail = &q->deferred;
+    {
+        struct vdisk_info info;
+
+        if (vdisk_get_info(img, &info) == 0)
+            q->granule = info.cluster_size;
+        vdisk_error_clear();
+    }
     q->todo_tail = &q->todo;
     pthread_mutex_init(&q->lock, NULL);
     pthread_cond_init(&q->wake, NULL);
@@ -268,6 +281,50 @@ static int try_ring(struct vdisk_queue *q, struct slot *s)
     return r < 0 ? -EAGAIN : 0;
 }
 
+/* Does S's write share a cluster with a write at the workers? */
+static bool behind_worker_write(struct vdisk_queue *q, const struct slot *s)
+{
+    uint64_t g = q->granule, a = s->req->offset / g;
+    uint64_t b = (s->req->offset + s->req->length - 1) / g;
+
+    for (const struct slot *w = q->wwrites; w; w = w->wnext) {
+        uint64_t wa = w->req->offset / g, wb = (w->req->offset + w->req->length - 1) / g;
+
+        if (a <= wb && wa <= b)
+            return true;
+    }
+    return false;
+}
+
+/*
+ * Send S on its way: to the ring if it maps; a write that doesn't map but
+ * shares a cluster with a write at the workers (most likely allocating that
+ * cluster) waits for it and tries again, rather than queueing behind it on a
+ * worker; the rest go to the workers.
+ */
+static int dispatch(struct vdisk_queue *q, struct slot *s)
+{
+    struct vdisk_request *req = s->req;
+    int r;
+
+    if ((req->op == VDISK_OP_READ || req->op == VDISK_OP_WRITE) && req->length > 0 &&
+        try_ring(q, s) == 0)
+        return 0;
+    if (req->op == VDISK_OP_WRITE && q->granule && req->length > 0 && behind_worker_write(q, s)) {
+        s->next = NULL;
+        *q->deferred_tail = s;
+        q->deferred_tail = &s->next;
+        return 0;
+    }
+    r = to_workers(q, s);
+    if (r == 0 && req->op == VDISK_OP_WRITE) {
+        s->wwrite = true;
+        s->wnext = q->wwrites;
+        q->wwrites = s;
+    }
+    return r;
+}
+
 int vdisk_queue_submit(struct vdisk_queue *q, struct vdisk_request *req)
 {
     bool write = req->op != VDISK_OP_READ && req->op != VDISK_OP_FLUSH;
@@ -291,12 +348,8 @@ int vdisk_queue_submit(struct vdisk_queue *q, struct vdisk_request *req)
     s->req = req;
     s->result = 0;
     s->pinned = false;
-    if ((req->op == VDISK_OP_READ || req->op == VDISK_OP_WRITE) && req->length > 0 &&
-        try_ring(q, s) == 0) {
-        q->inflight++;
-        return 0;
-    }
-    r = to_workers(q, s);
+    s->wwrite = false;
+    r = dispatch(q, s);
     if (r < 0) {
         s->next = q->free;
         q->free = s;
@@ -349,7 +402,7 @@ static void ring_done(struct vdisk_queue *q, struct slot *s, int res)
     finish(q, s);
 }
 
-/* Move what the workers finished to the ready list. */
+/* Move what the workers finished to the ready list; send the writes that waited for them. */
 static void collect_workers(struct vdisk_queue *q)
 {
     struct slot *s, *next;
@@ -358,10 +411,34 @@ static void collect_workers(struct vdisk_queue *q)
     s = q->finished;
     q->finished = NULL;
     pthread_mutex_unlock(&q->lock);
+    if (!s)
+        return;
     for (; s; s = next) {
         next = s->next;
         q->at_workers--;
+        if (s->wwrite) {
+            struct slot **pp = &q->wwrites;
+
+            while (*pp != s)
+                pp = &(*pp)->wnext;
+            *pp = s->wnext;
+            s->wwrite = false;
+        }
         finish(q, s);
+    }
+    s = q->deferred;
+    q->deferred = NULL;
+    q->deferred_tail = &q->deferred;
+    for (; s; s = next) {
+        int r;
+
+        next = s->next;
+        r = dispatch(q, s);
+        if (r < 0) {
+            s->result = r;
+            snprintf(s->msg, sizeof(s->msg), "%s", vdisk_last_error());
+            finish(q, s);
+        }
     }
 }
 

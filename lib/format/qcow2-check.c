@@ -334,6 +334,7 @@ int qcow2_check(struct vdisk_image *img, unsigned flags, struct vdisk_check_resu
     int r;
 
     qcow2_lock_excl(s);
+    qcow2_wait_pins(s); /* a repair may move or free anything */
     r = qcow2_check_locked(s, flags, res);
     pthread_rwlock_unlock(&s->lock);
     return r;

@@ -521,6 +521,30 @@ static int inflight_wait(struct qcow2 *s, uint64_t guest)
 }
 
 /*
+ * Write SRC to [LO, HI) of the cluster at host offset H; with ZERO, first zero
+ * the whole cluster through the file system (much cheaper than writing a
+ * cluster of zero buffers, most of all with O_DIRECT).
+ */
+static int fill_cluster(struct qcow2 *s, const uint8_t *src, uint64_t lo, uint64_t hi, uint64_t H,
+                        bool zero)
+{
+    int r = zero ? vdisk_file_zero_alloc(s->file, H, s->cluster_size) : 0;
+
+    if (r == -EOPNOTSUPP || r == -ENOTSUP) { /* no such fallocate here: write the zeroes */
+        uint8_t *z = qcow2_alloc_buf(s->cluster_size);
+
+        if (!z)
+            return vdisk_error(ENOMEM, "%s: out of memory", s->img->path);
+        memset(z, 0, s->cluster_size);
+        r = vdisk_file_pwrite(s->file, z, s->cluster_size, H);
+        free(z);
+    }
+    if (r == 0)
+        r = vdisk_file_pwrite(s->file, src, hi - lo, H + lo);
+    return r;
+}
+
+/*
  * Write [OFF, OFF+LEN) inside one cluster that cannot be written in place:
  * allocate (unless the cluster is ours already), copy the old contents around
  * the new bytes, write, then point the L2 entry at it. Locked.
@@ -530,7 +554,7 @@ static int write_alloc(struct qcow2 *s, const uint8_t *buf, uint64_t len, uint64
     uint64_t cs = s->cluster_size, coff = off & ~(cs - 1), a = off - coff, b = a + len;
     uint64_t l1i = l1_index(s, off), l2i = l2_index(s, off);
     uint64_t e = 0, bm = 0, host, H, lo = 0, hi = cs, nbm = 0;
-    bool reuse, old_data;
+    bool reuse, old_data, zero_cow = false;
     struct qcow2_table *t;
     uint8_t *bounce = NULL;
     const uint8_t *src = buf;
@@ -563,6 +587,14 @@ static int write_alloc(struct qcow2 *s, const uint8_t *buf, uint64_t len, uint64
     } else if (reuse && !(s->version >= 3 && (e & QCOW2_ZERO))) {
         lo = a;
         hi = b;
+    } else if ((a || b < cs) && ((s->version >= 3 && (e & QCOW2_ZERO)) ||
+                                 (!(e & QCOW2_COMPRESSED) && !host && !s->backing))) {
+        /* what surrounds the new bytes reads as zeroes: zero it with fallocate, not buffers */
+        zero_cow = !s->file->is_block_device;
+        if (zero_cow) {
+            lo = a;
+            hi = b;
+        }
     }
     if (lo != a || hi != b) {
         bounce = qcow2_alloc_buf(hi - lo);
@@ -588,7 +620,7 @@ static int write_alloc(struct qcow2 *s, const uint8_t *buf, uint64_t len, uint64
             goto out;
     }
     if (reuse || !inflight_add(s, off >> s->cluster_bits, H)) { /* written under the lock */
-        r = vdisk_file_pwrite(s->file, src, hi - lo, H + lo);
+        r = fill_cluster(s, src, lo, hi, H, zero_cow);
         if (r == 0)
             l2_set(s, t, l2i, H | QCOW2_COPIED, nbm);
         else if (!reuse)
@@ -603,7 +635,7 @@ static int write_alloc(struct qcow2 *s, const uint8_t *buf, uint64_t len, uint64
      * meanwhile (else give it back and let the caller start over).
      */
     pthread_rwlock_unlock(&s->lock);
-    r = vdisk_file_pwrite(s->file, src, hi - lo, H + lo);
+    r = fill_cluster(s, src, lo, hi, H, zero_cow);
     qcow2_lock_excl(s);
     if (r == 0 && (s->l1[l1i] & QCOW2_COPIED))
         r = qcow2_l2_load(s, l1i, &t);
@@ -790,19 +822,20 @@ int qcow2_write(struct vdisk_image *img, const void *buf, size_t len, uint64_t o
                 uint64_t left = ((1ull << s->l2_bits) - l2_index(s, off)) << s->cluster_bits;
                 uint64_t want = (len < left ? len : left) >> s->cluster_bits;
 
-                while ((r = write_alloc_run(s, p, want, off)) == -EAGAIN)
-                    ;
+                r = write_alloc_run(s, p, want, off);
                 if (r > 0)
                     n = (uint64_t)r << s->cluster_bits;
                 if (r == 0)
-                    while ((r = write_alloc(s, p, n, off)) == -EAGAIN)
-                        ;
+                    r = write_alloc(s, p, n, off);
                 r = r > 0 ? 0 : r;
             } else if (r == 0) {
-                while ((r = write_alloc(s, p, n, off)) == -EAGAIN)
-                    ; /* raced with another change of this cluster: again */
+                r = write_alloc(s, p, n, off);
             }
             pthread_rwlock_unlock(&s->lock);
+            if (r == -EAGAIN) { /* raced with another change of this cluster: look again */
+                r = 0;
+                continue;
+            }
         }
         p += n;
         off += n;
@@ -813,10 +846,18 @@ int qcow2_write(struct vdisk_image *img, const void *buf, size_t len, uint64_t o
     return r;
 }
 
-/* Take s->lock exclusive, then wait until no queue I/O holds a pin. */
+/* Take s->lock exclusive. */
 void qcow2_lock_excl(struct qcow2 *s)
 {
     pthread_rwlock_wrlock(&s->lock);
+}
+
+/*
+ * With s->lock exclusive (so no new pins): wait until no queue I/O holds a
+ * pin, before changing or freeing a mapping such I/O may use.
+ */
+void qcow2_wait_pins(struct qcow2 *s)
+{
     if (atomic_load(&s->pins) == 0)
         return;
     pthread_mutex_lock(&s->pin_lock);
@@ -964,6 +1005,8 @@ static int clear_clusters(struct qcow2 *s, uint64_t off, uint64_t len, bool zero
     uint64_t nbm = (zero && s->ext_l2) ? 0xffffffff00000000ull : 0;
     int r = qcow2_mark_dirty(s);
 
+    qcow2_wait_pins(s);
+
     while (r == 0 && off < end) {
         uint64_t l1i = l1_index(s, off), e, bm;
         struct qcow2_table *t;
@@ -1017,6 +1060,8 @@ static int zero_subclusters(struct qcow2 *s, uint64_t off, uint64_t len)
     unsigned sb = sa + (unsigned)(len >> s->sc_bits);
     struct qcow2_table *t;
     int r = qcow2_mark_dirty(s);
+
+    qcow2_wait_pins(s);
 
     if (r == 0)
         r = qcow2_l2_load(s, l1i, &t);

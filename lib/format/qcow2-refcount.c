@@ -404,7 +404,8 @@ int qcow2_queue_free(struct qcow2 *s, uint64_t off, uint64_t len)
 
 /*
  * Release the queued clusters: the metadata that referenced them is durable,
- * and the exclusive lock means no read or write that looked one up still runs.
+ * the exclusive lock means no read or write that looked one up still runs,
+ * and the wait for pins that no queue I/O does.
  */
 int qcow2_apply_frees(struct qcow2 *s)
 {
@@ -412,6 +413,7 @@ int qcow2_apply_frees(struct qcow2 *s)
 
     if (!s->nfrees)
         return 0;
+    qcow2_wait_pins(s);
     for (size_t i = 0; i < s->nfrees && r == 0; i++) {
         uint64_t first = s->frees[i].off >> s->cluster_bits;
         uint64_t last = (s->frees[i].off + s->frees[i].len - 1) >> s->cluster_bits;

@@ -15,7 +15,9 @@
  *
  * Requests of a vdisk_queue (qcow2_map) look the mapping up the same way, with
  * a trylock so they never block, and hold a pin instead of the lock while the
- * kernel does their I/O: qcow2_lock_excl() waits for the pins to drop.
+ * kernel does their I/O. Whatever changes or frees the mapping of an allocated
+ * cluster (discard, zeroes, applying frees, check) first waits, with the lock
+ * held exclusive, for the pins to drop (qcow2_wait_pins).
  *
  * Durability order (see qcow2_flush_locked): data and refcount blocks, sync,
  * reftable, sync, L2 tables, sync, L1, sync; refcount drops only after that.
@@ -231,6 +233,7 @@ int qcow2_flush(struct vdisk_image *img);
 int qcow2_discard(struct vdisk_image *img, uint64_t off, uint64_t len);
 int qcow2_write_zeroes(struct vdisk_image *img, uint64_t off, uint64_t len, unsigned flags);
 void qcow2_lock_excl(struct qcow2 *s);
+void qcow2_wait_pins(struct qcow2 *s);
 int qcow2_map(struct vdisk_image *img, uint64_t off, uint64_t len, bool write, unsigned flags,
               uint64_t *host);
 void qcow2_release(struct vdisk_image *img);

@@ -243,6 +243,17 @@ int vdisk_file_zero_range(struct vdisk_file *f, uint64_t off, uint64_t len, bool
     return 0;
 }
 
+int vdisk_file_zero_alloc(struct vdisk_file *f, uint64_t off, uint64_t len)
+{
+    int r = -EOPNOTSUPP;
+
+    if (!f->is_block_device)
+        r = file_fallocate(f, FALLOC_FL_ZERO_RANGE, off, len);
+    if (r < 0)
+        return vdisk_error(-r, "%s: zero range: %m", f->path);
+    return 0;
+}
+
 int vdisk_file_extent(struct vdisk_file *f, uint64_t off, uint64_t limit, bool *is_data,
                       uint64_t *end)
 {

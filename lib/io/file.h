@@ -51,6 +51,8 @@ int vdisk_file_preallocate(struct vdisk_file *f, uint64_t off, uint64_t len);
 int vdisk_file_punch_hole(struct vdisk_file *f, uint64_t off, uint64_t len);
 /* Zero without writing buffers, where the file system can. */
 int vdisk_file_zero_range(struct vdisk_file *f, uint64_t off, uint64_t len, bool may_unmap);
+/* Zero [OFF, OFF+LEN) without writing buffers, allocated, growing the file to cover it. */
+int vdisk_file_zero_alloc(struct vdisk_file *f, uint64_t off, uint64_t len);
 /* Data/hole run at OFF: *is_data and the run's end (at most LIMIT). */
 int vdisk_file_extent(struct vdisk_file *f, uint64_t off, uint64_t limit, bool *is_data,
                       uint64_t *end);
