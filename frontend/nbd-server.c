@@ -31,6 +31,7 @@
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "nbd-proto.h"
@@ -45,6 +46,13 @@
 #define SPARSE_MIN      65536u /* reads this large look for holes */
 #define MAX_READ_CHUNKS 32     /* content chunks in one read reply */
 #define MAX_DESCRIPTORS 1024   /* block status descriptors per reply */
+#define MAX_BATCH       32     /* requests a worker takes at once */
+#define BATCH_BYTES     (256u << 10) /* ... and their payload, beyond the first */
+#define OUT_IOV         256    /* pieces of queued replies */
+#define OUT_HDR         16384  /* bytes of queued reply headers */
+/* a request is quick (page cache) within 20us plus 0.5ns a byte */
+#define QUICK_NS           20000u
+#define QUICK_BYTES_PER_NS 2u
 /*
  * Workers per connection. Page-cache I/O is CPU bound: every extra worker
  * costs a futex hand-off per request, so one per core. O_DIRECT I/O waits
@@ -62,6 +70,7 @@ struct nbd_server {
     char *name;
     char *description;
     unsigned threads;
+    unsigned batch; /* requests a worker takes at once */
     unsigned max_conns;
     bool quiet;
     int stop_pipe[2];
@@ -84,14 +93,9 @@ struct conn {
     bool meta_alloc;          /* base:allocation selected */
     bool no_zeroes;           /* client's NBD_FLAG_C_NO_ZEROES */
     atomic_bool dead;         /* read no more requests */
+    atomic_bool slow;         /* the last batch waited: spread requests out */
     atomic_uint refs;         /* threads using this connection */
     struct conn *prev, *next; /* srv->conns, under srv->lock */
-};
-
-/* A worker's scratch buffer, grown to the largest request it has seen. */
-struct worker {
-    void *buf;
-    size_t cap;
 };
 
 /* One decoded request. */
@@ -99,6 +103,23 @@ struct request {
     uint16_t flags, type;
     uint64_t cookie, offset;
     uint32_t length;
+};
+
+/* A request's payload buffer, grown to the largest payload it has held. */
+struct slot {
+    void *buf;
+    size_t cap;
+};
+
+/* A worker's batch of requests and the replies it has queued for them. */
+struct worker {
+    struct request rq[MAX_BATCH];
+    struct slot slot[MAX_BATCH];
+    unsigned n;               /* requests in the batch */
+    struct iovec iov[OUT_IOV];
+    int niov;
+    size_t hlen;              /* bytes of hdr in use */
+    uint8_t hdr[OUT_HDR];     /* reply headers */
 };
 
 static void log_client(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -568,8 +589,52 @@ static uint32_t nbd_errno(int r)
     }
 }
 
+/* Send the queued replies with one sendmsg, under send_lock. */
+static int out_flush(struct conn *c, struct worker *w)
+{
+    int r = 0;
+
+    if (w->niov > 0) {
+        pthread_mutex_lock(&c->send_lock);
+        r = send_iov(c->fd, w->iov, w->niov);
+        pthread_mutex_unlock(&c->send_lock);
+    }
+    w->niov = 0;
+    w->hlen = 0;
+    return r;
+}
+
+/* Make room in W's queue for a reply of NIOV pieces and HBYTES of headers. */
+static int out_room(struct conn *c, struct worker *w, int niov, size_t hbytes)
+{
+    if (w->niov + niov <= OUT_IOV && w->hlen + hbytes <= OUT_HDR)
+        return 0;
+    return out_flush(c, w);
+}
+
+/* Queue a copy of small DATA (a header), joined to the piece before it if adjacent. */
+static void out_copy(struct worker *w, const void *data, size_t len)
+{
+    uint8_t *p = w->hdr + w->hlen;
+    struct iovec *last = w->niov ? &w->iov[w->niov - 1] : NULL;
+
+    memcpy(p, data, len);
+    w->hlen += len;
+    if (last && (uint8_t *)last->iov_base + last->iov_len == p)
+        last->iov_len += len;
+    else
+        w->iov[w->niov++] = (struct iovec){p, len};
+}
+
+/* Queue DATA by reference: it stays put until the batch's replies are sent. */
+static void out_ref(struct worker *w, const void *data, size_t len)
+{
+    w->iov[w->niov++] = (struct iovec){(void *)data, len};
+}
+
 /* Reply to R with an error: an error chunk when structured, else simple. */
-static int reply_error(struct conn *c, const struct request *rq, uint32_t error, const char *msg)
+static int reply_error(struct conn *c, struct worker *w, const struct request *rq, uint32_t error,
+                       const char *msg)
 {
     int r;
 
@@ -578,11 +643,13 @@ static int reply_error(struct conn *c, const struct request *rq, uint32_t error,
         uint8_t p[6];
         uint32_t e = htobe32(error);
         uint16_t mlen;
-        struct iovec iov[3];
 
         if (strlen(msg) > 1024)
             msg = "error";
         mlen = (uint16_t)strlen(msg);
+        r = out_room(c, w, 1, sizeof(h) + 6 + mlen);
+        if (r < 0)
+            return r;
         h.magic = htobe32(NBD_STRUCTURED_REPLY_MAGIC);
         h.flags = htobe16(NBD_REPLY_FLAG_DONE);
         h.type = htobe16(NBD_REPLY_TYPE_ERROR);
@@ -591,100 +658,95 @@ static int reply_error(struct conn *c, const struct request *rq, uint32_t error,
         memcpy(p, &e, 4);
         mlen = htobe16(mlen);
         memcpy(p + 4, &mlen, 2);
-        iov[0] = (struct iovec){&h, sizeof(h)};
-        iov[1] = (struct iovec){p, 6};
-        iov[2] = (struct iovec){(void *)msg, strlen(msg)};
-        pthread_mutex_lock(&c->send_lock);
-        r = send_iov(c->fd, iov, 3);
-        pthread_mutex_unlock(&c->send_lock);
+        out_copy(w, &h, sizeof(h));
+        out_copy(w, p, 6);
+        out_copy(w, msg, strlen(msg));
     } else {
         struct nbd_simple_reply h = {htobe32(NBD_SIMPLE_REPLY_MAGIC), htobe32(error), rq->cookie};
 
-        pthread_mutex_lock(&c->send_lock);
-        r = send_all(c->fd, &h, sizeof(h));
-        pthread_mutex_unlock(&c->send_lock);
+        r = out_room(c, w, 1, sizeof(h));
+        if (r < 0)
+            return r;
+        out_copy(w, &h, sizeof(h));
     }
-    return r;
+    return 0;
 }
 
 /* Success with no payload: a simple reply is allowed for all but READ. */
-static int reply_ok(struct conn *c, const struct request *rq)
+static int reply_ok(struct conn *c, struct worker *w, const struct request *rq)
 {
     struct nbd_simple_reply h = {htobe32(NBD_SIMPLE_REPLY_MAGIC), 0, rq->cookie};
-    int r;
+    int r = out_room(c, w, 1, sizeof(h));
 
-    pthread_mutex_lock(&c->send_lock);
-    r = send_all(c->fd, &h, sizeof(h));
-    pthread_mutex_unlock(&c->send_lock);
+    if (r == 0)
+        out_copy(w, &h, sizeof(h));
     return r;
 }
 
 /* Reply to a libvdisk result R. */
-static int reply_result(struct conn *c, const struct request *rq, int r)
+static int reply_result(struct conn *c, struct worker *w, const struct request *rq, int r)
 {
     if (r < 0)
-        return reply_error(c, rq, nbd_errno(r), vdisk_last_error());
-    return reply_ok(c, rq);
+        return reply_error(c, w, rq, nbd_errno(r), vdisk_last_error());
+    return reply_ok(c, w, rq);
 }
 
-/* Make W's buffer hold LEN bytes (page aligned for O_DIRECT). */
-static int worker_reserve(struct worker *w, size_t len)
+/* Make S hold LEN bytes (page aligned for O_DIRECT). */
+static int slot_reserve(struct slot *s, size_t len)
 {
     void *p;
 
-    if (len <= w->cap)
+    if (len <= s->cap)
         return 0;
     if (posix_memalign(&p, 4096, len) != 0)
         return -ENOMEM;
-    free(w->buf);
-    w->buf = p;
-    w->cap = len;
+    free(s->buf);
+    s->buf = p;
+    s->cap = len;
     return 0;
 }
 
 /* A whole read as one simple reply or one data chunk. */
-static int read_plain(struct conn *c, struct worker *w, const struct request *rq)
+static int read_plain(struct conn *c, struct worker *w, const struct request *rq, struct slot *s)
 {
-    struct nbd_structured_reply sh;
-    struct nbd_simple_reply h;
     uint64_t off = htobe64(rq->offset);
-    struct iovec iov[3];
-    int n = 0, r;
+    int r;
 
-    r = vdisk_read(c->srv->img, w->buf, rq->length, rq->offset);
+    r = vdisk_read(c->srv->img, s->buf, rq->length, rq->offset);
     if (r < 0)
-        return reply_error(c, rq, nbd_errno(r), vdisk_last_error());
+        return reply_error(c, w, rq, nbd_errno(r), vdisk_last_error());
+    r = out_room(c, w, 2, sizeof(struct nbd_structured_reply) + 8);
+    if (r < 0)
+        return r;
     if (c->structured) {
-        sh = (struct nbd_structured_reply){
+        struct nbd_structured_reply h = {
             htobe32(NBD_STRUCTURED_REPLY_MAGIC), htobe16(NBD_REPLY_FLAG_DONE),
             htobe16(NBD_REPLY_TYPE_OFFSET_DATA), rq->cookie, htobe32(8 + rq->length)};
-        iov[n++] = (struct iovec){&sh, sizeof(sh)};
-        iov[n++] = (struct iovec){&off, 8};
+
+        out_copy(w, &h, sizeof(h));
+        out_copy(w, &off, 8);
     } else {
-        h = (struct nbd_simple_reply){htobe32(NBD_SIMPLE_REPLY_MAGIC), 0, rq->cookie};
-        iov[n++] = (struct iovec){&h, sizeof(h)};
+        struct nbd_simple_reply h = {htobe32(NBD_SIMPLE_REPLY_MAGIC), 0, rq->cookie};
+
+        out_copy(w, &h, sizeof(h));
     }
-    iov[n++] = (struct iovec){w->buf, rq->length};
-    pthread_mutex_lock(&c->send_lock);
-    r = send_iov(c->fd, iov, n);
-    pthread_mutex_unlock(&c->send_lock);
-    return r;
+    out_ref(w, s->buf, rq->length);
+    return 0;
 }
 
 /*
  * A large structured read: holes of the allocation map that read as zeroes
  * go out as OFFSET_HOLE chunks instead of bytes.
  */
-static int read_sparse(struct conn *c, struct worker *w, const struct request *rq)
+static int read_sparse(struct conn *c, struct worker *w, const struct request *rq, struct slot *s)
 {
     struct chunk {
         struct nbd_structured_reply h;
         uint64_t offset;
         uint32_t hole_len;
     } __attribute__((packed)) ch[MAX_READ_CHUNKS];
-    struct iovec iov[2 * MAX_READ_CHUNKS];
     uint64_t pos = rq->offset, end = rq->offset + rq->length;
-    int n = 0, niov = 0, r, holes = 0;
+    int n = 0, r, holes = 0;
 
     while (pos < end) {
         struct vdisk_extent ext = {pos, end - pos, 0};
@@ -711,46 +773,52 @@ static int read_sparse(struct conn *c, struct worker *w, const struct request *r
         pos += ext.length;
     }
     if (holes == 0)
-        return read_plain(c, w, rq);
-    /* read the data chunks, then build the reply */
+        return read_plain(c, w, rq, s);
+    /* read the data chunks, then queue the reply */
     for (int i = 0; i < n; i++) {
         uint64_t start = be64toh(ch[i].offset);
         uint64_t stop = i + 1 < n ? be64toh(ch[i + 1].offset) : end;
-        uint8_t *buf = (uint8_t *)w->buf + (start - rq->offset);
 
         if (ch[i].h.type == htobe16(NBD_REPLY_TYPE_OFFSET_HOLE)) {
             ch[i].h.length = htobe32(12);
-            iov[niov++] = (struct iovec){&ch[i], sizeof(ch[i])};
             continue;
         }
-        r = vdisk_read(c->srv->img, buf, stop - start, start);
+        r = vdisk_read(c->srv->img, (uint8_t *)s->buf + (start - rq->offset), stop - start, start);
         if (r < 0)
-            return reply_error(c, rq, nbd_errno(r), vdisk_last_error());
+            return reply_error(c, w, rq, nbd_errno(r), vdisk_last_error());
         ch[i].h.length = htobe32((uint32_t)(8 + stop - start));
-        iov[niov++] = (struct iovec){&ch[i], sizeof(ch[i].h) + 8};
-        iov[niov++] = (struct iovec){buf, stop - start};
     }
     ch[n - 1].h.flags = htobe16(NBD_REPLY_FLAG_DONE);
-    pthread_mutex_lock(&c->send_lock);
-    r = send_iov(c->fd, iov, niov);
-    pthread_mutex_unlock(&c->send_lock);
-    return r;
+    r = out_room(c, w, 2 * n, sizeof(ch));
+    if (r < 0)
+        return r;
+    for (int i = 0; i < n; i++) {
+        uint64_t start = be64toh(ch[i].offset);
+
+        if (ch[i].h.type == htobe16(NBD_REPLY_TYPE_OFFSET_HOLE)) {
+            out_copy(w, &ch[i], sizeof(ch[i]));
+        } else {
+            out_copy(w, &ch[i], sizeof(ch[i].h) + 8);
+            out_ref(w, (uint8_t *)s->buf + (start - rq->offset),
+                    be32toh(ch[i].h.length) - 8);
+        }
+    }
+    return 0;
 }
 
 /* NBD_CMD_BLOCK_STATUS for base:allocation. */
-static int do_block_status(struct conn *c, struct worker *w, const struct request *rq)
+static int do_block_status(struct conn *c, struct worker *w, const struct request *rq,
+                           struct slot *s)
 {
     uint64_t pos = rq->offset, end = rq->offset + rq->length;
     unsigned max = (rq->flags & NBD_CMD_FLAG_REQ_ONE) ? 1 : MAX_DESCRIPTORS, n = 0;
     uint32_t *d, id = htobe32(META_ID);
     struct nbd_structured_reply h;
-    struct iovec iov[3];
     int r;
 
-    r = worker_reserve(w, 8 * MAX_DESCRIPTORS);
-    if (r < 0)
-        return reply_error(c, rq, NBD_ENOMEM, "out of memory");
-    d = w->buf;
+    if (slot_reserve(s, 8 * MAX_DESCRIPTORS) < 0)
+        return reply_error(c, w, rq, NBD_ENOMEM, "out of memory");
+    d = s->buf;
     while (pos < end && n < max) {
         struct vdisk_extent ext;
         uint32_t flags;
@@ -759,7 +827,7 @@ static int do_block_status(struct conn *c, struct worker *w, const struct reques
         if (r < 0) {
             if (n > 0)
                 break; /* report what we have */
-            return reply_error(c, rq, nbd_errno(r), vdisk_last_error());
+            return reply_error(c, w, rq, nbd_errno(r), vdisk_last_error());
         }
         flags = (ext.flags & VDISK_EXTENT_HOLE ? NBD_STATE_HOLE : 0) |
                 (ext.flags & VDISK_EXTENT_ZERO ? NBD_STATE_ZERO : 0);
@@ -775,13 +843,13 @@ static int do_block_status(struct conn *c, struct worker *w, const struct reques
     h = (struct nbd_structured_reply){
         htobe32(NBD_STRUCTURED_REPLY_MAGIC), htobe16(NBD_REPLY_FLAG_DONE),
         htobe16(NBD_REPLY_TYPE_BLOCK_STATUS), rq->cookie, htobe32(4 + 8 * n)};
-    iov[0] = (struct iovec){&h, sizeof(h)};
-    iov[1] = (struct iovec){&id, 4};
-    iov[2] = (struct iovec){d, 8 * n};
-    pthread_mutex_lock(&c->send_lock);
-    r = send_iov(c->fd, iov, 3);
-    pthread_mutex_unlock(&c->send_lock);
-    return r;
+    r = out_room(c, w, 2, sizeof(h) + 4);
+    if (r < 0)
+        return r;
+    out_copy(w, &h, sizeof(h));
+    out_copy(w, &id, 4);
+    out_ref(w, d, 8 * n);
+    return 0;
 }
 
 /* Flags each command accepts (FUA is valid on all). */
@@ -841,8 +909,9 @@ static uint32_t check_request(const struct conn *c, const struct request *rq, co
     return 0;
 }
 
-/* Serve one request whose payload (if any) is in W's buffer. */
-static int serve_request(struct conn *c, struct worker *w, const struct request *rq)
+/* Serve one request whose payload (if any) is in S; queue its reply in W. */
+static int serve_request(struct conn *c, struct worker *w, const struct request *rq,
+                         struct slot *s)
 {
     struct vdisk_image *img = c->srv->img;
     bool fua = rq->flags & NBD_CMD_FLAG_FUA;
@@ -852,75 +921,75 @@ static int serve_request(struct conn *c, struct worker *w, const struct request 
     int r;
 
     if (e)
-        return reply_error(c, rq, e, msg);
+        return reply_error(c, w, rq, e, msg);
     switch (rq->type) {
     case NBD_CMD_READ:
         if (rq->length == 0) {
             if (!c->structured)
-                return reply_ok(c, rq);
+                return reply_ok(c, w, rq);
             struct nbd_structured_reply h = {htobe32(NBD_STRUCTURED_REPLY_MAGIC),
                                              htobe16(NBD_REPLY_FLAG_DONE),
                                              htobe16(NBD_REPLY_TYPE_NONE), rq->cookie, 0};
 
-            pthread_mutex_lock(&c->send_lock);
-            r = send_all(c->fd, &h, sizeof(h));
-            pthread_mutex_unlock(&c->send_lock);
+            r = out_room(c, w, 1, sizeof(h));
+            if (r == 0)
+                out_copy(w, &h, sizeof(h));
             return r;
         }
-        if (worker_reserve(w, rq->length) < 0)
-            return reply_error(c, rq, NBD_ENOMEM, "out of memory");
+        if (slot_reserve(s, rq->length) < 0)
+            return reply_error(c, w, rq, NBD_ENOMEM, "out of memory");
         if (c->structured && rq->length >= SPARSE_MIN && !(rq->flags & NBD_CMD_FLAG_DF))
-            return read_sparse(c, w, rq);
-        return read_plain(c, w, rq);
+            return read_sparse(c, w, rq, s);
+        return read_plain(c, w, rq, s);
     case NBD_CMD_WRITE:
-        r = rq->length ? vdisk_write(img, w->buf, rq->length, rq->offset, fua ? VDISK_WRITE_FUA : 0)
+        r = rq->length ? vdisk_write(img, s->buf, rq->length, rq->offset, fua ? VDISK_WRITE_FUA : 0)
                        : 0;
-        return reply_result(c, rq, r);
+        return reply_result(c, w, rq, r);
     case NBD_CMD_FLUSH:
-        return reply_result(c, rq, c->srv->read_only ? 0 : vdisk_flush(img));
+        return reply_result(c, w, rq, c->srv->read_only ? 0 : vdisk_flush(img));
     case NBD_CMD_TRIM:
         r = rq->length ? vdisk_discard(img, rq->offset, rq->length) : 0;
         if (r == 0 && fua)
             r = vdisk_flush(img);
-        return reply_result(c, rq, r);
+        return reply_result(c, w, rq, r);
     case NBD_CMD_WRITE_ZEROES:
         zf = (fua ? VDISK_ZERO_FUA : 0) |
              (rq->flags & NBD_CMD_FLAG_NO_HOLE ? 0 : VDISK_ZERO_MAY_UNMAP) |
              (rq->flags & NBD_CMD_FLAG_FAST_ZERO ? VDISK_ZERO_NO_FALLBACK : 0);
         r = rq->length ? vdisk_write_zeroes(img, rq->offset, rq->length, zf) : 0;
         if (r == -EOPNOTSUPP && (rq->flags & NBD_CMD_FLAG_FAST_ZERO))
-            return reply_error(c, rq, NBD_ENOTSUP, "zeroing would not be fast");
-        return reply_result(c, rq, r);
+            return reply_error(c, w, rq, NBD_ENOTSUP, "zeroing would not be fast");
+        return reply_result(c, w, rq, r);
     case NBD_CMD_CACHE:
         /* prefetch by reading, a bounded piece at a time */
         for (uint64_t pos = rq->offset, end = rq->offset + rq->length; pos < end;) {
             size_t k = end - pos < (1u << 20) ? end - pos : (1u << 20);
 
-            if (worker_reserve(w, k) < 0)
-                return reply_error(c, rq, NBD_ENOMEM, "out of memory");
-            r = vdisk_read(img, w->buf, k, pos);
+            if (slot_reserve(s, k) < 0)
+                return reply_error(c, w, rq, NBD_ENOMEM, "out of memory");
+            r = vdisk_read(img, s->buf, k, pos);
             if (r < 0)
-                return reply_result(c, rq, r);
+                return reply_result(c, w, rq, r);
             pos += k;
         }
-        return reply_ok(c, rq);
+        return reply_ok(c, w, rq);
     case NBD_CMD_BLOCK_STATUS:
-        return do_block_status(c, w, rq);
+        return do_block_status(c, w, rq, s);
     }
-    return reply_error(c, rq, NBD_EINVAL, "unknown command");
+    return reply_error(c, w, rq, NBD_EINVAL, "unknown command");
 }
 
 /*
- * Read the next request (and a write's payload) under recv_lock.
- * 1: serve it; 0: the client is done or gone; <0: hopeless stream.
+ * Read one request (and a write's payload) into the next slot of W's
+ * batch. 1: took it; 0: the client is done or gone; <0: hopeless stream.
  */
-static int next_request(struct conn *c, struct worker *w, struct request *rq)
+static int read_request(struct conn *c, struct worker *w)
 {
+    struct request *rq = &w->rq[w->n];
+    struct slot *s = &w->slot[w->n];
     struct nbd_request raw;
     int r;
 
-    if (c->dead)
-        return 0;
     r = conn_read(c, &raw, sizeof(raw));
     if (r < 0)
         return r == -ECONNRESET ? 0 : r;
@@ -935,6 +1004,7 @@ static int next_request(struct conn *c, struct worker *w, struct request *rq)
     rq->length = be32toh(raw.length);
     if (rq->type == NBD_CMD_DISC)
         return 0;
+    w->n++;
     if (rq->type != NBD_CMD_WRITE || rq->length == 0)
         return 1;
     if (rq->length > MAX_PAYLOAD || rq->offset > c->srv->size ||
@@ -943,16 +1013,59 @@ static int next_request(struct conn *c, struct worker *w, struct request *rq)
         r = conn_skip(c, rq->length);
         return r < 0 ? r : 1;
     }
-    if (worker_reserve(w, rq->length) < 0) {
+    if (slot_reserve(s, rq->length) < 0) {
         log_client(c, "out of memory for a %u byte write", rq->length);
         return -ENOMEM;
     }
-    r = conn_read(c, w->buf, rq->length);
+    r = conn_read(c, s->buf, rq->length);
     if (r < 0) {
         log_client(c, "connection lost in a write's payload");
         return r;
     }
     return 1;
+}
+
+/* Payload bytes of the next request if its header is whole in the input buffer, else -1. */
+static int64_t next_buffered(const struct conn *c)
+{
+    struct nbd_request raw;
+    uint16_t type;
+
+    if (c->rlen - c->rpos < sizeof(raw))
+        return -1;
+    memcpy(&raw, c->rbuf + c->rpos, sizeof(raw));
+    type = be16toh(raw.type);
+    return type == NBD_CMD_READ || type == NBD_CMD_WRITE ? be32toh(raw.length) : 0;
+}
+
+/*
+ * Take a batch of requests; the caller holds recv_lock. The first waits
+ * for the client; more are taken only while their headers are already in
+ * the input buffer, so a batch never waits for requests not yet sent.
+ * The number taken, 0 when the client is done, or <0 for a broken stream.
+ */
+static int take_batch(struct conn *c, struct worker *w, unsigned max)
+{
+    uint64_t bytes = 0;
+    int64_t next;
+    int r;
+
+    w->n = 0;
+    if (c->dead)
+        return 0;
+    for (;;) {
+        r = read_request(c, w);
+        if (r < 0)
+            return r;
+        if (r == 0) {
+            c->dead = true; /* serve what we took, then stop */
+            return (int)w->n;
+        }
+        bytes += w->rq[w->n - 1].length;
+        if (w->n == max || (next = next_buffered(c)) < 0 ||
+            bytes + (uint64_t)next > BATCH_BYTES)
+            return (int)w->n;
+    }
 }
 
 /* Drop a reference; the last one closes the socket and frees C. */
@@ -978,18 +1091,36 @@ static void conn_put(struct conn *c)
     free(c);
 }
 
-/* A worker: take turns reading requests, serve them, until the client goes. */
+/* Monotonic nanoseconds. */
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * A worker: read a batch of requests, serve them, send their replies
+ * together, until the client goes. While I/O is quick (page cache), the
+ * worker keeps recv_lock as it serves, so the next batch costs no futex
+ * hand-off and the other workers sleep; once a request waits longer than
+ * the quick budget it lets go, and batches shrink to one request, so the
+ * workers share the client's queue between them.
+ */
 static void *worker_main(void *arg)
 {
     struct conn *c = arg;
-    struct worker w = {0};
-    struct request rq;
+    struct worker *w = calloc(1, sizeof(*w));
+    bool held = false;
 
-    for (;;) {
+    while (w) {
+        uint64_t t0, budget = 0;
         int r;
 
-        pthread_mutex_lock(&c->recv_lock);
-        r = next_request(c, &w, &rq);
+        if (!held)
+            pthread_mutex_lock(&c->recv_lock);
+        r = take_batch(c, w, c->slow ? 1 : c->srv->batch);
         if (r <= 0) {
             if (r < 0)
                 conn_kill(c); /* garbage or a broken stream: hard disconnect */
@@ -997,18 +1128,44 @@ static void *worker_main(void *arg)
             pthread_mutex_unlock(&c->recv_lock);
             break;
         }
-        pthread_mutex_unlock(&c->recv_lock);
-        if (serve_request(c, &w, &rq) < 0) {
-            conn_kill(c); /* the reply could not go out whole */
+        held = !c->slow && c->srv->batch > 1;
+        if (!held)
+            pthread_mutex_unlock(&c->recv_lock);
+        t0 = now_ns();
+        for (unsigned i = 0; i < w->n && r >= 0; i++) {
+            r = serve_request(c, w, &w->rq[i], &w->slot[i]);
+            budget += QUICK_NS + w->rq[i].length / QUICK_BYTES_PER_NS;
+            if (held && now_ns() - t0 > budget) {
+                c->slow = true;
+                held = false;
+                pthread_mutex_unlock(&c->recv_lock);
+            }
+        }
+        if (r >= 0)
+            r = out_flush(c, w);
+        if (!held)
+            c->slow = now_ns() - t0 > budget;
+        if (r < 0) {
+            if (held)
+                pthread_mutex_unlock(&c->recv_lock);
+            conn_kill(c); /* a reply could not go out whole */
             break;
         }
-        /* a write buffer grown for one huge request is not kept */
-        if (w.cap > (4u << 20)) {
-            free(w.buf);
-            w = (struct worker){0};
+        /* a buffer grown for one huge request is not kept */
+        for (unsigned i = 0; i < w->n; i++) {
+            if (w->slot[i].cap > (4u << 20)) {
+                free(w->slot[i].buf);
+                w->slot[i] = (struct slot){0};
+            }
         }
     }
-    free(w.buf);
+    if (w) {
+        for (unsigned i = 0; i < MAX_BATCH; i++)
+            free(w->slot[i].buf);
+        free(w);
+    } else {
+        conn_kill(c);
+    }
     conn_put(c);
     return NULL;
 }
@@ -1098,6 +1255,23 @@ static unsigned default_threads(struct vdisk_image *img)
     return cpus < 2 ? 2 : cpus > 16 ? 16 : (unsigned)cpus;
 }
 
+/*
+ * Requests a worker takes at once. Page-cache I/O is quick: one worker
+ * serving a batch saves a hand-off and a sendmsg per request. O_DIRECT
+ * I/O waits on the disk: requests are better spread over the workers.
+ */
+static unsigned default_batch(struct vdisk_image *img)
+{
+    struct vdisk_info info;
+    const char *e = getenv("VDISK_NBD_BATCH");
+
+    if (e)
+        return atoi(e) < 1 ? 1 : atoi(e) > MAX_BATCH ? MAX_BATCH : (unsigned)atoi(e);
+    if (vdisk_get_info(img, &info) == 0 && info.direct)
+        return 1;
+    return MAX_BATCH;
+}
+
 int nbd_server_new(struct vdisk_image *img, const struct nbd_server_opts *opts,
                    struct nbd_server **srvp)
 {
@@ -1111,6 +1285,7 @@ int nbd_server_new(struct vdisk_image *img, const struct nbd_server_opts *opts,
     srv->name = strdup(opts && opts->export_name ? opts->export_name : "");
     srv->description = opts && opts->description ? strdup(opts->description) : NULL;
     srv->threads = opts && opts->threads ? opts->threads : default_threads(img);
+    srv->batch = default_batch(img);
     srv->max_conns = opts && opts->max_conns ? opts->max_conns : DEFAULT_CONNS;
     srv->quiet = opts && opts->quiet;
     if (!srv->name || strlen(srv->name) > 4096 || pipe2(srv->stop_pipe, O_CLOEXEC) < 0) {
