@@ -1106,7 +1106,8 @@ static uint64_t now_ns(void)
  * worker keeps recv_lock as it serves, so the next batch costs no futex
  * hand-off and the other workers sleep; once a request waits longer than
  * the quick budget it lets go, and batches shrink to one request, so the
- * workers share the client's queue between them.
+ * workers share the client's queue between them. Large requests are
+ * always served with the lock let go, so copies run on every core.
  */
 static void *worker_main(void *arg)
 {
@@ -1128,7 +1129,8 @@ static void *worker_main(void *arg)
             pthread_mutex_unlock(&c->recv_lock);
             break;
         }
-        held = !c->slow && c->srv->batch > 1;
+        /* large requests are copy-bound: both cores do better than one */
+        held = !c->slow && c->srv->batch > 1 && w->rq[0].length < SPARSE_MIN;
         if (!held)
             pthread_mutex_unlock(&c->recv_lock);
         t0 = now_ns();
