@@ -34,6 +34,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <liburing.h>
+
 #include "nbd-proto.h"
 #include "nbd-server.h"
 
@@ -47,12 +49,14 @@
 #define MAX_READ_CHUNKS 32     /* content chunks in one read reply */
 #define MAX_DESCRIPTORS 1024   /* block status descriptors per reply */
 #define MAX_BATCH       32     /* requests a worker takes at once */
+#define MAX_INFLIGHT    64     /* requests in flight on the ring of a connection */
 #define BATCH_BYTES     (256u << 10) /* ... and their payload, beyond the first */
 #define OUT_IOV         256    /* pieces of queued replies */
 #define OUT_HDR         16384  /* bytes of queued reply headers */
 /* a request is quick (page cache) within 20us plus 0.5ns a byte */
 #define QUICK_NS           20000u
 #define QUICK_BYTES_PER_NS 2u
+#define DIO_ALIGN          4096u /* O_DIRECT alignment safe for 512e and 4Kn disks */
 /*
  * Workers per connection. Page-cache I/O is CPU bound: every extra worker
  * costs a futex hand-off per request, so one per core. O_DIRECT I/O waits
@@ -74,6 +78,7 @@ struct nbd_server {
     unsigned max_conns;
     bool quiet;
     int stop_pipe[2];
+    int dfd; /* a raw image's file with O_DIRECT, for io_uring; or -1 */
 
     pthread_mutex_t lock; /* protects conns, nconns, stopping */
     pthread_cond_t idle;  /* signalled when a connection goes */
@@ -113,13 +118,15 @@ struct slot {
 
 /* A worker's batch of requests and the replies it has queued for them. */
 struct worker {
-    struct request rq[MAX_BATCH];
-    struct slot slot[MAX_BATCH];
+    struct request rq[MAX_INFLIGHT];
+    struct slot slot[MAX_INFLIGHT];
     unsigned n;               /* requests in the batch */
     struct iovec iov[OUT_IOV];
     int niov;
     size_t hlen;              /* bytes of hdr in use */
     uint8_t hdr[OUT_HDR];     /* reply headers */
+    struct io_uring ring;     /* reads and writes on srv->dfd */
+    bool has_ring;
 };
 
 static void log_client(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -706,16 +713,13 @@ static int slot_reserve(struct slot *s, size_t len)
     return 0;
 }
 
-/* A whole read as one simple reply or one data chunk. */
-static int read_plain(struct conn *c, struct worker *w, const struct request *rq, struct slot *s)
+/* Queue the reply to a read whose data is in S. */
+static int reply_data(struct conn *c, struct worker *w, const struct request *rq,
+                      const struct slot *s)
 {
     uint64_t off = htobe64(rq->offset);
-    int r;
+    int r = out_room(c, w, 2, sizeof(struct nbd_structured_reply) + 8);
 
-    r = vdisk_read(c->srv->img, s->buf, rq->length, rq->offset);
-    if (r < 0)
-        return reply_error(c, w, rq, nbd_errno(r), vdisk_last_error());
-    r = out_room(c, w, 2, sizeof(struct nbd_structured_reply) + 8);
     if (r < 0)
         return r;
     if (c->structured) {
@@ -732,6 +736,16 @@ static int read_plain(struct conn *c, struct worker *w, const struct request *rq
     }
     out_ref(w, s->buf, rq->length);
     return 0;
+}
+
+/* A whole read as one simple reply or one data chunk. */
+static int read_plain(struct conn *c, struct worker *w, const struct request *rq, struct slot *s)
+{
+    int r = vdisk_read(c->srv->img, s->buf, rq->length, rq->offset);
+
+    if (r < 0)
+        return reply_error(c, w, rq, nbd_errno(r), vdisk_last_error());
+    return reply_data(c, w, rq, s);
 }
 
 /*
@@ -980,13 +994,129 @@ static int serve_request(struct conn *c, struct worker *w, const struct request 
 }
 
 /*
- * Read one request (and a write's payload) into the next slot of W's
- * batch. 1: took it; 0: the client is done or gone; <0: hopeless stream.
+ * May RQ go to the ring: a valid, aligned read or write that is plain data
+ * (no holes to report, no FUA). Readies its slot.
  */
-static int read_request(struct conn *c, struct worker *w)
+static bool ring_ok(struct conn *c, const struct request *rq, struct slot *s)
 {
-    struct request *rq = &w->rq[w->n];
-    struct slot *s = &w->slot[w->n];
+    struct vdisk_extent ext;
+    const char *msg;
+
+    if ((rq->type != NBD_CMD_READ && rq->type != NBD_CMD_WRITE) || rq->length == 0 ||
+        (rq->flags & NBD_CMD_FLAG_FUA) || ((rq->offset | rq->length) & (DIO_ALIGN - 1)) ||
+        check_request(c, rq, &msg))
+        return false;
+    if (rq->type == NBD_CMD_WRITE)
+        return true;
+    if (slot_reserve(s, rq->length) < 0)
+        return false;
+    if (c->structured && rq->length >= SPARSE_MIN && !(rq->flags & NBD_CMD_FLAG_DF))
+        return vdisk_block_status(c->srv->img, rq->offset, rq->length, &ext) == 0 &&
+               ext.length >= rq->length && !(ext.flags & VDISK_EXTENT_ZERO);
+    return true;
+}
+
+/* Queue the reply to request I of W's batch, which the ring finished with RES. */
+static int ring_reply(struct conn *c, struct worker *w, unsigned i, int res)
+{
+    const struct request *rq = &w->rq[i];
+
+    if (res != (int)rq->length) /* short or failed: again the ordinary way */
+        return serve_request(c, w, rq, &w->slot[i]);
+    if (rq->type == NBD_CMD_READ)
+        return reply_data(c, w, rq, &w->slot[i]);
+    return reply_ok(c, w, rq);
+}
+
+/*
+ * Serve requests FIRST..END-1 of W's batch (all ring_ok) at once through
+ * the ring; replies go out as completions come in, a sendmsg per wake-up.
+ */
+static int ring_serve(struct conn *c, struct worker *w, unsigned first, unsigned end)
+{
+    unsigned left = end - first;
+    int r;
+
+    for (unsigned i = first; i < end; i++) {
+        struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
+        const struct request *rq = &w->rq[i];
+
+        if (rq->type == NBD_CMD_READ)
+            io_uring_prep_read(sqe, c->srv->dfd, w->slot[i].buf, rq->length, rq->offset);
+        else
+            io_uring_prep_write(sqe, c->srv->dfd, w->slot[i].buf, rq->length, rq->offset);
+        io_uring_sqe_set_data64(sqe, i);
+    }
+    do
+        r = io_uring_submit(&w->ring);
+    while (r == -EINTR);
+    while (r >= 0 && left > 0) {
+        struct io_uring_cqe *cqe;
+
+        r = io_uring_wait_cqe(&w->ring, &cqe);
+        if (r == -EINTR) {
+            r = 0;
+            continue;
+        }
+        while (r >= 0 && io_uring_peek_cqe(&w->ring, &cqe) == 0) {
+            unsigned i = (unsigned)io_uring_cqe_get_data64(cqe);
+            int res = cqe->res;
+
+            io_uring_cqe_seen(&w->ring, cqe);
+            left--;
+            r = ring_reply(c, w, i, res);
+        }
+        if (r >= 0 && left > 0)
+            r = out_flush(c, w);
+    }
+    return r; /* <0 with the ring broken: the connection must go */
+}
+
+/* Monotonic nanoseconds. */
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * Serve W's batch: runs of ring_ok requests together, the rest in order.
+ * *HELD: the caller holds recv_lock; let go of it once I/O turns slow.
+ */
+static int serve_batch(struct conn *c, struct worker *w, bool *held)
+{
+    uint64_t t0 = now_ns(), budget = 0;
+    int r = 0;
+
+    for (unsigned i = 0, j; i < w->n && r >= 0; i = j) {
+        for (j = i; w->has_ring && j < w->n && ring_ok(c, &w->rq[j], &w->slot[j]);)
+            j++;
+        if (j > i) {
+            r = ring_serve(c, w, i, j);
+            continue;
+        }
+        r = serve_request(c, w, &w->rq[i], &w->slot[i]);
+        j = i + 1;
+        budget += QUICK_NS + w->rq[i].length / QUICK_BYTES_PER_NS;
+        if (*held && now_ns() - t0 > budget) {
+            c->slow = true; /* let the other workers in */
+            *held = false;
+            pthread_mutex_unlock(&c->recv_lock);
+        }
+    }
+    if (!*held && !w->has_ring)
+        c->slow = now_ns() - t0 > budget;
+    return r;
+}
+
+/*
+ * Read one request (and a write's payload) into RQ and S.
+ * 1: took it; 0: the client is done or gone; <0: hopeless stream.
+ */
+static int read_request(struct conn *c, struct request *rq, struct slot *s)
+{
     struct nbd_request raw;
     int r;
 
@@ -1004,7 +1134,6 @@ static int read_request(struct conn *c, struct worker *w)
     rq->length = be32toh(raw.length);
     if (rq->type == NBD_CMD_DISC)
         return 0;
-    w->n++;
     if (rq->type != NBD_CMD_WRITE || rq->length == 0)
         return 1;
     if (rq->length > MAX_PAYLOAD || rq->offset > c->srv->size ||
@@ -1054,7 +1183,9 @@ static int take_batch(struct conn *c, struct worker *w, unsigned max)
     if (c->dead)
         return 0;
     for (;;) {
-        r = read_request(c, w);
+        r = read_request(c, &w->rq[w->n], &w->slot[w->n]);
+        if (r > 0)
+            w->n++;
         if (r < 0)
             return r;
         if (r == 0) {
@@ -1091,15 +1222,6 @@ static void conn_put(struct conn *c)
     free(c);
 }
 
-/* Monotonic nanoseconds. */
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /*
  * A worker: read a batch of requests, serve them, send their replies
  * together, until the client goes. While I/O is quick (page cache), the
@@ -1115,13 +1237,14 @@ static void *worker_main(void *arg)
     struct worker *w = calloc(1, sizeof(*w));
     bool held = false;
 
+    if (w && c->srv->dfd >= 0)
+        w->has_ring = io_uring_queue_init(MAX_BATCH, &w->ring, 0) == 0;
     while (w) {
-        uint64_t t0, budget = 0;
         int r;
 
         if (!held)
             pthread_mutex_lock(&c->recv_lock);
-        r = take_batch(c, w, c->slow ? 1 : c->srv->batch);
+        r = take_batch(c, w, c->slow && !w->has_ring ? 1 : c->srv->batch);
         if (r <= 0) {
             if (r < 0)
                 conn_kill(c); /* garbage or a broken stream: hard disconnect */
@@ -1130,23 +1253,12 @@ static void *worker_main(void *arg)
             break;
         }
         /* large requests are copy-bound: both cores do better than one */
-        held = !c->slow && c->srv->batch > 1 && w->rq[0].length < SPARSE_MIN;
+        held = !c->slow && !w->has_ring && c->srv->batch > 1 && w->rq[0].length < SPARSE_MIN;
         if (!held)
             pthread_mutex_unlock(&c->recv_lock);
-        t0 = now_ns();
-        for (unsigned i = 0; i < w->n && r >= 0; i++) {
-            r = serve_request(c, w, &w->rq[i], &w->slot[i]);
-            budget += QUICK_NS + w->rq[i].length / QUICK_BYTES_PER_NS;
-            if (held && now_ns() - t0 > budget) {
-                c->slow = true;
-                held = false;
-                pthread_mutex_unlock(&c->recv_lock);
-            }
-        }
+        r = serve_batch(c, w, &held);
         if (r >= 0)
             r = out_flush(c, w);
-        if (!held)
-            c->slow = now_ns() - t0 > budget;
         if (r < 0) {
             if (held)
                 pthread_mutex_unlock(&c->recv_lock);
@@ -1162,14 +1274,172 @@ static void *worker_main(void *arg)
         }
     }
     if (w) {
-        for (unsigned i = 0; i < MAX_BATCH; i++)
+        for (unsigned i = 0; i < MAX_INFLIGHT; i++)
             free(w->slot[i].buf);
+        if (w->has_ring)
+            io_uring_queue_exit(&w->ring);
         free(w);
     } else {
         conn_kill(c);
     }
     conn_put(c);
     return NULL;
+}
+
+/*
+ * Top up the input buffer with whatever the socket holds, without waiting:
+ * bytes added, 0 at end of stream, -EAGAIN when nothing is there.
+ */
+static ssize_t conn_fill(struct conn *c)
+{
+    ssize_t r;
+
+    if (c->rpos > 0) {
+        memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
+        c->rlen -= c->rpos;
+        c->rpos = 0;
+    }
+    do
+        r = recv(c->fd, c->rbuf + c->rlen, RBUF_SIZE - c->rlen, MSG_DONTWAIT);
+    while (r < 0 && errno == EINTR);
+    if (r < 0)
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    c->rlen += (size_t)r;
+    return r;
+}
+
+#define POLL_TAG UINT64_MAX /* user data of the socket's poll on the ring */
+
+/*
+ * Take every request the socket holds into free slots: plain reads and
+ * writes go onto the ring, the rest are served here and now. The number
+ * of ring requests prepared, or <0 for a broken stream.
+ */
+static int loop_take(struct conn *c, struct worker *w, unsigned *freel, unsigned *nfree,
+                     unsigned *done, unsigned *ndone)
+{
+    int prepared = 0;
+
+    while (*nfree > 0 && !c->dead) {
+        unsigned i;
+        ssize_t k;
+        int r;
+
+        if (c->rlen - c->rpos < sizeof(struct nbd_request)) {
+            k = conn_fill(c);
+            if (k == -EAGAIN)
+                break;
+            if (k < 0 && k != -ECONNRESET)
+                return (int)k;
+            if (k <= 0)
+                c->dead = true;
+            continue;
+        }
+        i = freel[--*nfree];
+        r = read_request(c, &w->rq[i], &w->slot[i]);
+        if (r < 0)
+            return r;
+        if (r == 0) {
+            c->dead = true;
+            freel[(*nfree)++] = i;
+            break;
+        }
+        if (ring_ok(c, &w->rq[i], &w->slot[i])) {
+            struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
+            const struct request *rq = &w->rq[i];
+
+            if (rq->type == NBD_CMD_READ)
+                io_uring_prep_read(sqe, c->srv->dfd, w->slot[i].buf, rq->length, rq->offset);
+            else
+                io_uring_prep_write(sqe, c->srv->dfd, w->slot[i].buf, rq->length, rq->offset);
+            io_uring_sqe_set_data64(sqe, i);
+            prepared++;
+            continue;
+        }
+        r = serve_request(c, w, &w->rq[i], &w->slot[i]);
+        if (r < 0)
+            return r;
+        done[(*ndone)++] = i; /* its reply may point into the slot */
+    }
+    return prepared;
+}
+
+/*
+ * A connection on a raw O_DIRECT image: one thread and its ring. The
+ * socket's readiness is one more event on the ring, so the thread reads
+ * requests while others are in flight and never hands anything over.
+ */
+static int loop_serve(struct conn *c, struct worker *w)
+{
+    unsigned freel[MAX_INFLIGHT], done[MAX_INFLIGHT], nfree = 0, ndone = 0, inflight = 0;
+    bool polling = false;
+    int r;
+
+    for (unsigned i = 0; i < MAX_INFLIGHT; i++)
+        freel[nfree++] = MAX_INFLIGHT - 1 - i;
+    for (;;) {
+        struct io_uring_cqe *cqe;
+
+        r = loop_take(c, w, freel, &nfree, done, &ndone);
+        if (r < 0)
+            return r;
+        inflight += (unsigned)r;
+        r = out_flush(c, w);
+        if (r < 0)
+            return r;
+        while (ndone > 0)
+            freel[nfree++] = done[--ndone];
+        if (c->dead && inflight == 0)
+            return 0;
+        if (!polling && !c->dead && nfree > 0) {
+            struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
+
+            io_uring_prep_poll_add(sqe, c->fd, POLLIN);
+            io_uring_sqe_set_data64(sqe, POLL_TAG);
+            polling = true;
+        }
+        do
+            r = io_uring_submit_and_wait(&w->ring, 1);
+        while (r == -EINTR);
+        if (r < 0)
+            return r;
+        while (io_uring_peek_cqe(&w->ring, &cqe) == 0) {
+            uint64_t tag = io_uring_cqe_get_data64(cqe);
+            int res = cqe->res;
+
+            io_uring_cqe_seen(&w->ring, cqe);
+            if (tag == POLL_TAG) {
+                polling = false;
+                continue;
+            }
+            inflight--;
+            r = ring_reply(c, w, (unsigned)tag, res);
+            if (r < 0)
+                return r;
+            done[ndone++] = (unsigned)tag;
+        }
+    }
+}
+
+/* A connection's only thread in ring mode. */
+static void loop_main(struct conn *c)
+{
+    struct worker *w = calloc(1, sizeof(*w));
+
+    if (!w || io_uring_queue_init(2 * MAX_INFLIGHT, &w->ring, 0) < 0) {
+        free(w);
+        conn_kill(c);
+        conn_put(c);
+        return;
+    }
+    if (loop_serve(c, w) < 0)
+        conn_kill(c);
+    c->dead = true;
+    for (unsigned i = 0; i < MAX_INFLIGHT; i++)
+        free(w->slot[i].buf);
+    io_uring_queue_exit(&w->ring);
+    free(w);
+    conn_put(c);
 }
 
 static int spawn(void *(*fn)(void *), void *arg)
@@ -1202,6 +1472,10 @@ static void *conn_main(void *arg)
         return NULL;
     }
     setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof(none));
+    if (c->srv->dfd >= 0) {
+        loop_main(c);
+        return NULL;
+    }
     for (unsigned i = 1; i < c->srv->threads; i++) {
         atomic_fetch_add(&c->refs, 1);
         if (spawn(worker_main, c) < 0) {
@@ -1258,6 +1532,23 @@ static unsigned default_threads(struct vdisk_image *img)
 }
 
 /*
+ * A raw image opened with direct I/O gets a second O_DIRECT descriptor of
+ * its own for io_uring (libvdisk's keeps the QEMU lock); -1 otherwise.
+ */
+static int open_direct(struct vdisk_image *img)
+{
+    struct vdisk_info info;
+    char path[64];
+    int raw = vdisk_get_raw_fd(img);
+
+    if (raw < 0 || getenv("VDISK_NBD_NO_URING") || vdisk_get_info(img, &info) < 0 ||
+        !info.direct)
+        return -1;
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", raw);
+    return open(path, (vdisk_is_read_only(img) ? O_RDONLY : O_RDWR) | O_DIRECT | O_CLOEXEC);
+}
+
+/*
  * Requests a worker takes at once. Page-cache I/O is quick: one worker
  * serving a batch saves a hand-off and a sendmsg per request. O_DIRECT
  * I/O waits on the disk: requests are better spread over the workers.
@@ -1287,10 +1578,13 @@ int nbd_server_new(struct vdisk_image *img, const struct nbd_server_opts *opts,
     srv->name = strdup(opts && opts->export_name ? opts->export_name : "");
     srv->description = opts && opts->description ? strdup(opts->description) : NULL;
     srv->threads = opts && opts->threads ? opts->threads : default_threads(img);
-    srv->batch = default_batch(img);
+    srv->dfd = open_direct(img);
+    srv->batch = srv->dfd >= 0 ? MAX_BATCH : default_batch(img);
     srv->max_conns = opts && opts->max_conns ? opts->max_conns : DEFAULT_CONNS;
     srv->quiet = opts && opts->quiet;
     if (!srv->name || strlen(srv->name) > 4096 || pipe2(srv->stop_pipe, O_CLOEXEC) < 0) {
+        if (srv->dfd >= 0)
+            close(srv->dfd);
         free(srv->name);
         free(srv->description);
         free(srv);
@@ -1364,6 +1658,8 @@ void nbd_server_free(struct nbd_server *srv)
         return;
     close(srv->stop_pipe[0]);
     close(srv->stop_pipe[1]);
+    if (srv->dfd >= 0)
+        close(srv->dfd);
     pthread_cond_destroy(&srv->idle);
     pthread_mutex_destroy(&srv->lock);
     free(srv->name);
