@@ -61,6 +61,16 @@ struct vdisk_format {
     /* Optional: NULL means all data. */
     int (*block_status)(struct vdisk_image *img, uint64_t off, uint64_t len,
                         struct vdisk_extent *ext);
+    /*
+     * Optional, for vdisk_queue: the file offset where guest bytes [OFF,
+     * OFF+LEN) lie contiguously and can be read (or, with WRITE, written)
+     * directly, changing no metadata; -EAGAIN when they can't (the request
+     * then goes through read/write). Must not block. The mapping stays valid
+     * until a matching release(), which may be NULL when it always is.
+     */
+    int (*map)(struct vdisk_image *img, uint64_t off, uint64_t len, bool write, unsigned flags,
+               uint64_t *host);
+    void (*release)(struct vdisk_image *img);
     /* Optional: fill format-specific fields (cluster size, backing file...). */
     int (*get_info)(struct vdisk_image *img, struct vdisk_info *info);
     /* Optional: NULL means -ENOTSUP. */
@@ -70,6 +80,10 @@ struct vdisk_format {
 extern const struct vdisk_format vdisk_format_raw;
 extern const struct vdisk_format vdisk_format_iso;
 extern const struct vdisk_format vdisk_format_qcow2;
+
+/* Is [OFF, OFF+LEN) inside IMG, and writable for WRITE? -errno naming WHAT if not. */
+int vdisk_check_range(struct vdisk_image *img, const char *what, uint64_t off, uint64_t len,
+                      bool write);
 
 /* Look a format up by name; NULL if unknown. */
 const struct vdisk_format *vdisk_format_find(const char *name);

@@ -158,6 +158,8 @@ int vdisk_open(const char *path, const char *format, unsigned flags, struct vdis
         file_flags |= VDISK_FILE_RDONLY;
     if (flags & VDISK_OPEN_DIRECT)
         file_flags |= VDISK_FILE_DIRECT;
+    if (flags & VDISK_OPEN_UNSAFE)
+        file_flags |= VDISK_FILE_UNSAFE;
     r = vdisk_file_open(path, file_flags, &img->file);
     if (r < 0)
         goto err_free;
@@ -249,8 +251,8 @@ static void leave(struct vdisk_image *img)
 }
 
 /* Is [OFF, OFF+LEN) inside the image, for a request named WHAT? */
-static int check_range(struct vdisk_image *img, const char *what, uint64_t off, uint64_t len,
-                       bool write)
+int vdisk_check_range(struct vdisk_image *img, const char *what, uint64_t off, uint64_t len,
+                      bool write)
 {
     if (write && img->read_only)
         return vdisk_error(EROFS, "%s: %s: image is open read-only", img->path, what);
@@ -286,7 +288,7 @@ int vdisk_get_info(struct vdisk_image *img, struct vdisk_info *info)
 
 int vdisk_read(struct vdisk_image *img, void *buf, size_t len, uint64_t offset)
 {
-    int r = check_range(img, "read", offset, len, false);
+    int r = vdisk_check_range(img, "read", offset, len, false);
 
     if (r < 0 || len == 0)
         return r;
@@ -299,7 +301,7 @@ int vdisk_read(struct vdisk_image *img, void *buf, size_t len, uint64_t offset)
 int vdisk_write(struct vdisk_image *img, const void *buf, size_t len, uint64_t offset,
                 unsigned flags)
 {
-    int r = check_range(img, "write", offset, len, true);
+    int r = vdisk_check_range(img, "write", offset, len, true);
 
     if (r < 0 || len == 0)
         return r;
@@ -323,7 +325,7 @@ int vdisk_flush(struct vdisk_image *img)
 
 int vdisk_discard(struct vdisk_image *img, uint64_t offset, uint64_t len)
 {
-    int r = check_range(img, "discard", offset, len, true);
+    int r = vdisk_check_range(img, "discard", offset, len, true);
 
     if (r < 0 || len == 0 || !img->fmt->discard)
         return r;
@@ -355,7 +357,7 @@ static int write_zero_buffers(struct vdisk_image *img, uint64_t off, uint64_t le
 
 int vdisk_write_zeroes(struct vdisk_image *img, uint64_t offset, uint64_t len, unsigned flags)
 {
-    int r = check_range(img, "write zeroes", offset, len, true);
+    int r = vdisk_check_range(img, "write zeroes", offset, len, true);
 
     if (r < 0 || len == 0)
         return r;
@@ -376,7 +378,7 @@ int vdisk_write_zeroes(struct vdisk_image *img, uint64_t offset, uint64_t len, u
 int vdisk_block_status(struct vdisk_image *img, uint64_t offset, uint64_t len,
                        struct vdisk_extent *ext)
 {
-    int r = check_range(img, "block status", offset, len, false);
+    int r = vdisk_check_range(img, "block status", offset, len, false);
 
     if (r < 0)
         return r;

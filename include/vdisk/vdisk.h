@@ -24,6 +24,7 @@ struct vdisk_image;
 #define VDISK_OPEN_RDONLY (1u << 0) /* no writes; shared lock only */
 #define VDISK_OPEN_DIRECT (1u << 1) /* O_DIRECT on the image file */
 #define VDISK_OPEN_NOLOCK (1u << 2) /* take no QEMU-compatible lock */
+#define VDISK_OPEN_UNSAFE (1u << 3) /* flush and FUA don't wait for the disk (cache=unsafe) */
 
 /* vdisk_write() flags */
 #define VDISK_WRITE_FUA (1u << 0) /* durable before return */
@@ -120,6 +121,59 @@ int vdisk_block_status(struct vdisk_image *img, uint64_t offset, uint64_t len,
 
 /* Consistency check; returns 0, or -ENOTSUP for formats without metadata. */
 int vdisk_check(struct vdisk_image *img, unsigned flags, struct vdisk_check_result *res);
+
+/*
+ * Asynchronous requests. A queue belongs to one thread and keeps up to DEPTH
+ * requests in flight, completing in any order. Reads and writes whose bytes
+ * lie as they are in the image file (raw; allocated qcow2 clusters) go to the
+ * kernel through io_uring; the rest run on the queue's worker threads. While
+ * a thread has requests in flight it must not call the synchronous functions
+ * above on the same image (they may wait for those requests to complete).
+ */
+struct vdisk_queue;
+
+enum vdisk_op {
+    VDISK_OP_READ,
+    VDISK_OP_WRITE, /* flags: VDISK_WRITE_FUA */
+    VDISK_OP_FLUSH, /* covers writes completed before it was submitted */
+    VDISK_OP_DISCARD,
+    VDISK_OP_WRITE_ZEROES, /* flags: VDISK_ZERO_* */
+};
+
+/* One request; the caller owns it (and BUF) until it comes back completed. */
+struct vdisk_request {
+    enum vdisk_op op;
+    unsigned flags;
+    void *buf; /* READ, WRITE */
+    uint64_t offset, length;
+    void *user_data;
+    int result; /* on completion: 0 or -errno */
+};
+
+/* A queue for IMG with room for DEPTH (1 to 4096) requests; FLAGS must be 0. */
+int vdisk_queue_create(struct vdisk_image *img, unsigned depth, unsigned flags,
+                       struct vdisk_queue **qp);
+
+/* Wait for every request in flight, then free the queue. */
+void vdisk_queue_destroy(struct vdisk_queue *q);
+
+/*
+ * Start REQ. It reaches the kernel at the latest at the next
+ * vdisk_queue_complete(). -EAGAIN when DEPTH requests are in flight; a request
+ * that can never succeed (past the end, write to a read-only image) fails here.
+ */
+int vdisk_queue_submit(struct vdisk_queue *q, struct vdisk_request *req);
+
+/*
+ * Collect up to MAX completed requests into DONE, waiting until at least MIN
+ * (capped at the number in flight) have completed; returns how many. A failed
+ * request's message is this thread's vdisk_last_error() afterwards.
+ */
+int vdisk_queue_complete(struct vdisk_queue *q, struct vdisk_request **done, unsigned max,
+                         unsigned min);
+
+/* Requests submitted and not yet collected. */
+unsigned vdisk_queue_inflight(const struct vdisk_queue *q);
 
 /* Parse "10G", "512K", "100" (MiB, as the seed) into bytes; -EINVAL/-ERANGE. */
 int vdisk_parse_size(const char *text, uint64_t *bytes);

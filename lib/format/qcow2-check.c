@@ -333,7 +333,7 @@ int qcow2_check(struct vdisk_image *img, unsigned flags, struct vdisk_check_resu
     struct qcow2 *s = img->priv;
     int r;
 
-    pthread_rwlock_wrlock(&s->lock);
+    qcow2_lock_excl(s);
     r = qcow2_check_locked(s, flags, res);
     pthread_rwlock_unlock(&s->lock);
     return r;

@@ -347,7 +347,7 @@ static int do_read(struct qcow2 *s, uint8_t *buf, uint64_t len, uint64_t off, bo
             r = map_range(s, off, len, &m, true);
             if (r == -EAGAIN) {
                 pthread_rwlock_unlock(&s->lock);
-                pthread_rwlock_wrlock(&s->lock);
+                qcow2_lock_excl(s);
                 r = map_range(s, off, len, &m, false);
             }
         }
@@ -516,7 +516,7 @@ static int inflight_wait(struct qcow2 *s, uint64_t guest)
     while (inflight_has(s, guest))
         pthread_cond_wait(&s->inflight_done, &s->inflight_lock);
     pthread_mutex_unlock(&s->inflight_lock);
-    pthread_rwlock_wrlock(&s->lock);
+    qcow2_lock_excl(s);
     return -EAGAIN;
 }
 
@@ -604,7 +604,7 @@ static int write_alloc(struct qcow2 *s, const uint8_t *buf, uint64_t len, uint64
      */
     pthread_rwlock_unlock(&s->lock);
     r = vdisk_file_pwrite(s->file, src, hi - lo, H + lo);
-    pthread_rwlock_wrlock(&s->lock);
+    qcow2_lock_excl(s);
     if (r == 0 && (s->l1[l1i] & QCOW2_COPIED))
         r = qcow2_l2_load(s, l1i, &t);
     else if (r == 0)
@@ -630,6 +630,90 @@ out_inflight:
 out:
     free(bounce);
     return r;
+}
+
+/*
+ * Write whole clusters [OFF, OFF+N*cs) that hold nothing yet (unallocated or
+ * plain zero, no subclusters) into new clusters that lie one after another,
+ * with one pwrite, as write_alloc does for one. Returns how many clusters it
+ * wrote (at least 2), 0 when the start doesn't suit (write_alloc's turn), or
+ * -EAGAIN after a race. Locked, within one L2 table.
+ */
+static int write_alloc_run(struct qcow2 *s, const uint8_t *buf, uint64_t n, uint64_t off)
+{
+    uint64_t cs = s->cluster_size, l1i = l1_index(s, off), l2i = l2_index(s, off);
+    uint64_t guest = off >> s->cluster_bits, H = 0, k = 0, e, bm;
+    struct qcow2_table *t;
+    bool unlocked;
+    int r;
+
+    if (s->ext_l2 || n < 2)
+        return 0;
+    r = qcow2_mark_dirty(s);
+    if (r == 0)
+        r = l2_for_write(s, l1i, &t);
+    if (r < 0)
+        return r;
+    pthread_mutex_lock(&s->inflight_lock);
+    for (; k < n; k++) {
+        l2_get(s, t, l2i + k, &e, &bm);
+        if ((e != 0 && !(s->version >= 3 && e == QCOW2_ZERO)) || inflight_has(s, guest + k))
+            break;
+    }
+    pthread_mutex_unlock(&s->inflight_lock);
+    if (k < 2)
+        return 0;
+    for (uint64_t i = 0; i < k; i++) {
+        uint64_t h;
+
+        r = qcow2_alloc_cluster(s, &h);
+        if (r < 0 || (i > 0 && h != H + i * cs)) {
+            if (r == 0)
+                qcow2_rc_update(s, h >> s->cluster_bits, -1); /* not next to the others */
+            if (i < 2) {
+                for (uint64_t j = 0; j < i; j++)
+                    qcow2_rc_update(s, (H >> s->cluster_bits) + j, -1);
+                return r < 0 ? r : 0;
+            }
+            k = i;
+            break;
+        }
+        if (i == 0)
+            H = h;
+    }
+    /* announce the new clusters, then fill them without the lock */
+    unlocked = true;
+    for (uint64_t i = 0; i < k && unlocked; i++) {
+        if (!inflight_add(s, guest + i, H + i * cs)) {
+            for (uint64_t j = 0; j < i; j++)
+                inflight_del(s, H + j * cs);
+            unlocked = false;
+        }
+    }
+    if (unlocked)
+        pthread_rwlock_unlock(&s->lock);
+    r = vdisk_file_pwrite_alloc(s->file, buf, k * cs, H);
+    if (unlocked)
+        qcow2_lock_excl(s);
+    t = NULL;
+    if (r == 0 && (s->l1[l1i] & QCOW2_COPIED))
+        r = qcow2_l2_load(s, l1i, &t);
+    for (uint64_t i = 0; r == 0 && t && i < k; i++) {
+        l2_get(s, t, l2i + i, &e, &bm);
+        if (e != 0 && !(s->version >= 3 && e == QCOW2_ZERO))
+            t = NULL; /* changed meanwhile: give everything back, start over */
+    }
+    for (uint64_t i = 0; i < k; i++) {
+        if (r == 0 && t)
+            l2_set(s, t, l2i + i, (H + i * cs) | QCOW2_COPIED, 0);
+        else
+            qcow2_rc_update(s, (H >> s->cluster_bits) + i, -1); /* never referenced */
+        if (unlocked)
+            inflight_del(s, H + i * cs);
+    }
+    if (r < 0)
+        return r;
+    return t ? (int)k : -EAGAIN;
 }
 
 /*
@@ -697,13 +781,27 @@ int qcow2_write(struct vdisk_image *img, const void *buf, size_t len, uint64_t o
             pthread_rwlock_unlock(&s->lock);
         } else {
             pthread_rwlock_unlock(&s->lock);
-            pthread_rwlock_wrlock(&s->lock);
+            qcow2_lock_excl(s);
             r = in_place(s, off, n, &host, false);
-            if (r == 0 && host)
+            if (r == 0 && host) {
                 r = vdisk_file_pwrite(s->file, p, n, host);
-            else if (r == 0)
+            } else if (r == 0 && n == s->cluster_size && len >= 2 * n) {
+                /* whole clusters: allocate a run of them at once, to the L2 table's end */
+                uint64_t left = ((1ull << s->l2_bits) - l2_index(s, off)) << s->cluster_bits;
+                uint64_t want = (len < left ? len : left) >> s->cluster_bits;
+
+                while ((r = write_alloc_run(s, p, want, off)) == -EAGAIN)
+                    ;
+                if (r > 0)
+                    n = (uint64_t)r << s->cluster_bits;
+                if (r == 0)
+                    while ((r = write_alloc(s, p, n, off)) == -EAGAIN)
+                        ;
+                r = r > 0 ? 0 : r;
+            } else if (r == 0) {
                 while ((r = write_alloc(s, p, n, off)) == -EAGAIN)
                     ; /* raced with another change of this cluster: again */
+            }
             pthread_rwlock_unlock(&s->lock);
         }
         p += n;
@@ -713,6 +811,73 @@ int qcow2_write(struct vdisk_image *img, const void *buf, size_t len, uint64_t o
     if (r == 0 && (flags & VDISK_WRITE_FUA))
         r = qcow2_flush(img);
     return r;
+}
+
+/* Take s->lock exclusive, then wait until no queue I/O holds a pin. */
+void qcow2_lock_excl(struct qcow2 *s)
+{
+    pthread_rwlock_wrlock(&s->lock);
+    if (atomic_load(&s->pins) == 0)
+        return;
+    pthread_mutex_lock(&s->pin_lock);
+    while (atomic_load(&s->pins) > 0)
+        pthread_cond_wait(&s->pin_done, &s->pin_lock);
+    pthread_mutex_unlock(&s->pin_lock);
+}
+
+/*
+ * For vdisk_queue: the host offset of [OFF, OFF+LEN) when it is one run of
+ * data clusters (for WRITE: clusters written in place), found without
+ * blocking; the caller holds a pin until qcow2_release(). -EAGAIN otherwise.
+ * FUA writes go the slow way, which also makes the metadata durable.
+ */
+int qcow2_map(struct vdisk_image *img, uint64_t off, uint64_t len, bool write, unsigned flags,
+              uint64_t *host)
+{
+    struct qcow2 *s = img->priv;
+    int r = -EAGAIN;
+
+    if ((write && (flags & VDISK_WRITE_FUA)) || pthread_rwlock_tryrdlock(&s->lock))
+        return -EAGAIN;
+    if (write) {
+        uint64_t n = 0, h;
+
+        while (n < len) {
+            uint64_t pos = off + n, in = pos & (s->cluster_size - 1);
+            uint64_t m = s->cluster_size - in < len - n ? s->cluster_size - in : len - n;
+
+            if (in_place(s, pos, m, &h, true) < 0 || !h || (n && h != *host + n))
+                break;
+            if (n == 0)
+                *host = h;
+            n += m;
+        }
+        if (n == len)
+            r = 0;
+    } else {
+        struct qc_map m;
+
+        if (map_range(s, off, len, &m, true) == 0 && m.type == QC_DATA && m.len == len) {
+            *host = m.host;
+            r = 0;
+        }
+    }
+    if (r == 0)
+        atomic_fetch_add(&s->pins, 1);
+    pthread_rwlock_unlock(&s->lock);
+    return r;
+}
+
+/* The I/O of a qcow2_map() mapping is done. */
+void qcow2_release(struct vdisk_image *img)
+{
+    struct qcow2 *s = img->priv;
+
+    if (atomic_fetch_sub(&s->pins, 1) == 1) {
+        pthread_mutex_lock(&s->pin_lock);
+        pthread_cond_broadcast(&s->pin_done);
+        pthread_mutex_unlock(&s->pin_lock);
+    }
 }
 
 /*
@@ -782,7 +947,7 @@ int qcow2_flush(struct vdisk_image *img)
     pthread_rwlock_unlock(&s->lock);
     if (!dirty)
         return qcow2_sync(s);
-    pthread_rwlock_wrlock(&s->lock);
+    qcow2_lock_excl(s);
     r = qcow2_flush_locked(s);
     pthread_rwlock_unlock(&s->lock);
     return r;
@@ -838,7 +1003,7 @@ int qcow2_discard(struct vdisk_image *img, uint64_t off, uint64_t len)
         b = (off + len + cs - 1) & ~(cs - 1);
     if (a >= b || (s->backing && s->version < 3))
         return 0; /* discard is advisory */
-    pthread_rwlock_wrlock(&s->lock);
+    qcow2_lock_excl(s);
     r = clear_clusters(s, a, b - a, s->backing != NULL);
     pthread_rwlock_unlock(&s->lock);
     return r;
@@ -889,7 +1054,7 @@ int qcow2_write_zeroes(struct vdisk_image *img, uint64_t off, uint64_t len, unsi
 
             if (!run)
                 run = n;
-            pthread_rwlock_wrlock(&s->lock);
+            qcow2_lock_excl(s);
             /* unallocated reads as zeroes unless a backing file shows through */
             r = clear_clusters(s, off, run, s->backing != NULL);
             pthread_rwlock_unlock(&s->lock);
@@ -902,7 +1067,7 @@ int qcow2_write_zeroes(struct vdisk_image *img, uint64_t off, uint64_t len, unsi
             if (cend == img->size)
                 b = (cend + unit - 1) & ~(unit - 1);
             if (a < b) {
-                pthread_rwlock_wrlock(&s->lock);
+                qcow2_lock_excl(s);
                 r = zero_subclusters(s, a, b - a);
                 pthread_rwlock_unlock(&s->lock);
                 if (r == 0) {
@@ -938,7 +1103,7 @@ int qcow2_block_status(struct vdisk_image *img, uint64_t off, uint64_t len,
     struct qc_map m;
     int r;
 
-    pthread_rwlock_wrlock(&s->lock);
+    qcow2_lock_excl(s);
     r = map_range(s, off, len, &m, false);
     pthread_rwlock_unlock(&s->lock);
     if (r < 0)

@@ -165,6 +165,8 @@ static void qcow2_free(struct qcow2 *s)
     pthread_rwlock_destroy(&s->lock);
     pthread_mutex_destroy(&s->inflight_lock);
     pthread_cond_destroy(&s->inflight_done);
+    pthread_mutex_destroy(&s->pin_lock);
+    pthread_cond_destroy(&s->pin_done);
     free(s);
 }
 
@@ -311,6 +313,8 @@ static int qcow2_open(struct vdisk_image *img)
         pthread_rwlock_init(&s->lock, &a);
         pthread_mutex_init(&s->inflight_lock, NULL);
         pthread_cond_init(&s->inflight_done, NULL);
+        pthread_mutex_init(&s->pin_lock, NULL);
+        pthread_cond_init(&s->pin_done, NULL);
         pthread_rwlockattr_destroy(&a);
     }
     s->img = img;
@@ -417,7 +421,7 @@ static int qcow2_open(struct vdisk_image *img)
         if (s->incompat & QCOW2_INCOMPAT_DIRTY) { /* refcounts may be stale: rebuild */
             struct vdisk_check_result res = {0};
 
-            pthread_rwlock_wrlock(&s->lock);
+            qcow2_lock_excl(s);
             r = qcow2_check_locked(s, VDISK_CHECK_REPAIR_ALL, &res);
             if (r == 0)
                 r = qcow2_flush_locked(s);
@@ -720,6 +724,8 @@ const struct vdisk_format vdisk_format_qcow2 = {
     .discard = qcow2_discard,
     .write_zeroes = qcow2_write_zeroes,
     .block_status = qcow2_block_status,
+    .map = qcow2_map,
+    .release = qcow2_release,
     .get_info = qcow2_get_info,
     .check = qcow2_check,
 };

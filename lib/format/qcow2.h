@@ -13,6 +13,10 @@
  * allocating write drops it while it fills its new, unlinked cluster (listed
  * in s->inflight so that check counts it), then links it if nothing changed.
  *
+ * Requests of a vdisk_queue (qcow2_map) look the mapping up the same way, with
+ * a trylock so they never block, and hold a pin instead of the lock while the
+ * kernel does their I/O: qcow2_lock_excl() waits for the pins to drop.
+ *
  * Durability order (see qcow2_flush_locked): data and refcount blocks, sync,
  * reftable, sync, L2 tables, sync, L1, sync; refcount drops only after that.
  */
@@ -21,6 +25,7 @@
 
 #include <endian.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
@@ -137,6 +142,11 @@ struct qcow2 {
     pthread_mutex_t inflight_lock; /* waiting for an allocation to finish */
     pthread_cond_t inflight_done;
 
+    /* vdisk_queue I/O in flight on mappings from qcow2_map: exclusive holders wait */
+    _Atomic unsigned pins;
+    pthread_mutex_t pin_lock;
+    pthread_cond_t pin_done;
+
     uint16_t *check_refs; /* during repair: clusters in use, not to be allocated */
     uint64_t check_nb;
 };
@@ -220,6 +230,10 @@ int qcow2_write(struct vdisk_image *img, const void *buf, size_t len, uint64_t o
 int qcow2_flush(struct vdisk_image *img);
 int qcow2_discard(struct vdisk_image *img, uint64_t off, uint64_t len);
 int qcow2_write_zeroes(struct vdisk_image *img, uint64_t off, uint64_t len, unsigned flags);
+void qcow2_lock_excl(struct qcow2 *s);
+int qcow2_map(struct vdisk_image *img, uint64_t off, uint64_t len, bool write, unsigned flags,
+              uint64_t *host);
+void qcow2_release(struct vdisk_image *img);
 int qcow2_block_status(struct vdisk_image *img, uint64_t off, uint64_t len,
                        struct vdisk_extent *ext);
 

@@ -50,7 +50,7 @@ static int raw_read(struct vdisk_image *img, void *buf, size_t len, uint64_t off
 static int raw_write(struct vdisk_image *img, const void *buf, size_t len, uint64_t off,
                      unsigned flags)
 {
-    int r = vdisk_file_pwrite(img->file, buf, len, off);
+    int r = vdisk_file_pwrite_alloc(img->file, buf, len, off);
 
     if (r == 0 && (flags & VDISK_WRITE_FUA))
         r = vdisk_file_flush(img->file);
@@ -93,6 +93,15 @@ static int raw_block_status(struct vdisk_image *img, uint64_t off, uint64_t len,
     return 0;
 }
 
+/* Guest bytes are file bytes: every range maps, and always will. */
+static int raw_map(struct vdisk_image *img, uint64_t off, uint64_t len, bool write, unsigned flags,
+                   uint64_t *host)
+{
+    (void)img, (void)len, (void)write, (void)flags;
+    *host = off;
+    return 0;
+}
+
 const struct vdisk_format vdisk_format_raw = {
     .name = "raw",
     .flags = VDISK_FORMAT_THREAD_SAFE,
@@ -107,6 +116,7 @@ const struct vdisk_format vdisk_format_raw = {
     .discard = raw_discard,
     .write_zeroes = raw_write_zeroes,
     .block_status = raw_block_status,
+    .map = raw_map,
 };
 
 /* iso: an ISO 9660 image is raw data that is never written. */
@@ -129,4 +139,5 @@ const struct vdisk_format vdisk_format_iso = {
     .write = raw_write,
     .flush = raw_flush,
     .block_status = raw_block_status,
+    .map = raw_map,
 };

@@ -52,6 +52,7 @@ int vdisk_file_open(const char *path, unsigned flags, struct vdisk_file **filep)
     }
     f->is_block_device = S_ISBLK(st.st_mode);
     f->fd = f->fd_buffered;
+    f->unsafe = flags & VDISK_FILE_UNSAFE;
     if (flags & VDISK_FILE_DIRECT) {
         f->fd = open(path, (oflags & ~(O_CREAT | O_EXCL)) | O_DIRECT);
         if (f->fd < 0) {
@@ -143,8 +144,18 @@ int vdisk_file_pwrite(struct vdisk_file *f, const void *buf, size_t len, uint64_
     return 0;
 }
 
+int vdisk_file_pwrite_alloc(struct vdisk_file *f, const void *buf, size_t len, uint64_t off)
+{
+    /* best effort: where the file system can't, the write allocates as usual */
+    if (!f->direct && !f->is_block_device && len >= VDISK_FILE_ALLOC_MIN)
+        (void)fallocate(f->fd_buffered, FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len);
+    return vdisk_file_pwrite(f, buf, len, off);
+}
+
 int vdisk_file_flush(struct vdisk_file *f)
 {
+    if (f->unsafe)
+        return 0;
     if (fdatasync(f->fd_buffered) < 0)
         return vdisk_error(errno, "%s: flush: %m", f->path);
     return 0;

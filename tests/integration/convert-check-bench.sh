@@ -40,7 +40,20 @@ ok "direct-source copy identical" cmp "$SRC" "$T/dst2.raw"
 ok "convert to a direct target (-t none)" "$VDISK" convert -t none -O raw "$SRC" "$T/dst3.raw"
 ok "direct-target copy identical" cmp "$SRC" "$T/dst3.raw"
 rm -f "$T/dst2.raw" "$T/dst3.raw"
-fails_with "convert -t junk" "-t takes none or writeback" "$VDISK" convert -t sometimes -O raw "$SRC" "$T/x.raw"
+fails_with "convert -t junk" "-t takes none, writeback or unsafe" "$VDISK" convert -t sometimes -O raw "$SRC" "$T/x.raw"
+# -t unsafe (qemu-img's default): the same image, without waiting for the disk
+ok "convert -t unsafe to qcow2" "$VDISK" convert -t unsafe -O qcow2 "$SRC" "$T/u.qcow2"
+ok "unsafe qcow2 copy passes qemu-img check" qemu-img check -q "$T/u.qcow2"
+ok "unsafe qcow2 copy compares equal" qemu-img compare -f raw -F qcow2 "$SRC" "$T/u.qcow2"
+rm -f "$T/u.qcow2"
+syncs() { strace -f -qq -e trace=fsync,fdatasync,sync_file_range -o "$T/strace" "$@" >/dev/null &&
+    grep -c -E "fsync|fdatasync|sync_file_range" "$T/strace" || true; }
+n=$(syncs "$VDISK" convert -O qcow2 "$SRC" "$T/s.qcow2")
+[ "$n" -gt 0 ] && pass "default convert makes DST durable ($n sync calls)" || fail "default convert never syncs"
+rm -f "$T/s.qcow2"
+# (one sync is vdisk_create's, of the empty image's header, before any data)
+eq "convert -t unsafe syncs no data" "$(syncs "$VDISK" convert -t unsafe -O qcow2 "$SRC" "$T/s.qcow2")" 1
+rm -f "$T/s.qcow2"
 
 # a qemu-img made raw source, written by qemu-io
 qemu-img create -q -f raw "$T/q.raw" 64M
@@ -131,6 +144,11 @@ ok "bench -w --pattern writes" "$VDISK" bench -w -c 16 -d 4 -s 64k --pattern=0xa
 head -c 1M /dev/zero | tr '\0' '\253' >"$T/ab"
 ok "pattern 0xab covers the first 1 MiB" cmp -n 1048576 "$T/ab" "$B"
 eq "nothing written past count*size" "$(dd if="$B" bs=1M skip=1 count=1 status=none | tr -d '\0' | wc -c)" 0
+# without io_uring (as under Docker's default seccomp profile) the queue's workers do it all
+rm -f "$B"
+"$VDISK" create "$B" 64M
+VDISK_NO_IO_URING=1 ok "bench -w -n without io_uring" "$VDISK" bench -w -n -c 64 -d 8 -s 64k --pattern=0xab "$B"
+ok "without io_uring the pattern lands too" cmp -n 4194304 "$B" <(head -c 4M /dev/zero | tr '\0' '\253')
 ok "bench -w with drained flushes" "$VDISK" bench -w -c 2000 -d 8 --flush-interval=500 "$B"
 ok "bench -w --no-drain flushes" "$VDISK" bench -w -c 2000 -d 8 --flush-interval=500 --no-drain "$B"
 ok "bench step and offset wrap around" "$VDISK" bench -c 5000 -d 4 -s 1M -S 3M -o 5M "$B"

@@ -2,8 +2,9 @@
 /*
  * vdisk bench: libvdisk's own I/O benchmark, with the knobs of `qemu-img bench`.
  *
- * DEPTH threads each keep one request in flight against the image, so DEPTH
- * requests are outstanding at once. Requests go to OFFSET, OFFSET+STEP, ...
+ * One thread keeps DEPTH requests in flight on a vdisk_queue (io_uring for
+ * mapped data, worker threads for the rest), as qemu-img bench keeps DEPTH
+ * requests in flight from one thread. Requests go to OFFSET, OFFSET+STEP, ...
  * (wrapping before the end of the image), or with --random to random
  * BUFFER_SIZE-aligned places after OFFSET. Sizes are bytes unless suffixed
  * (K, M, G, T), as in qemu-img. Cache modes: none and directsync use
@@ -13,8 +14,6 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,22 +37,7 @@ struct bench {
     unsigned depth, write_flags;
     bool write, random, drain;
     int pattern;
-
-    _Atomic uint64_t next; /* next request number, without flush interval */
-    pthread_mutex_t lock;  /* with a flush interval: next, inflight, flushing */
-    pthread_cond_t cond;
-    uint64_t inflight;
-    bool flushing;
-
-    atomic_int error; /* first failure, -errno */
-    char msg[1024];
-};
-
-struct worker {
-    struct bench *b;
-    pthread_t tid;
     uint64_t rng;
-    void *buf;
 };
 
 /* Parse a whole unsigned number with an optional K/M/G/T suffix; bare means bytes. */
@@ -85,14 +69,6 @@ static int parse_num(const char *s, bool suffix, uint64_t *out)
     return 0;
 }
 
-/* Sequential position of request I: OFFSET + I*STEP, wrapped to fit in the image. */
-static uint64_t seq_offset(const struct bench *b, uint64_t i)
-{
-    if (b->step == 0 || b->wrap == 0)
-        return b->offset;
-    return b->offset + (i % b->wrap) * b->step;
-}
-
 /* xorshift64*: fast, good enough to scatter requests. */
 static uint64_t rng_next(uint64_t *s)
 {
@@ -102,113 +78,107 @@ static uint64_t rng_next(uint64_t *s)
     return *s * 2685821657736338717ull;
 }
 
-static void set_error(struct bench *b, int r, const char *msg)
+/* Offset of request I: OFFSET + I*STEP wrapped to fit, or random with --random. */
+static uint64_t request_offset(struct bench *b, uint64_t i)
 {
-    int zero = 0;
-
-    pthread_mutex_lock(&b->lock);
-    if (atomic_compare_exchange_strong(&b->error, &zero, r))
-        snprintf(b->msg, sizeof(b->msg), "%s", msg);
-    pthread_cond_broadcast(&b->cond);
-    pthread_mutex_unlock(&b->lock);
+    if (b->random)
+        return b->offset +
+               rng_next(&b->rng) % ((b->image_size - b->offset) / b->bufsize) * b->bufsize;
+    if (b->step == 0 || b->wrap == 0)
+        return b->offset;
+    return b->offset + (i % b->wrap) * b->step;
 }
+
+/* The requests of a run: idle ones on a stack, DONE for collecting completions. */
+struct pool {
+    struct vdisk_request **idle, **done;
+    unsigned nidle;
+    uint64_t completed;
+};
 
 /*
- * Take the next request number. With a flush interval, the thread that takes a
- * request where the remaining count is a multiple of it first waits for the
- * queue to drain (unless --no-drain) and flushes, as qemu-img bench does.
+ * Collect at least MIN completions and make their requests idle again; FLUSH,
+ * when it completes, is not counted. 1 if FLUSH completed, 0 if not, -1 on a failure.
  */
-static bool take_request(struct bench *b, uint64_t *idx)
+static int collect(struct vdisk_queue *q, struct pool *p, unsigned min,
+                   const struct vdisk_request *flush)
 {
-    uint64_t i;
-    int r;
+    int n = vdisk_queue_complete(q, p->done, vdisk_queue_inflight(q), min), seen = 0;
 
-    if (!b->flush_interval) {
-        i = atomic_fetch_add(&b->next, 1);
-        if (i >= b->count || atomic_load(&b->error))
-            return false;
-        *idx = i;
-        return true;
-    }
-    pthread_mutex_lock(&b->lock);
-    while (b->flushing && !atomic_load(&b->error))
-        pthread_cond_wait(&b->cond, &b->lock);
-    i = atomic_load(&b->next);
-    if (i >= b->count || atomic_load(&b->error)) {
-        pthread_mutex_unlock(&b->lock);
-        return false;
-    }
-    atomic_store(&b->next, i + 1);
-    if (i > 0 && (b->count - i) % b->flush_interval == 0) {
-        b->flushing = true;
-        while (b->drain && b->inflight > 0)
-            pthread_cond_wait(&b->cond, &b->lock);
-        pthread_mutex_unlock(&b->lock);
-        r = vdisk_flush(b->img);
-        if (r < 0)
-            set_error(b, r, vdisk_last_error());
-        pthread_mutex_lock(&b->lock);
-        b->flushing = false;
-        pthread_cond_broadcast(&b->cond);
-    }
-    b->inflight++;
-    pthread_mutex_unlock(&b->lock);
-    *idx = i;
-    return true;
-}
-
-static void finish_request(struct bench *b)
-{
-    if (!b->flush_interval)
-        return;
-    pthread_mutex_lock(&b->lock);
-    if (--b->inflight == 0)
-        pthread_cond_broadcast(&b->cond);
-    pthread_mutex_unlock(&b->lock);
-}
-
-/* One slot of the queue: issue requests one after another until none are left. */
-static void *run_worker(void *arg)
-{
-    struct worker *w = arg;
-    struct bench *b = w->b;
-    uint64_t i, off, slots = (b->image_size - b->offset) / b->bufsize;
-    int r;
-
-    while (take_request(b, &i)) {
-        off = b->random ? b->offset + rng_next(&w->rng) % slots * b->bufsize : seq_offset(b, i);
-        if (b->write)
-            r = vdisk_write(b->img, w->buf, b->bufsize, off, b->write_flags);
-        else
-            r = vdisk_read(b->img, w->buf, b->bufsize, off);
-        finish_request(b);
-        if (r < 0) {
-            set_error(b, r, vdisk_last_error());
-            break;
+    if (n < 0)
+        return err("bench: %s", vdisk_last_error());
+    for (int i = 0; i < n; i++) {
+        if (p->done[i]->result < 0)
+            return err("bench: %s", vdisk_last_error());
+        if (p->done[i] == flush) {
+            seen = 1;
+            continue;
         }
+        p->idle[p->nidle++] = p->done[i];
+        p->completed++;
     }
-    return NULL;
+    return seen;
 }
 
-/* Start DEPTH workers, wait for them; returns the elapsed seconds or -1. */
-static double run(struct bench *b, struct worker *ws)
+/* Flush as qemu-img bench does: after the queue drains, unless --no-drain. */
+static int flush_now(struct bench *b, struct vdisk_queue *q, struct pool *p)
 {
+    struct vdisk_request flush = {.op = VDISK_OP_FLUSH};
+    int r = 0;
+
+    while (b->drain && vdisk_queue_inflight(q) > 0 && r == 0)
+        r = collect(q, p, 1, NULL);
+    if (r < 0)
+        return -1;
+    if (vdisk_queue_submit(q, &flush) < 0)
+        return err("bench: %s", vdisk_last_error());
+    while (r == 0)
+        r = collect(q, p, 1, &flush);
+    return r < 0 ? -1 : 0;
+}
+
+/* Keep DEPTH requests in flight on one queue until COUNT are done; elapsed seconds or -1. */
+static double run(struct bench *b, struct vdisk_request *reqs, struct pool *p)
+{
+    uint64_t issued = 0, flushed_at = 0;
     struct timespec t0, t1;
-    unsigned started = 0;
+    struct vdisk_queue *q;
+    double secs = -1;
 
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (; started < b->depth; started++) {
-        int r = pthread_create(&ws[started].tid, NULL, run_worker, &ws[started]);
-
-        if (r) {
-            set_error(b, -r, "cannot start a benchmark thread");
-            break;
-        }
+    for (p->nidle = 0; p->nidle < b->depth; p->nidle++)
+        p->idle[p->nidle] = &reqs[p->nidle];
+    if (vdisk_queue_create(b->img, b->depth, 0, &q) < 0) {
+        err("bench: %s", vdisk_last_error());
+        return -1;
     }
-    for (unsigned i = 0; i < started; i++)
-        pthread_join(ws[i].tid, NULL);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (p->completed < b->count) {
+        while (issued < b->count && p->nidle > 0) {
+            struct vdisk_request *rq;
+
+            if (b->flush_interval && issued > 0 && issued != flushed_at &&
+                (b->count - issued) % b->flush_interval == 0) {
+                flushed_at = issued;
+                if (flush_now(b, q, p) < 0)
+                    goto out;
+                continue;
+            }
+            rq = p->idle[--p->nidle];
+            rq->offset = request_offset(b, issued);
+            if (vdisk_queue_submit(q, rq) < 0) {
+                err("bench: %s", vdisk_last_error());
+                goto out;
+            }
+            issued++;
+        }
+        if (collect(q, p, 1, NULL) < 0)
+            goto out;
+    }
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    return (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
+    secs = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
+out:
+    vdisk_queue_destroy(q);
+    return secs;
 }
 
 /* Set *direct and b->write_flags from a qemu cache mode name. */
@@ -240,7 +210,8 @@ int cmd_bench(int argc, char **argv)
     const char *format = NULL, *cache = NULL, *path;
     uint64_t v, step = 0;
     bool direct = false, native = false, quiet = false, step_set = false, nolock = false;
-    struct worker *ws = NULL;
+    struct vdisk_request *reqs = NULL;
+    struct pool pool = {0};
     double secs;
     int c, r = 1;
 
@@ -260,7 +231,7 @@ int cmd_bench(int argc, char **argv)
             format = optarg;
             break;
         case 'i':
-            /* one engine here: threads over libvdisk; accept qemu's names */
+            /* one engine here, the vdisk_queue; accept qemu's names */
             if (strcmp(optarg, "threads") && strcmp(optarg, "native") && strcmp(optarg, "io_uring"))
                 return err("bench: invalid aio '%s' (threads, native or io_uring)", optarg);
             break;
@@ -348,22 +319,24 @@ int cmd_bench(int argc, char **argv)
     }
     if (b.step)
         b.wrap = (b.image_size - b.offset - b.bufsize) / b.step + 1;
-    pthread_mutex_init(&b.lock, NULL);
-    pthread_cond_init(&b.cond, NULL);
-
-    ws = calloc(b.depth, sizeof(*ws));
-    if (!ws) {
+    b.rng = 0x9e3779b97f4a7c15ull;
+    reqs = calloc(b.depth, sizeof(*reqs));
+    pool.idle = calloc(b.depth, sizeof(*pool.idle));
+    pool.done = calloc(b.depth, sizeof(*pool.done));
+    if (!reqs || !pool.idle || !pool.done) {
         err("bench: out of memory");
-        goto out_sync;
+        goto out_free;
     }
     for (unsigned i = 0; i < b.depth; i++) {
-        ws[i].b = &b;
-        ws[i].rng = 0x9e3779b97f4a7c15ull * (i + 1);
-        if (posix_memalign(&ws[i].buf, 4096, b.bufsize) != 0) {
+        reqs[i].op = b.write ? VDISK_OP_WRITE : VDISK_OP_READ;
+        reqs[i].flags = b.write ? b.write_flags : 0;
+        reqs[i].length = b.bufsize;
+        if (posix_memalign(&reqs[i].buf, 4096, b.bufsize) != 0) {
+            reqs[i].buf = NULL;
             err("bench: out of memory for %u buffers of %zu bytes", b.depth, b.bufsize);
             goto out_free;
         }
-        memset(ws[i].buf, b.pattern, b.bufsize);
+        memset(reqs[i].buf, b.pattern, b.bufsize);
     }
 
     if (!quiet) {
@@ -379,11 +352,9 @@ int cmd_bench(int argc, char **argv)
             printf("Sending flush every %" PRIu64 " requests\n", b.flush_interval);
         fflush(stdout);
     }
-    secs = run(&b, ws);
-    if (atomic_load(&b.error)) {
-        err("bench: %s", b.msg);
+    secs = run(&b, reqs, &pool);
+    if (secs < 0)
         goto out_free;
-    }
     if (!quiet) {
         printf("Run completed in %.3f seconds.\n", secs);
         printf("%.0f requests/s, %.1f MiB/s\n", b.count / secs,
@@ -392,12 +363,11 @@ int cmd_bench(int argc, char **argv)
     r = 0;
 
 out_free:
-    for (unsigned i = 0; i < b.depth; i++)
-        free(ws[i].buf);
-    free(ws);
-out_sync:
-    pthread_cond_destroy(&b.cond);
-    pthread_mutex_destroy(&b.lock);
+    for (unsigned i = 0; reqs && i < b.depth; i++)
+        free(reqs[i].buf);
+    free(reqs);
+    free(pool.idle);
+    free(pool.done);
 out:
     if (vdisk_close(b.img) < 0 && r == 0)
         r = err("%s", vdisk_last_error());

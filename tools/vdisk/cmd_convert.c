@@ -5,9 +5,11 @@
  *
  * Copies SRC, of any format, into a new image DST. Holes and zero blocks are
  * not written, so sparse images stay sparse. DST must not exist; if the copy
- * fails or is interrupted, DST is removed again. DST is flushed before success.
- * Cache modes, -T for SRC and -t for DST: writeback (the page cache, default)
- * or none (O_DIRECT; for a cold source it saves the copy through the cache).
+ * fails or is interrupted, DST is removed again. DST is flushed before success
+ * unless -t unsafe. Cache modes, -T for SRC and -t for DST: writeback (the
+ * page cache, default), none (O_DIRECT; for a cold source it saves the copy
+ * through the cache), or unsafe (as writeback, but DST is never flushed:
+ * qemu-img convert's default, quicker, and lost if the machine crashes soon).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -23,7 +25,7 @@
 #define USAGE                                                                                      \
     "usage: vdisk convert [-p] [-m THREADS] [-t CACHE] [-T CACHE] [-f FMT] -O FMT\n"               \
     "                     [-o KEY=VAL,...] SRC DST\n"                                              \
-    "CACHE: none (O_DIRECT) or writeback; default writeback\n"
+    "CACHE: none (O_DIRECT), writeback (default) or unsafe (no flush at the end)\n"
 
 static volatile sig_atomic_t interrupted;
 
@@ -58,13 +60,15 @@ static int parse_threads(const char *s, unsigned *n)
     return 0;
 }
 
-/* "none" -> 1 (direct), "writeback" -> 0, else -1. */
+/* A cache mode's vdisk_open() flags, or -1. */
 static int parse_cache(const char *mode)
 {
     if (strcmp(mode, "none") == 0)
-        return 1;
+        return VDISK_OPEN_DIRECT;
     if (strcmp(mode, "writeback") == 0)
         return 0;
+    if (strcmp(mode, "unsafe") == 0)
+        return VDISK_OPEN_UNSAFE;
     return -1;
 }
 
@@ -87,7 +91,7 @@ int cmd_convert(int argc, char **argv)
     struct copy_options copt = {.interrupted = &interrupted};
     struct vdisk_image *src, *dst;
     bool progress = false;
-    int src_direct = 0, dst_direct = 0;
+    int src_cache = 0, dst_cache = 0;
     char msg[1024];
     int c, r;
 
@@ -106,14 +110,14 @@ int cmd_convert(int argc, char **argv)
             options = optarg;
             break;
         case 'T':
-            src_direct = parse_cache(optarg);
-            if (src_direct < 0)
-                return err("convert: -T takes none or writeback, not '%s'", optarg);
+            src_cache = parse_cache(optarg);
+            if (src_cache < 0)
+                return err("convert: -T takes none, writeback or unsafe, not '%s'", optarg);
             break;
         case 't':
-            dst_direct = parse_cache(optarg);
-            if (dst_direct < 0)
-                return err("convert: -t takes none or writeback, not '%s'", optarg);
+            dst_cache = parse_cache(optarg);
+            if (dst_cache < 0)
+                return err("convert: -t takes none, writeback or unsafe, not '%s'", optarg);
             break;
         case 'm':
             if (parse_threads(optarg, &copt.threads) < 0)
@@ -132,16 +136,17 @@ int cmd_convert(int argc, char **argv)
     dst_path = argv[optind + 1];
     /* a bar only where someone watches it */
     copt.progress = progress && isatty(STDERR_FILENO);
+    copt.unsafe = dst_cache & VDISK_OPEN_UNSAFE;
 
-    if (vdisk_open(src_path, src_fmt, VDISK_OPEN_RDONLY | (src_direct ? VDISK_OPEN_DIRECT : 0),
-                   &src) < 0)
+    if (vdisk_open(src_path, src_fmt, VDISK_OPEN_RDONLY | (src_cache & VDISK_OPEN_DIRECT), &src) <
+        0)
         return err("%s", vdisk_last_error());
     catch_signals();
     if (create_target(dst_path, dst_fmt, vdisk_get_size(src), options) < 0) {
         r = err("%s", vdisk_last_error());
         goto out_src;
     }
-    if (vdisk_open(dst_path, dst_fmt, dst_direct ? VDISK_OPEN_DIRECT : 0, &dst) < 0) {
+    if (vdisk_open(dst_path, dst_fmt, dst_cache, &dst) < 0) {
         r = err("%s", vdisk_last_error());
         goto err_unlink;
     }

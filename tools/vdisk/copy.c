@@ -212,7 +212,7 @@ int copy_image(struct vdisk_image *src, struct vdisk_image *dst, struct copy_opt
         return -ENOSPC;
     }
     c.wb_fd = -1;
-    if (vdisk_get_info(dst, &info) == 0)
+    if (!opts->unsafe && vdisk_get_info(dst, &info) == 0)
         c.wb_fd = open(info.path, O_RDONLY | O_CLOEXEC); /* best effort */
     pthread_mutex_init(&c.lock, NULL);
     for (; started < n; started++) {

@@ -1,0 +1,321 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vdisk_queue: arguments, errors, and random mixes of requests in flight on
+ * raw and qcow2 images (with another thread doing synchronous I/O on the same
+ * image), checked against an in-memory model and by reading back after reopen.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "testutil.h"
+#include "vdisk/vdisk.h"
+
+#define IMG_SIZE (8u << 20)
+#define HALF     (IMG_SIZE / 2)
+#define DEPTH    16
+#define MAX_LEN  (256u << 10)
+
+/* xorshift64*, seeded per test for repeatable runs. */
+static uint64_t rnd(uint64_t *s)
+{
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return *s * 2685821657736338717ull;
+}
+
+static void test_arguments(void **state)
+{
+    char *path = test_path(*state, "a.raw");
+    struct vdisk_request rq[3], *done[4];
+    struct vdisk_image *img;
+    struct vdisk_queue *q;
+    uint8_t buf[3][512];
+
+    assert_int_equal(vdisk_create(path, "raw", 1 << 20, NULL), 0);
+    assert_int_equal(vdisk_open(path, "raw", VDISK_OPEN_RDONLY, &img), 0);
+    assert_int_equal(vdisk_queue_create(img, 0, 0, &q), -EINVAL);
+    assert_int_equal(vdisk_queue_create(img, 5000, 0, &q), -EINVAL);
+    assert_int_equal(vdisk_queue_create(img, 4, 1, &q), -EINVAL);
+    assert_int_equal(vdisk_queue_create(img, 2, 0, &q), 0);
+    assert_int_equal(vdisk_queue_complete(q, done, 4, 0), 0);
+    assert_int_equal(vdisk_queue_complete(q, done, 4, 3), 0); /* nothing in flight: no wait */
+
+    for (int i = 0; i < 3; i++)
+        rq[i] = (struct vdisk_request){.op = VDISK_OP_READ, .buf = buf[i], .length = 512};
+    rq[0].offset = 1 << 20; /* past the end */
+    assert_int_equal(vdisk_queue_submit(q, &rq[0]), -ENOSPC);
+    assert_non_null(strstr(vdisk_last_error(), "past the end"));
+    rq[0].offset = 0;
+    rq[0].op = VDISK_OP_WRITE;
+    assert_int_equal(vdisk_queue_submit(q, &rq[0]), -EROFS);
+    rq[0].op = (enum vdisk_op)42;
+    assert_int_equal(vdisk_queue_submit(q, &rq[0]), -EINVAL);
+    rq[0].op = VDISK_OP_READ;
+    assert_int_equal(vdisk_queue_submit(q, &rq[0]), 0);
+    assert_int_equal(vdisk_queue_submit(q, &rq[1]), 0);
+    assert_int_equal(vdisk_queue_submit(q, &rq[2]), -EAGAIN); /* depth 2 */
+    assert_int_equal(vdisk_queue_inflight(q), 2);
+    assert_int_equal(vdisk_queue_complete(q, done, 4, 2), 2);
+    assert_int_equal(done[0]->result, 0);
+    assert_int_equal(done[1]->result, 0);
+    assert_int_equal(vdisk_queue_inflight(q), 0);
+    vdisk_queue_destroy(q);
+    assert_int_equal(vdisk_close(img), 0);
+    free(path);
+}
+
+/* Requests left in flight are waited for by destroy (and it does not hang). */
+static void test_destroy_waits(void **state)
+{
+    char *path = test_path(*state, "d.qcow2");
+    struct vdisk_request rq[8];
+    struct vdisk_image *img;
+    struct vdisk_queue *q;
+    static uint8_t buf[8][65536];
+    uint8_t back[65536];
+
+    assert_int_equal(vdisk_create(path, "qcow2", 1 << 20, NULL), 0);
+    assert_int_equal(vdisk_open(path, NULL, 0, &img), 0);
+    assert_int_equal(vdisk_queue_create(img, 8, 0, &q), 0);
+    for (int i = 0; i < 8; i++) {
+        memset(buf[i], 'a' + i, sizeof(buf[i]));
+        rq[i] = (struct vdisk_request){
+            .op = VDISK_OP_WRITE, .buf = buf[i], .length = 65536, .offset = i * 65536ull};
+        assert_int_equal(vdisk_queue_submit(q, &rq[i]), 0);
+    }
+    vdisk_queue_destroy(q);
+    for (int i = 0; i < 8; i++) {
+        assert_int_equal(vdisk_read(img, back, sizeof(back), i * 65536ull), 0);
+        assert_memory_equal(back, buf[i], sizeof(back));
+    }
+    assert_int_equal(vdisk_close(img), 0);
+    free(path);
+}
+
+/* A request in flight, and the model's bytes a read must return. */
+struct op {
+    struct vdisk_request rq;
+    uint8_t *buf, *expect;
+    bool busy;
+};
+
+/* Does [OFF, OFF+LEN) overlap a request in flight? */
+static bool overlaps(const struct op *ops, uint64_t off, uint64_t len)
+{
+    for (int i = 0; i < DEPTH; i++)
+        if (ops[i].busy && ops[i].rq.op != VDISK_OP_FLUSH &&
+            off < ops[i].rq.offset + ops[i].rq.length && ops[i].rq.offset < off + len)
+            return true;
+    return false;
+}
+
+/* Another thread: synchronous writes, zeroes and discards in the upper half. */
+struct side {
+    struct vdisk_image *img;
+    uint8_t *model;
+    uint64_t seed;
+    int rounds, failures;
+};
+
+static void *side_main(void *arg)
+{
+    struct side *sd = arg;
+    uint8_t *buf = malloc(MAX_LEN);
+
+    for (int i = 0; i < sd->rounds && buf; i++) {
+        uint64_t len = (rnd(&sd->seed) % (MAX_LEN / 512) + 1) * 512;
+        uint64_t off = HALF + rnd(&sd->seed) % ((HALF - len) / 512 + 1) * 512;
+        unsigned kind = rnd(&sd->seed) % 8;
+        int r;
+
+        if (kind < 5) {
+            memset(buf, (int)(rnd(&sd->seed) | 1), len);
+            r = vdisk_write(sd->img, buf, len, off, 0);
+            memcpy(sd->model + off, buf, len);
+        } else if (kind < 7) {
+            r = vdisk_write_zeroes(sd->img, off, len, kind == 6 ? VDISK_ZERO_MAY_UNMAP : 0);
+            memset(sd->model + off, 0, len);
+        } else {
+            r = vdisk_flush(sd->img);
+        }
+        sd->failures += r != 0;
+    }
+    free(buf);
+    return NULL;
+}
+
+/*
+ * Random reads, writes, zeroes, discards and flushes with up to DEPTH in
+ * flight (never two on the same bytes) on the lower half, synchronous I/O on
+ * the upper half from another thread; then read everything back after reopen.
+ */
+static void random_mix(const char *dir, const char *format, const char *options, unsigned flags,
+                       uint64_t seed)
+{
+    char *path = test_path(dir, "mix.img");
+    uint8_t *model = calloc(1, IMG_SIZE), *back = malloc(IMG_SIZE);
+    struct op ops[DEPTH] = {0};
+    struct vdisk_request *done[DEPTH];
+    struct vdisk_image *img;
+    struct vdisk_queue *q;
+    struct side sd;
+    pthread_t side;
+    int submitted = 0, completed = 0, total = 3000;
+
+    assert_non_null(model);
+    assert_non_null(back);
+    assert_int_equal(vdisk_create(path, format, IMG_SIZE, options), 0);
+    assert_int_equal(vdisk_open(path, format, flags, &img), 0);
+    assert_int_equal(vdisk_queue_create(img, DEPTH, 0, &q), 0);
+    for (int i = 0; i < DEPTH; i++) {
+        assert_int_equal(posix_memalign((void **)&ops[i].buf, 4096, MAX_LEN), 0);
+        ops[i].expect = malloc(MAX_LEN);
+        ops[i].rq.user_data = &ops[i];
+    }
+    sd = (struct side){.img = img, .model = model, .seed = seed * 7 + 1, .rounds = 400};
+    assert_int_equal(pthread_create(&side, NULL, side_main, &sd), 0);
+
+    while (completed < total) {
+        for (int i = 0; i < DEPTH && submitted < total; i++) {
+            struct op *o = &ops[i];
+            unsigned kind = rnd(&seed) % 20;
+            uint64_t off, len;
+
+            if (o->busy)
+                continue;
+            if (kind < 14 && rnd(&seed) % 4) { /* mostly aligned 4k multiples */
+                len = (rnd(&seed) % (MAX_LEN / 4096) + 1) * 4096;
+                off = rnd(&seed) % ((HALF - len) / 4096 + 1) * 4096;
+            } else if (kind < 14) { /* some at any byte */
+                len = rnd(&seed) % MAX_LEN + 1;
+                off = rnd(&seed) % (HALF - len + 1);
+            } else { /* zeroes and discards: whole 64k clusters */
+                len = (rnd(&seed) % 4 + 1) * 65536;
+                off = rnd(&seed) % ((HALF - len) / 65536 + 1) * 65536;
+            }
+            if (kind < 18 && overlaps(ops, off, len))
+                continue;
+            o->rq =
+                (struct vdisk_request){.buf = o->buf, .offset = off, .length = len, .user_data = o};
+            if (kind < 7) {
+                o->rq.op = VDISK_OP_READ;
+                memcpy(o->expect, model + off, len);
+            } else if (kind < 14) {
+                o->rq.op = VDISK_OP_WRITE;
+                o->rq.flags = kind == 13 ? VDISK_WRITE_FUA : 0;
+                memset(o->buf, (int)(rnd(&seed) | 1), len);
+                o->buf[0] = (uint8_t)submitted;
+                memcpy(model + off, o->buf, len);
+            } else if (kind < 16) {
+                o->rq.op = VDISK_OP_WRITE_ZEROES;
+                o->rq.flags = kind == 15 ? VDISK_ZERO_MAY_UNMAP : 0;
+                memset(model + off, 0, len);
+            } else if (kind < 18) {
+                o->rq.op = VDISK_OP_DISCARD;
+                memset(model + off, 0, len);
+            } else {
+                o->rq = (struct vdisk_request){.op = VDISK_OP_FLUSH, .user_data = o};
+            }
+            assert_int_equal(vdisk_queue_submit(q, &o->rq), 0);
+            o->busy = true;
+            submitted++;
+        }
+        int n = vdisk_queue_complete(q, done, DEPTH, 1);
+
+        assert_true(n >= 1);
+        for (int i = 0; i < n; i++) {
+            struct op *o = done[i]->user_data;
+
+            if (done[i]->result != 0)
+                fail_msg("%s request failed: %s", format, vdisk_last_error());
+            if (o->rq.op == VDISK_OP_READ && memcmp(o->buf, o->expect, o->rq.length) != 0)
+                fail_msg("%s: read of %llu at %llu differs from the model", format,
+                         (unsigned long long)o->rq.length, (unsigned long long)o->rq.offset);
+            o->busy = false;
+            completed++;
+        }
+    }
+    assert_int_equal(pthread_join(side, NULL), 0);
+    assert_int_equal(sd.failures, 0);
+    vdisk_queue_destroy(q);
+    assert_int_equal(vdisk_close(img), 0);
+
+    assert_int_equal(vdisk_open(path, format, VDISK_OPEN_RDONLY, &img), 0);
+    assert_int_equal(vdisk_read(img, back, IMG_SIZE, 0), 0);
+    assert_memory_equal(back, model, IMG_SIZE);
+    assert_int_equal(vdisk_close(img), 0);
+    for (int i = 0; i < DEPTH; i++) {
+        free(ops[i].buf);
+        free(ops[i].expect);
+    }
+    free(model);
+    free(back);
+    unlink(path);
+    free(path);
+}
+
+static void test_mix_raw(void **state)
+{
+    random_mix(*state, "raw", NULL, 0, 1);
+}
+
+static void test_mix_raw_direct(void **state)
+{
+    random_mix(*state, "raw", NULL, VDISK_OPEN_DIRECT, 2);
+}
+
+static void test_mix_qcow2(void **state)
+{
+    random_mix(*state, "qcow2", NULL, 0, 3);
+}
+
+static void test_mix_qcow2_direct(void **state)
+{
+    random_mix(*state, "qcow2", "cluster_size=4096", VDISK_OPEN_DIRECT, 4);
+}
+
+static void test_mix_qcow2_extl2(void **state)
+{
+    random_mix(*state, "qcow2", "extended_l2=on,cluster_size=65536", VDISK_OPEN_DIRECT, 5);
+}
+
+/* Without io_uring (as under Docker's seccomp profile), workers do everything. */
+static void test_mix_no_io_uring(void **state)
+{
+    setenv("VDISK_NO_IO_URING", "1", 1);
+    random_mix(*state, "raw", NULL, VDISK_OPEN_DIRECT, 6);
+    random_mix(*state, "qcow2", NULL, 0, 7);
+    unsetenv("VDISK_NO_IO_URING");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_arguments, test_setup_tmpdir, test_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_destroy_waits, test_setup_tmpdir,
+                                        test_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_mix_raw, test_setup_tmpdir, test_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_mix_raw_direct, test_setup_tmpdir,
+                                        test_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_mix_qcow2, test_setup_tmpdir, test_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_mix_qcow2_direct, test_setup_tmpdir,
+                                        test_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_mix_qcow2_extl2, test_setup_tmpdir,
+                                        test_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_mix_no_io_uring, test_setup_tmpdir,
+                                        test_teardown_tmpdir),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
