@@ -1,16 +1,26 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The NBD server (doc/proto.md of the nbd project): fixed newstyle
- * handshake, then the transmission phase served by a small team of worker
- * threads per connection.
+ * handshake, then the transmission phase, served one of two ways.
  *
- * Workers take turns as the reader: one holds recv_lock, reads a request
- * (and a write's payload) from the socket, lets go of the lock, does the
- * I/O and sends the reply whole under send_lock. There is no queue and no
- * hand-off between threads, so a request costs no wake-ups while the
- * client keeps the pipe full, and replies leave in whatever order the I/O
- * completes. The image is shared by every connection of this process,
- * so flushes are seen by all of them (MULTI_CONN).
+ * Page cache (default): a small team of worker threads per connection
+ * takes turns as the reader. One holds recv_lock, takes every request
+ * already in the input buffer (a batch; its write payloads too), serves
+ * them and sends all their replies with one sendmsg under send_lock. While
+ * the I/O is quick it keeps recv_lock throughout, so the next batch costs
+ * no futex hand-off; once a request waits (a page-cache miss) it lets go
+ * and batches shrink to one request, so the workers share the queue.
+ *
+ * Direct I/O (--direct): one thread per connection drives a vdisk_queue
+ * (io_uring for mapped reads and writes), reading requests as they come
+ * and replying as completions come back, so the client's whole queue is
+ * in flight with no thread hand-off. VDISK_NBD_NO_QUEUE=1 in the
+ * environment serves direct I/O with the workers instead (16, one request
+ * each).
+ *
+ * Replies leave in whatever order the I/O completes. The image is shared
+ * by every connection of this process, so flushes are seen by all of them
+ * (MULTI_CONN).
  */
 #include <arpa/inet.h>
 #include <endian.h>
@@ -34,33 +44,31 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <liburing.h>
-
 #include "nbd-proto.h"
 #include "nbd-server.h"
 
 #define MAX_PAYLOAD     (32u << 20) /* largest read or write we accept */
 #define PREF_BLOCK      4096u
-#define MAX_OPTION_LEN  65536u /* larger option data: hard disconnect */
-#define MAX_OPTIONS     1024   /* options per handshake */
-#define HANDSHAKE_SECS  60     /* a client silent this long is dropped */
-#define RBUF_SIZE       65536u /* buffered socket input */
-#define SPARSE_MIN      65536u /* reads this large look for holes */
-#define MAX_READ_CHUNKS 32     /* content chunks in one read reply */
-#define MAX_DESCRIPTORS 1024   /* block status descriptors per reply */
-#define MAX_BATCH       32     /* requests a worker takes at once */
-#define MAX_INFLIGHT    64     /* requests in flight on the ring of a connection */
+#define MAX_OPTION_LEN  65536u       /* larger option data: hard disconnect */
+#define MAX_OPTIONS     1024         /* options per handshake */
+#define HANDSHAKE_SECS  60           /* a client silent this long is dropped */
+#define RBUF_SIZE       65536u       /* buffered socket input */
+#define SPARSE_MIN      65536u       /* reads this large look for holes */
+#define ZERO_BLOCK      4096u        /* queue mode: holes are zero runs of these */
+#define MAX_READ_CHUNKS 32           /* content chunks in one read reply */
+#define MAX_DESCRIPTORS 1024         /* block status descriptors per reply */
+#define MAX_BATCH       32           /* requests a worker takes at once */
 #define BATCH_BYTES     (256u << 10) /* ... and their payload, beyond the first */
-#define OUT_IOV         256    /* pieces of queued replies */
-#define OUT_HDR         16384  /* bytes of queued reply headers */
+#define MAX_INFLIGHT    64           /* requests in flight per connection (queue mode) */
+#define OUT_IOV         256          /* pieces of queued replies */
+#define OUT_HDR         16384        /* bytes of queued reply headers */
 /* a request is quick (page cache) within 20us plus 0.5ns a byte */
 #define QUICK_NS           20000u
 #define QUICK_BYTES_PER_NS 2u
-#define DIO_ALIGN          4096u /* O_DIRECT alignment safe for 512e and 4Kn disks */
 /*
- * Workers per connection. Page-cache I/O is CPU bound: every extra worker
- * costs a futex hand-off per request, so one per core. O_DIRECT I/O waits
- * on the disk: more workers keep more of the client's queue in flight.
+ * Workers per connection. Page-cache I/O is CPU bound: one per core.
+ * O_DIRECT I/O without a queue waits on the disk: more workers keep more
+ * of the client's queue in flight.
  */
 #define DIRECT_THREADS  16
 #define DEFAULT_CONNS   128
@@ -78,7 +86,7 @@ struct nbd_server {
     unsigned max_conns;
     bool quiet;
     int stop_pipe[2];
-    int dfd; /* a raw image's file with O_DIRECT, for io_uring; or -1 */
+    bool queued; /* connections run on a vdisk_queue (direct I/O) */
 
     pthread_mutex_t lock; /* protects conns, nconns, stopping */
     pthread_cond_t idle;  /* signalled when a connection goes */
@@ -120,13 +128,11 @@ struct slot {
 struct worker {
     struct request rq[MAX_INFLIGHT];
     struct slot slot[MAX_INFLIGHT];
-    unsigned n;               /* requests in the batch */
+    unsigned n; /* requests in the batch */
     struct iovec iov[OUT_IOV];
     int niov;
-    size_t hlen;              /* bytes of hdr in use */
-    uint8_t hdr[OUT_HDR];     /* reply headers */
-    struct io_uring ring;     /* reads and writes on srv->dfd */
-    bool has_ring;
+    size_t hlen;          /* bytes of hdr in use */
+    uint8_t hdr[OUT_HDR]; /* reply headers */
 };
 
 static void log_client(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -813,8 +819,72 @@ static int read_sparse(struct conn *c, struct worker *w, const struct request *r
             out_copy(w, &ch[i], sizeof(ch[i]));
         } else {
             out_copy(w, &ch[i], sizeof(ch[i].h) + 8);
-            out_ref(w, (uint8_t *)s->buf + (start - rq->offset),
-                    be32toh(ch[i].h.length) - 8);
+            out_ref(w, (uint8_t *)s->buf + (start - rq->offset), be32toh(ch[i].h.length) - 8);
+        }
+    }
+    return 0;
+}
+
+/* Whether LEN bytes at P are all zero. */
+static bool all_zero(const uint8_t *p, size_t len)
+{
+    return p[0] == 0 && memcmp(p, p + 1, len - 1) == 0;
+}
+
+/*
+ * The reply to a large structured read already in S (queue mode, where
+ * the allocation map cannot be asked while requests are in flight): runs
+ * of zero blocks in the data go out as OFFSET_HOLE chunks. Random data
+ * costs a byte compare per block.
+ */
+static int reply_scanned(struct conn *c, struct worker *w, const struct request *rq,
+                         const struct slot *s)
+{
+    struct chunk {
+        struct nbd_structured_reply h;
+        uint64_t offset;
+        uint32_t hole_len;
+    } __attribute__((packed)) ch[MAX_READ_CHUNKS];
+    const uint8_t *buf = s->buf;
+    uint32_t pos = 0, k;
+    int n = 0, holes = 0, r;
+
+    while (pos < rq->length) {
+        bool zero;
+
+        k = rq->length - pos < ZERO_BLOCK ? rq->length - pos : ZERO_BLOCK;
+        zero = n < MAX_READ_CHUNKS - 1 && all_zero(buf + pos, k);
+        if (n > 0 && (ch[n - 1].h.type == htobe16(NBD_REPLY_TYPE_OFFSET_HOLE)) == zero) {
+            ch[n - 1].hole_len = htobe32(be32toh(ch[n - 1].hole_len) + k);
+            pos += k;
+            continue;
+        }
+        ch[n].h = (struct nbd_structured_reply){
+            htobe32(NBD_STRUCTURED_REPLY_MAGIC), 0,
+            htobe16(zero ? NBD_REPLY_TYPE_OFFSET_HOLE : NBD_REPLY_TYPE_OFFSET_DATA), rq->cookie, 0};
+        ch[n].offset = htobe64(rq->offset + pos);
+        ch[n].hole_len = htobe32(k);
+        holes += zero;
+        n++;
+        pos += k;
+    }
+    if (holes == 0)
+        return reply_data(c, w, rq, s);
+    ch[n - 1].h.flags = htobe16(NBD_REPLY_FLAG_DONE);
+    r = out_room(c, w, 2 * n, sizeof(ch));
+    if (r < 0)
+        return r;
+    for (int i = 0; i < n; i++) {
+        uint32_t len = be32toh(ch[i].hole_len);
+        uint64_t start = be64toh(ch[i].offset) - rq->offset;
+
+        if (ch[i].h.type == htobe16(NBD_REPLY_TYPE_OFFSET_HOLE)) {
+            ch[i].h.length = htobe32(12);
+            out_copy(w, &ch[i], sizeof(ch[i]));
+        } else {
+            ch[i].h.length = htobe32(8 + len);
+            out_copy(w, &ch[i], sizeof(ch[i].h) + 8);
+            out_ref(w, buf + start, len);
         }
     }
     return 0;
@@ -924,8 +994,7 @@ static uint32_t check_request(const struct conn *c, const struct request *rq, co
 }
 
 /* Serve one request whose payload (if any) is in S; queue its reply in W. */
-static int serve_request(struct conn *c, struct worker *w, const struct request *rq,
-                         struct slot *s)
+static int serve_request(struct conn *c, struct worker *w, const struct request *rq, struct slot *s)
 {
     struct vdisk_image *img = c->srv->img;
     bool fua = rq->flags & NBD_CMD_FLAG_FUA;
@@ -993,85 +1062,6 @@ static int serve_request(struct conn *c, struct worker *w, const struct request 
     return reply_error(c, w, rq, NBD_EINVAL, "unknown command");
 }
 
-/*
- * May RQ go to the ring: a valid, aligned read or write that is plain data
- * (no holes to report, no FUA). Readies its slot.
- */
-static bool ring_ok(struct conn *c, const struct request *rq, struct slot *s)
-{
-    struct vdisk_extent ext;
-    const char *msg;
-
-    if ((rq->type != NBD_CMD_READ && rq->type != NBD_CMD_WRITE) || rq->length == 0 ||
-        (rq->flags & NBD_CMD_FLAG_FUA) || ((rq->offset | rq->length) & (DIO_ALIGN - 1)) ||
-        check_request(c, rq, &msg))
-        return false;
-    if (rq->type == NBD_CMD_WRITE)
-        return true;
-    if (slot_reserve(s, rq->length) < 0)
-        return false;
-    if (c->structured && rq->length >= SPARSE_MIN && !(rq->flags & NBD_CMD_FLAG_DF))
-        return vdisk_block_status(c->srv->img, rq->offset, rq->length, &ext) == 0 &&
-               ext.length >= rq->length && !(ext.flags & VDISK_EXTENT_ZERO);
-    return true;
-}
-
-/* Queue the reply to request I of W's batch, which the ring finished with RES. */
-static int ring_reply(struct conn *c, struct worker *w, unsigned i, int res)
-{
-    const struct request *rq = &w->rq[i];
-
-    if (res != (int)rq->length) /* short or failed: again the ordinary way */
-        return serve_request(c, w, rq, &w->slot[i]);
-    if (rq->type == NBD_CMD_READ)
-        return reply_data(c, w, rq, &w->slot[i]);
-    return reply_ok(c, w, rq);
-}
-
-/*
- * Serve requests FIRST..END-1 of W's batch (all ring_ok) at once through
- * the ring; replies go out as completions come in, a sendmsg per wake-up.
- */
-static int ring_serve(struct conn *c, struct worker *w, unsigned first, unsigned end)
-{
-    unsigned left = end - first;
-    int r;
-
-    for (unsigned i = first; i < end; i++) {
-        struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
-        const struct request *rq = &w->rq[i];
-
-        if (rq->type == NBD_CMD_READ)
-            io_uring_prep_read(sqe, c->srv->dfd, w->slot[i].buf, rq->length, rq->offset);
-        else
-            io_uring_prep_write(sqe, c->srv->dfd, w->slot[i].buf, rq->length, rq->offset);
-        io_uring_sqe_set_data64(sqe, i);
-    }
-    do
-        r = io_uring_submit(&w->ring);
-    while (r == -EINTR);
-    while (r >= 0 && left > 0) {
-        struct io_uring_cqe *cqe;
-
-        r = io_uring_wait_cqe(&w->ring, &cqe);
-        if (r == -EINTR) {
-            r = 0;
-            continue;
-        }
-        while (r >= 0 && io_uring_peek_cqe(&w->ring, &cqe) == 0) {
-            unsigned i = (unsigned)io_uring_cqe_get_data64(cqe);
-            int res = cqe->res;
-
-            io_uring_cqe_seen(&w->ring, cqe);
-            left--;
-            r = ring_reply(c, w, i, res);
-        }
-        if (r >= 0 && left > 0)
-            r = out_flush(c, w);
-    }
-    return r; /* <0 with the ring broken: the connection must go */
-}
-
 /* Monotonic nanoseconds. */
 static uint64_t now_ns(void)
 {
@@ -1082,7 +1072,7 @@ static uint64_t now_ns(void)
 }
 
 /*
- * Serve W's batch: runs of ring_ok requests together, the rest in order.
+ * Serve W's batch in order.
  * *HELD: the caller holds recv_lock; let go of it once I/O turns slow.
  */
 static int serve_batch(struct conn *c, struct worker *w, bool *held)
@@ -1090,15 +1080,8 @@ static int serve_batch(struct conn *c, struct worker *w, bool *held)
     uint64_t t0 = now_ns(), budget = 0;
     int r = 0;
 
-    for (unsigned i = 0, j; i < w->n && r >= 0; i = j) {
-        for (j = i; w->has_ring && j < w->n && ring_ok(c, &w->rq[j], &w->slot[j]);)
-            j++;
-        if (j > i) {
-            r = ring_serve(c, w, i, j);
-            continue;
-        }
+    for (unsigned i = 0; i < w->n && r >= 0; i++) {
         r = serve_request(c, w, &w->rq[i], &w->slot[i]);
-        j = i + 1;
         budget += QUICK_NS + w->rq[i].length / QUICK_BYTES_PER_NS;
         if (*held && now_ns() - t0 > budget) {
             c->slow = true; /* let the other workers in */
@@ -1106,9 +1089,140 @@ static int serve_batch(struct conn *c, struct worker *w, bool *held)
             pthread_mutex_unlock(&c->recv_lock);
         }
     }
-    if (!*held && !w->has_ring)
+    if (!*held)
         c->slow = now_ns() - t0 > budget;
     return r;
+}
+
+/* A connection served through a vdisk_queue: its requests and their slots. */
+struct qconn {
+    struct conn *c;
+    struct worker *w; /* slots, the reply queue */
+    struct vdisk_queue *q;
+    struct vdisk_request vr[MAX_INFLIGHT];
+    bool trim_fua[MAX_INFLIGHT];         /* a TRIM owing a flush once it is done */
+    unsigned freel[MAX_INFLIGHT], nfree; /* slots free */
+    unsigned done[MAX_INFLIGHT], ndone;  /* slots replied to, free after out_flush */
+};
+
+static int qc_reap(struct qconn *qc, unsigned min);
+
+/* Submit slot I's request as OP. */
+static int qc_submit(struct qconn *qc, unsigned i, enum vdisk_op op, unsigned flags)
+{
+    const struct request *rq = &qc->w->rq[i];
+
+    qc->vr[i] = (struct vdisk_request){.op = op,
+                                       .flags = flags,
+                                       .buf = qc->w->slot[i].buf,
+                                       .offset = rq->offset,
+                                       .length = rq->length,
+                                       .user_data = &qc->vr[i]};
+    return vdisk_queue_submit(qc->q, &qc->vr[i]);
+}
+
+/* Start slot I's request, or reply to it at once; <0 when the reply cannot go out. */
+static int qc_start(struct qconn *qc, unsigned i)
+{
+    struct conn *c = qc->c;
+    struct worker *w = qc->w;
+    const struct request *rq = &w->rq[i];
+    bool fua = rq->flags & NBD_CMD_FLAG_FUA;
+    const char *msg = "";
+    uint32_t e = check_request(c, rq, &msg);
+    int r;
+
+    qc->trim_fua[i] = false;
+    if (e)
+        return reply_error(c, w, rq, e, msg);
+    switch (rq->type) {
+    case NBD_CMD_READ:
+        if (rq->length == 0) {
+            r = 1; /* the synchronous path words the empty reply */
+            break;
+        }
+        if (slot_reserve(&w->slot[i], rq->length) < 0)
+            return reply_error(c, w, rq, NBD_ENOMEM, "out of memory");
+        r = qc_submit(qc, i, VDISK_OP_READ, 0);
+        break;
+    case NBD_CMD_WRITE:
+        if (rq->length == 0)
+            return reply_ok(c, w, rq);
+        r = qc_submit(qc, i, VDISK_OP_WRITE, fua ? VDISK_WRITE_FUA : 0);
+        break;
+    case NBD_CMD_FLUSH:
+        if (c->srv->read_only)
+            return reply_ok(c, w, rq);
+        r = qc_submit(qc, i, VDISK_OP_FLUSH, 0);
+        break;
+    case NBD_CMD_TRIM:
+        if (rq->length == 0)
+            return reply_ok(c, w, rq);
+        qc->trim_fua[i] = fua;
+        r = qc_submit(qc, i, VDISK_OP_DISCARD, 0);
+        break;
+    case NBD_CMD_WRITE_ZEROES:
+        if (rq->length == 0)
+            return reply_ok(c, w, rq);
+        r = qc_submit(qc, i, VDISK_OP_WRITE_ZEROES,
+                      (fua ? VDISK_ZERO_FUA : 0) |
+                          (rq->flags & NBD_CMD_FLAG_NO_HOLE ? 0 : VDISK_ZERO_MAY_UNMAP) |
+                          (rq->flags & NBD_CMD_FLAG_FAST_ZERO ? VDISK_ZERO_NO_FALLBACK : 0));
+        break;
+    case NBD_CMD_CACHE:
+        return reply_ok(c, w, rq); /* direct I/O: there is no cache to fill */
+    default:
+        r = 1; /* BLOCK_STATUS: below */
+        break;
+    }
+    if (r == 1) {
+        /* the rest are synchronous calls, which want nothing in flight */
+        r = 0;
+        while (r >= 0 && vdisk_queue_inflight(qc->q) > 0)
+            r = qc_reap(qc, 1);
+        return r < 0 ? r : serve_request(c, w, rq, &w->slot[i]);
+    }
+    if (r < 0)
+        return reply_error(c, w, rq, nbd_errno(r), vdisk_last_error());
+    return 1; /* in flight */
+}
+
+/* Reply to the request of a completed VR. */
+static int qc_finish(struct qconn *qc, struct vdisk_request *vr)
+{
+    unsigned i = (unsigned)(vr - qc->vr);
+    const struct request *rq = &qc->w->rq[i];
+    struct conn *c = qc->c;
+    int r;
+
+    if (vr->result == 0 && qc->trim_fua[i]) {
+        qc->trim_fua[i] = false;
+        r = qc_submit(qc, i, VDISK_OP_FLUSH, 0);
+        if (r == 0)
+            return 1; /* in flight again */
+        vr->result = r;
+    }
+    qc->done[qc->ndone++] = i;
+    if (vr->result == -EOPNOTSUPP && (rq->flags & NBD_CMD_FLAG_FAST_ZERO))
+        return reply_error(c, qc->w, rq, NBD_ENOTSUP, "zeroing would not be fast");
+    if (vr->result < 0)
+        return reply_error(c, qc->w, rq, nbd_errno(vr->result), vdisk_last_error());
+    if (rq->type != NBD_CMD_READ)
+        return reply_ok(c, qc->w, rq);
+    if (c->structured && rq->length >= SPARSE_MIN && !(rq->flags & NBD_CMD_FLAG_DF))
+        return reply_scanned(c, qc->w, rq, &qc->w->slot[i]);
+    return reply_data(c, qc->w, rq, &qc->w->slot[i]);
+}
+
+/* Collect completions, waiting for at least MIN, and queue their replies. */
+static int qc_reap(struct qconn *qc, unsigned min)
+{
+    struct vdisk_request *done[MAX_INFLIGHT];
+    int n = vdisk_queue_complete(qc->q, done, MAX_INFLIGHT, min), r = 0;
+
+    for (int k = 0; k < n && r >= 0; k++)
+        r = qc_finish(qc, done[k]);
+    return n < 0 ? n : r;
 }
 
 /*
@@ -1193,8 +1307,7 @@ static int take_batch(struct conn *c, struct worker *w, unsigned max)
             return (int)w->n;
         }
         bytes += w->rq[w->n - 1].length;
-        if (w->n == max || (next = next_buffered(c)) < 0 ||
-            bytes + (uint64_t)next > BATCH_BYTES)
+        if (w->n == max || (next = next_buffered(c)) < 0 || bytes + (uint64_t)next > BATCH_BYTES)
             return (int)w->n;
     }
 }
@@ -1237,14 +1350,12 @@ static void *worker_main(void *arg)
     struct worker *w = calloc(1, sizeof(*w));
     bool held = false;
 
-    if (w && c->srv->dfd >= 0)
-        w->has_ring = io_uring_queue_init(MAX_BATCH, &w->ring, 0) == 0;
     while (w) {
         int r;
 
         if (!held)
             pthread_mutex_lock(&c->recv_lock);
-        r = take_batch(c, w, c->slow && !w->has_ring ? 1 : c->srv->batch);
+        r = take_batch(c, w, c->slow ? 1 : c->srv->batch);
         if (r <= 0) {
             if (r < 0)
                 conn_kill(c); /* garbage or a broken stream: hard disconnect */
@@ -1253,7 +1364,7 @@ static void *worker_main(void *arg)
             break;
         }
         /* large requests are copy-bound: both cores do better than one */
-        held = !c->slow && !w->has_ring && c->srv->batch > 1 && w->rq[0].length < SPARSE_MIN;
+        held = !c->slow && c->srv->batch > 1 && w->rq[0].length < SPARSE_MIN;
         if (!held)
             pthread_mutex_unlock(&c->recv_lock);
         r = serve_batch(c, w, &held);
@@ -1276,8 +1387,6 @@ static void *worker_main(void *arg)
     if (w) {
         for (unsigned i = 0; i < MAX_INFLIGHT; i++)
             free(w->slot[i].buf);
-        if (w->has_ring)
-            io_uring_queue_exit(&w->ring);
         free(w);
     } else {
         conn_kill(c);
@@ -1308,19 +1417,15 @@ static ssize_t conn_fill(struct conn *c)
     return r;
 }
 
-#define POLL_TAG UINT64_MAX /* user data of the socket's poll on the ring */
-
 /*
- * Take every request the socket holds into free slots: plain reads and
- * writes go onto the ring, the rest are served here and now. The number
- * of ring requests prepared, or <0 for a broken stream.
+ * Take every request the socket holds, while slots are free, and start
+ * them. 0, or <0 for a broken stream or a reply that could not go out.
  */
-static int loop_take(struct conn *c, struct worker *w, unsigned *freel, unsigned *nfree,
-                     unsigned *done, unsigned *ndone)
+static int qc_take(struct qconn *qc)
 {
-    int prepared = 0;
+    struct conn *c = qc->c;
 
-    while (*nfree > 0 && !c->dead) {
+    while (qc->nfree > 0 && !c->dead) {
         unsigned i;
         ssize_t k;
         int r;
@@ -1335,110 +1440,91 @@ static int loop_take(struct conn *c, struct worker *w, unsigned *freel, unsigned
                 c->dead = true;
             continue;
         }
-        i = freel[--*nfree];
-        r = read_request(c, &w->rq[i], &w->slot[i]);
+        i = qc->freel[--qc->nfree];
+        r = read_request(c, &qc->w->rq[i], &qc->w->slot[i]);
+        if (r <= 0) {
+            qc->freel[qc->nfree++] = i;
+            if (r == 0)
+                c->dead = true;
+            return r;
+        }
+        r = qc_start(qc, i);
         if (r < 0)
             return r;
-        if (r == 0) {
-            c->dead = true;
-            freel[(*nfree)++] = i;
-            break;
-        }
-        if (ring_ok(c, &w->rq[i], &w->slot[i])) {
-            struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
-            const struct request *rq = &w->rq[i];
-
-            if (rq->type == NBD_CMD_READ)
-                io_uring_prep_read(sqe, c->srv->dfd, w->slot[i].buf, rq->length, rq->offset);
-            else
-                io_uring_prep_write(sqe, c->srv->dfd, w->slot[i].buf, rq->length, rq->offset);
-            io_uring_sqe_set_data64(sqe, i);
-            prepared++;
-            continue;
-        }
-        r = serve_request(c, w, &w->rq[i], &w->slot[i]);
-        if (r < 0)
-            return r;
-        done[(*ndone)++] = i; /* its reply may point into the slot */
+        if (r == 0)
+            qc->done[qc->ndone++] = i; /* replied: its reply may point into the slot */
     }
-    return prepared;
+    return 0;
 }
 
 /*
- * A connection on a raw O_DIRECT image: one thread and its ring. The
- * socket's readiness is one more event on the ring, so the thread reads
- * requests while others are in flight and never hands anything over.
+ * Serve a connection through a vdisk_queue, from one thread: requests go
+ * in as they arrive, replies go out as completions come back, a sendmsg
+ * per round, with no hand-off between threads. The thread waits on the
+ * queue while requests are in flight and on the socket when none are.
  */
-static int loop_serve(struct conn *c, struct worker *w)
+static int qc_serve(struct qconn *qc)
 {
-    unsigned freel[MAX_INFLIGHT], done[MAX_INFLIGHT], nfree = 0, ndone = 0, inflight = 0;
-    bool polling = false;
+    struct conn *c = qc->c;
     int r;
 
-    for (unsigned i = 0; i < MAX_INFLIGHT; i++)
-        freel[nfree++] = MAX_INFLIGHT - 1 - i;
     for (;;) {
-        struct io_uring_cqe *cqe;
-
-        r = loop_take(c, w, freel, &nfree, done, &ndone);
+        r = qc_take(qc);
+        if (r >= 0)
+            r = qc_reap(qc, 0);
+        if (r >= 0)
+            r = out_flush(c, qc->w);
         if (r < 0)
             return r;
-        inflight += (unsigned)r;
-        r = out_flush(c, w);
-        if (r < 0)
-            return r;
-        while (ndone > 0)
-            freel[nfree++] = done[--ndone];
-        if (c->dead && inflight == 0)
-            return 0;
-        if (!polling && !c->dead && nfree > 0) {
-            struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
-
-            io_uring_prep_poll_add(sqe, c->fd, POLLIN);
-            io_uring_sqe_set_data64(sqe, POLL_TAG);
-            polling = true;
-        }
-        do
-            r = io_uring_submit_and_wait(&w->ring, 1);
-        while (r == -EINTR);
-        if (r < 0)
-            return r;
-        while (io_uring_peek_cqe(&w->ring, &cqe) == 0) {
-            uint64_t tag = io_uring_cqe_get_data64(cqe);
-            int res = cqe->res;
-
-            io_uring_cqe_seen(&w->ring, cqe);
-            if (tag == POLL_TAG) {
-                polling = false;
-                continue;
-            }
-            inflight--;
-            r = ring_reply(c, w, (unsigned)tag, res);
+        while (qc->ndone > 0)
+            qc->freel[qc->nfree++] = qc->done[--qc->ndone];
+        if (vdisk_queue_inflight(qc->q) > 0) {
+            r = qc_reap(qc, 1);
             if (r < 0)
                 return r;
-            done[ndone++] = (unsigned)tag;
+        } else if (c->dead) {
+            return 0;
+        } else {
+            struct pollfd pfd = {c->fd, POLLIN, 0};
+
+            if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
+                return -errno;
         }
     }
 }
 
-/* A connection's only thread in ring mode. */
-static void loop_main(struct conn *c)
+/* A connection's only thread when it runs on a vdisk_queue. */
+static void queue_main(struct conn *c)
 {
-    struct worker *w = calloc(1, sizeof(*w));
+    struct qconn *qc = calloc(1, sizeof(*qc));
+    int r = -ENOMEM;
 
-    if (!w || io_uring_queue_init(2 * MAX_INFLIGHT, &w->ring, 0) < 0) {
-        free(w);
-        conn_kill(c);
-        conn_put(c);
-        return;
+    if (qc) {
+        qc->c = c;
+        qc->w = calloc(1, sizeof(*qc->w));
+        if (qc->w)
+            r = vdisk_queue_create(c->srv->img, MAX_INFLIGHT, 0, &qc->q);
     }
-    if (loop_serve(c, w) < 0)
+    if (r == 0) {
+        for (unsigned i = 0; i < MAX_INFLIGHT; i++)
+            qc->freel[qc->nfree++] = MAX_INFLIGHT - 1 - i;
+        r = qc_serve(qc);
+    }
+    if (r < 0) {
+        if (r == -ENOMEM || !qc || !qc->q)
+            log_client(c, "cannot set up a queue: %s", strerror(-r));
         conn_kill(c);
+    }
     c->dead = true;
-    for (unsigned i = 0; i < MAX_INFLIGHT; i++)
-        free(w->slot[i].buf);
-    io_uring_queue_exit(&w->ring);
-    free(w);
+    if (qc) {
+        if (qc->q)
+            vdisk_queue_destroy(qc->q); /* waits for what is still in flight */
+        if (qc->w)
+            for (unsigned i = 0; i < MAX_INFLIGHT; i++)
+                free(qc->w->slot[i].buf);
+        free(qc->w);
+        free(qc);
+    }
     conn_put(c);
 }
 
@@ -1472,8 +1558,8 @@ static void *conn_main(void *arg)
         return NULL;
     }
     setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof(none));
-    if (c->srv->dfd >= 0) {
-        loop_main(c);
+    if (c->srv->queued) {
+        queue_main(c);
         return NULL;
     }
     for (unsigned i = 1; i < c->srv->threads; i++) {
@@ -1532,20 +1618,15 @@ static unsigned default_threads(struct vdisk_image *img)
 }
 
 /*
- * A raw image opened with direct I/O gets a second O_DIRECT descriptor of
- * its own for io_uring (libvdisk's keeps the QEMU lock); -1 otherwise.
+ * Direct I/O waits on the disk: one thread per connection keeps the
+ * client's whole queue in flight on a vdisk_queue. Page-cache I/O is
+ * quick and copy-bound: workers serve it themselves, on every core.
  */
-static int open_direct(struct vdisk_image *img)
+static bool use_queue(struct vdisk_image *img)
 {
     struct vdisk_info info;
-    char path[64];
-    int raw = vdisk_get_raw_fd(img);
 
-    if (raw < 0 || getenv("VDISK_NBD_NO_URING") || vdisk_get_info(img, &info) < 0 ||
-        !info.direct)
-        return -1;
-    snprintf(path, sizeof(path), "/proc/self/fd/%d", raw);
-    return open(path, (vdisk_is_read_only(img) ? O_RDONLY : O_RDWR) | O_DIRECT | O_CLOEXEC);
+    return !getenv("VDISK_NBD_NO_QUEUE") && vdisk_get_info(img, &info) == 0 && info.direct;
 }
 
 /*
@@ -1556,10 +1637,6 @@ static int open_direct(struct vdisk_image *img)
 static unsigned default_batch(struct vdisk_image *img)
 {
     struct vdisk_info info;
-    const char *e = getenv("VDISK_NBD_BATCH");
-
-    if (e)
-        return atoi(e) < 1 ? 1 : atoi(e) > MAX_BATCH ? MAX_BATCH : (unsigned)atoi(e);
     if (vdisk_get_info(img, &info) == 0 && info.direct)
         return 1;
     return MAX_BATCH;
@@ -1578,13 +1655,11 @@ int nbd_server_new(struct vdisk_image *img, const struct nbd_server_opts *opts,
     srv->name = strdup(opts && opts->export_name ? opts->export_name : "");
     srv->description = opts && opts->description ? strdup(opts->description) : NULL;
     srv->threads = opts && opts->threads ? opts->threads : default_threads(img);
-    srv->dfd = open_direct(img);
-    srv->batch = srv->dfd >= 0 ? MAX_BATCH : default_batch(img);
+    srv->batch = default_batch(img);
+    srv->queued = use_queue(img);
     srv->max_conns = opts && opts->max_conns ? opts->max_conns : DEFAULT_CONNS;
     srv->quiet = opts && opts->quiet;
     if (!srv->name || strlen(srv->name) > 4096 || pipe2(srv->stop_pipe, O_CLOEXEC) < 0) {
-        if (srv->dfd >= 0)
-            close(srv->dfd);
         free(srv->name);
         free(srv->description);
         free(srv);
@@ -1658,8 +1733,6 @@ void nbd_server_free(struct nbd_server *srv)
         return;
     close(srv->stop_pipe[0]);
     close(srv->stop_pipe[1]);
-    if (srv->dfd >= 0)
-        close(srv->dfd);
     pthread_cond_destroy(&srv->idle);
     pthread_mutex_destroy(&srv->lock);
     free(srv->name);
