@@ -1417,9 +1417,22 @@ static ssize_t conn_fill(struct conn *c)
     return r;
 }
 
+/* Send the queued replies and free the slots they pointed into. */
+static int qc_flush(struct qconn *qc)
+{
+    int r = out_flush(qc->c, qc->w);
+
+    while (qc->ndone > 0)
+        qc->freel[qc->nfree++] = qc->done[--qc->ndone];
+    return r;
+}
+
 /*
  * Take every request the socket holds, while slots are free, and start
- * them. 0, or <0 for a broken stream or a reply that could not go out.
+ * them. A large request is pushed to the kernel, and finished requests
+ * answered, before the next is read: reading a large write's payload
+ * takes a while. 0, or <0 for a broken stream or a reply that could not
+ * go out.
  */
 static int qc_take(struct qconn *qc)
 {
@@ -1449,10 +1462,15 @@ static int qc_take(struct qconn *qc)
             return r;
         }
         r = qc_start(qc, i);
-        if (r < 0)
-            return r;
         if (r == 0)
             qc->done[qc->ndone++] = i; /* replied: its reply may point into the slot */
+        if (r >= 0 && qc->w->rq[i].length >= SPARSE_MIN) {
+            r = qc_reap(qc, 0);
+            if (r >= 0)
+                r = qc_flush(qc);
+        }
+        if (r < 0)
+            return r;
     }
     return 0;
 }
@@ -1473,11 +1491,9 @@ static int qc_serve(struct qconn *qc)
         if (r >= 0)
             r = qc_reap(qc, 0);
         if (r >= 0)
-            r = out_flush(c, qc->w);
+            r = qc_flush(qc);
         if (r < 0)
             return r;
-        while (qc->ndone > 0)
-            qc->freel[qc->nfree++] = qc->done[--qc->ndone];
         if (vdisk_queue_inflight(qc->q) > 0) {
             r = qc_reap(qc, 1);
             if (r < 0)
