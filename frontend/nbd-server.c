@@ -1,16 +1,26 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The NBD server (doc/proto.md of the nbd project): fixed newstyle
- * handshake, then the transmission phase served by a small team of worker
- * threads per connection.
+ * handshake, then the transmission phase, served one of two ways.
  *
- * Workers take turns as the reader: one holds recv_lock, reads a request
- * (and a write's payload) from the socket, lets go of the lock, does the
- * I/O and sends the reply whole under send_lock. There is no queue and no
- * hand-off between threads, so a request costs no wake-ups while the
- * client keeps the pipe full, and replies leave in whatever order the I/O
- * completes. The image is shared by every connection of this process,
- * so flushes are seen by all of them (MULTI_CONN).
+ * Page cache (default): a small team of worker threads per connection
+ * takes turns as the reader. One holds recv_lock, takes every request
+ * already in the input buffer (a batch; its write payloads too), serves
+ * them and sends all their replies with one sendmsg under send_lock. While
+ * the I/O is quick it keeps recv_lock throughout, so the next batch costs
+ * no futex hand-off; once a request waits (a page-cache miss) it lets go
+ * and batches shrink to one request, so the workers share the queue.
+ *
+ * Direct I/O (--direct): one thread per connection drives a vdisk_queue
+ * (io_uring for mapped reads and writes), reading requests as they come
+ * and replying as completions come back, so the client's whole queue is
+ * in flight with no thread hand-off. VDISK_NBD_NO_QUEUE=1 in the
+ * environment serves direct I/O with the workers instead (16, one request
+ * each).
+ *
+ * Replies leave in whatever order the I/O completes. The image is shared
+ * by every connection of this process, so flushes are seen by all of them
+ * (MULTI_CONN).
  */
 #include <arpa/inet.h>
 #include <endian.h>
@@ -31,6 +41,7 @@
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "nbd-proto.h"
@@ -38,17 +49,26 @@
 
 #define MAX_PAYLOAD     (32u << 20) /* largest read or write we accept */
 #define PREF_BLOCK      4096u
-#define MAX_OPTION_LEN  65536u /* larger option data: hard disconnect */
-#define MAX_OPTIONS     1024   /* options per handshake */
-#define HANDSHAKE_SECS  60     /* a client silent this long is dropped */
-#define RBUF_SIZE       65536u /* buffered socket input */
-#define SPARSE_MIN      65536u /* reads this large look for holes */
-#define MAX_READ_CHUNKS 32     /* content chunks in one read reply */
-#define MAX_DESCRIPTORS 1024   /* block status descriptors per reply */
+#define MAX_OPTION_LEN  65536u       /* larger option data: hard disconnect */
+#define MAX_OPTIONS     1024         /* options per handshake */
+#define HANDSHAKE_SECS  60           /* a client silent this long is dropped */
+#define RBUF_SIZE       65536u       /* buffered socket input */
+#define SPARSE_MIN      65536u       /* reads this large look for holes */
+#define ZERO_BLOCK      4096u        /* queue mode: holes are zero runs of these */
+#define MAX_READ_CHUNKS 32           /* content chunks in one read reply */
+#define MAX_DESCRIPTORS 1024         /* block status descriptors per reply */
+#define MAX_BATCH       32           /* requests a worker takes at once */
+#define BATCH_BYTES     (256u << 10) /* ... and their payload, beyond the first */
+#define MAX_INFLIGHT    64           /* requests in flight per connection (queue mode) */
+#define OUT_IOV         256          /* pieces of queued replies */
+#define OUT_HDR         16384        /* bytes of queued reply headers */
+/* a request is quick (page cache) within 20us plus 0.5ns a byte */
+#define QUICK_NS           20000u
+#define QUICK_BYTES_PER_NS 2u
 /*
- * Workers per connection. Page-cache I/O is CPU bound: every extra worker
- * costs a futex hand-off per request, so one per core. O_DIRECT I/O waits
- * on the disk: more workers keep more of the client's queue in flight.
+ * Workers per connection. Page-cache I/O is CPU bound: one per core.
+ * O_DIRECT I/O without a queue waits on the disk: more workers keep more
+ * of the client's queue in flight.
  */
 #define DIRECT_THREADS  16
 #define DEFAULT_CONNS   128
@@ -62,9 +82,11 @@ struct nbd_server {
     char *name;
     char *description;
     unsigned threads;
+    unsigned batch; /* requests a worker takes at once */
     unsigned max_conns;
     bool quiet;
     int stop_pipe[2];
+    bool queued; /* connections run on a vdisk_queue (direct I/O) */
 
     pthread_mutex_t lock; /* protects conns, nconns, stopping */
     pthread_cond_t idle;  /* signalled when a connection goes */
@@ -84,14 +106,9 @@ struct conn {
     bool meta_alloc;          /* base:allocation selected */
     bool no_zeroes;           /* client's NBD_FLAG_C_NO_ZEROES */
     atomic_bool dead;         /* read no more requests */
+    atomic_bool slow;         /* the last batch waited: spread requests out */
     atomic_uint refs;         /* threads using this connection */
     struct conn *prev, *next; /* srv->conns, under srv->lock */
-};
-
-/* A worker's scratch buffer, grown to the largest request it has seen. */
-struct worker {
-    void *buf;
-    size_t cap;
 };
 
 /* One decoded request. */
@@ -99,6 +116,23 @@ struct request {
     uint16_t flags, type;
     uint64_t cookie, offset;
     uint32_t length;
+};
+
+/* A request's payload buffer, grown to the largest payload it has held. */
+struct slot {
+    void *buf;
+    size_t cap;
+};
+
+/* A worker's batch of requests and the replies it has queued for them. */
+struct worker {
+    struct request rq[MAX_INFLIGHT];
+    struct slot slot[MAX_INFLIGHT];
+    unsigned n; /* requests in the batch */
+    struct iovec iov[OUT_IOV];
+    int niov;
+    size_t hlen;          /* bytes of hdr in use */
+    uint8_t hdr[OUT_HDR]; /* reply headers */
 };
 
 static void log_client(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -568,8 +602,52 @@ static uint32_t nbd_errno(int r)
     }
 }
 
+/* Send the queued replies with one sendmsg, under send_lock. */
+static int out_flush(struct conn *c, struct worker *w)
+{
+    int r = 0;
+
+    if (w->niov > 0) {
+        pthread_mutex_lock(&c->send_lock);
+        r = send_iov(c->fd, w->iov, w->niov);
+        pthread_mutex_unlock(&c->send_lock);
+    }
+    w->niov = 0;
+    w->hlen = 0;
+    return r;
+}
+
+/* Make room in W's queue for a reply of NIOV pieces and HBYTES of headers. */
+static int out_room(struct conn *c, struct worker *w, int niov, size_t hbytes)
+{
+    if (w->niov + niov <= OUT_IOV && w->hlen + hbytes <= OUT_HDR)
+        return 0;
+    return out_flush(c, w);
+}
+
+/* Queue a copy of small DATA (a header), joined to the piece before it if adjacent. */
+static void out_copy(struct worker *w, const void *data, size_t len)
+{
+    uint8_t *p = w->hdr + w->hlen;
+    struct iovec *last = w->niov ? &w->iov[w->niov - 1] : NULL;
+
+    memcpy(p, data, len);
+    w->hlen += len;
+    if (last && (uint8_t *)last->iov_base + last->iov_len == p)
+        last->iov_len += len;
+    else
+        w->iov[w->niov++] = (struct iovec){p, len};
+}
+
+/* Queue DATA by reference: it stays put until the batch's replies are sent. */
+static void out_ref(struct worker *w, const void *data, size_t len)
+{
+    w->iov[w->niov++] = (struct iovec){(void *)data, len};
+}
+
 /* Reply to R with an error: an error chunk when structured, else simple. */
-static int reply_error(struct conn *c, const struct request *rq, uint32_t error, const char *msg)
+static int reply_error(struct conn *c, struct worker *w, const struct request *rq, uint32_t error,
+                       const char *msg)
 {
     int r;
 
@@ -578,11 +656,13 @@ static int reply_error(struct conn *c, const struct request *rq, uint32_t error,
         uint8_t p[6];
         uint32_t e = htobe32(error);
         uint16_t mlen;
-        struct iovec iov[3];
 
         if (strlen(msg) > 1024)
             msg = "error";
         mlen = (uint16_t)strlen(msg);
+        r = out_room(c, w, 1, sizeof(h) + 6 + mlen);
+        if (r < 0)
+            return r;
         h.magic = htobe32(NBD_STRUCTURED_REPLY_MAGIC);
         h.flags = htobe16(NBD_REPLY_FLAG_DONE);
         h.type = htobe16(NBD_REPLY_TYPE_ERROR);
@@ -591,100 +671,102 @@ static int reply_error(struct conn *c, const struct request *rq, uint32_t error,
         memcpy(p, &e, 4);
         mlen = htobe16(mlen);
         memcpy(p + 4, &mlen, 2);
-        iov[0] = (struct iovec){&h, sizeof(h)};
-        iov[1] = (struct iovec){p, 6};
-        iov[2] = (struct iovec){(void *)msg, strlen(msg)};
-        pthread_mutex_lock(&c->send_lock);
-        r = send_iov(c->fd, iov, 3);
-        pthread_mutex_unlock(&c->send_lock);
+        out_copy(w, &h, sizeof(h));
+        out_copy(w, p, 6);
+        out_copy(w, msg, strlen(msg));
     } else {
         struct nbd_simple_reply h = {htobe32(NBD_SIMPLE_REPLY_MAGIC), htobe32(error), rq->cookie};
 
-        pthread_mutex_lock(&c->send_lock);
-        r = send_all(c->fd, &h, sizeof(h));
-        pthread_mutex_unlock(&c->send_lock);
+        r = out_room(c, w, 1, sizeof(h));
+        if (r < 0)
+            return r;
+        out_copy(w, &h, sizeof(h));
     }
-    return r;
+    return 0;
 }
 
 /* Success with no payload: a simple reply is allowed for all but READ. */
-static int reply_ok(struct conn *c, const struct request *rq)
+static int reply_ok(struct conn *c, struct worker *w, const struct request *rq)
 {
     struct nbd_simple_reply h = {htobe32(NBD_SIMPLE_REPLY_MAGIC), 0, rq->cookie};
-    int r;
+    int r = out_room(c, w, 1, sizeof(h));
 
-    pthread_mutex_lock(&c->send_lock);
-    r = send_all(c->fd, &h, sizeof(h));
-    pthread_mutex_unlock(&c->send_lock);
+    if (r == 0)
+        out_copy(w, &h, sizeof(h));
     return r;
 }
 
 /* Reply to a libvdisk result R. */
-static int reply_result(struct conn *c, const struct request *rq, int r)
+static int reply_result(struct conn *c, struct worker *w, const struct request *rq, int r)
 {
     if (r < 0)
-        return reply_error(c, rq, nbd_errno(r), vdisk_last_error());
-    return reply_ok(c, rq);
+        return reply_error(c, w, rq, nbd_errno(r), vdisk_last_error());
+    return reply_ok(c, w, rq);
 }
 
-/* Make W's buffer hold LEN bytes (page aligned for O_DIRECT). */
-static int worker_reserve(struct worker *w, size_t len)
+/* Make S hold LEN bytes (page aligned for O_DIRECT). */
+static int slot_reserve(struct slot *s, size_t len)
 {
     void *p;
 
-    if (len <= w->cap)
+    if (len <= s->cap)
         return 0;
     if (posix_memalign(&p, 4096, len) != 0)
         return -ENOMEM;
-    free(w->buf);
-    w->buf = p;
-    w->cap = len;
+    free(s->buf);
+    s->buf = p;
+    s->cap = len;
+    return 0;
+}
+
+/* Queue the reply to a read whose data is in S. */
+static int reply_data(struct conn *c, struct worker *w, const struct request *rq,
+                      const struct slot *s)
+{
+    uint64_t off = htobe64(rq->offset);
+    int r = out_room(c, w, 2, sizeof(struct nbd_structured_reply) + 8);
+
+    if (r < 0)
+        return r;
+    if (c->structured) {
+        struct nbd_structured_reply h = {
+            htobe32(NBD_STRUCTURED_REPLY_MAGIC), htobe16(NBD_REPLY_FLAG_DONE),
+            htobe16(NBD_REPLY_TYPE_OFFSET_DATA), rq->cookie, htobe32(8 + rq->length)};
+
+        out_copy(w, &h, sizeof(h));
+        out_copy(w, &off, 8);
+    } else {
+        struct nbd_simple_reply h = {htobe32(NBD_SIMPLE_REPLY_MAGIC), 0, rq->cookie};
+
+        out_copy(w, &h, sizeof(h));
+    }
+    out_ref(w, s->buf, rq->length);
     return 0;
 }
 
 /* A whole read as one simple reply or one data chunk. */
-static int read_plain(struct conn *c, struct worker *w, const struct request *rq)
+static int read_plain(struct conn *c, struct worker *w, const struct request *rq, struct slot *s)
 {
-    struct nbd_structured_reply sh;
-    struct nbd_simple_reply h;
-    uint64_t off = htobe64(rq->offset);
-    struct iovec iov[3];
-    int n = 0, r;
+    int r = vdisk_read(c->srv->img, s->buf, rq->length, rq->offset);
 
-    r = vdisk_read(c->srv->img, w->buf, rq->length, rq->offset);
     if (r < 0)
-        return reply_error(c, rq, nbd_errno(r), vdisk_last_error());
-    if (c->structured) {
-        sh = (struct nbd_structured_reply){
-            htobe32(NBD_STRUCTURED_REPLY_MAGIC), htobe16(NBD_REPLY_FLAG_DONE),
-            htobe16(NBD_REPLY_TYPE_OFFSET_DATA), rq->cookie, htobe32(8 + rq->length)};
-        iov[n++] = (struct iovec){&sh, sizeof(sh)};
-        iov[n++] = (struct iovec){&off, 8};
-    } else {
-        h = (struct nbd_simple_reply){htobe32(NBD_SIMPLE_REPLY_MAGIC), 0, rq->cookie};
-        iov[n++] = (struct iovec){&h, sizeof(h)};
-    }
-    iov[n++] = (struct iovec){w->buf, rq->length};
-    pthread_mutex_lock(&c->send_lock);
-    r = send_iov(c->fd, iov, n);
-    pthread_mutex_unlock(&c->send_lock);
-    return r;
+        return reply_error(c, w, rq, nbd_errno(r), vdisk_last_error());
+    return reply_data(c, w, rq, s);
 }
 
 /*
  * A large structured read: holes of the allocation map that read as zeroes
  * go out as OFFSET_HOLE chunks instead of bytes.
  */
-static int read_sparse(struct conn *c, struct worker *w, const struct request *rq)
+static int read_sparse(struct conn *c, struct worker *w, const struct request *rq, struct slot *s)
 {
     struct chunk {
         struct nbd_structured_reply h;
         uint64_t offset;
         uint32_t hole_len;
     } __attribute__((packed)) ch[MAX_READ_CHUNKS];
-    struct iovec iov[2 * MAX_READ_CHUNKS];
     uint64_t pos = rq->offset, end = rq->offset + rq->length;
-    int n = 0, niov = 0, r, holes = 0;
+    int n = 0, r, holes = 0;
 
     while (pos < end) {
         struct vdisk_extent ext = {pos, end - pos, 0};
@@ -711,46 +793,116 @@ static int read_sparse(struct conn *c, struct worker *w, const struct request *r
         pos += ext.length;
     }
     if (holes == 0)
-        return read_plain(c, w, rq);
-    /* read the data chunks, then build the reply */
+        return read_plain(c, w, rq, s);
+    /* read the data chunks, then queue the reply */
     for (int i = 0; i < n; i++) {
         uint64_t start = be64toh(ch[i].offset);
         uint64_t stop = i + 1 < n ? be64toh(ch[i + 1].offset) : end;
-        uint8_t *buf = (uint8_t *)w->buf + (start - rq->offset);
 
         if (ch[i].h.type == htobe16(NBD_REPLY_TYPE_OFFSET_HOLE)) {
             ch[i].h.length = htobe32(12);
-            iov[niov++] = (struct iovec){&ch[i], sizeof(ch[i])};
             continue;
         }
-        r = vdisk_read(c->srv->img, buf, stop - start, start);
+        r = vdisk_read(c->srv->img, (uint8_t *)s->buf + (start - rq->offset), stop - start, start);
         if (r < 0)
-            return reply_error(c, rq, nbd_errno(r), vdisk_last_error());
+            return reply_error(c, w, rq, nbd_errno(r), vdisk_last_error());
         ch[i].h.length = htobe32((uint32_t)(8 + stop - start));
-        iov[niov++] = (struct iovec){&ch[i], sizeof(ch[i].h) + 8};
-        iov[niov++] = (struct iovec){buf, stop - start};
     }
     ch[n - 1].h.flags = htobe16(NBD_REPLY_FLAG_DONE);
-    pthread_mutex_lock(&c->send_lock);
-    r = send_iov(c->fd, iov, niov);
-    pthread_mutex_unlock(&c->send_lock);
-    return r;
+    r = out_room(c, w, 2 * n, sizeof(ch));
+    if (r < 0)
+        return r;
+    for (int i = 0; i < n; i++) {
+        uint64_t start = be64toh(ch[i].offset);
+
+        if (ch[i].h.type == htobe16(NBD_REPLY_TYPE_OFFSET_HOLE)) {
+            out_copy(w, &ch[i], sizeof(ch[i]));
+        } else {
+            out_copy(w, &ch[i], sizeof(ch[i].h) + 8);
+            out_ref(w, (uint8_t *)s->buf + (start - rq->offset), be32toh(ch[i].h.length) - 8);
+        }
+    }
+    return 0;
+}
+
+/* Whether LEN bytes at P are all zero. */
+static bool all_zero(const uint8_t *p, size_t len)
+{
+    return p[0] == 0 && memcmp(p, p + 1, len - 1) == 0;
+}
+
+/*
+ * The reply to a large structured read already in S (queue mode, where
+ * the allocation map cannot be asked while requests are in flight): runs
+ * of zero blocks in the data go out as OFFSET_HOLE chunks. Random data
+ * costs a byte compare per block.
+ */
+static int reply_scanned(struct conn *c, struct worker *w, const struct request *rq,
+                         const struct slot *s)
+{
+    struct chunk {
+        struct nbd_structured_reply h;
+        uint64_t offset;
+        uint32_t hole_len;
+    } __attribute__((packed)) ch[MAX_READ_CHUNKS];
+    const uint8_t *buf = s->buf;
+    uint32_t pos = 0, k;
+    int n = 0, holes = 0, r;
+
+    while (pos < rq->length) {
+        bool zero;
+
+        k = rq->length - pos < ZERO_BLOCK ? rq->length - pos : ZERO_BLOCK;
+        zero = n < MAX_READ_CHUNKS - 1 && all_zero(buf + pos, k);
+        if (n > 0 && (ch[n - 1].h.type == htobe16(NBD_REPLY_TYPE_OFFSET_HOLE)) == zero) {
+            ch[n - 1].hole_len = htobe32(be32toh(ch[n - 1].hole_len) + k);
+            pos += k;
+            continue;
+        }
+        ch[n].h = (struct nbd_structured_reply){
+            htobe32(NBD_STRUCTURED_REPLY_MAGIC), 0,
+            htobe16(zero ? NBD_REPLY_TYPE_OFFSET_HOLE : NBD_REPLY_TYPE_OFFSET_DATA), rq->cookie, 0};
+        ch[n].offset = htobe64(rq->offset + pos);
+        ch[n].hole_len = htobe32(k);
+        holes += zero;
+        n++;
+        pos += k;
+    }
+    if (holes == 0)
+        return reply_data(c, w, rq, s);
+    ch[n - 1].h.flags = htobe16(NBD_REPLY_FLAG_DONE);
+    r = out_room(c, w, 2 * n, sizeof(ch));
+    if (r < 0)
+        return r;
+    for (int i = 0; i < n; i++) {
+        uint32_t len = be32toh(ch[i].hole_len);
+        uint64_t start = be64toh(ch[i].offset) - rq->offset;
+
+        if (ch[i].h.type == htobe16(NBD_REPLY_TYPE_OFFSET_HOLE)) {
+            ch[i].h.length = htobe32(12);
+            out_copy(w, &ch[i], sizeof(ch[i]));
+        } else {
+            ch[i].h.length = htobe32(8 + len);
+            out_copy(w, &ch[i], sizeof(ch[i].h) + 8);
+            out_ref(w, buf + start, len);
+        }
+    }
+    return 0;
 }
 
 /* NBD_CMD_BLOCK_STATUS for base:allocation. */
-static int do_block_status(struct conn *c, struct worker *w, const struct request *rq)
+static int do_block_status(struct conn *c, struct worker *w, const struct request *rq,
+                           struct slot *s)
 {
     uint64_t pos = rq->offset, end = rq->offset + rq->length;
     unsigned max = (rq->flags & NBD_CMD_FLAG_REQ_ONE) ? 1 : MAX_DESCRIPTORS, n = 0;
     uint32_t *d, id = htobe32(META_ID);
     struct nbd_structured_reply h;
-    struct iovec iov[3];
     int r;
 
-    r = worker_reserve(w, 8 * MAX_DESCRIPTORS);
-    if (r < 0)
-        return reply_error(c, rq, NBD_ENOMEM, "out of memory");
-    d = w->buf;
+    if (slot_reserve(s, 8 * MAX_DESCRIPTORS) < 0)
+        return reply_error(c, w, rq, NBD_ENOMEM, "out of memory");
+    d = s->buf;
     while (pos < end && n < max) {
         struct vdisk_extent ext;
         uint32_t flags;
@@ -759,7 +911,7 @@ static int do_block_status(struct conn *c, struct worker *w, const struct reques
         if (r < 0) {
             if (n > 0)
                 break; /* report what we have */
-            return reply_error(c, rq, nbd_errno(r), vdisk_last_error());
+            return reply_error(c, w, rq, nbd_errno(r), vdisk_last_error());
         }
         flags = (ext.flags & VDISK_EXTENT_HOLE ? NBD_STATE_HOLE : 0) |
                 (ext.flags & VDISK_EXTENT_ZERO ? NBD_STATE_ZERO : 0);
@@ -775,13 +927,13 @@ static int do_block_status(struct conn *c, struct worker *w, const struct reques
     h = (struct nbd_structured_reply){
         htobe32(NBD_STRUCTURED_REPLY_MAGIC), htobe16(NBD_REPLY_FLAG_DONE),
         htobe16(NBD_REPLY_TYPE_BLOCK_STATUS), rq->cookie, htobe32(4 + 8 * n)};
-    iov[0] = (struct iovec){&h, sizeof(h)};
-    iov[1] = (struct iovec){&id, 4};
-    iov[2] = (struct iovec){d, 8 * n};
-    pthread_mutex_lock(&c->send_lock);
-    r = send_iov(c->fd, iov, 3);
-    pthread_mutex_unlock(&c->send_lock);
-    return r;
+    r = out_room(c, w, 2, sizeof(h) + 4);
+    if (r < 0)
+        return r;
+    out_copy(w, &h, sizeof(h));
+    out_copy(w, &id, 4);
+    out_ref(w, d, 8 * n);
+    return 0;
 }
 
 /* Flags each command accepts (FUA is valid on all). */
@@ -841,8 +993,8 @@ static uint32_t check_request(const struct conn *c, const struct request *rq, co
     return 0;
 }
 
-/* Serve one request whose payload (if any) is in W's buffer. */
-static int serve_request(struct conn *c, struct worker *w, const struct request *rq)
+/* Serve one request whose payload (if any) is in S; queue its reply in W. */
+static int serve_request(struct conn *c, struct worker *w, const struct request *rq, struct slot *s)
 {
     struct vdisk_image *img = c->srv->img;
     bool fua = rq->flags & NBD_CMD_FLAG_FUA;
@@ -852,75 +1004,236 @@ static int serve_request(struct conn *c, struct worker *w, const struct request 
     int r;
 
     if (e)
-        return reply_error(c, rq, e, msg);
+        return reply_error(c, w, rq, e, msg);
     switch (rq->type) {
     case NBD_CMD_READ:
         if (rq->length == 0) {
             if (!c->structured)
-                return reply_ok(c, rq);
+                return reply_ok(c, w, rq);
             struct nbd_structured_reply h = {htobe32(NBD_STRUCTURED_REPLY_MAGIC),
                                              htobe16(NBD_REPLY_FLAG_DONE),
                                              htobe16(NBD_REPLY_TYPE_NONE), rq->cookie, 0};
 
-            pthread_mutex_lock(&c->send_lock);
-            r = send_all(c->fd, &h, sizeof(h));
-            pthread_mutex_unlock(&c->send_lock);
+            r = out_room(c, w, 1, sizeof(h));
+            if (r == 0)
+                out_copy(w, &h, sizeof(h));
             return r;
         }
-        if (worker_reserve(w, rq->length) < 0)
-            return reply_error(c, rq, NBD_ENOMEM, "out of memory");
+        if (slot_reserve(s, rq->length) < 0)
+            return reply_error(c, w, rq, NBD_ENOMEM, "out of memory");
         if (c->structured && rq->length >= SPARSE_MIN && !(rq->flags & NBD_CMD_FLAG_DF))
-            return read_sparse(c, w, rq);
-        return read_plain(c, w, rq);
+            return read_sparse(c, w, rq, s);
+        return read_plain(c, w, rq, s);
     case NBD_CMD_WRITE:
-        r = rq->length ? vdisk_write(img, w->buf, rq->length, rq->offset, fua ? VDISK_WRITE_FUA : 0)
+        r = rq->length ? vdisk_write(img, s->buf, rq->length, rq->offset, fua ? VDISK_WRITE_FUA : 0)
                        : 0;
-        return reply_result(c, rq, r);
+        return reply_result(c, w, rq, r);
     case NBD_CMD_FLUSH:
-        return reply_result(c, rq, c->srv->read_only ? 0 : vdisk_flush(img));
+        return reply_result(c, w, rq, c->srv->read_only ? 0 : vdisk_flush(img));
     case NBD_CMD_TRIM:
         r = rq->length ? vdisk_discard(img, rq->offset, rq->length) : 0;
         if (r == 0 && fua)
             r = vdisk_flush(img);
-        return reply_result(c, rq, r);
+        return reply_result(c, w, rq, r);
     case NBD_CMD_WRITE_ZEROES:
         zf = (fua ? VDISK_ZERO_FUA : 0) |
              (rq->flags & NBD_CMD_FLAG_NO_HOLE ? 0 : VDISK_ZERO_MAY_UNMAP) |
              (rq->flags & NBD_CMD_FLAG_FAST_ZERO ? VDISK_ZERO_NO_FALLBACK : 0);
         r = rq->length ? vdisk_write_zeroes(img, rq->offset, rq->length, zf) : 0;
         if (r == -EOPNOTSUPP && (rq->flags & NBD_CMD_FLAG_FAST_ZERO))
-            return reply_error(c, rq, NBD_ENOTSUP, "zeroing would not be fast");
-        return reply_result(c, rq, r);
+            return reply_error(c, w, rq, NBD_ENOTSUP, "zeroing would not be fast");
+        return reply_result(c, w, rq, r);
     case NBD_CMD_CACHE:
         /* prefetch by reading, a bounded piece at a time */
         for (uint64_t pos = rq->offset, end = rq->offset + rq->length; pos < end;) {
             size_t k = end - pos < (1u << 20) ? end - pos : (1u << 20);
 
-            if (worker_reserve(w, k) < 0)
-                return reply_error(c, rq, NBD_ENOMEM, "out of memory");
-            r = vdisk_read(img, w->buf, k, pos);
+            if (slot_reserve(s, k) < 0)
+                return reply_error(c, w, rq, NBD_ENOMEM, "out of memory");
+            r = vdisk_read(img, s->buf, k, pos);
             if (r < 0)
-                return reply_result(c, rq, r);
+                return reply_result(c, w, rq, r);
             pos += k;
         }
-        return reply_ok(c, rq);
+        return reply_ok(c, w, rq);
     case NBD_CMD_BLOCK_STATUS:
-        return do_block_status(c, w, rq);
+        return do_block_status(c, w, rq, s);
     }
-    return reply_error(c, rq, NBD_EINVAL, "unknown command");
+    return reply_error(c, w, rq, NBD_EINVAL, "unknown command");
+}
+
+/* Monotonic nanoseconds. */
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 /*
- * Read the next request (and a write's payload) under recv_lock.
- * 1: serve it; 0: the client is done or gone; <0: hopeless stream.
+ * Serve W's batch in order.
+ * *HELD: the caller holds recv_lock; let go of it once I/O turns slow.
  */
-static int next_request(struct conn *c, struct worker *w, struct request *rq)
+static int serve_batch(struct conn *c, struct worker *w, bool *held)
+{
+    uint64_t t0 = now_ns(), budget = 0;
+    int r = 0;
+
+    for (unsigned i = 0; i < w->n && r >= 0; i++) {
+        r = serve_request(c, w, &w->rq[i], &w->slot[i]);
+        budget += QUICK_NS + w->rq[i].length / QUICK_BYTES_PER_NS;
+        if (*held && now_ns() - t0 > budget) {
+            c->slow = true; /* let the other workers in */
+            *held = false;
+            pthread_mutex_unlock(&c->recv_lock);
+        }
+    }
+    if (!*held)
+        c->slow = now_ns() - t0 > budget;
+    return r;
+}
+
+/* A connection served through a vdisk_queue: its requests and their slots. */
+struct qconn {
+    struct conn *c;
+    struct worker *w; /* slots, the reply queue */
+    struct vdisk_queue *q;
+    struct vdisk_request vr[MAX_INFLIGHT];
+    bool trim_fua[MAX_INFLIGHT];         /* a TRIM owing a flush once it is done */
+    unsigned freel[MAX_INFLIGHT], nfree; /* slots free */
+    unsigned done[MAX_INFLIGHT], ndone;  /* slots replied to, free after out_flush */
+};
+
+static int qc_reap(struct qconn *qc, unsigned min);
+
+/* Submit slot I's request as OP. */
+static int qc_submit(struct qconn *qc, unsigned i, enum vdisk_op op, unsigned flags)
+{
+    const struct request *rq = &qc->w->rq[i];
+
+    qc->vr[i] = (struct vdisk_request){.op = op,
+                                       .flags = flags,
+                                       .buf = qc->w->slot[i].buf,
+                                       .offset = rq->offset,
+                                       .length = rq->length,
+                                       .user_data = &qc->vr[i]};
+    return vdisk_queue_submit(qc->q, &qc->vr[i]);
+}
+
+/* Start slot I's request, or reply to it at once; <0 when the reply cannot go out. */
+static int qc_start(struct qconn *qc, unsigned i)
+{
+    struct conn *c = qc->c;
+    struct worker *w = qc->w;
+    const struct request *rq = &w->rq[i];
+    bool fua = rq->flags & NBD_CMD_FLAG_FUA;
+    const char *msg = "";
+    uint32_t e = check_request(c, rq, &msg);
+    int r;
+
+    qc->trim_fua[i] = false;
+    if (e)
+        return reply_error(c, w, rq, e, msg);
+    switch (rq->type) {
+    case NBD_CMD_READ:
+        if (rq->length == 0) {
+            r = 1; /* the synchronous path words the empty reply */
+            break;
+        }
+        if (slot_reserve(&w->slot[i], rq->length) < 0)
+            return reply_error(c, w, rq, NBD_ENOMEM, "out of memory");
+        r = qc_submit(qc, i, VDISK_OP_READ, 0);
+        break;
+    case NBD_CMD_WRITE:
+        if (rq->length == 0)
+            return reply_ok(c, w, rq);
+        r = qc_submit(qc, i, VDISK_OP_WRITE, fua ? VDISK_WRITE_FUA : 0);
+        break;
+    case NBD_CMD_FLUSH:
+        if (c->srv->read_only)
+            return reply_ok(c, w, rq);
+        r = qc_submit(qc, i, VDISK_OP_FLUSH, 0);
+        break;
+    case NBD_CMD_TRIM:
+        if (rq->length == 0)
+            return reply_ok(c, w, rq);
+        qc->trim_fua[i] = fua;
+        r = qc_submit(qc, i, VDISK_OP_DISCARD, 0);
+        break;
+    case NBD_CMD_WRITE_ZEROES:
+        if (rq->length == 0)
+            return reply_ok(c, w, rq);
+        r = qc_submit(qc, i, VDISK_OP_WRITE_ZEROES,
+                      (fua ? VDISK_ZERO_FUA : 0) |
+                          (rq->flags & NBD_CMD_FLAG_NO_HOLE ? 0 : VDISK_ZERO_MAY_UNMAP) |
+                          (rq->flags & NBD_CMD_FLAG_FAST_ZERO ? VDISK_ZERO_NO_FALLBACK : 0));
+        break;
+    case NBD_CMD_CACHE:
+        return reply_ok(c, w, rq); /* direct I/O: there is no cache to fill */
+    default:
+        r = 1; /* BLOCK_STATUS: below */
+        break;
+    }
+    if (r == 1) {
+        /* the rest are synchronous calls, which want nothing in flight */
+        r = 0;
+        while (r >= 0 && vdisk_queue_inflight(qc->q) > 0)
+            r = qc_reap(qc, 1);
+        return r < 0 ? r : serve_request(c, w, rq, &w->slot[i]);
+    }
+    if (r < 0)
+        return reply_error(c, w, rq, nbd_errno(r), vdisk_last_error());
+    return 1; /* in flight */
+}
+
+/* Reply to the request of a completed VR. */
+static int qc_finish(struct qconn *qc, struct vdisk_request *vr)
+{
+    unsigned i = (unsigned)(vr - qc->vr);
+    const struct request *rq = &qc->w->rq[i];
+    struct conn *c = qc->c;
+    int r;
+
+    if (vr->result == 0 && qc->trim_fua[i]) {
+        qc->trim_fua[i] = false;
+        r = qc_submit(qc, i, VDISK_OP_FLUSH, 0);
+        if (r == 0)
+            return 1; /* in flight again */
+        vr->result = r;
+    }
+    qc->done[qc->ndone++] = i;
+    if (vr->result == -EOPNOTSUPP && (rq->flags & NBD_CMD_FLAG_FAST_ZERO))
+        return reply_error(c, qc->w, rq, NBD_ENOTSUP, "zeroing would not be fast");
+    if (vr->result < 0)
+        return reply_error(c, qc->w, rq, nbd_errno(vr->result), vdisk_last_error());
+    if (rq->type != NBD_CMD_READ)
+        return reply_ok(c, qc->w, rq);
+    if (c->structured && rq->length >= SPARSE_MIN && !(rq->flags & NBD_CMD_FLAG_DF))
+        return reply_scanned(c, qc->w, rq, &qc->w->slot[i]);
+    return reply_data(c, qc->w, rq, &qc->w->slot[i]);
+}
+
+/* Collect completions, waiting for at least MIN, and queue their replies. */
+static int qc_reap(struct qconn *qc, unsigned min)
+{
+    struct vdisk_request *done[MAX_INFLIGHT];
+    int n = vdisk_queue_complete(qc->q, done, MAX_INFLIGHT, min), r = 0;
+
+    for (int k = 0; k < n && r >= 0; k++)
+        r = qc_finish(qc, done[k]);
+    return n < 0 ? n : r;
+}
+
+/*
+ * Read one request (and a write's payload) into RQ and S.
+ * 1: took it; 0: the client is done or gone; <0: hopeless stream.
+ */
+static int read_request(struct conn *c, struct request *rq, struct slot *s)
 {
     struct nbd_request raw;
     int r;
 
-    if (c->dead)
-        return 0;
     r = conn_read(c, &raw, sizeof(raw));
     if (r < 0)
         return r == -ECONNRESET ? 0 : r;
@@ -943,16 +1256,60 @@ static int next_request(struct conn *c, struct worker *w, struct request *rq)
         r = conn_skip(c, rq->length);
         return r < 0 ? r : 1;
     }
-    if (worker_reserve(w, rq->length) < 0) {
+    if (slot_reserve(s, rq->length) < 0) {
         log_client(c, "out of memory for a %u byte write", rq->length);
         return -ENOMEM;
     }
-    r = conn_read(c, w->buf, rq->length);
+    r = conn_read(c, s->buf, rq->length);
     if (r < 0) {
         log_client(c, "connection lost in a write's payload");
         return r;
     }
     return 1;
+}
+
+/* Payload bytes of the next request if its header is whole in the input buffer, else -1. */
+static int64_t next_buffered(const struct conn *c)
+{
+    struct nbd_request raw;
+    uint16_t type;
+
+    if (c->rlen - c->rpos < sizeof(raw))
+        return -1;
+    memcpy(&raw, c->rbuf + c->rpos, sizeof(raw));
+    type = be16toh(raw.type);
+    return type == NBD_CMD_READ || type == NBD_CMD_WRITE ? be32toh(raw.length) : 0;
+}
+
+/*
+ * Take a batch of requests; the caller holds recv_lock. The first waits
+ * for the client; more are taken only while their headers are already in
+ * the input buffer, so a batch never waits for requests not yet sent.
+ * The number taken, 0 when the client is done, or <0 for a broken stream.
+ */
+static int take_batch(struct conn *c, struct worker *w, unsigned max)
+{
+    uint64_t bytes = 0;
+    int64_t next;
+    int r;
+
+    w->n = 0;
+    if (c->dead)
+        return 0;
+    for (;;) {
+        r = read_request(c, &w->rq[w->n], &w->slot[w->n]);
+        if (r > 0)
+            w->n++;
+        if (r < 0)
+            return r;
+        if (r == 0) {
+            c->dead = true; /* serve what we took, then stop */
+            return (int)w->n;
+        }
+        bytes += w->rq[w->n - 1].length;
+        if (w->n == max || (next = next_buffered(c)) < 0 || bytes + (uint64_t)next > BATCH_BYTES)
+            return (int)w->n;
+    }
 }
 
 /* Drop a reference; the last one closes the socket and frees C. */
@@ -978,18 +1335,27 @@ static void conn_put(struct conn *c)
     free(c);
 }
 
-/* A worker: take turns reading requests, serve them, until the client goes. */
+/*
+ * A worker: read a batch of requests, serve them, send their replies
+ * together, until the client goes. While I/O is quick (page cache), the
+ * worker keeps recv_lock as it serves, so the next batch costs no futex
+ * hand-off and the other workers sleep; once a request waits longer than
+ * the quick budget it lets go, and batches shrink to one request, so the
+ * workers share the client's queue between them. Large requests are
+ * always served with the lock let go, so copies run on every core.
+ */
 static void *worker_main(void *arg)
 {
     struct conn *c = arg;
-    struct worker w = {0};
-    struct request rq;
+    struct worker *w = calloc(1, sizeof(*w));
+    bool held = false;
 
-    for (;;) {
+    while (w) {
         int r;
 
-        pthread_mutex_lock(&c->recv_lock);
-        r = next_request(c, &w, &rq);
+        if (!held)
+            pthread_mutex_lock(&c->recv_lock);
+        r = take_batch(c, w, c->slow ? 1 : c->srv->batch);
         if (r <= 0) {
             if (r < 0)
                 conn_kill(c); /* garbage or a broken stream: hard disconnect */
@@ -997,20 +1363,185 @@ static void *worker_main(void *arg)
             pthread_mutex_unlock(&c->recv_lock);
             break;
         }
-        pthread_mutex_unlock(&c->recv_lock);
-        if (serve_request(c, &w, &rq) < 0) {
-            conn_kill(c); /* the reply could not go out whole */
+        /* large requests are copy-bound: both cores do better than one */
+        held = !c->slow && c->srv->batch > 1 && w->rq[0].length < SPARSE_MIN;
+        if (!held)
+            pthread_mutex_unlock(&c->recv_lock);
+        r = serve_batch(c, w, &held);
+        if (r >= 0)
+            r = out_flush(c, w);
+        if (r < 0) {
+            if (held)
+                pthread_mutex_unlock(&c->recv_lock);
+            conn_kill(c); /* a reply could not go out whole */
             break;
         }
-        /* a write buffer grown for one huge request is not kept */
-        if (w.cap > (4u << 20)) {
-            free(w.buf);
-            w = (struct worker){0};
+        /* a buffer grown for one huge request is not kept */
+        for (unsigned i = 0; i < w->n; i++) {
+            if (w->slot[i].cap > (4u << 20)) {
+                free(w->slot[i].buf);
+                w->slot[i] = (struct slot){0};
+            }
         }
     }
-    free(w.buf);
+    if (w) {
+        for (unsigned i = 0; i < MAX_INFLIGHT; i++)
+            free(w->slot[i].buf);
+        free(w);
+    } else {
+        conn_kill(c);
+    }
     conn_put(c);
     return NULL;
+}
+
+/*
+ * Top up the input buffer with whatever the socket holds, without waiting:
+ * bytes added, 0 at end of stream, -EAGAIN when nothing is there.
+ */
+static ssize_t conn_fill(struct conn *c)
+{
+    ssize_t r;
+
+    if (c->rpos > 0) {
+        memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
+        c->rlen -= c->rpos;
+        c->rpos = 0;
+    }
+    do
+        r = recv(c->fd, c->rbuf + c->rlen, RBUF_SIZE - c->rlen, MSG_DONTWAIT);
+    while (r < 0 && errno == EINTR);
+    if (r < 0)
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    c->rlen += (size_t)r;
+    return r;
+}
+
+/* Send the queued replies and free the slots they pointed into. */
+static int qc_flush(struct qconn *qc)
+{
+    int r = out_flush(qc->c, qc->w);
+
+    while (qc->ndone > 0)
+        qc->freel[qc->nfree++] = qc->done[--qc->ndone];
+    return r;
+}
+
+/*
+ * Take every request the socket holds, while slots are free, and start
+ * them. A large request is pushed to the kernel, and finished requests
+ * answered, before the next is read: reading a large write's payload
+ * takes a while. 0, or <0 for a broken stream or a reply that could not
+ * go out.
+ */
+static int qc_take(struct qconn *qc)
+{
+    struct conn *c = qc->c;
+
+    while (qc->nfree > 0 && !c->dead) {
+        unsigned i;
+        ssize_t k;
+        int r;
+
+        if (c->rlen - c->rpos < sizeof(struct nbd_request)) {
+            k = conn_fill(c);
+            if (k == -EAGAIN)
+                break;
+            if (k < 0 && k != -ECONNRESET)
+                return (int)k;
+            if (k <= 0)
+                c->dead = true;
+            continue;
+        }
+        i = qc->freel[--qc->nfree];
+        r = read_request(c, &qc->w->rq[i], &qc->w->slot[i]);
+        if (r <= 0) {
+            qc->freel[qc->nfree++] = i;
+            if (r == 0)
+                c->dead = true;
+            return r;
+        }
+        r = qc_start(qc, i);
+        if (r == 0)
+            qc->done[qc->ndone++] = i; /* replied: its reply may point into the slot */
+        if (r >= 0 && qc->w->rq[i].length >= SPARSE_MIN) {
+            r = qc_reap(qc, 0);
+            if (r >= 0)
+                r = qc_flush(qc);
+        }
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+/*
+ * Serve a connection through a vdisk_queue, from one thread: requests go
+ * in as they arrive, replies go out as completions come back, a sendmsg
+ * per round, with no hand-off between threads. The thread waits on the
+ * queue while requests are in flight and on the socket when none are.
+ */
+static int qc_serve(struct qconn *qc)
+{
+    struct conn *c = qc->c;
+    int r;
+
+    for (;;) {
+        r = qc_take(qc);
+        if (r >= 0)
+            r = qc_reap(qc, 0);
+        if (r >= 0)
+            r = qc_flush(qc);
+        if (r < 0)
+            return r;
+        if (vdisk_queue_inflight(qc->q) > 0) {
+            r = qc_reap(qc, 1);
+            if (r < 0)
+                return r;
+        } else if (c->dead) {
+            return 0;
+        } else {
+            struct pollfd pfd = {c->fd, POLLIN, 0};
+
+            if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
+                return -errno;
+        }
+    }
+}
+
+/* A connection's only thread when it runs on a vdisk_queue. */
+static void queue_main(struct conn *c)
+{
+    struct qconn *qc = calloc(1, sizeof(*qc));
+    int r = -ENOMEM;
+
+    if (qc) {
+        qc->c = c;
+        qc->w = calloc(1, sizeof(*qc->w));
+        if (qc->w)
+            r = vdisk_queue_create(c->srv->img, MAX_INFLIGHT, 0, &qc->q);
+    }
+    if (r == 0) {
+        for (unsigned i = 0; i < MAX_INFLIGHT; i++)
+            qc->freel[qc->nfree++] = MAX_INFLIGHT - 1 - i;
+        r = qc_serve(qc);
+    }
+    if (r < 0) {
+        if (r == -ENOMEM || !qc || !qc->q)
+            log_client(c, "cannot set up a queue: %s", strerror(-r));
+        conn_kill(c);
+    }
+    c->dead = true;
+    if (qc) {
+        if (qc->q)
+            vdisk_queue_destroy(qc->q); /* waits for what is still in flight */
+        if (qc->w)
+            for (unsigned i = 0; i < MAX_INFLIGHT; i++)
+                free(qc->w->slot[i].buf);
+        free(qc->w);
+        free(qc);
+    }
+    conn_put(c);
 }
 
 static int spawn(void *(*fn)(void *), void *arg)
@@ -1043,6 +1574,10 @@ static void *conn_main(void *arg)
         return NULL;
     }
     setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof(none));
+    if (c->srv->queued) {
+        queue_main(c);
+        return NULL;
+    }
     for (unsigned i = 1; i < c->srv->threads; i++) {
         atomic_fetch_add(&c->refs, 1);
         if (spawn(worker_main, c) < 0) {
@@ -1098,6 +1633,31 @@ static unsigned default_threads(struct vdisk_image *img)
     return cpus < 2 ? 2 : cpus > 16 ? 16 : (unsigned)cpus;
 }
 
+/*
+ * Direct I/O waits on the disk: one thread per connection keeps the
+ * client's whole queue in flight on a vdisk_queue. Page-cache I/O is
+ * quick and copy-bound: workers serve it themselves, on every core.
+ */
+static bool use_queue(struct vdisk_image *img)
+{
+    struct vdisk_info info;
+
+    return !getenv("VDISK_NBD_NO_QUEUE") && vdisk_get_info(img, &info) == 0 && info.direct;
+}
+
+/*
+ * Requests a worker takes at once. Page-cache I/O is quick: one worker
+ * serving a batch saves a hand-off and a sendmsg per request. O_DIRECT
+ * I/O waits on the disk: requests are better spread over the workers.
+ */
+static unsigned default_batch(struct vdisk_image *img)
+{
+    struct vdisk_info info;
+    if (vdisk_get_info(img, &info) == 0 && info.direct)
+        return 1;
+    return MAX_BATCH;
+}
+
 int nbd_server_new(struct vdisk_image *img, const struct nbd_server_opts *opts,
                    struct nbd_server **srvp)
 {
@@ -1111,6 +1671,8 @@ int nbd_server_new(struct vdisk_image *img, const struct nbd_server_opts *opts,
     srv->name = strdup(opts && opts->export_name ? opts->export_name : "");
     srv->description = opts && opts->description ? strdup(opts->description) : NULL;
     srv->threads = opts && opts->threads ? opts->threads : default_threads(img);
+    srv->batch = default_batch(img);
+    srv->queued = use_queue(img);
     srv->max_conns = opts && opts->max_conns ? opts->max_conns : DEFAULT_CONNS;
     srv->quiet = opts && opts->quiet;
     if (!srv->name || strlen(srv->name) > 4096 || pipe2(srv->stop_pipe, O_CLOEXEC) < 0) {

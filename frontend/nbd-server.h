@@ -15,7 +15,7 @@ struct nbd_server;
 struct nbd_server_opts {
     const char *export_name; /* NULL or "": the default export only */
     const char *description; /* NULL: none */
-    unsigned threads;        /* workers per connection; 0: default */
+    unsigned threads;        /* workers per connection (not on a queue); 0: default */
     unsigned max_conns;      /* 0: default */
     bool quiet;              /* no messages about misbehaving clients */
 };

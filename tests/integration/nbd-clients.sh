@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # vdisk serve against real NBD clients: nbdinfo, nbdcopy, qemu-img, qemu-io,
-# nbdsh; for raw, and qcow2 when libvdisk has it. About 30 s.
+# nbdsh; for raw, and qcow2 when libvdisk has it, each through the page cache
+# (worker threads) and with --direct (one thread on a vdisk_queue). About 60 s.
 . "$(dirname "$0")/../lib.sh"
 export VDISK_RUN_DIR=$T/run
 nbdsh() { /usr/bin/python3 -m nbd "$@"; } # Debian's python3-libnbd, whatever python3 PATH finds
@@ -27,32 +28,33 @@ dd if=/dev/urandom of="$T/src.raw" bs=1M seek=1 count=8 conv=notrunc status=none
 dd if=/dev/urandom of="$T/src.raw" bs=4k seek=6000 count=3 conv=notrunc status=none
 dd if=/dev/zero of="$T/src.raw" bs=1M seek=40 count=4 conv=notrunc status=none
 
-for fmt in raw qcow2; do
-    img=$T/disk.$fmt
+for cfg in raw qcow2 raw-direct qcow2-direct; do
+    fmt=${cfg%-direct} img=$T/disk.$cfg args=()
+    [ "$cfg" = "$fmt" ] || args=(--direct)
     if [ "$fmt" = raw ]; then
         cp --sparse=always "$T/src.raw" "$img"
-    elif "$VDISK" create -f qcow2 "$T/probe.qcow2" 1M >/dev/null 2>&1; then
+    elif rm -f "$T/probe.qcow2" && "$VDISK" create -f qcow2 "$T/probe.qcow2" 1M >/dev/null 2>&1; then
         qemu-img convert -f raw -O qcow2 "$T/src.raw" "$img"
     else
         echo "# qcow2: libvdisk has no qcow2 here; skipped"
         continue
     fi
-    serve "$fmt" "$img"
+    serve "$cfg" "$img" "${args[@]}"
 
     # the socket is private
-    eq "$fmt: socket mode 0600" "$(stat -c %a "$T/$fmt.sock")" 600
-    eq "$fmt: printed URI" "$(cat "$T/$fmt.uri")" "nbd+unix:///?socket=$T/$fmt.sock"
+    eq "$cfg: socket mode 0600" "$(stat -c %a "$T/$cfg.sock")" 600
+    eq "$cfg: printed URI" "$(cat "$T/$cfg.uri")" "nbd+unix:///?socket=$T/$cfg.sock"
 
     # nbdinfo: size, flags, contexts, map
     nbdinfo --json "$URI" >"$T/info.json" 2>&1
-    eq "$fmt: nbdinfo size" "$(nbdinfo --size "$URI")" 67108864
+    eq "$cfg: nbdinfo size" "$(nbdinfo --size "$URI")" 67108864
     for flag in can_flush can_fua can_trim can_zero can_fast_zero can_multi_conn can_cache can_df; do
-        eq "$fmt: nbdinfo $flag" \
+        eq "$cfg: nbdinfo $flag" \
             "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["exports"][0][sys.argv[2]])' \
                 "$T/info.json" "$flag")" True
     done
-    ok "$fmt: nbdinfo lists base:allocation" grep -q base:allocation "$T/info.json"
-    ok "$fmt: nbdinfo --list" nbdinfo --list "$URI"
+    ok "$cfg: nbdinfo lists base:allocation" grep -q base:allocation "$T/info.json"
+    ok "$cfg: nbdinfo --list" nbdinfo --list "$URI"
     # the map: 1..9 MiB must be data, 10..23 MiB must read as zero
     nbdinfo --map "$URI" >"$T/map" 2>&1
     python3 - "$T/map" "$fmt" >"$T/map.check" 2>&1 <<'PY'
@@ -68,32 +70,32 @@ assert all(at(o) & 2 == 0 for o in range(1 << 20, 9 << 20, 1 << 16)), "data repo
 assert all(at(o) & 2 for o in range(10 << 20, 23 << 20, 1 << 16)), "hole reported as data"
 print("ok")
 PY
-    eq "$fmt: nbdinfo --map matches the layout" "$(cat "$T/map.check")" ok
+    eq "$cfg: nbdinfo --map matches the layout" "$(cat "$T/map.check")" ok
 
     # nbdcopy both ways
     rm -f "$T/out.raw"
-    ok "$fmt: nbdcopy export -> file" nbdcopy "$URI" "$T/out.raw"
-    eq "$fmt: nbdcopy out md5" "$(md5 "$T/out.raw")" "$(md5 "$T/src.raw")"
+    ok "$cfg: nbdcopy export -> file" nbdcopy "$URI" "$T/out.raw"
+    eq "$cfg: nbdcopy out md5" "$(md5 "$T/out.raw")" "$(md5 "$T/src.raw")"
     dd if=/dev/urandom of="$T/new.raw" bs=1M count=64 status=none
-    ok "$fmt: nbdcopy file -> export" nbdcopy "$T/new.raw" "$URI"
+    ok "$cfg: nbdcopy file -> export" nbdcopy "$T/new.raw" "$URI"
     rm -f "$T/back.raw"
-    ok "$fmt: nbdcopy back" nbdcopy "$URI" "$T/back.raw"
-    eq "$fmt: nbdcopy round trip md5" "$(md5 "$T/back.raw")" "$(md5 "$T/new.raw")"
+    ok "$cfg: nbdcopy back" nbdcopy "$URI" "$T/back.raw"
+    eq "$cfg: nbdcopy round trip md5" "$(md5 "$T/back.raw")" "$(md5 "$T/new.raw")"
 
     # qemu-img convert / compare over NBD
-    ok "$fmt: qemu-img convert src -> nbd" qemu-img convert -n -f raw -O raw "$T/src.raw" "$URI"
-    ok "$fmt: qemu-img compare nbd vs src" qemu-img compare -f raw -F raw "$URI" "$T/src.raw"
+    ok "$cfg: qemu-img convert src -> nbd" qemu-img convert -n -f raw -O raw "$T/src.raw" "$URI"
+    ok "$cfg: qemu-img compare nbd vs src" qemu-img compare -f raw -F raw "$URI" "$T/src.raw"
     rm -f "$T/conv.qcow2"
-    ok "$fmt: qemu-img convert nbd -> qcow2" qemu-img convert -O qcow2 "$URI" "$T/conv.qcow2"
-    ok "$fmt: qemu-img compare qcow2 vs src" qemu-img compare "$T/conv.qcow2" "$T/src.raw"
+    ok "$cfg: qemu-img convert nbd -> qcow2" qemu-img convert -O qcow2 "$URI" "$T/conv.qcow2"
+    ok "$cfg: qemu-img compare qcow2 vs src" qemu-img compare "$T/conv.qcow2" "$T/src.raw"
     # sparse reads: the all-zero hole must read back as zero through structured replies
-    ok "$fmt: hole reads back as zeroes" qemu-io -f raw -c 'read -P 0 10M 13M' "$URI"
+    ok "$cfg: hole reads back as zeroes" qemu-io -f raw -c 'read -P 0 10M 13M' "$URI"
 
     # qemu-io writes, discards, zeroes; then read patterns back over a new connection
-    ok "$fmt: qemu-io write" qemu-io -f raw -c 'write -P 0xab 2M 1M' -c 'write -P 0xcd -f 5M 64k' "$URI"
-    ok "$fmt: qemu-io write-zeroes" qemu-io -f raw -c 'write -z 3M 512k' -c 'write -z -u 4M 1M' "$URI"
-    ok "$fmt: qemu-io discard" qemu-io -f raw -c 'discard 10M 1M' "$URI"
-    ok "$fmt: qemu-io read back" qemu-io -f raw -c 'read -P 0xab 2M 1M' -c 'read -P 0 3M 512k' \
+    ok "$cfg: qemu-io write" qemu-io -f raw -c 'write -P 0xab 2M 1M' -c 'write -P 0xcd -f 5M 64k' "$URI"
+    ok "$cfg: qemu-io write-zeroes" qemu-io -f raw -c 'write -z 3M 512k' -c 'write -z -u 4M 1M' "$URI"
+    ok "$cfg: qemu-io discard" qemu-io -f raw -c 'discard 10M 1M' "$URI"
+    ok "$cfg: qemu-io read back" qemu-io -f raw -c 'read -P 0xab 2M 1M' -c 'read -P 0 3M 512k' \
         -c 'read -P 0 4M 1M' -c 'read -P 0xcd 5M 64k' -c 'flush' "$URI"
 
     # several connections at once: parallel writers, then one check
@@ -102,12 +104,12 @@ PY
     done
     wait_ok=0
     for j in $(jobs -p); do [ "$j" = "$SPID" ] && continue; wait "$j" || wait_ok=1; done
-    eq "$fmt: 4 concurrent clients wrote" "$wait_ok" 0
-    ok "$fmt: concurrent writes landed" qemu-io -f raw -c 'read -P 0x10 20M 1M' -c 'read -P 0x11 21M 1M' \
+    eq "$cfg: 4 concurrent clients wrote" "$wait_ok" 0
+    ok "$cfg: concurrent writes landed" qemu-io -f raw -c 'read -P 0x10 20M 1M' -c 'read -P 0x11 21M 1M' \
         -c 'read -P 0x12 22M 1M' -c 'read -P 0x13 23M 1M' "$URI"
 
     # nbdsh: out-of-order replies with many requests in flight
-    ok "$fmt: nbdsh 64 reads in flight" nbdsh -u "$URI" -c '
+    ok "$cfg: nbdsh 64 reads in flight" nbdsh -u "$URI" -c '
 import random
 bufs = []
 for i in range(64):
@@ -117,7 +119,7 @@ for i in range(64):
 while h.aio_in_flight() > 0:
     h.poll(-1)
 '
-    ok "$fmt: nbdsh block status with REQ_ONE" nbdsh --base-allocation -u "$URI" -c '
+    ok "$cfg: nbdsh block status with REQ_ONE" nbdsh --base-allocation -u "$URI" -c '
 seen = []
 def f(meta, off, ents, err):
     seen.extend(ents)
@@ -126,17 +128,17 @@ assert len(seen) == 2 and seen[0] <= 65536, seen
 '
 
     # SIGTERM: exit 0, image unlocked (qemu-img can take the write lock), data flushed
-    ok "$fmt: SIGTERM stops the server cleanly" stop_server
-    ok "$fmt: image unlocked after SIGTERM" qemu-io -f "$fmt" -c 'read -P 0xab 2M 1M' "$img"
-    [ "$fmt" = qcow2 ] && ok "$fmt: qemu-img check after serving" qemu-img check "$img"
-    [ -e "$T/$fmt.sock" ] && fail "$fmt: socket left behind" || pass "$fmt: socket removed"
+    ok "$cfg: SIGTERM stops the server cleanly" stop_server
+    ok "$cfg: image unlocked after SIGTERM" qemu-io -f "$fmt" -c 'read -P 0xab 2M 1M' "$img"
+    [ "$fmt" = qcow2 ] && ok "$cfg: qemu-img check after serving" qemu-img check "$img"
+    [ -e "$T/$cfg.sock" ] && fail "$cfg: socket left behind" || pass "$cfg: socket removed"
 
     # read-only export
-    serve "$fmt-ro" "$img" -r
-    eq "$fmt: read-only flag" "$(nbdinfo --json "$URI" | python3 -c 'import json,sys; print(json.load(sys.stdin)["exports"][0]["is_read_only"])')" True
-    fails_with "$fmt: write to read-only export refused" 'Operation not permitted|EPERM|read-only|Permission' \
+    serve "$cfg-ro" "$img" -r "${args[@]}"
+    eq "$cfg: read-only flag" "$(nbdinfo --json "$URI" | python3 -c 'import json,sys; print(json.load(sys.stdin)["exports"][0]["is_read_only"])')" True
+    fails_with "$cfg: write to read-only export refused" 'Operation not permitted|EPERM|read-only|Permission' \
         nbdsh -u "$URI" -c 'h.pwrite(b"x" * 512, 0)'
-    ok "$fmt: read-only export reads" qemu-io -r -f raw -c 'read -P 0xab 2M 1M' "$URI"
+    ok "$cfg: read-only export reads" qemu-io -r -f raw -c 'read -P 0xab 2M 1M' "$URI"
     stop_server
 done
 

@@ -10,6 +10,7 @@ import sys
 import time
 
 SOCK, SIZE = sys.argv[1], int(sys.argv[2])
+PREFIX = sys.argv[3] + ": " if len(sys.argv) > 3 else ""  # names this run's checks
 NBDMAGIC, IHAVEOPT, REPMAGIC = 0x4E42444D41474943, 0x49484156454F5054, 0x3E889045565A9
 REQ, SIMPLE, STRUCT = 0x25609513, 0x67446698, 0x668E33EF
 OPT_GO, OPT_SR, OPT_SET_META, OPT_ABORT = 7, 8, 10, 2
@@ -22,10 +23,10 @@ fails = 0
 def check(desc, cond, extra=""):
     global fails
     if cond:
-        print("PASS: " + desc)
+        print("PASS: " + PREFIX + desc)
     else:
         fails += 1
-        print("FAIL: %s %s" % (desc, extra))
+        print("FAIL: %s%s %s" % (PREFIX, desc, extra))
 
 
 def conn():
