@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 # NBD servers side by side, one run: vdisk serve, nbdkit's file plugin and
 # qemu-nbd (--cache=none --aio=io_uring) on the same raw image, and vdisk vs
-# qemu-nbd on the same qcow2 image (when libvdisk has qcow2). The client is
+# qemu-nbd on the same qcow2 image, in the page cache and with O_DIRECT. The client is
 # fio's nbd engine (libnbd) over a Unix socket: 4k random read and write at
 # QD32, 1 MiB sequential read and write at QD8.
 # Usage: bench/nbd.sh [SECONDS per job, default 10]   Env: BENCH_DIR, SIZE_MB.
@@ -105,10 +105,18 @@ fresh "$D/disk.raw"
 start qemu-nbd qemu-nbd -t -e 8 -f raw --cache=none --aio=io_uring -k "$D/qemu-nbd.sock" "$D/run.img"
 measure qemu-nbd; stop
 report "raw image, page cache" vdisk nbdkit qemu-nbd
-report "raw image, O_DIRECT (vdisk --direct)" vdisk-direct nbdkit qemu-nbd
+# like for like: the peer that also bypasses the page cache
+report "raw image, O_DIRECT (vdisk --direct vs qemu-nbd --cache=none)" vdisk-direct qemu-nbd
 
 if "$VDISK" create -f qcow2 "$D/probe.qcow2" 1M >/dev/null 2>&1; then
     qemu-img convert -f raw -O qcow2 "$D/disk.raw" "$D/disk.qcow2"
+    fresh "$D/disk.qcow2"
+    start vdisk-qpc "$VDISK" serve --quiet --socket "$D/vdisk-qpc.sock" "$D/run.img"
+    measure vdisk-qpc; stop
+    fresh "$D/disk.qcow2"
+    start qemu-nbd-qpc qemu-nbd -t -e 8 -f qcow2 --cache=writeback --aio=threads \
+        -k "$D/qemu-nbd-qpc.sock" "$D/run.img"
+    measure qemu-nbd-qpc; stop
     fresh "$D/disk.qcow2"
     start vdisk-q "$VDISK" serve --quiet --direct --socket "$D/vdisk-q.sock" "$D/run.img"
     measure vdisk-q; stop
@@ -116,7 +124,9 @@ if "$VDISK" create -f qcow2 "$D/probe.qcow2" 1M >/dev/null 2>&1; then
     start qemu-nbd-q qemu-nbd -t -e 8 -f qcow2 --cache=none --aio=io_uring -k "$D/qemu-nbd-q.sock" \
         "$D/run.img"
     measure qemu-nbd-q; stop
-    report "qcow2 image, O_DIRECT" vdisk-q qemu-nbd-q
+    report "qcow2 image, page cache (vdisk default; qemu-nbd --cache=writeback)" vdisk-qpc \
+        qemu-nbd-qpc qemu-nbd-q
+    report "qcow2 image, O_DIRECT (vdisk --direct vs qemu-nbd --cache=none)" vdisk-q qemu-nbd-q
 else
     echo "== qcow2: skipped (this libvdisk has no qcow2)"
 fi
