@@ -80,14 +80,25 @@ secs() {
 # each tool's default cache mode (qemu-img: unsafe, no flush at the end;
 # vdisk: writeback, DST durable on exit), then both unsafe, then both writeback
 convert_pair() {
-    local from=$1 to=$2 src=$3 mode
+    local from=$1 to=$2 src=$3 mode i
     declare -A T
-    for _ in $(seq "$RUNS"); do
+    # one untimed run each: the first run after the images were made is often slow
+    rm -f "$DIR/out"
+    "$VDISK" convert -f "$from" -O "$to" "$src" "$DIR/out"
+    rm -f "$DIR/out"
+    qemu-img convert -f "$from" -O "$to" "$src" "$DIR/out"
+    for i in $(seq "$RUNS"); do
         for mode in unsafe writeback; do
-            rm -f "$DIR/out"
-            T[v$mode]+="$(secs "$VDISK" convert -t $mode -f "$from" -O "$to" "$src" "$DIR/out") "
-            rm -f "$DIR/out"
-            T[q$mode]+="$(secs qemu-img convert -t $mode -f "$from" -O "$to" "$src" "$DIR/out") "
+            local tool order=(v q)
+            [ $((i % 2)) -eq 0 ] && order=(q v) # every other round, qemu-img first
+            for tool in "${order[@]}"; do
+                rm -f "$DIR/out"
+                if [ "$tool" = v ]; then
+                    T[v$mode]+="$(secs "$VDISK" convert -t $mode -f "$from" -O "$to" "$src" "$DIR/out") "
+                else
+                    T[q$mode]+="$(secs qemu-img convert -t $mode -f "$from" -O "$to" "$src" "$DIR/out") "
+                fi
+            done
         done
     done
     rm -f "$DIR/out"
