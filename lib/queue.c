@@ -13,7 +13,7 @@
  * or VDISK_NO_IO_URING=1 in the environment) every request goes to the
  * workers and the queue waits on the eventfd itself.
  *
- * Locking: q->lock guards the worker lists (todo, done) and stopping; the rest
+ * Locking: q->lock guards the worker lists (pending, finished) and stopping; the rest
  * of the queue is touched only by the owning thread.
  */
 #include <errno.h>
@@ -65,7 +65,7 @@ struct vdisk_queue {
 
     pthread_mutex_t lock;
     pthread_cond_t wake;
-    struct slot *todo, **todo_tail, *finished;
+    struct slot *pending, **pending_tail, *finished;
     bool stopping;
     pthread_t workers[MAX_WORKERS];
     unsigned nworkers, max_workers;
@@ -121,7 +121,7 @@ int vdisk_queue_create(struct vdisk_image *img, unsigned depth, unsigned flags,
             q->granule = info.cluster_size;
         vdisk_error_clear();
     }
-    q->todo_tail = &q->todo;
+    q->pending_tail = &q->pending;
     pthread_mutex_init(&q->lock, NULL);
     pthread_cond_init(&q->wake, NULL);
     *qp = q;
@@ -156,7 +156,7 @@ static int run_sync(struct vdisk_image *img, struct vdisk_request *req)
     return -EINVAL;
 }
 
-/* Take requests from q->todo until the queue stops. */
+/* Take requests from q->pending until the queue stops. */
 static void *worker_main(void *arg)
 {
     struct vdisk_queue *q = arg;
@@ -164,7 +164,7 @@ static void *worker_main(void *arg)
 
     pthread_mutex_lock(&q->lock);
     for (;;) {
-        struct slot *s = q->todo;
+        struct slot *s = q->pending;
 
         if (!s) {
             if (q->stopping)
@@ -172,9 +172,9 @@ static void *worker_main(void *arg)
             pthread_cond_wait(&q->wake, &q->lock);
             continue;
         }
-        q->todo = s->next;
-        if (!q->todo)
-            q->todo_tail = &q->todo;
+        q->pending = s->next;
+        if (!q->pending)
+            q->pending_tail = &q->pending;
         pthread_mutex_unlock(&q->lock);
 
         s->result = run_sync(q->img, s->req);
@@ -198,8 +198,8 @@ static int to_workers(struct vdisk_queue *q, struct slot *s)
 
     pthread_mutex_lock(&q->lock);
     s->next = NULL;
-    *q->todo_tail = s;
-    q->todo_tail = &s->next;
+    *q->pending_tail = s;
+    q->pending_tail = &s->next;
     if (q->nworkers < q->max_workers && q->nworkers <= q->at_workers) {
         r = -pthread_create(&q->workers[q->nworkers], NULL, worker_main, q);
         if (r == 0)
@@ -210,8 +210,8 @@ static int to_workers(struct vdisk_queue *q, struct slot *s)
     if (r == 0) {
         pthread_cond_signal(&q->wake);
     } else { /* no worker at all: S was the only entry */
-        q->todo = NULL;
-        q->todo_tail = &q->todo;
+        q->pending = NULL;
+        q->pending_tail = &q->pending;
     }
     pthread_mutex_unlock(&q->lock);
     if (r < 0)
