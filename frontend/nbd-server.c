@@ -260,6 +260,17 @@ static int opt_reply(struct conn *c, uint32_t opt, uint32_t type, const void *da
     return send_iov(c->fd, iov, len ? 2 : 1);
 }
 
+/* An NBD_REP_INFO of TYPE carrying S (at most 4096 bytes, checked at start) built in BUF. */
+static int info_string(struct conn *c, uint32_t opt, uint16_t type, const char *s, uint8_t *buf)
+{
+    uint16_t t = htobe16(type);
+    size_t n = strlen(s);
+
+    memcpy(buf, &t, 2);
+    memcpy(buf + 2, s, n);
+    return opt_reply(c, opt, NBD_REP_INFO, buf, (uint32_t)(2 + n));
+}
+
 /* An error reply carrying a message for the human at the other end. */
 static int opt_error(struct conn *c, uint32_t opt, uint32_t type, const char *msg)
 {
@@ -343,22 +354,12 @@ static int opt_info_go(struct conn *c, uint32_t opt, const uint8_t *d, uint32_t 
             return r;
     }
     if (want_name) {
-        uint16_t type = htobe16(NBD_INFO_NAME);
-        size_t n = strlen(srv->name);
-
-        memcpy(buf, &type, 2);
-        memcpy(buf + 2, srv->name, n);
-        r = opt_reply(c, opt, NBD_REP_INFO, buf, (uint32_t)(2 + n));
+        r = info_string(c, opt, NBD_INFO_NAME, srv->name, buf);
         if (r < 0)
             return r;
     }
     if (want_desc && srv->description) {
-        uint16_t type = htobe16(NBD_INFO_DESCRIPTION);
-        size_t n = strlen(srv->description);
-
-        memcpy(buf, &type, 2);
-        memcpy(buf + 2, srv->description, n);
-        r = opt_reply(c, opt, NBD_REP_INFO, buf, (uint32_t)(2 + n));
+        r = info_string(c, opt, NBD_INFO_DESCRIPTION, srv->description, buf);
         if (r < 0)
             return r;
     }
@@ -1675,7 +1676,11 @@ int nbd_server_new(struct vdisk_image *img, const struct nbd_server_opts *opts,
     srv->queued = use_queue(img);
     srv->max_conns = opts && opts->max_conns ? opts->max_conns : DEFAULT_CONNS;
     srv->quiet = opts && opts->quiet;
-    if (!srv->name || strlen(srv->name) > 4096 || pipe2(srv->stop_pipe, O_CLOEXEC) < 0) {
+    /* the protocol's strings are at most 4096 bytes, and opt_info_go builds them on its stack */
+    if (!srv->name || strlen(srv->name) > 4096 ||
+        (opts && opts->description && !srv->description) ||
+        (srv->description && strlen(srv->description) > 4096) ||
+        pipe2(srv->stop_pipe, O_CLOEXEC) < 0) {
         free(srv->name);
         free(srv->description);
         free(srv);
