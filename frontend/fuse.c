@@ -375,10 +375,11 @@ static void aio_setup(struct vdisk_fuse *fs)
 {
     struct vdisk_info info;
     char path[64];
-    int raw = vdisk_get_raw_fd(fs->img);
+    uint64_t offset = 0;
+    int raw = -1;
 
-    if (raw < 0 || getenv("VDISK_FUSE_NO_AIO") || vdisk_get_info(fs->img, &info) < 0 ||
-        !info.direct)
+    if (vdisk_get_linear(fs->img, &raw, &offset) < 0 || offset != 0 ||
+        getenv("VDISK_FUSE_NO_AIO") || vdisk_get_info(fs->img, &info) < 0 || !info.direct)
         return;
     /* a second open file description: the library's own keeps the QEMU lock */
     snprintf(path, sizeof(path), "/proc/self/fd/%d", raw);

@@ -1,13 +1,32 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The table of operations every image format fills in, and the image object
- * the library hands to it. image.c checks bounds, read-only and arguments
- * before calling a format, so formats only see valid, in-range requests.
+ * The contract between the image layer and a format driver.
+ *
+ * An image is a graph of nodes. A node is one format driver over its files:
+ * its own file (node->file), other files it opened through the image layer
+ * (extents; vdisk_node_open_file), and a backing node of any format
+ * (node->backing, vdisk_node_open_backing) that supplies the bytes the node
+ * leaves unallocated. The image layer (node.c) checks bounds, read-only mode
+ * and arguments before calling a driver, so drivers see valid, in-range
+ * requests only.
+ *
+ * Data path: the image layer asks map() what lies at an offset and does the
+ * I/O itself: DATA is read from (or written to) a file, ZERO reads as zeroes,
+ * UNALLOCATED is read from the backing node (zeroes without one), OTHER goes
+ * through the driver's read(). A write that map() does not answer with DATA
+ * (allocation, copy-on-write, compressed clusters...) goes through write().
+ *
+ * Locks: for a driver without VDISK_FORMAT_THREAD_SAFE the image layer holds
+ * node->lock (a mutex) around every callback below except probe, create,
+ * open and close, map() and release() included (a NOWAIT map only tries the
+ * lock). A thread-safe driver gets no lock and does its own locking.
+ * open(), close() and create() run alone: nothing else runs on the node.
  */
 #ifndef VDISK_FORMAT_H
 #define VDISK_FORMAT_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -15,27 +34,67 @@
 #include "io/file.h"
 #include "options.h"
 
-struct vdisk_image {
+/* What a range of a node holds (map()). */
+enum vdisk_map_type {
+    VDISK_MAP_DATA,        /* bytes of a file: map->file at map->host */
+    VDISK_MAP_ZERO,        /* reads as zeroes */
+    VDISK_MAP_UNALLOCATED, /* not in this node: the backing node's bytes (or zeroes) */
+    VDISK_MAP_OTHER,       /* only the driver can read it (compressed, ...) */
+};
+
+/* One extent of a map() answer. */
+struct vdisk_map {
+    enum vdisk_map_type type;
+    uint64_t len;            /* bytes from the asked offset that map alike: 1 to the asked length */
+    struct vdisk_file *file; /* DATA: the file */
+    uint64_t host;           /* DATA: file offset of the first byte */
+    uintptr_t handle;        /* the driver's, given back to release(); 0 when nothing is held */
+};
+
+/* map() flags */
+#define VDISK_MAP_WRITE  (1u << 0) /* for a write: DATA only where bytes can be written in place */
+#define VDISK_MAP_NOWAIT (1u << 1) /* never block (the engine's thread): -EAGAIN instead */
+#define VDISK_MAP_FUA    (1u << 2) /* the write is FUA */
+
+/* One node of an image graph. */
+struct vdisk_node {
     const struct vdisk_format *fmt;
-    struct vdisk_file *file;
-    char *path;
-    uint64_t size;  /* virtual size; formats set it in open */
-    unsigned flags; /* VDISK_OPEN_* */
+    char *path;                 /* as resolved from what the user or the parent named */
+    struct vdisk_file *file;    /* the node's own file */
+    struct vdisk_node *backing; /* where UNALLOCATED ranges read from; NULL for none */
+    struct vdisk_file **files;  /* other files opened for this node (extents), owned */
+    unsigned nfiles;
+    uint64_t size;          /* virtual size; the driver sets it in open() */
+    uint64_t linear_offset; /* VDISK_CAP_LINEAR: file offset of guest byte 0 */
+    unsigned caps;          /* VDISK_CAP_*, from the driver, adjusted by open() */
+    unsigned flags;         /* VDISK_OPEN_* */
     bool read_only;
     bool dirty_at_open;
-    pthread_mutex_t lock; /* serialises formats without VDISK_FORMAT_THREAD_SAFE */
-    void *priv;           /* the format's state */
+    bool probed;               /* the format was probed, not stated */
+    bool guard_probe;          /* probed linear: refuse writes that change what it probes as */
+    struct vdisk_node *above;  /* the node this one backs; NULL for the top */
+    char *real;                /* canonical path of node->file, for cycle checks */
+    int depth;                 /* backing nodes above this one */
+    struct vdisk_options opts; /* open options meant for this node */
+    pthread_mutex_t lock;      /* serialises drivers without VDISK_FORMAT_THREAD_SAFE */
+    /* DATA mappings in use, for drivers without release(): changes that free wait */
+    atomic_uint pins;
+    pthread_mutex_t pin_lock;
+    pthread_cond_t pin_done;
+    void *priv; /* the driver's state */
 };
 
 /* vdisk_format.flags */
 #define VDISK_FORMAT_THREAD_SAFE (1u << 0) /* callbacks may run concurrently */
-#define VDISK_FORMAT_READ_ONLY   (1u << 1) /* never opened for writing (iso) */
 
+/* A driver: a format (raw, qcow2, ...), later also filters. */
 struct vdisk_format {
     const char *name;
-    unsigned flags;
-    /* Keys create() accepts in its options, NULL terminated; NULL for none. */
+    unsigned flags; /* VDISK_FORMAT_* */
+    unsigned caps;  /* VDISK_CAP_* every node of this format has (open() may add LINEAR) */
+    /* Keys create() and open() accept in their options, NULL terminated; NULL for none. */
     const char *const *create_options;
+    const char *const *open_options;
 
     /*
      * How sure the format is that the file is its own: 0 no, 100 a full
@@ -43,49 +102,80 @@ struct vdisk_format {
      * TAIL the last 512 bytes.
      */
     int (*probe)(const uint8_t *head, size_t head_len, const uint8_t *tail, uint64_t file_size);
-    /* Lay out a new image of SIZE bytes in an empty, writable FILE. */
-    int (*create)(struct vdisk_file *file, uint64_t size, const struct vdisk_options *opts);
-    /* Read the metadata; set img->size and img->priv. */
-    int (*open)(struct vdisk_image *img);
-    /* Free img->priv (after a flush, for writable images). */
-    void (*close)(struct vdisk_image *img);
-
-    int (*read)(struct vdisk_image *img, void *buf, size_t len, uint64_t off);
-    int (*write)(struct vdisk_image *img, const void *buf, size_t len, uint64_t off,
-                 unsigned flags);
-    int (*flush)(struct vdisk_image *img);
-    /* Optional: NULL means discard is a no-op (allowed by the protocols). */
-    int (*discard)(struct vdisk_image *img, uint64_t off, uint64_t len);
-    /* Optional: NULL means image.c writes zero buffers. */
-    int (*write_zeroes)(struct vdisk_image *img, uint64_t off, uint64_t len, unsigned flags);
-    /* Optional: NULL means all data. */
-    int (*block_status)(struct vdisk_image *img, uint64_t off, uint64_t len,
-                        struct vdisk_extent *ext);
     /*
-     * Optional, for vdisk_queue: the file offset where guest bytes [OFF,
-     * OFF+LEN) lie contiguously and can be read (or, with WRITE, written)
-     * directly, changing no metadata; -EAGAIN when they can't (the request
-     * then goes through read/write). Must not block. The mapping stays valid
-     * until a matching release(), which may be NULL when it always is.
+     * Lay out a new image of SIZE bytes in the empty, writable node->file.
+     * More files are made with vdisk_node_create_file(): if create fails,
+     * the image layer removes every one of them.
      */
-    int (*map)(struct vdisk_image *img, uint64_t off, uint64_t len, bool write, unsigned flags,
-               uint64_t *host);
-    void (*release)(struct vdisk_image *img);
+    int (*create)(struct vdisk_node *node, uint64_t size, const struct vdisk_options *opts);
+    /* Read the metadata; set node->size and node->priv; open children. */
+    int (*open)(struct vdisk_node *node);
+    /* Free node->priv (after a flush, for writable nodes). Children are closed after. */
+    void (*close)(struct vdisk_node *node);
+
+    /* What lies at [OFF, OFF+LEN): fill *M. Required. */
+    int (*map)(struct vdisk_node *node, uint64_t off, uint64_t len, unsigned flags,
+               struct vdisk_map *m);
+    /* Optional: M (with a non-zero handle) is no longer used; NULL: the layer pins for it. */
+    void (*release)(struct vdisk_node *node, const struct vdisk_map *m);
+    /* Optional: bytes of OTHER extents. */
+    int (*read)(struct vdisk_node *node, void *buf, size_t len, uint64_t off);
+    /* Writes map() did not answer with DATA. NULL: the node is read-only. */
+    int (*write)(struct vdisk_node *node, const void *buf, size_t len, uint64_t off,
+                 unsigned flags);
+    /* Make completed writes durable. NULL: fdatasync of the node's files. */
+    int (*flush)(struct vdisk_node *node);
+    /* Optional: NULL means discard is a no-op (allowed by the protocols). */
+    int (*discard)(struct vdisk_node *node, uint64_t off, uint64_t len);
+    /* Optional: NULL (or -ENOTSUP) means the layer writes zero buffers. */
+    int (*write_zeroes)(struct vdisk_node *node, uint64_t off, uint64_t len, unsigned flags);
     /* Optional: fill format-specific fields (cluster size, backing file...). */
-    int (*get_info)(struct vdisk_image *img, struct vdisk_info *info);
+    int (*get_info)(struct vdisk_node *node, struct vdisk_info *info);
     /* Optional: NULL means -ENOTSUP. */
-    int (*check)(struct vdisk_image *img, unsigned flags, struct vdisk_check_result *res);
+    int (*check)(struct vdisk_node *node, unsigned flags, struct vdisk_check_result *res);
 };
 
 extern const struct vdisk_format vdisk_format_raw;
 extern const struct vdisk_format vdisk_format_iso;
 extern const struct vdisk_format vdisk_format_qcow2;
 
-/* Is [OFF, OFF+LEN) inside IMG, and writable for WRITE? -errno naming WHAT if not. */
-int vdisk_check_range(struct vdisk_image *img, const char *what, uint64_t off, uint64_t len,
+/* ---- the image layer's services to drivers (node.c) ---- */
+
+/* Is [OFF, OFF+LEN) inside NODE, and writable for WRITE? -errno naming WHAT if not. */
+int vdisk_check_range(struct vdisk_node *node, const char *what, uint64_t off, uint64_t len,
                       bool write);
+
+/*
+ * Open the backing node NAME (relative to NODE's directory unless absolute)
+ * in FORMAT, read-only, as node->backing. FORMAT must be stated (header or
+ * user): backing files are never probed. Refuses cycles and chains deeper
+ * than VDISK_MAX_CHAIN.
+ */
+int vdisk_node_open_backing(struct vdisk_node *node, const char *name, const char *format);
+
+/* NAME relative to the directory of NODE's file, unless absolute (malloc'd; NULL: no memory). */
+char *vdisk_node_resolve(const struct vdisk_node *node, const char *name);
+
+/* Open another file NAME (relative to NODE) for NODE, locked like NODE's own; kept in node->files.
+ */
+int vdisk_node_open_file(struct vdisk_node *node, const char *name, struct vdisk_file **filep);
+
+/* create(): make another file NAME (relative to NODE) that a failed create removes. */
+int vdisk_node_create_file(struct vdisk_node *node, const char *name, struct vdisk_file **filep);
+
+/*
+ * The bytes NODE's backing chain shows at [OFF, OFF+LEN): the backing node's,
+ * zeroes past its end or without one. Drivers use it for the copy-on-write of
+ * a partial block; callable under the driver's own locks.
+ */
+int vdisk_node_read_backing(struct vdisk_node *node, void *buf, uint64_t len, uint64_t off);
+
+/* Read NODE's guest bytes (map, then file, zeroes, backing or read()). */
+int vdisk_node_read(struct vdisk_node *node, void *buf, size_t len, uint64_t off);
 
 /* Look a format up by name; NULL if unknown. */
 const struct vdisk_format *vdisk_format_find(const char *name);
+
+#define VDISK_MAX_CHAIN 64 /* backing nodes below a top image */
 
 #endif

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The image API: finds the format, checks every request against the image's
- * size and mode, and serialises formats that are not thread safe.
+ * The public image API (vdisk.h): create and open images, check every request
+ * against the image's size and mode, and hand it to the top node of the
+ * image's graph (node.c).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -10,90 +11,13 @@
 
 #include "vdisk/vdisk.h"
 #include "error.h"
-#include "format.h"
-
-/* Every format, most specific probe first; raw last (it matches anything). */
-static const struct vdisk_format *const formats[] = {
-    &vdisk_format_iso,
-    &vdisk_format_qcow2,
-    &vdisk_format_raw,
-};
-#define N_FORMATS (sizeof(formats) / sizeof(formats[0]))
-
-/* The largest image any format may describe: off_t must hold every offset. */
-#define VDISK_MAX_SIZE ((uint64_t)INT64_MAX)
-
-const struct vdisk_format *vdisk_format_find(const char *name)
-{
-    for (size_t i = 0; i < N_FORMATS; i++)
-        if (strcmp(formats[i]->name, name) == 0)
-            return formats[i];
-    return NULL;
-}
-
-const char *const *vdisk_formats(void)
-{
-    static const char *names[N_FORMATS + 1];
-
-    for (size_t i = 0; i < N_FORMATS; i++)
-        names[i] = formats[i]->name;
-    return names;
-}
-
-/* Format of an open file, by the best probe score. */
-static int probe_file(struct vdisk_file *file, const struct vdisk_format **fmtp)
-{
-    enum { HEAD = 65536 };
-    uint8_t *head = NULL, tail[512] = {0};
-    uint64_t size;
-    int best = -1, r;
-
-    r = vdisk_file_get_size(file, &size);
-    if (r < 0)
-        return r;
-    head = calloc(1, HEAD);
-    if (!head)
-        return vdisk_error(ENOMEM, "%s: out of memory", file->path);
-    r = vdisk_file_pread(file, head, HEAD, 0);
-    if (r == 0 && size >= sizeof(tail))
-        r = vdisk_file_pread(file, tail, sizeof(tail), size - sizeof(tail));
-    if (r < 0)
-        goto out;
-    for (size_t i = 0; i < N_FORMATS; i++) {
-        int score = formats[i]->probe(head, size < HEAD ? size : HEAD, tail, size);
-
-        if (score > best) {
-            best = score;
-            *fmtp = formats[i];
-        }
-    }
-out:
-    free(head);
-    return r;
-}
-
-int vdisk_probe(const char *path, const char **format)
-{
-    const struct vdisk_format *fmt = NULL;
-    struct vdisk_file *file;
-    int r;
-
-    vdisk_error_clear();
-    r = vdisk_file_open(path, VDISK_FILE_RDONLY, &file);
-    if (r < 0)
-        return r;
-    r = probe_file(file, &fmt);
-    vdisk_file_close(file);
-    if (r == 0)
-        *format = fmt->name;
-    return r;
-}
+#include "node.h"
 
 int vdisk_create(const char *path, const char *format, uint64_t size, const char *options)
 {
     const struct vdisk_format *fmt = vdisk_format_find(format ? format : "raw");
+    struct vdisk_node node = {.path = (char *)path};
     struct vdisk_options opts;
-    struct vdisk_file *file;
     int r;
 
     vdisk_error_clear();
@@ -101,7 +25,7 @@ int vdisk_create(const char *path, const char *format, uint64_t size, const char
         return vdisk_error(EINVAL, "unknown image format '%s'", format);
     if (!fmt->create)
         return vdisk_error(ENOTSUP, "format %s is read-only: cannot create %s", fmt->name, path);
-    if (size > VDISK_MAX_SIZE)
+    if (size > (uint64_t)INT64_MAX)
         return vdisk_error(EFBIG, "%s: size %llu bytes is too large", path,
                            (unsigned long long)size);
     r = vdisk_options_parse(options, fmt->create_options, fmt->name, &opts);
@@ -112,92 +36,100 @@ int vdisk_create(const char *path, const char *format, uint64_t size, const char
         r = vdisk_error(EINVAL, "%s: size must be greater than zero", path);
         goto out_opts;
     }
-    r = vdisk_file_open(path, VDISK_FILE_CREATE, &file);
+    node.fmt = fmt;
+    node.caps = fmt->caps;
+    r = vdisk_file_open(path, VDISK_FILE_CREATE, &node.file);
     if (r < 0)
         goto out_opts;
-    r = fmt->create(file, size, &opts);
+    r = fmt->create(&node, size, &opts);
     if (r == 0)
-        r = vdisk_file_flush(file);
+        r = vdisk_file_flush(node.file);
+    for (unsigned i = 0; i < node.nfiles && r == 0; i++)
+        r = vdisk_file_flush(node.files[i]);
+    /* an image vdisk made is its format: a guest may not make it look like another */
+    if (r == 0 && (fmt->caps & VDISK_CAP_LINEAR))
+        (void)probe_remember(node.file, fmt);
+    for (unsigned i = 0; i < node.nfiles; i++) {
+        if (r < 0)
+            unlink(node.files[i]->path); /* nothing half-made is left behind */
+        vdisk_file_close(node.files[i]);
+    }
+    free(node.files);
     if (r < 0)
-        unlink(path); /* nothing half-made is left behind */
-    vdisk_file_close(file);
+        unlink(path);
+    vdisk_file_close(node.file);
 out_opts:
     vdisk_options_free(&opts);
     return r;
 }
 
-int vdisk_open(const char *path, const char *format, unsigned flags, struct vdisk_image **imgp)
+/* The list of every file IMG's graph reads, top first. */
+static int list_files(struct vdisk_image *img)
 {
-    unsigned file_flags = 0;
+    size_t n = 0, i = 0;
+
+    for (struct vdisk_node *v = img->root; v; v = v->backing)
+        n += 1 + v->nfiles;
+    img->files = calloc(n + 1, sizeof(*img->files));
+    if (!img->files)
+        return vdisk_error(ENOMEM, "%s: out of memory", img->root->path);
+    for (struct vdisk_node *v = img->root; v; v = v->backing) {
+        img->files[i++] = v->file->path;
+        for (unsigned k = 0; k < v->nfiles; k++)
+            img->files[i++] = v->files[k]->path;
+    }
+    return 0;
+}
+
+/*
+ * After a writable open: remember the format of an image whose guest owns
+ * the file's first bytes, so that a probe that disagrees later is refused;
+ * forget it when the user stated another format on purpose.
+ */
+static void remember_format(struct vdisk_image *img, bool stated)
+{
+    struct vdisk_node *n = img->root;
+
+    if (n->read_only)
+        return;
+    if ((n->caps & VDISK_CAP_LINEAR) && n->linear_offset == 0) {
+        if (probe_remember(n->file, n->fmt))
+            img->format_probed = false;
+    } else if (stated && probe_remembered(n->file)) {
+        probe_forget(n->file);
+    }
+}
+
+int vdisk_open(const char *path, const char *format, unsigned flags, const char *options,
+               struct vdisk_image **imgp)
+{
+    const struct vdisk_format *fmt = NULL;
     struct vdisk_image *img;
     int r;
 
     vdisk_error_clear();
+    if (format) {
+        fmt = vdisk_format_find(format);
+        if (!fmt)
+            return vdisk_error(EINVAL, "%s: unknown image format '%s'", path, format);
+    }
     img = calloc(1, sizeof(*img));
     if (!img)
         return vdisk_error(ENOMEM, "%s: out of memory", path);
-    img->flags = flags;
-    img->read_only = flags & VDISK_OPEN_RDONLY;
-    if (format) {
-        img->fmt = vdisk_format_find(format);
-        if (!img->fmt) {
-            r = vdisk_error(EINVAL, "%s: unknown image format '%s'", path, format);
-            goto err_free;
-        }
-        if (img->fmt->flags & VDISK_FORMAT_READ_ONLY)
-            img->read_only = true;
-    }
-    img->path = strdup(path);
-    if (!img->path) {
-        r = vdisk_error(ENOMEM, "%s: out of memory", path);
-        goto err_free;
-    }
-    pthread_mutex_init(&img->lock, NULL);
-
-    if (img->read_only)
-        file_flags |= VDISK_FILE_RDONLY;
-    if (flags & VDISK_OPEN_DIRECT)
-        file_flags |= VDISK_FILE_DIRECT;
-    if (flags & VDISK_OPEN_UNSAFE)
-        file_flags |= VDISK_FILE_UNSAFE;
-    r = vdisk_file_open(path, file_flags, &img->file);
+    r = node_open(path, fmt, flags, options, NULL, &img->root);
     if (r < 0)
         goto err_free;
-    if (!img->fmt) {
-        r = probe_file(img->file, &img->fmt);
-        if (r < 0)
-            goto err_file;
-        if (img->fmt->flags & VDISK_FORMAT_READ_ONLY && !img->read_only) {
-            /* reopen read-only: the format cannot be written */
-            vdisk_file_close(img->file);
-            img->file = NULL;
-            img->read_only = true;
-            r = vdisk_file_open(path, file_flags | VDISK_FILE_RDONLY, &img->file);
-            if (r < 0)
-                goto err_free;
-        }
-    }
-    if (!(flags & VDISK_OPEN_NOLOCK)) {
-        r = vdisk_file_lock(img->file, !img->read_only);
-        if (r < 0)
-            goto err_file;
-    }
-    r = img->fmt->open(img);
+    img->format_probed = img->root->probed && !probe_remembered(img->root->file);
+    remember_format(img, fmt != NULL);
+    r = list_files(img);
     if (r < 0)
-        goto err_file;
-    if (img->size > VDISK_MAX_SIZE) {
-        r = vdisk_error(EFBIG, "%s: virtual size %llu is too large", path,
-                        (unsigned long long)img->size);
-        img->fmt->close(img);
-        goto err_file;
-    }
+        goto err_root;
     *imgp = img;
     return 0;
 
-err_file:
-    vdisk_file_close(img->file);
+err_root:
+    node_close(img->root);
 err_free:
-    free(img->path);
     free(img);
     return r;
 }
@@ -209,207 +141,147 @@ int vdisk_close(struct vdisk_image *img)
     if (!img)
         return 0;
     vdisk_error_clear();
-    if (!img->read_only)
-        r = vdisk_flush(img);
-    img->fmt->close(img);
-    vdisk_file_close(img->file);
-    pthread_mutex_destroy(&img->lock);
-    free(img->path);
+    if (!img->root->read_only)
+        r = node_flush(img->root);
+    node_close(img->root);
+    free(img->files);
     free(img);
     return r;
 }
 
 uint64_t vdisk_get_size(const struct vdisk_image *img)
 {
-    return img->size;
+    return img->root->size;
 }
 
 bool vdisk_is_read_only(const struct vdisk_image *img)
 {
-    return img->read_only;
+    return img->root->read_only;
 }
 
-int vdisk_get_raw_fd(struct vdisk_image *img)
+int vdisk_get_linear(struct vdisk_image *img, int *fd, uint64_t *offset)
 {
-    if (img->fmt != &vdisk_format_raw && img->fmt != &vdisk_format_iso)
-        return vdisk_error(ENOTSUP, "%s: a %s image has no raw file to hand over", img->path,
-                           img->fmt->name);
-    return img->file->fd_buffered;
-}
+    struct vdisk_node *n = img->root;
 
-/* Take the image lock for formats that need it. */
-static void enter(struct vdisk_image *img)
-{
-    if (!(img->fmt->flags & VDISK_FORMAT_THREAD_SAFE))
-        pthread_mutex_lock(&img->lock);
-}
-
-static void leave(struct vdisk_image *img)
-{
-    if (!(img->fmt->flags & VDISK_FORMAT_THREAD_SAFE))
-        pthread_mutex_unlock(&img->lock);
-}
-
-/* Is [OFF, OFF+LEN) inside the image, for a request named WHAT? */
-int vdisk_check_range(struct vdisk_image *img, const char *what, uint64_t off, uint64_t len,
-                      bool write)
-{
-    if (write && img->read_only)
-        return vdisk_error(EROFS, "%s: %s: image is open read-only", img->path, what);
-    if (off > img->size || len > img->size - off)
-        return vdisk_error(ENOSPC, "%s: %s of %llu bytes at %llu is past the end (%llu bytes)",
-                           img->path, what, (unsigned long long)len, (unsigned long long)off,
-                           (unsigned long long)img->size);
+    if (!(n->caps & VDISK_CAP_LINEAR))
+        return vdisk_error(ENOTSUP, "%s: a %s image is not one linear range of a file", n->path,
+                           n->fmt->name);
+    *fd = n->file->fd_buffered;
+    *offset = n->linear_offset;
     return 0;
 }
 
 int vdisk_get_info(struct vdisk_image *img, struct vdisk_info *info)
 {
+    struct vdisk_node *n = img->root;
     int r;
 
     vdisk_error_clear();
     memset(info, 0, sizeof(*info));
-    info->format = img->fmt->name;
-    info->path = img->path;
-    info->virtual_size = img->size;
-    info->read_only = img->read_only;
-    info->direct = img->file->direct;
-    info->dirty = img->dirty_at_open;
-    r = vdisk_file_get_size(img->file, &info->file_size);
+    info->format = n->fmt->name;
+    info->path = n->path;
+    info->virtual_size = n->size;
+    info->caps = n->caps;
+    info->linear_offset = n->linear_offset;
+    info->read_only = n->read_only;
+    info->direct = n->file->direct;
+    info->dirty = n->dirty_at_open;
+    info->format_probed = img->format_probed;
+    info->files = img->files;
+    info->queue_requests = atomic_load(&img->queue_requests);
+    info->queue_ring = atomic_load(&img->queue_ring);
+    r = vdisk_file_get_size(n->file, &info->file_size);
     if (r == 0)
-        r = vdisk_file_allocated(img->file, &info->allocated_bytes);
-    if (r == 0 && img->fmt->get_info) {
-        enter(img);
-        r = img->fmt->get_info(img, info);
-        leave(img);
+        r = vdisk_file_allocated(n->file, &info->allocated_bytes);
+    if (r == 0 && n->fmt->get_info) {
+        if (!(n->fmt->flags & VDISK_FORMAT_THREAD_SAFE))
+            pthread_mutex_lock(&n->lock);
+        r = n->fmt->get_info(n, info);
+        if (!(n->fmt->flags & VDISK_FORMAT_THREAD_SAFE))
+            pthread_mutex_unlock(&n->lock);
     }
     return r;
 }
 
 int vdisk_read(struct vdisk_image *img, void *buf, size_t len, uint64_t offset)
 {
-    int r = vdisk_check_range(img, "read", offset, len, false);
+    int r = vdisk_check_range(img->root, "read", offset, len, false);
 
     if (r < 0 || len == 0)
         return r;
-    enter(img);
-    r = img->fmt->read(img, buf, len, offset);
-    leave(img);
-    return r;
+    return vdisk_node_read(img->root, buf, len, offset);
 }
 
 int vdisk_write(struct vdisk_image *img, const void *buf, size_t len, uint64_t offset,
                 unsigned flags)
 {
-    int r = vdisk_check_range(img, "write", offset, len, true);
+    int r = vdisk_check_range(img->root, "write", offset, len, true);
 
     if (r < 0 || len == 0)
         return r;
-    enter(img);
-    r = img->fmt->write(img, buf, len, offset, flags);
-    leave(img);
-    return r;
+    return node_write(img->root, buf, len, offset, flags);
 }
 
 int vdisk_flush(struct vdisk_image *img)
 {
-    int r;
-
-    if (img->read_only)
-        return 0;
-    enter(img);
-    r = img->fmt->flush(img);
-    leave(img);
-    return r;
+    return node_flush(img->root);
 }
 
 int vdisk_discard(struct vdisk_image *img, uint64_t offset, uint64_t len)
 {
-    int r = vdisk_check_range(img, "discard", offset, len, true);
+    int r = vdisk_check_range(img->root, "discard", offset, len, true);
 
-    if (r < 0 || len == 0 || !img->fmt->discard)
+    if (r < 0 || len == 0)
         return r;
-    enter(img);
-    r = img->fmt->discard(img, offset, len);
-    leave(img);
-    return r;
-}
-
-/* Write zero buffers, for formats that cannot do better. */
-static int write_zero_buffers(struct vdisk_image *img, uint64_t off, uint64_t len, unsigned flags)
-{
-    enum { CHUNK = 1 << 20 };
-    void *zero = calloc(1, CHUNK);
-    int r = 0;
-
-    if (!zero)
-        return vdisk_error(ENOMEM, "%s: out of memory", img->path);
-    while (len > 0 && r == 0) {
-        size_t n = len < CHUNK ? len : CHUNK;
-
-        r = img->fmt->write(img, zero, n, off, flags & VDISK_WRITE_FUA);
-        off += n;
-        len -= n;
-    }
-    free(zero);
-    return r;
+    return node_discard(img->root, offset, len);
 }
 
 int vdisk_write_zeroes(struct vdisk_image *img, uint64_t offset, uint64_t len, unsigned flags)
 {
-    int r = vdisk_check_range(img, "write zeroes", offset, len, true);
+    int r = vdisk_check_range(img->root, "write zeroes", offset, len, true);
 
     if (r < 0 || len == 0)
         return r;
-    enter(img);
-    r = -ENOTSUP;
-    if (img->fmt->write_zeroes)
-        r = img->fmt->write_zeroes(img, offset, len, flags);
-    if (r == -ENOTSUP || r == -EOPNOTSUPP) {
-        if (flags & VDISK_ZERO_NO_FALLBACK)
-            r = vdisk_error(ENOTSUP, "%s: fast zeroing is not supported", img->path);
-        else
-            r = write_zero_buffers(img, offset, len, flags);
-    }
-    leave(img);
-    return r;
+    return node_write_zeroes(img->root, offset, len, flags);
 }
 
 int vdisk_block_status(struct vdisk_image *img, uint64_t offset, uint64_t len,
                        struct vdisk_extent *ext)
 {
-    int r = vdisk_check_range(img, "block status", offset, len, false);
+    int r = vdisk_check_range(img->root, "block status", offset, len, false);
 
     if (r < 0)
         return r;
     if (len == 0)
-        return vdisk_error(EINVAL, "%s: block status of 0 bytes", img->path);
-    ext->offset = offset;
-    ext->length = len;
-    ext->flags = 0;
-    if (!img->fmt->block_status)
-        return 0;
-    enter(img);
-    r = img->fmt->block_status(img, offset, len, ext);
-    leave(img);
-    if (r == 0 && (ext->length == 0 || ext->length > len))
-        return vdisk_error(EIO, "%s: format %s returned a bad extent", img->path, img->fmt->name);
-    return r;
+        return vdisk_error(EINVAL, "%s: block status of 0 bytes", img->root->path);
+    return node_block_status(img->root, offset, len, ext);
+}
+
+int vdisk_cache(struct vdisk_image *img, uint64_t offset, uint64_t len)
+{
+    int r = vdisk_check_range(img->root, "cache", offset, len, false);
+
+    if (r < 0 || len == 0)
+        return r;
+    return node_cache(img->root, offset, len);
 }
 
 int vdisk_check(struct vdisk_image *img, unsigned flags, struct vdisk_check_result *res)
 {
+    struct vdisk_node *n = img->root;
     int r;
 
     vdisk_error_clear();
     memset(res, 0, sizeof(*res));
-    if (!img->fmt->check)
-        return vdisk_error(ENOTSUP, "%s: format %s has no metadata to check", img->path,
-                           img->fmt->name);
-    if ((flags & (VDISK_CHECK_REPAIR_LEAKS | VDISK_CHECK_REPAIR_ALL)) && img->read_only)
-        return vdisk_error(EROFS, "%s: cannot repair an image open read-only", img->path);
-    enter(img);
-    r = img->fmt->check(img, flags, res);
-    leave(img);
+    if (!n->fmt->check)
+        return vdisk_error(ENOTSUP, "%s: format %s has no metadata to check", n->path,
+                           n->fmt->name);
+    if ((flags & (VDISK_CHECK_REPAIR_LEAKS | VDISK_CHECK_REPAIR_ALL)) && n->read_only)
+        return vdisk_error(EROFS, "%s: cannot repair an image open read-only", n->path);
+    if (!(n->fmt->flags & VDISK_FORMAT_THREAD_SAFE))
+        pthread_mutex_lock(&n->lock);
+    r = n->fmt->check(n, flags, res);
+    if (!(n->fmt->flags & VDISK_FORMAT_THREAD_SAFE))
+        pthread_mutex_unlock(&n->lock);
     return r;
 }

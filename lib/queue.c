@@ -1,20 +1,27 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Asynchronous requests on an image (vdisk_queue_*).
+ * The request engine (vdisk_queue_*): asynchronous requests on an image.
  *
- * A queue belongs to one thread. A read or write whose bytes the format can
- * map straight onto the image file (format.h: map) goes to the kernel through
- * the queue's io_uring, with no thread hand-off; the format keeps the mapping
- * valid until release(), which runs when the completion is collected.
- * Everything else (flush, discard, zeroes, holes, backing files, allocating
- * writes) is handed to the queue's worker threads, which run the synchronous
- * calls and post completions back through an eventfd the ring reads.
+ * A queue belongs to one thread. A read is planned from the graph's maps
+ * (node_map with NOWAIT): DATA extents become file I/Os on the queue's
+ * io_uring, ZERO extents are zeroed at once, UNALLOCATED extents are planned
+ * again on the backing node; a write goes to the ring when every extent is
+ * DATA (in place). The drivers keep each mapping valid until node_release(),
+ * which runs as soon as its I/O completes. Anything else (OTHER extents,
+ * allocating writes, flush, discard, zeroes, block status, cache, a map that
+ * would block) is handed to the queue's worker threads, which run the
+ * synchronous calls and post completions back through an eventfd that the
+ * ring reads.
+ *
+ * The ring is the queue's own, or the caller's (vdisk_queue_create_on_ring):
+ * then the caller waits on it and hands the queue its CQEs, so one thread can
+ * serve its own commands (ublk, sockets) and the image's I/O on one ring.
  * Where io_uring is unavailable (a seccomp filter, kernel.io_uring_disabled,
- * or VDISK_NO_IO_URING=1 in the environment) every request goes to the
- * workers and the queue waits on the eventfd itself.
+ * or VDISK_NO_IO_URING=1, a test switch) every request goes to the workers
+ * and the queue waits on the eventfd itself.
  *
- * Locking: q->lock guards the worker lists (pending, finished) and stopping; the rest
- * of the queue is touched only by the owning thread.
+ * Locking: q->lock guards the worker lists (pending, finished) and stopping;
+ * the rest of the queue is touched only by the owning thread.
  */
 #include <errno.h>
 #include <liburing.h>
@@ -27,21 +34,32 @@
 
 #include "vdisk/vdisk.h"
 #include "error.h"
-#include "format.h"
+#include "node.h"
 
 #define MAX_DEPTH   4096u
 #define MAX_WORKERS 8u
-#define EFD_TAG     ((uint64_t)1) /* user_data of the eventfd read; slots are aligned */
+#define MAX_SEGS    16u                       /* file I/Os one request may need on the ring */
+#define MAX_RING_IO (1u << 30)                /* larger requests go to the workers */
+#define EFD_TAG     (VDISK_QUEUE_CQE_BIT | 1) /* the eventfd read; segments are aligned */
+
+struct slot;
+
+/* One file I/O of a request on the ring: a DATA extent of some node. */
+struct seg {
+    struct slot *slot;
+    struct vdisk_node *node; /* whose mapping this is (released when done) */
+    struct vdisk_map map;
+    uint8_t *buf;
+    uint64_t len, done;
+};
 
 /* One request in flight. */
 struct slot {
     struct vdisk_request *req;
     struct slot *next; /* free list, worker lists, ready list */
-    uint64_t host;     /* ring: file offset of the request's first byte */
-    uint64_t done;     /* ring: bytes transferred so far */
-    int fd;            /* ring: descriptor used */
-    bool pinned;       /* ring: the format's release() is owed */
-    bool wwrite;       /* a write at the workers, on q->wwrites */
+    struct seg segs[MAX_SEGS];
+    unsigned nsegs, pending; /* ring: segments, and those not done yet */
+    bool wwrite;             /* a write at the workers, on q->wwrites */
     struct slot *wnext;
     int result;
     char msg[256]; /* a failure's message */
@@ -49,17 +67,20 @@ struct slot {
 
 struct vdisk_queue {
     struct vdisk_image *img;
-    struct io_uring ring;
-    bool has_ring; /* false: workers only */
+    struct io_uring own_ring;
+    struct io_uring *ring; /* &own_ring, the caller's, or NULL: workers only */
+    bool external;         /* the caller owns the ring and waits on it */
     struct slot *slots, *free;
     struct slot *ready, **ready_tail; /* completed, not yet collected */
     unsigned depth, inflight;
+    struct vdisk_queue_stats stats;
 
+    unsigned wait_faults; /* test switch: waits still to fail (VDISK_TEST_QUEUE_WAIT_FAULTS) */
     int efd;
     uint64_t efd_value;
     bool efd_armed;
     unsigned at_workers;                    /* requests handed to workers, not yet back */
-    uint64_t granule;                       /* the format's allocation unit (cluster), 0 if none */
+    uint64_t granule;                       /* the image's allocation unit (cluster), 0 if none */
     struct slot *wwrites;                   /* writes at the workers: may be allocating */
     struct slot *deferred, **deferred_tail; /* writes waiting for one of those */
 
@@ -74,39 +95,49 @@ struct vdisk_queue {
 /* The name of an operation, for messages. */
 static const char *op_name(enum vdisk_op op)
 {
-    static const char *const names[] = {"read", "write", "flush", "discard", "write zeroes"};
+    static const char *const names[] = {"read",         "write",        "flush", "discard",
+                                        "write zeroes", "block status", "cache"};
 
     return (unsigned)op < sizeof(names) / sizeof(names[0]) ? names[op] : "request";
 }
 
-int vdisk_queue_create(struct vdisk_image *img, unsigned depth, unsigned flags,
-                       struct vdisk_queue **qp)
+/* Make a queue on RING (NULL: its own, if io_uring works here). */
+static int queue_new(struct vdisk_image *img, unsigned depth, struct io_uring *ring,
+                     struct vdisk_queue **qp)
 {
+    const char *no_uring = getenv("VDISK_NO_IO_URING");
+    struct vdisk_info info;
     struct vdisk_queue *q;
     int r;
 
     vdisk_error_clear();
-    if (depth == 0 || depth > MAX_DEPTH || flags)
-        return vdisk_error(EINVAL, "%s: invalid queue depth %u or flags %#x", img->path, depth,
-                           flags);
+    if (depth == 0 || depth > MAX_DEPTH)
+        return vdisk_error(EINVAL, "%s: invalid queue depth %u", img->root->path, depth);
     q = calloc(1, sizeof(*q));
     if (!q)
-        return vdisk_error(ENOMEM, "%s: out of memory for a queue", img->path);
+        return vdisk_error(ENOMEM, "%s: out of memory for a queue", img->root->path);
     q->slots = calloc(depth, sizeof(*q->slots));
     if (!q->slots) {
-        r = vdisk_error(ENOMEM, "%s: out of memory for a queue", img->path);
+        r = vdisk_error(ENOMEM, "%s: out of memory for a queue", img->root->path);
         goto err_free;
     }
-    /* one more entry than requests: the eventfd read */
-    if (!getenv("VDISK_NO_IO_URING") || strcmp(getenv("VDISK_NO_IO_URING"), "1") != 0)
-        q->has_ring = io_uring_queue_init(depth + 1, &q->ring, 0) == 0;
+    if (ring) {
+        q->ring = ring;
+        q->external = true;
+    } else if (!no_uring || strcmp(no_uring, "1") != 0) {
+        /* one more entry than requests: the eventfd read */
+        if (io_uring_queue_init(depth + 1, &q->own_ring, 0) == 0)
+            q->ring = &q->own_ring;
+    }
     q->efd = eventfd(0, EFD_CLOEXEC);
     if (q->efd < 0) {
-        r = vdisk_error(errno, "%s: eventfd: %m", img->path);
+        r = vdisk_error(errno, "%s: eventfd: %m", img->root->path);
         goto err_ring;
     }
     q->img = img;
     q->depth = depth;
+    if (getenv("VDISK_TEST_QUEUE_WAIT_FAULTS"))
+        q->wait_faults = (unsigned)atoi(getenv("VDISK_TEST_QUEUE_WAIT_FAULTS"));
     q->max_workers = depth < MAX_WORKERS ? depth : MAX_WORKERS;
     for (unsigned i = depth; i-- > 0;) {
         q->slots[i].next = q->free;
@@ -114,13 +145,9 @@ int vdisk_queue_create(struct vdisk_image *img, unsigned depth, unsigned flags,
     }
     q->ready_tail = &q->ready;
     q->deferred_tail = &q->deferred;
-    {
-        struct vdisk_info info;
-
-        if (vdisk_get_info(img, &info) == 0)
-            q->granule = info.cluster_size;
-        vdisk_error_clear();
-    }
+    if (vdisk_get_info(img, &info) == 0)
+        q->granule = info.cluster_size;
+    vdisk_error_clear();
     q->pending_tail = &q->pending;
     pthread_mutex_init(&q->lock, NULL);
     pthread_cond_init(&q->wake, NULL);
@@ -128,15 +155,53 @@ int vdisk_queue_create(struct vdisk_image *img, unsigned depth, unsigned flags,
     return 0;
 
 err_ring:
-    if (q->has_ring)
-        io_uring_queue_exit(&q->ring);
+    if (q->ring == &q->own_ring)
+        io_uring_queue_exit(&q->own_ring);
 err_free:
     free(q->slots);
     free(q);
     return r;
 }
 
+int vdisk_queue_create(struct vdisk_image *img, unsigned depth, unsigned flags,
+                       struct vdisk_queue **qp)
+{
+    if (flags)
+        return vdisk_error(EINVAL, "%s: invalid queue flags %#x", img->root->path, flags);
+    return queue_new(img, depth, NULL, qp);
+}
+
+int vdisk_queue_create_on_ring(struct vdisk_image *img, unsigned depth, struct io_uring *ring,
+                               struct vdisk_queue **qp)
+{
+    if (!ring)
+        return vdisk_error(EINVAL, "%s: no ring given for the queue", img->root->path);
+    return queue_new(img, depth, ring, qp);
+}
+
 /* ---- worker threads: requests the ring can't take ---- */
+
+/* Block status of the request's range into its extents; the number filled. */
+static int block_status(struct vdisk_image *img, struct vdisk_request *req)
+{
+    struct vdisk_extent *e = req->buf;
+    uint64_t off = req->offset, end = req->offset + req->length;
+    unsigned n = 0;
+
+    while (off < end && n < req->count) {
+        struct vdisk_extent x;
+        int r = vdisk_block_status(img, off, end - off, &x);
+
+        if (r < 0)
+            return r;
+        if (n > 0 && e[n - 1].flags == x.flags)
+            e[n - 1].length += x.length; /* same kind: one extent */
+        else
+            e[n++] = x;
+        off += x.length;
+    }
+    return (int)n;
+}
 
 /* Run one request through the synchronous API. */
 static int run_sync(struct vdisk_image *img, struct vdisk_request *req)
@@ -152,6 +217,10 @@ static int run_sync(struct vdisk_image *img, struct vdisk_request *req)
         return vdisk_discard(img, req->offset, req->length);
     case VDISK_OP_WRITE_ZEROES:
         return vdisk_write_zeroes(img, req->offset, req->length, req->flags);
+    case VDISK_OP_BLOCK_STATUS:
+        return block_status(img, req);
+    case VDISK_OP_CACHE:
+        return vdisk_cache(img, req->offset, req->length);
     }
     return -EINVAL;
 }
@@ -191,6 +260,35 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* ---- the ring ---- */
+
+/* An SQE, pushing queued ones to the kernel when the ring is full. */
+static struct io_uring_sqe *get_sqe(struct vdisk_queue *q)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(q->ring);
+
+    if (!sqe) {
+        io_uring_submit(q->ring);
+        sqe = io_uring_get_sqe(q->ring);
+    }
+    return sqe;
+}
+
+/* Have the ring wake the owner when a worker posts a completion. */
+static void arm_eventfd(struct vdisk_queue *q)
+{
+    struct io_uring_sqe *sqe;
+
+    if (!q->ring || q->efd_armed || q->at_workers == 0)
+        return;
+    sqe = get_sqe(q);
+    if (!sqe)
+        return; /* the next complete() tries again */
+    io_uring_prep_read(sqe, q->efd, &q->efd_value, sizeof(q->efd_value), 0);
+    io_uring_sqe_set_data64(sqe, EFD_TAG);
+    q->efd_armed = true;
+}
+
 /* Give S to the workers, starting one more while some are short of work. */
 static int to_workers(struct vdisk_queue *q, struct slot *s)
 {
@@ -215,70 +313,140 @@ static int to_workers(struct vdisk_queue *q, struct slot *s)
     }
     pthread_mutex_unlock(&q->lock);
     if (r < 0)
-        return vdisk_error(-r, "%s: cannot start a queue worker: %m", q->img->path);
+        return vdisk_error(-r, "%s: cannot start a queue worker: %m", q->img->root->path);
     q->at_workers++;
+    q->stats.workers++;
+    arm_eventfd(q);
     return 0;
 }
 
-/* ---- the ring ---- */
-
-/* An SQE, pushing queued ones to the kernel when the ring is full. */
-static struct io_uring_sqe *get_sqe(struct vdisk_queue *q)
+/* Queue the rest of segment G's read or write on the ring. */
+static int prep_seg(struct vdisk_queue *q, struct seg *g)
 {
-    struct io_uring_sqe *sqe = io_uring_get_sqe(&q->ring);
-
-    if (!sqe) {
-        io_uring_submit(&q->ring);
-        sqe = io_uring_get_sqe(&q->ring);
-    }
-    return sqe;
-}
-
-/* Queue the rest of S's read or write on the ring. */
-static int prep_rw(struct vdisk_queue *q, struct slot *s)
-{
-    struct vdisk_request *req = s->req;
+    const struct vdisk_request *req = g->slot->req;
+    struct vdisk_file *f = g->map.file;
     struct io_uring_sqe *sqe = get_sqe(q);
-    uint8_t *p = (uint8_t *)req->buf + s->done;
-    unsigned len = (unsigned)(req->length - s->done);
+    uint8_t *p = g->buf + g->done;
+    uint64_t host = g->map.host + g->done;
+    unsigned len = (unsigned)(g->len - g->done);
+    int fd = f->fd;
 
     if (!sqe)
         return -EBUSY;
+    if (f->direct && (((uintptr_t)p | host | len) & (f->align - 1)))
+        fd = f->fd_buffered;
     if (req->op == VDISK_OP_READ)
-        io_uring_prep_read(sqe, s->fd, p, len, s->host + s->done);
+        io_uring_prep_read(sqe, fd, p, len, host);
     else
-        io_uring_prep_write(sqe, s->fd, p, len, s->host + s->done);
-    if (req->op == VDISK_OP_WRITE && (req->flags & VDISK_WRITE_FUA) && !q->img->file->unsafe)
+        io_uring_prep_write(sqe, fd, p, len, host);
+    if (req->op == VDISK_OP_WRITE && (req->flags & VDISK_WRITE_FUA) && !f->unsafe)
         sqe->rw_flags = RWF_DSYNC;
-    io_uring_sqe_set_data(sqe, s);
+    io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)g | VDISK_QUEUE_CQE_BIT);
+    q->stats.ring_ios++;
     return 0;
 }
 
-/* Try to send a read or write straight to the file; -EAGAIN if the format can't. */
+/* Give back the mappings of S's segments. */
+static void release_segs(struct slot *s)
+{
+    for (unsigned i = 0; i < s->nsegs; i++)
+        node_release(s->segs[i].node, &s->segs[i].map);
+    s->nsegs = 0;
+}
+
+/*
+ * Plan [OFF, OFF+LEN) of node N into S's segments, BUF the bytes: DATA
+ * extents become segments, a read's ZERO extents are zeroed now and its
+ * UNALLOCATED extents planned on the backing node. -EAGAIN when the ring
+ * cannot take it all (OTHER extents, a write that is not in place, a map
+ * that would block, too many pieces).
+ */
+static int plan(struct slot *s, struct vdisk_node *n, uint8_t *buf, uint64_t off, uint64_t len,
+                bool write)
+{
+    unsigned flags = VDISK_MAP_NOWAIT;
+
+    if (write)
+        flags |= VDISK_MAP_WRITE | ((s->req->flags & VDISK_WRITE_FUA) ? VDISK_MAP_FUA : 0);
+    while (len > 0) {
+        struct vdisk_map m;
+        int r;
+
+        if (s->nsegs == MAX_SEGS || node_map(n, off, len, flags, &m) < 0)
+            return -EAGAIN;
+        if (m.type == VDISK_MAP_DATA) {
+            struct seg *g = &s->segs[s->nsegs++];
+
+            *g = (struct seg){.slot = s, .node = n, .map = m, .buf = buf, .len = m.len};
+        } else {
+            node_release(n, &m);
+            if (write || m.type == VDISK_MAP_OTHER)
+                return -EAGAIN;
+            if (m.type == VDISK_MAP_UNALLOCATED) {
+                struct vdisk_node *b = n->backing;
+                uint64_t k =
+                    b && off < b->size ? (b->size - off < m.len ? b->size - off : m.len) : 0;
+
+                r = k ? plan(s, b, buf, off, k, false) : 0;
+                if (r < 0)
+                    return r;
+                memset(buf + k, 0, m.len - k);
+            } else {
+                memset(buf, 0, m.len);
+            }
+        }
+        buf += m.len;
+        off += m.len;
+        len -= m.len;
+    }
+    return 0;
+}
+
+/* S is complete: put it on the ready list. */
+static void finish(struct vdisk_queue *q, struct slot *s)
+{
+    s->next = NULL;
+    *q->ready_tail = s;
+    q->ready_tail = &s->next;
+}
+
+/* Send a read or write straight to the files; -EAGAIN if it cannot go there whole. */
 static int try_ring(struct vdisk_queue *q, struct slot *s)
 {
-    struct vdisk_image *img = q->img;
     struct vdisk_request *req = s->req;
-    struct vdisk_file *f = img->file;
-    bool write = req->op == VDISK_OP_WRITE;
-    int r;
 
-    if (!q->has_ring || !img->fmt->map || req->length > (1u << 30))
+    if (!q->ring || req->length > MAX_RING_IO)
         return -EAGAIN;
-    r = img->fmt->map(img, req->offset, req->length, write, req->flags, &s->host);
-    if (r < 0)
+    s->nsegs = 0;
+    if (plan(s, q->img->root, req->buf, req->offset, req->length, req->op == VDISK_OP_WRITE) < 0) {
+        release_segs(s);
         return -EAGAIN;
-    s->pinned = img->fmt->release != NULL;
-    s->done = 0;
-    s->fd = f->fd;
-    if (f->direct && (((uintptr_t)req->buf | s->host | req->length) & (f->align - 1)))
-        s->fd = f->fd_buffered;
-    r = prep_rw(q, s);
-    if (r < 0 && s->pinned) {
-        img->fmt->release(img);
-        s->pinned = false;
     }
-    return r < 0 ? -EAGAIN : 0;
+    s->pending = s->nsegs;
+    if (s->nsegs == 0) { /* all zeroes: done already */
+        finish(q, s);
+        q->stats.ring++;
+        return 0;
+    }
+    for (unsigned i = 0; i < s->nsegs; i++) {
+        if (prep_seg(q, &s->segs[i]) < 0) {
+            /* no SQE at all, even after a submit: whatever went out must come back */
+            if (i == 0) {
+                release_segs(s);
+                return -EAGAIN;
+            }
+            s->result = -EBUSY;
+            snprintf(s->msg, sizeof(s->msg), "%s: no room in the ring for a request",
+                     q->img->root->path);
+            for (unsigned k = i; k < s->nsegs; k++)
+                node_release(s->segs[k].node, &s->segs[k].map);
+            s->pending = i;
+            break;
+        }
+    }
+    q->stats.ring++;
+    atomic_fetch_add(&q->img->queue_ring, 1);
+    return 0;
 }
 
 /* Does S's write share a cluster with a write at the workers? */
@@ -325,29 +493,49 @@ static int dispatch(struct vdisk_queue *q, struct slot *s)
     return r;
 }
 
+/* Refuse a request that can never succeed; 0 if it may. */
+static int check_request(struct vdisk_queue *q, const struct vdisk_request *req)
+{
+    struct vdisk_node *root = q->img->root;
+    bool write;
+
+    switch (req->op) {
+    case VDISK_OP_FLUSH:
+        return 0;
+    case VDISK_OP_BLOCK_STATUS:
+        if (!req->buf || req->count == 0 || req->length == 0)
+            return vdisk_error(EINVAL, "%s: block status needs a range and room for an extent",
+                               root->path);
+        break;
+    case VDISK_OP_READ:
+    case VDISK_OP_WRITE:
+    case VDISK_OP_DISCARD:
+    case VDISK_OP_WRITE_ZEROES:
+    case VDISK_OP_CACHE:
+        break;
+    default:
+        return vdisk_error(EINVAL, "%s: unknown request type %d", root->path, (int)req->op);
+    }
+    write = req->op == VDISK_OP_WRITE || req->op == VDISK_OP_DISCARD ||
+            req->op == VDISK_OP_WRITE_ZEROES;
+    return vdisk_check_range(root, op_name(req->op), req->offset, req->length, write);
+}
+
 int vdisk_queue_submit(struct vdisk_queue *q, struct vdisk_request *req)
 {
-    bool write = req->op != VDISK_OP_READ && req->op != VDISK_OP_FLUSH;
     struct slot *s;
-    int r;
+    int r = check_request(q, req);
 
-    if ((unsigned)req->op > VDISK_OP_WRITE_ZEROES)
-        return vdisk_error(EINVAL, "%s: unknown request type %d", q->img->path, (int)req->op);
-    if (req->op == VDISK_OP_FLUSH) {
-        r = 0;
-    } else {
-        r = vdisk_check_range(q->img, op_name(req->op), req->offset, req->length, write);
-    }
     if (r < 0)
         return r;
     if (!q->free)
-        return vdisk_error(EAGAIN, "%s: queue full (%u requests in flight)", q->img->path,
+        return vdisk_error(EAGAIN, "%s: queue full (%u requests in flight)", q->img->root->path,
                            q->depth);
     s = q->free;
     q->free = s->next;
     s->req = req;
     s->result = 0;
-    s->pinned = false;
+    s->nsegs = s->pending = 0;
     s->wwrite = false;
     r = dispatch(q, s);
     if (r < 0) {
@@ -356,50 +544,43 @@ int vdisk_queue_submit(struct vdisk_queue *q, struct vdisk_request *req)
         return r;
     }
     q->inflight++;
+    q->stats.requests++;
+    atomic_fetch_add(&q->img->queue_requests, 1);
     return 0;
 }
 
-/* S is complete: give back the format's pin, put it on the ready list. */
-static void finish(struct vdisk_queue *q, struct slot *s)
+/* The ring finished part of segment G with RES: go on, or finish G (and its request). */
+static void seg_done(struct vdisk_queue *q, struct seg *g, int res)
 {
-    if (s->pinned) {
-        q->img->fmt->release(q->img);
-        s->pinned = false;
-    }
-    s->next = NULL;
-    *q->ready_tail = s;
-    q->ready_tail = &s->next;
-}
-
-/* The ring finished part of S's read or write with RES: go on, or finish. */
-static void ring_done(struct vdisk_queue *q, struct slot *s, int res)
-{
+    struct slot *s = g->slot;
     struct vdisk_request *req = s->req;
 
     if (res < 0) {
         s->result = res;
-        snprintf(s->msg, sizeof(s->msg), "%s: %s of %llu bytes at %llu: %s", q->img->path,
+        snprintf(s->msg, sizeof(s->msg), "%s: %s of %llu bytes at %llu: %s", q->img->root->path,
                  op_name(req->op), (unsigned long long)req->length, (unsigned long long)req->offset,
                  strerror(-res));
     } else if (res == 0 && req->op == VDISK_OP_READ) {
         /* end of file: the rest reads as zeroes, as vdisk_read does */
-        memset((uint8_t *)req->buf + s->done, 0, req->length - s->done);
-        s->done = req->length;
+        memset(g->buf + g->done, 0, g->len - g->done);
+        g->done = g->len;
     } else if (res == 0) {
         s->result = -EIO;
-        snprintf(s->msg, sizeof(s->msg), "%s: write at %llu made no progress", q->img->path,
-                 (unsigned long long)(req->offset + s->done));
+        snprintf(s->msg, sizeof(s->msg), "%s: write at file offset %llu made no progress",
+                 q->img->root->path, (unsigned long long)(g->map.host + g->done));
     } else {
-        s->done += (unsigned)res;
+        g->done += (unsigned)res;
     }
-    if (s->result == 0 && s->done < req->length && prep_rw(q, s) == 0)
+    if (res >= 0 && s->result == 0 && g->done < g->len && prep_seg(q, g) == 0)
         return; /* short transfer: the rest goes out again */
-    if (s->result == 0 && s->done < req->length) {
+    if (s->result == 0 && g->done < g->len) {
         s->result = -EBUSY;
         snprintf(s->msg, sizeof(s->msg), "%s: no room in the ring to finish a request",
-                 q->img->path);
+                 q->img->root->path);
     }
-    finish(q, s);
+    node_release(g->node, &g->map); /* its pin goes as soon as its I/O is done */
+    if (--s->pending == 0)
+        finish(q, s);
 }
 
 /* Move what the workers finished to the ready list; send the writes that waited for them. */
@@ -442,43 +623,53 @@ static void collect_workers(struct vdisk_queue *q)
     }
 }
 
-/* Reap every CQE there is. */
+void vdisk_queue_handle_cqe(struct vdisk_queue *q, uint64_t user_data, int res)
+{
+    if (user_data == EFD_TAG) {
+        q->efd_armed = false;
+        collect_workers(q);
+        arm_eventfd(q); /* workers still busy: keep listening */
+    } else {
+        seg_done(q, (struct seg *)(uintptr_t)(user_data & ~VDISK_QUEUE_CQE_BIT), res);
+    }
+}
+
+/* Reap every CQE of the queue's own ring, and what the workers finished. */
 static void reap(struct vdisk_queue *q)
 {
     struct io_uring_cqe *cqe;
     unsigned head, n = 0;
 
-    if (!q->has_ring) {
-        collect_workers(q);
-        return;
+    if (q->ring) {
+        io_uring_for_each_cqe(q->ring, head, cqe)
+        {
+            n++;
+            vdisk_queue_handle_cqe(q, cqe->user_data, cqe->res);
+        }
+        io_uring_cq_advance(q->ring, n);
     }
-    io_uring_for_each_cqe(&q->ring, head, cqe)
-    {
-        uint64_t tag = cqe->user_data;
-
-        n++;
-        if (tag == EFD_TAG)
-            q->efd_armed = false;
-        else
-            ring_done(q, (struct slot *)(uintptr_t)tag, cqe->res);
-    }
-    io_uring_cq_advance(&q->ring, n);
     collect_workers(q);
 }
 
-/* Have the ring wake us when a worker posts a completion. */
-static void arm_eventfd(struct vdisk_queue *q)
+/* Move up to MAX ready requests into DONE[N...]; the new N. */
+static unsigned take_ready(struct vdisk_queue *q, struct vdisk_request **done, unsigned n,
+                           unsigned max)
 {
-    struct io_uring_sqe *sqe;
+    while (n < max && q->ready) {
+        struct slot *s = q->ready;
 
-    if (q->efd_armed || q->at_workers == 0)
-        return;
-    sqe = get_sqe(q);
-    if (!sqe)
-        return;
-    io_uring_prep_read(sqe, q->efd, &q->efd_value, sizeof(q->efd_value), 0);
-    io_uring_sqe_set_data64(sqe, EFD_TAG);
-    q->efd_armed = true;
+        q->ready = s->next;
+        if (!q->ready)
+            q->ready_tail = &q->ready;
+        s->req->result = s->result;
+        if (s->result < 0)
+            vdisk_error(-s->result, "%s", s->msg);
+        done[n++] = s->req;
+        s->next = q->free;
+        q->free = s;
+        q->inflight--;
+    }
+    return n;
 }
 
 int vdisk_queue_complete(struct vdisk_queue *q, struct vdisk_request **done, unsigned max,
@@ -490,37 +681,32 @@ int vdisk_queue_complete(struct vdisk_queue *q, struct vdisk_request **done, uns
         min = q->inflight;
     if (min > max)
         min = max;
+    if (q->external) {
+        if (min > 0)
+            return vdisk_error(EINVAL, "%s: a queue on the caller's ring never waits",
+                               q->img->root->path);
+        /* workers' completions come through the eventfd's CQE only: then none is left armed */
+        return (int)take_ready(q, done, 0, max);
+    }
     for (;;) {
-        while (n < max && q->ready) {
-            struct slot *s = q->ready;
-
-            q->ready = s->next;
-            if (!q->ready)
-                q->ready_tail = &q->ready;
-            s->req->result = s->result;
-            if (s->result < 0)
-                vdisk_error(-s->result, "%s", s->msg);
-            done[n++] = s->req;
-            s->next = q->free;
-            q->free = s;
-            q->inflight--;
-        }
-        if (n >= min && (!q->has_ring || !io_uring_sq_ready(&q->ring)))
+        n = take_ready(q, done, n, max);
+        if (n >= min && (!q->ring || !io_uring_sq_ready(q->ring)))
             return (int)n;
-        if (!q->has_ring) { /* only workers: wait for their eventfd */
+        if (!q->ring) { /* only workers: wait for their eventfd */
             if (read(q->efd, &q->efd_value, sizeof(q->efd_value)) < 0 && errno != EINTR)
-                return vdisk_error(errno, "%s: queue eventfd: %m", q->img->path);
+                return vdisk_error(errno, "%s: queue eventfd: %m", q->img->root->path);
             collect_workers(q);
             continue;
         }
         arm_eventfd(q);
         if (n >= min) {
-            io_uring_submit(&q->ring);
+            io_uring_submit(q->ring);
         } else {
-            int r = io_uring_submit_and_wait(&q->ring, 1);
+            int r =
+                q->wait_faults ? (q->wait_faults--, -EIO) : io_uring_submit_and_wait(q->ring, 1);
 
             if (r < 0 && r != -EINTR && r != -EBUSY && r != -EAGAIN)
-                return vdisk_error(-r, "%s: io_uring wait: %m", q->img->path);
+                return vdisk_error(-r, "%s: io_uring wait: %m", q->img->root->path);
         }
         reap(q);
     }
@@ -531,23 +717,66 @@ unsigned vdisk_queue_inflight(const struct vdisk_queue *q)
     return q->inflight;
 }
 
-void vdisk_queue_destroy(struct vdisk_queue *q)
+void vdisk_queue_get_stats(const struct vdisk_queue *q, struct vdisk_queue_stats *st)
+{
+    *st = q->stats;
+}
+
+/*
+ * Wait for everything in flight, whatever happens: a request still in the
+ * kernel holds a mapping (a pin that a discard or check would wait for) and
+ * points into its caller's buffer. A failed wait is retried, not given up.
+ */
+static void drain(struct vdisk_queue *q)
 {
     struct vdisk_request *done[64];
 
+    while (q->inflight > 0) {
+        if (q->external) {
+            struct io_uring_cqe *cqe;
+
+            io_uring_submit(q->ring);
+            if (io_uring_wait_cqe(q->ring, &cqe) == 0) {
+                if (cqe->user_data & VDISK_QUEUE_CQE_BIT)
+                    vdisk_queue_handle_cqe(q, cqe->user_data, cqe->res);
+                io_uring_cqe_seen(q->ring, cqe);
+            } else {
+                usleep(1000);
+            }
+            take_ready(q, done, 0, 64);
+        } else if (vdisk_queue_complete(q, done, 64, 1) < 0) {
+            usleep(1000);
+        }
+    }
+}
+
+void vdisk_queue_destroy(struct vdisk_queue *q)
+{
     if (!q)
         return;
-    while (q->inflight > 0)
-        if (vdisk_queue_complete(q, done, 64, 1) < 0)
-            break;
+    drain(q);
     pthread_mutex_lock(&q->lock);
     q->stopping = true;
     pthread_cond_broadcast(&q->wake);
     pthread_mutex_unlock(&q->lock);
     for (unsigned i = 0; i < q->nworkers; i++)
         pthread_join(q->workers[i], NULL);
-    if (q->has_ring)
-        io_uring_queue_exit(&q->ring);
+    if (q->external && q->efd_armed) {
+        /* destroyed with requests in flight: the eventfd read must not outlive Q */
+        uint64_t one = 1;
+        struct io_uring_cqe *cqe;
+
+        if (write(q->efd, &one, sizeof(one)) < 0)
+            abort();
+        io_uring_submit(q->ring);
+        while (q->efd_armed && io_uring_wait_cqe(q->ring, &cqe) == 0) {
+            if (cqe->user_data == EFD_TAG)
+                q->efd_armed = false;
+            io_uring_cqe_seen(q->ring, cqe);
+        }
+    }
+    if (q->ring == &q->own_ring)
+        io_uring_queue_exit(&q->own_ring);
     close(q->efd);
     pthread_cond_destroy(&q->wake);
     pthread_mutex_destroy(&q->lock);

@@ -45,6 +45,11 @@ struct vdisk_extent {
     uint32_t flags;
 };
 
+/* What an image can do (vdisk_info.caps). */
+#define VDISK_CAP_THREAD_SAFE (1u << 0) /* its driver runs requests in parallel */
+#define VDISK_CAP_READ_ONLY   (1u << 1) /* can never be written (iso) */
+#define VDISK_CAP_LINEAR      (1u << 2) /* guest bytes are one linear range of one file */
+
 /* What vdisk_get_info() reports. Strings belong to the image. */
 struct vdisk_info {
     const char *format;       /* "raw", "qcow2", ... */
@@ -53,11 +58,18 @@ struct vdisk_info {
     uint64_t file_size;       /* bytes of the image file */
     uint64_t allocated_bytes; /* bytes the image file occupies on disk */
     uint32_t cluster_size;    /* allocation unit, 0 where the format has none */
+    unsigned caps;            /* VDISK_CAP_* */
+    uint64_t linear_offset;   /* VDISK_CAP_LINEAR: file offset of guest byte 0 */
     bool read_only;
     bool direct;
     bool dirty;               /* format's dirty flag was set at open */
+    bool format_probed;       /* the format was probed, not stated (-f or remembered) */
     const char *backing_file; /* NULL when none */
     const char *backing_format;
+    const char *const *files; /* every file the image reads, top first, NULL terminated */
+    /* the request engine (vdisk_queue) so far, over every queue of this image */
+    uint64_t queue_requests; /* requests submitted */
+    uint64_t queue_ring;     /* of which went straight to the files on an io_uring */
 };
 
 /* vdisk_check() flags and result */
@@ -88,8 +100,14 @@ int vdisk_probe(const char *path, const char **format);
  */
 int vdisk_create(const char *path, const char *format, uint64_t size, const char *options);
 
-/* Open an image; FORMAT NULL means probe. */
-int vdisk_open(const char *path, const char *format, unsigned flags, struct vdisk_image **imgp);
+/*
+ * Open an image; FORMAT NULL means probe. OPTIONS is NULL or "key=value,..."
+ * (format specific, e.g. l2-cache-size=4M for qcow2). A probed image whose
+ * file says vdisk served it as raw before, but which now probes as another
+ * format, is refused (its guest may have written the header): state FORMAT.
+ */
+int vdisk_open(const char *path, const char *format, unsigned flags, const char *options,
+               struct vdisk_image **imgp);
 
 /* Flush (when writable), unlock and free. */
 int vdisk_close(struct vdisk_image *img);
@@ -99,10 +117,11 @@ bool vdisk_is_read_only(const struct vdisk_image *img);
 int vdisk_get_info(struct vdisk_image *img, struct vdisk_info *info);
 
 /*
- * The image file's descriptor when guest bytes are file bytes (raw, iso), for
- * handing to loop or vdisk.ko; the QEMU lock lives on it. -ENOTSUP otherwise.
+ * For an image with VDISK_CAP_LINEAR: the descriptor of the file that holds
+ * the guest bytes and the offset of byte 0 in it, for handing to loop or
+ * vdisk.ko; the QEMU lock lives on it. -ENOTSUP for other images.
  */
-int vdisk_get_raw_fd(struct vdisk_image *img);
+int vdisk_get_linear(struct vdisk_image *img, int *fd, uint64_t *offset);
 
 /* Data path. Ranges must lie within the virtual size. */
 int vdisk_read(struct vdisk_image *img, void *buf, size_t len, uint64_t offset);
@@ -118,6 +137,9 @@ int vdisk_write_zeroes(struct vdisk_image *img, uint64_t offset, uint64_t len, u
  */
 int vdisk_block_status(struct vdisk_image *img, uint64_t offset, uint64_t len,
                        struct vdisk_extent *ext);
+
+/* Bring [OFFSET, OFFSET+LEN) into the page cache where it helps (advisory). */
+int vdisk_cache(struct vdisk_image *img, uint64_t offset, uint64_t len);
 
 /* Consistency check; returns 0, or -ENOTSUP for formats without metadata. */
 int vdisk_check(struct vdisk_image *img, unsigned flags, struct vdisk_check_result *res);
@@ -138,42 +160,76 @@ enum vdisk_op {
     VDISK_OP_FLUSH, /* covers writes completed before it was submitted */
     VDISK_OP_DISCARD,
     VDISK_OP_WRITE_ZEROES, /* flags: VDISK_ZERO_* */
+    VDISK_OP_BLOCK_STATUS, /* buf: struct vdisk_extent[count]; result: extents filled */
+    VDISK_OP_CACHE,        /* bring [offset, offset+length) into the page cache (advisory) */
 };
 
 /* One request; the caller owns it (and BUF) until it comes back completed. */
 struct vdisk_request {
     enum vdisk_op op;
     unsigned flags;
-    void *buf; /* READ, WRITE */
+    void *buf; /* READ, WRITE: the bytes; BLOCK_STATUS: the extents */
     uint64_t offset, length;
+    unsigned count; /* BLOCK_STATUS: room in buf, in extents (at least 1) */
     void *user_data;
-    int result; /* on completion: 0 or -errno */
+    int result; /* on completion: 0 (BLOCK_STATUS: extents filled) or -errno */
 };
 
 /* A queue for IMG with room for DEPTH (1 to 4096) requests; FLAGS must be 0. */
 int vdisk_queue_create(struct vdisk_image *img, unsigned depth, unsigned flags,
                        struct vdisk_queue **qp);
 
-/* Wait for every request in flight, then free the queue. */
+/*
+ * A queue whose file I/O goes on RING, an io_uring the caller owns and waits
+ * on (e.g. a ublk queue thread's, or a server's with its sockets on it): its
+ * SQEs carry user_data with VDISK_QUEUE_CQE_BIT set. The caller gives every
+ * such CQE to vdisk_queue_handle_cqe() (then marks it seen itself) and
+ * collects completed requests with vdisk_queue_complete(q, done, max, 0);
+ * the queue never waits on RING itself. Size RING with room for the caller's
+ * own SQEs plus DEPTH + 1. Requests may submit SQEs (io_uring_get_sqe, and
+ * io_uring_submit when the SQ is full); the caller's io_uring_submit*()
+ * sends the rest.
+ */
+struct io_uring;
+int vdisk_queue_create_on_ring(struct vdisk_image *img, unsigned depth, struct io_uring *ring,
+                               struct vdisk_queue **qp);
+#define VDISK_QUEUE_CQE_BIT (1ull << 63)
+void vdisk_queue_handle_cqe(struct vdisk_queue *q, uint64_t user_data, int res);
+
+/*
+ * Wait for every request in flight, then free the queue. On a caller's ring,
+ * complete every request first: waiting there would consume the caller's CQEs.
+ */
 void vdisk_queue_destroy(struct vdisk_queue *q);
 
 /*
  * Start REQ. It reaches the kernel at the latest at the next
- * vdisk_queue_complete(). -EAGAIN when DEPTH requests are in flight; a request
- * that can never succeed (past the end, write to a read-only image) fails here.
+ * vdisk_queue_complete() (or the caller's submit, on its own ring). -EAGAIN
+ * when DEPTH requests are in flight; a request that can never succeed (past
+ * the end, write to a read-only image) fails here.
  */
 int vdisk_queue_submit(struct vdisk_queue *q, struct vdisk_request *req);
 
 /*
  * Collect up to MAX completed requests into DONE, waiting until at least MIN
  * (capped at the number in flight) have completed; returns how many. A failed
- * request's message is this thread's vdisk_last_error() afterwards.
+ * request's message is this thread's vdisk_last_error() afterwards. MIN must
+ * be 0 on a caller's ring.
  */
 int vdisk_queue_complete(struct vdisk_queue *q, struct vdisk_request **done, unsigned max,
                          unsigned min);
 
 /* Requests submitted and not yet collected. */
 unsigned vdisk_queue_inflight(const struct vdisk_queue *q);
+
+/* What a queue has done since it was made. */
+struct vdisk_queue_stats {
+    uint64_t requests; /* submitted */
+    uint64_t ring;     /* went to the files on the io_uring, no thread hand-off */
+    uint64_t workers;  /* ran on the worker threads (synchronous path) */
+    uint64_t ring_ios; /* file I/Os on the ring (a request may need several) */
+};
+void vdisk_queue_get_stats(const struct vdisk_queue *q, struct vdisk_queue_stats *st);
 
 /* Parse "10G", "512K", "100" (MiB, as the seed) into bytes; -EINVAL/-ERANGE. */
 int vdisk_parse_size(const char *text, uint64_t *bytes);

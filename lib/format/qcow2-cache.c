@@ -101,7 +101,7 @@ int qcow2_cache_take(struct qcow2 *s, struct qcow2_cache *c, uint64_t index,
     if (!t) {
         t = qcow2_cache_victim(c);
         if (!t)
-            return vdisk_error(ENOMEM, "%s: out of memory", s->img->path);
+            return vdisk_error(ENOMEM, "%s: out of memory", s->node->path);
         r = writeback(s, t);
         if (r < 0)
             return r;

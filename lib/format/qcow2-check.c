@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * qcow2 check and repair, as qemu-img check: count the references every
+ * qcow2 check and repair, as qemu-node check: count the references every
  * cluster gets from the header, L1/L2 tables (active and snapshots),
  * snapshot table and refcount structures, compare with the stored refcounts
  * (higher: leak; lower: corruption), check the COPIED flags, and fix what
@@ -135,7 +135,7 @@ static int walk_snapshots(struct check *c)
         inc(c, l1_off, (uint64_t)l1_size * 8);
         l1 = malloc((uint64_t)l1_size * 8 + 8);
         if (!l1)
-            return vdisk_error(ENOMEM, "%s: out of memory", s->img->path);
+            return vdisk_error(ENOMEM, "%s: out of memory", s->node->path);
         r = vdisk_file_pread(s->file, l1, (uint64_t)l1_size * 8, l1_off);
         for (uint32_t j = 0; j < l1_size; j++)
             l1[j] = be64toh(l1[j]);
@@ -281,7 +281,7 @@ int qcow2_check_locked(struct qcow2 *s, unsigned flags, struct vdisk_check_resul
     uint64_t file_size;
     int r;
 
-    if (!s->img->read_only) {
+    if (!s->node->read_only) {
         /* everything on disk, including the refcounts released by the first flush */
         r = qcow2_flush_locked(s);
         if (r == 0)
@@ -294,17 +294,17 @@ int qcow2_check_locked(struct qcow2 *s, unsigned flags, struct vdisk_check_resul
         return r;
     c.nb = (file_size + s->cluster_size - 1) >> s->cluster_bits;
     if (c.nb > CHECK_MAX_CLUSTERS)
-        return vdisk_error(EFBIG, "%s: too many clusters (%llu) to check", s->img->path,
+        return vdisk_error(EFBIG, "%s: too many clusters (%llu) to check", s->node->path,
                            (unsigned long long)c.nb);
     c.file_size = file_size;
     c.refs = calloc(c.nb ? c.nb : 1, sizeof(*c.refs));
     c.seen = malloc(c.nb / 8 + 1);
     c.l2 = qcow2_alloc_buf(s->cluster_size);
     if (!c.refs || !c.l2 || !c.seen) {
-        r = vdisk_error(ENOMEM, "%s: out of memory", s->img->path);
+        r = vdisk_error(ENOMEM, "%s: out of memory", s->node->path);
         goto out;
     }
-    res->total_clusters = (s->img->size + s->cluster_size - 1) >> s->cluster_bits;
+    res->total_clusters = (s->node->size + s->cluster_size - 1) >> s->cluster_bits;
     r = count_refs(&c, flags);
     if (r < 0)
         goto out;
@@ -328,9 +328,9 @@ out:
     return r;
 }
 
-int qcow2_check(struct vdisk_image *img, unsigned flags, struct vdisk_check_result *res)
+int qcow2_check(struct vdisk_node *node, unsigned flags, struct vdisk_check_result *res)
 {
-    struct qcow2 *s = img->priv;
+    struct qcow2 *s = node->priv;
     int r;
 
     qcow2_lock_excl(s);

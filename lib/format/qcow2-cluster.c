@@ -95,7 +95,7 @@ int qcow2_l2_load(struct qcow2 *s, uint64_t l1i, struct qcow2_table **tp)
         return 0;
     if (off & (s->cluster_size - 1) || off >= s->file_size)
         return vdisk_error(EIO, "%s: L2 table %llu at offset %llu is invalid (image corrupt)",
-                           s->img->path, (unsigned long long)l1i, (unsigned long long)off);
+                           s->node->path, (unsigned long long)l1i, (unsigned long long)off);
     r = qcow2_cache_take(s, &s->l2c, l1i, l2_writeback, &t);
     if (r < 0)
         return r;
@@ -147,14 +147,14 @@ static int classify(struct qcow2 *s, uint64_t off, uint64_t e, uint64_t bm, int 
 
         if (a && z)
             return vdisk_error(EIO, "%s: subcluster at %llu is both allocated and zero",
-                               s->img->path, (unsigned long long)off);
+                               s->node->path, (unsigned long long)off);
         if (!a) {
             *type = z ? QC_ZERO : QC_UNALLOC;
             return 0;
         }
         if (!h)
-            return vdisk_error(EIO, "%s: allocated subcluster at %llu has no cluster", s->img->path,
-                               (unsigned long long)off);
+            return vdisk_error(EIO, "%s: allocated subcluster at %llu has no cluster",
+                               s->node->path, (unsigned long long)off);
     } else if (s->version >= 3 && (e & QCOW2_ZERO)) {
         *type = QC_ZERO;
         return 0;
@@ -164,7 +164,7 @@ static int classify(struct qcow2 *s, uint64_t off, uint64_t e, uint64_t bm, int 
     }
     if (h & (s->cluster_size - 1) || h >= s->file_size)
         return vdisk_error(EIO, "%s: cluster at guest %llu maps to invalid offset %llu",
-                           s->img->path, (unsigned long long)off, (unsigned long long)h);
+                           s->node->path, (unsigned long long)off, (unsigned long long)h);
     *type = QC_DATA;
     *host = h + in;
     return 0;
@@ -215,24 +215,6 @@ static int map_range(struct qcow2 *s, uint64_t off, uint64_t len, struct qc_map 
     return 0;
 }
 
-/* Guest bytes from the backing image; zeroes past its end or without one. */
-static int read_backing(struct qcow2 *s, uint8_t *buf, uint64_t len, uint64_t off)
-{
-    uint64_t n = 0;
-    int r;
-
-    if (s->backing && off < s->backing_size)
-        n = s->backing_size - off < len ? s->backing_size - off : len;
-    if (n) {
-        r = vdisk_read(s->backing, buf, n, off);
-        if (r < 0)
-            return vdisk_error(-r, "%s: backing file %s: %s", s->img->path, s->backing_name,
-                               vdisk_last_error());
-    }
-    memset(buf + n, 0, len - n);
-    return 0;
-}
-
 /* Inflate a compressed cluster (entry E) into OUT (one cluster). */
 static int decompress(struct qcow2 *s, uint64_t e, uint8_t *out)
 {
@@ -244,13 +226,13 @@ static int decompress(struct qcow2 *s, uint64_t e, uint8_t *out)
     int r = 0;
 
     if (host >= s->file_size)
-        return vdisk_error(EIO, "%s: compressed cluster at %llu is past the end", s->img->path,
+        return vdisk_error(EIO, "%s: compressed cluster at %llu is past the end", s->node->path,
                            (unsigned long long)host);
     if (csize > s->file_size - host)
         csize = s->file_size - host;
     in = malloc(csize);
     if (!in)
-        return vdisk_error(ENOMEM, "%s: out of memory", s->img->path);
+        return vdisk_error(ENOMEM, "%s: out of memory", s->node->path);
     r = vdisk_file_pread(s->file, in, csize, host);
     if (r < 0)
         goto out;
@@ -259,7 +241,7 @@ static int decompress(struct qcow2 *s, uint64_t e, uint8_t *out)
         int zr;
 
         if (inflateInit2(&z, -12) != Z_OK) {
-            r = vdisk_error(ENOMEM, "%s: zlib init failed", s->img->path);
+            r = vdisk_error(ENOMEM, "%s: zlib init failed", s->node->path);
             goto out;
         }
         z.next_in = in;
@@ -278,7 +260,7 @@ static int decompress(struct qcow2 *s, uint64_t e, uint8_t *out)
         ZSTD_outBuffer ob = {out, s->cluster_size, 0};
 
         if (!d) {
-            r = vdisk_error(ENOMEM, "%s: zstd init failed", s->img->path);
+            r = vdisk_error(ENOMEM, "%s: zstd init failed", s->node->path);
             goto out;
         }
         while (ob.pos < ob.size) {
@@ -292,7 +274,7 @@ static int decompress(struct qcow2 *s, uint64_t e, uint8_t *out)
         ZSTD_freeDCtx(d);
     }
     if (r == -1)
-        r = vdisk_error(EIO, "%s: compressed cluster at %llu does not decompress", s->img->path,
+        r = vdisk_error(EIO, "%s: compressed cluster at %llu does not decompress", s->node->path,
                         (unsigned long long)host);
 out:
     free(in);
@@ -306,7 +288,7 @@ static int read_compressed(struct qcow2 *s, uint64_t e, uint8_t *buf, uint64_t i
     int r;
 
     if (!out)
-        return vdisk_error(ENOMEM, "%s: out of memory", s->img->path);
+        return vdisk_error(ENOMEM, "%s: out of memory", s->node->path);
     r = decompress(s, e, out);
     if (r == 0)
         memcpy(buf, out + in, len);
@@ -324,7 +306,7 @@ static int read_run(struct qcow2 *s, uint8_t *buf, const struct qc_map *m, uint6
         memset(buf, 0, m->len);
         return 0;
     case QC_UNALLOC:
-        return read_backing(s, buf, m->len, off);
+        return vdisk_node_read_backing(s->node, buf, m->len, off);
     default:
         return read_compressed(s, m->host, buf, off & (s->cluster_size - 1), m->len);
     }
@@ -364,9 +346,9 @@ static int do_read(struct qcow2 *s, uint8_t *buf, uint64_t len, uint64_t off, bo
     return 0;
 }
 
-int qcow2_read(struct vdisk_image *img, void *buf, size_t len, uint64_t off)
+int qcow2_read(struct vdisk_node *node, void *buf, size_t len, uint64_t off)
 {
-    return do_read(img->priv, buf, len, off, false);
+    return do_read(node->priv, buf, len, off, false);
 }
 
 /* With lazy refcounts, set the dirty bit before the first metadata change. */
@@ -417,7 +399,7 @@ static int l2_for_write(struct qcow2 *s, uint64_t l1i, struct qcow2_table **tp)
             return r;
         copy = malloc(s->cluster_size);
         if (!copy)
-            return vdisk_error(ENOMEM, "%s: out of memory", s->img->path);
+            return vdisk_error(ENOMEM, "%s: out of memory", s->node->path);
         memcpy(copy, t->buf, s->cluster_size);
     }
     r = qcow2_alloc_cluster(s, &noff);
@@ -534,7 +516,7 @@ static int fill_cluster(struct qcow2 *s, const uint8_t *src, uint64_t lo, uint64
         uint8_t *z = qcow2_alloc_buf(s->cluster_size);
 
         if (!z)
-            return vdisk_error(ENOMEM, "%s: out of memory", s->img->path);
+            return vdisk_error(ENOMEM, "%s: out of memory", s->node->path);
         memset(z, 0, s->cluster_size);
         r = vdisk_file_pwrite(s->file, z, s->cluster_size, H);
         free(z);
@@ -574,7 +556,7 @@ static int write_alloc(struct qcow2 *s, const uint8_t *buf, uint64_t len, uint64
     old_data = (e & QCOW2_COMPRESSED) || (host && !reuse);
     if (host && (host & (cs - 1) || host >= s->file_size || (reuse && hits_metadata(s, host))))
         return vdisk_error(EIO, "%s: cluster at guest %llu maps to invalid offset %llu",
-                           s->img->path, (unsigned long long)coff, (unsigned long long)host);
+                           s->node->path, (unsigned long long)coff, (unsigned long long)host);
     if (s->ext_l2 && !old_data) {
         unsigned sa = (unsigned)(a >> s->sc_bits);
         unsigned sb = (unsigned)((b + (1ull << s->sc_bits) - 1) >> s->sc_bits);
@@ -588,7 +570,7 @@ static int write_alloc(struct qcow2 *s, const uint8_t *buf, uint64_t len, uint64
         lo = a;
         hi = b;
     } else if ((a || b < cs) && ((s->version >= 3 && (e & QCOW2_ZERO)) ||
-                                 (!(e & QCOW2_COMPRESSED) && !host && !s->backing))) {
+                                 (!(e & QCOW2_COMPRESSED) && !host && !s->node->backing))) {
         /* what surrounds the new bytes reads as zeroes: zero it with fallocate, not buffers */
         zero_cow = !s->file->is_block_device;
         if (zero_cow) {
@@ -599,7 +581,7 @@ static int write_alloc(struct qcow2 *s, const uint8_t *buf, uint64_t len, uint64
     if (lo != a || hi != b) {
         bounce = qcow2_alloc_buf(hi - lo);
         if (!bounce)
-            return vdisk_error(ENOMEM, "%s: out of memory", s->img->path);
+            return vdisk_error(ENOMEM, "%s: out of memory", s->node->path);
         if (a > lo)
             r = do_read(s, bounce, a - lo, coff + lo, true);
         if (r == 0 && hi > b)
@@ -770,7 +752,7 @@ static int in_place(struct qcow2 *s, uint64_t off, uint64_t len, uint64_t *hostp
         return 0;
     if (h & (s->cluster_size - 1) || h >= s->file_size || hits_metadata(s, h))
         return vdisk_error(EIO, "%s: cluster at guest %llu maps to invalid offset %llu",
-                           s->img->path, (unsigned long long)off, (unsigned long long)h);
+                           s->node->path, (unsigned long long)off, (unsigned long long)h);
     if (s->ext_l2) {
         unsigned sa = (unsigned)(in >> s->sc_bits);
         unsigned sb = (unsigned)((in + len + (1ull << s->sc_bits) - 1) >> s->sc_bits);
@@ -785,9 +767,9 @@ static int in_place(struct qcow2 *s, uint64_t off, uint64_t len, uint64_t *hostp
     return 0;
 }
 
-int qcow2_write(struct vdisk_image *img, const void *buf, size_t len, uint64_t off, unsigned flags)
+int qcow2_write(struct vdisk_node *node, const void *buf, size_t len, uint64_t off, unsigned flags)
 {
-    struct qcow2 *s = img->priv;
+    struct qcow2 *s = node->priv;
     const uint8_t *p = buf;
     int r = 0;
 
@@ -842,7 +824,7 @@ int qcow2_write(struct vdisk_image *img, const void *buf, size_t len, uint64_t o
         len -= n;
     }
     if (r == 0 && (flags & VDISK_WRITE_FUA))
-        r = qcow2_flush(img);
+        r = qcow2_flush(node);
     return r;
 }
 
@@ -867,53 +849,137 @@ void qcow2_wait_pins(struct qcow2 *s)
 }
 
 /*
- * For vdisk_queue: the host offset of [OFF, OFF+LEN) when it is one run of
- * data clusters (for WRITE: clusters written in place), found without
- * blocking; the caller holds a pin until qcow2_release(). -EAGAIN otherwise.
- * FUA writes go the slow way, which also makes the metadata durable.
+ * How many bytes of [OFF, OFF+LEN) can be written in place from the first
+ * on, as one run of host bytes starting at *HOST. Shared lock (or
+ * exclusive): -EAGAIN when an L2 table is not cached.
  */
-int qcow2_map(struct vdisk_image *img, uint64_t off, uint64_t len, bool write, unsigned flags,
-              uint64_t *host)
+static int in_place_run(struct qcow2 *s, uint64_t off, uint64_t len, uint64_t *host, uint64_t *run)
 {
-    struct qcow2 *s = img->priv;
-    int r = -EAGAIN;
+    uint64_t n = 0, h;
+    int r = 0;
 
-    if ((write && (flags & VDISK_WRITE_FUA)) || pthread_rwlock_tryrdlock(&s->lock))
-        return -EAGAIN;
-    if (write) {
-        uint64_t n = 0, h;
+    while (n < len) {
+        uint64_t pos = off + n, in = pos & (s->cluster_size - 1);
+        uint64_t m = s->cluster_size - in < len - n ? s->cluster_size - in : len - n;
 
-        while (n < len) {
-            uint64_t pos = off + n, in = pos & (s->cluster_size - 1);
-            uint64_t m = s->cluster_size - in < len - n ? s->cluster_size - in : len - n;
+        r = in_place(s, pos, m, &h, true);
+        if (r < 0 || !h || (n && h != *host + n))
+            break;
+        if (n == 0)
+            *host = h;
+        n += m;
+    }
+    *run = n;
+    return n ? 0 : r;
+}
 
-            if (in_place(s, pos, m, &h, true) < 0 || !h || (n && h != *host + n))
-                break;
-            if (n == 0)
-                *host = h;
-            n += m;
-        }
-        if (n == len)
-            r = 0;
+/* How many bytes from OFF can NOT be written in place (to the first cluster that can). */
+static uint64_t not_in_place_run(struct qcow2 *s, uint64_t off, uint64_t len)
+{
+    uint64_t n = 0, h;
+
+    while (n < len) {
+        uint64_t pos = off + n, in = pos & (s->cluster_size - 1);
+        uint64_t m = s->cluster_size - in < len - n ? s->cluster_size - in : len - n;
+
+        if (n && in_place(s, pos, m, &h, true) == 0 && h)
+            break;
+        n += m;
+    }
+    return n;
+}
+
+/* The answer for a write at OFF, with s->lock held shared. */
+static int map_write(struct qcow2 *s, uint64_t off, uint64_t len, struct vdisk_map *m)
+{
+    uint64_t run = 0;
+    int r = in_place_run(s, off, len, &m->host, &run);
+
+    if (r < 0)
+        return r;
+    if (run) {
+        m->type = VDISK_MAP_DATA;
+        m->len = run;
     } else {
-        struct qc_map m;
+        m->type = VDISK_MAP_OTHER; /* allocation, copy-on-write: qcow2_write */
+        m->len = not_in_place_run(s, off, len);
+    }
+    return 0;
+}
 
-        if (map_range(s, off, len, &m, true) == 0 && m.type == QC_DATA && m.len == len) {
-            *host = m.host;
-            r = 0;
+/* The answer for a read at OFF; SHARED as for map_range. */
+static int map_read(struct qcow2 *s, uint64_t off, uint64_t len, struct vdisk_map *m, bool shared)
+{
+    static const enum vdisk_map_type types[] = {
+        [QC_UNALLOC] = VDISK_MAP_UNALLOCATED,
+        [QC_ZERO] = VDISK_MAP_ZERO,
+        [QC_DATA] = VDISK_MAP_DATA,
+        [QC_COMPRESSED] = VDISK_MAP_OTHER,
+    };
+    struct qc_map q;
+    int r = map_range(s, off, len, &q, shared);
+
+    if (r < 0)
+        return r;
+    m->type = types[q.type];
+    m->len = q.len;
+    m->host = q.type == QC_DATA ? q.host : 0;
+    return 0;
+}
+
+/*
+ * What lies at [OFF, OFF+LEN). A DATA answer holds a pin until
+ * qcow2_release(): whatever would change or free that cluster waits for it
+ * (qcow2_wait_pins). FUA writes go the slow way, which also makes the
+ * metadata they depend on durable. NOWAIT: -EAGAIN rather than block.
+ */
+int qcow2_map(struct vdisk_node *node, uint64_t off, uint64_t len, unsigned flags,
+              struct vdisk_map *m)
+{
+    struct qcow2 *s = node->priv;
+    bool write = flags & VDISK_MAP_WRITE;
+    int r;
+
+    if (write && (flags & VDISK_MAP_FUA)) {
+        m->type = VDISK_MAP_OTHER;
+        m->len = len;
+        return 0;
+    }
+    if (flags & VDISK_MAP_NOWAIT) {
+        if (pthread_rwlock_tryrdlock(&s->lock))
+            return -EAGAIN;
+    } else {
+        pthread_rwlock_rdlock(&s->lock);
+    }
+    r = write ? map_write(s, off, len, m) : map_read(s, off, len, m, true);
+    if (r == -EAGAIN && !(flags & VDISK_MAP_NOWAIT)) {
+        /* an L2 table to load: exclusive, then answer as under the shared lock */
+        pthread_rwlock_unlock(&s->lock);
+        qcow2_lock_excl(s);
+        r = write ? 0 : map_read(s, off, len, m, false);
+        if (write) {
+            struct qcow2_table *t;
+
+            r = qcow2_l2_load(s, l1_index(s, off), &t);
+            if (r == 0)
+                r = map_write(s, off, len, m);
         }
     }
-    if (r == 0)
+    if (r == 0 && m->type == VDISK_MAP_DATA) {
+        m->file = s->file;
+        m->handle = 1;
         atomic_fetch_add(&s->pins, 1);
+    }
     pthread_rwlock_unlock(&s->lock);
     return r;
 }
 
-/* The I/O of a qcow2_map() mapping is done. */
-void qcow2_release(struct vdisk_image *img)
+/* The I/O of a DATA mapping from qcow2_map() is done. */
+void qcow2_release(struct vdisk_node *node, const struct vdisk_map *m)
 {
-    struct qcow2 *s = img->priv;
+    struct qcow2 *s = node->priv;
 
+    (void)m;
     if (atomic_fetch_sub(&s->pins, 1) == 1) {
         pthread_mutex_lock(&s->pin_lock);
         pthread_cond_broadcast(&s->pin_done);
@@ -947,7 +1013,7 @@ int qcow2_flush_locked(struct qcow2 *s)
         uint64_t *be = qcow2_alloc_buf((hi - lo) * 8);
 
         if (!be)
-            return vdisk_error(ENOMEM, "%s: out of memory", s->img->path);
+            return vdisk_error(ENOMEM, "%s: out of memory", s->node->path);
         for (uint64_t i = lo; i < hi; i++)
             be[i - lo] = htobe64(s->l1[i]);
         r = vdisk_file_pwrite(s->file, be, (hi - lo) * 8, s->l1_offset + lo * 8);
@@ -976,9 +1042,9 @@ static bool meta_dirty(struct qcow2 *s)
     return false;
 }
 
-int qcow2_flush(struct vdisk_image *img)
+int qcow2_flush(struct vdisk_node *node)
 {
-    struct qcow2 *s = img->priv;
+    struct qcow2 *s = node->priv;
     bool dirty;
     int r;
 
@@ -1036,18 +1102,18 @@ static int clear_clusters(struct qcow2 *s, uint64_t off, uint64_t len, bool zero
 }
 
 /* Discard whole clusters: unallocated, or zero where a backing file shows through. */
-int qcow2_discard(struct vdisk_image *img, uint64_t off, uint64_t len)
+int qcow2_discard(struct vdisk_node *node, uint64_t off, uint64_t len)
 {
-    struct qcow2 *s = img->priv;
+    struct qcow2 *s = node->priv;
     uint64_t cs = s->cluster_size, a = (off + cs - 1) & ~(cs - 1), b = (off + len) & ~(cs - 1);
     int r;
 
-    if (off + len == img->size)
+    if (off + len == node->size)
         b = (off + len + cs - 1) & ~(cs - 1);
-    if (a >= b || (s->backing && s->version < 3))
+    if (a >= b || (s->node->backing && s->version < 3))
         return 0; /* discard is advisory */
     qcow2_lock_excl(s);
-    r = clear_clusters(s, a, b - a, s->backing != NULL);
+    r = clear_clusters(s, a, b - a, s->node->backing != NULL);
     pthread_rwlock_unlock(&s->lock);
     return r;
 }
@@ -1077,16 +1143,16 @@ static int zero_subclusters(struct qcow2 *s, uint64_t off, uint64_t len)
     return r;
 }
 
-int qcow2_write_zeroes(struct vdisk_image *img, uint64_t off, uint64_t len, unsigned flags)
+int qcow2_write_zeroes(struct vdisk_node *node, uint64_t off, uint64_t len, unsigned flags)
 {
-    struct qcow2 *s = img->priv;
+    struct qcow2 *s = node->priv;
     uint64_t cs = s->cluster_size, unit = 1ull << s->sc_bits, end = off + len;
     uint8_t *zero = NULL;
     int r = 0;
 
-    if (s->version < 3 && s->backing)
+    if (s->version < 3 && s->node->backing)
         return -ENOTSUP; /* no zero flag: unallocated would show the backing file */
-    if ((flags & VDISK_ZERO_NO_FALLBACK) && ((off | len) & (unit - 1)) && end != img->size)
+    if ((flags & VDISK_ZERO_NO_FALLBACK) && ((off | len) & (unit - 1)) && end != node->size)
         return -ENOTSUP;
     while (r == 0 && off < end) {
         uint64_t cend = (off | (cs - 1)) + 1, n;
@@ -1094,14 +1160,14 @@ int qcow2_write_zeroes(struct vdisk_image *img, uint64_t off, uint64_t len, unsi
         if (cend > end)
             cend = end;
         n = cend - off;
-        if (!(off & (cs - 1)) && (n == cs || cend == img->size)) {
+        if (!(off & (cs - 1)) && (n == cs || cend == node->size)) {
             uint64_t run = (end - off) & ~(cs - 1);
 
             if (!run)
                 run = n;
             qcow2_lock_excl(s);
             /* unallocated reads as zeroes unless a backing file shows through */
-            r = clear_clusters(s, off, run, s->backing != NULL);
+            r = clear_clusters(s, off, run, s->node->backing != NULL);
             pthread_rwlock_unlock(&s->lock);
             off += run;
             continue;
@@ -1109,7 +1175,7 @@ int qcow2_write_zeroes(struct vdisk_image *img, uint64_t off, uint64_t len, unsi
         if (s->ext_l2) {
             uint64_t a = (off + unit - 1) & ~(unit - 1), b = cend & ~(unit - 1);
 
-            if (cend == img->size)
+            if (cend == node->size)
                 b = (cend + unit - 1) & ~(unit - 1);
             if (a < b) {
                 qcow2_lock_excl(s);
@@ -1117,9 +1183,9 @@ int qcow2_write_zeroes(struct vdisk_image *img, uint64_t off, uint64_t len, unsi
                 pthread_rwlock_unlock(&s->lock);
                 if (r == 0) {
                     if (a > off)
-                        r = qcow2_write_zeroes(img, off, a - off, flags & ~VDISK_ZERO_FUA);
-                    if (r == 0 && cend > b && b < img->size)
-                        r = qcow2_write_zeroes(img, b, cend - b, flags & ~VDISK_ZERO_FUA);
+                        r = qcow2_write_zeroes(node, off, a - off, flags & ~VDISK_ZERO_FUA);
+                    if (r == 0 && cend > b && b < node->size)
+                        r = qcow2_write_zeroes(node, b, cend - b, flags & ~VDISK_ZERO_FUA);
                     off = cend;
                     continue;
                 }
@@ -1129,52 +1195,14 @@ int qcow2_write_zeroes(struct vdisk_image *img, uint64_t off, uint64_t len, unsi
             }
         }
         if (!zero && !(zero = calloc(1, cs))) {
-            r = vdisk_error(ENOMEM, "%s: out of memory", img->path);
+            r = vdisk_error(ENOMEM, "%s: out of memory", node->path);
             break;
         }
-        r = qcow2_write(img, zero, n, off, 0);
+        r = qcow2_write(node, zero, n, off, 0);
         off = cend;
     }
     free(zero);
     if (r == 0 && (flags & VDISK_ZERO_FUA))
-        r = qcow2_flush(img);
+        r = qcow2_flush(node);
     return r;
-}
-
-int qcow2_block_status(struct vdisk_image *img, uint64_t off, uint64_t len,
-                       struct vdisk_extent *ext)
-{
-    struct qcow2 *s = img->priv;
-    struct qc_map m;
-    int r;
-
-    qcow2_lock_excl(s);
-    r = map_range(s, off, len, &m, false);
-    pthread_rwlock_unlock(&s->lock);
-    if (r < 0)
-        return r;
-    ext->length = m.len;
-    switch (m.type) {
-    case QC_DATA:
-    case QC_COMPRESSED:
-        ext->flags = 0;
-        break;
-    case QC_ZERO:
-        ext->flags = VDISK_EXTENT_ZERO | VDISK_EXTENT_HOLE;
-        break;
-    default:
-        ext->flags = VDISK_EXTENT_ZERO | VDISK_EXTENT_HOLE;
-        if (s->backing && off < s->backing_size) {
-            struct vdisk_extent b;
-            uint64_t n = s->backing_size - off < m.len ? s->backing_size - off : m.len;
-
-            r = vdisk_block_status(s->backing, off, n, &b);
-            if (r < 0)
-                return vdisk_error(-r, "%s: backing file: %s", img->path, vdisk_last_error());
-            ext->length = b.length;
-            ext->flags = b.flags;
-        }
-        break;
-    }
-    return 0;
 }

@@ -109,7 +109,7 @@ static int rb_load(struct qcow2 *s, uint64_t rti, struct qcow2_table **tp)
     if (!off)
         return 0;
     if (off & (s->cluster_size - 1) || off >= s->file_size)
-        return vdisk_error(EIO, "%s: refcount block %llu at offset %llu is invalid", s->img->path,
+        return vdisk_error(EIO, "%s: refcount block %llu at offset %llu is invalid", s->node->path,
                            (unsigned long long)rti, (unsigned long long)off);
     r = qcow2_cache_take(s, &s->rbc, rti, rb_writeback, &t);
     if (r < 0)
@@ -200,7 +200,7 @@ static int grow_reftable(struct qcow2 *s, uint64_t min_entries)
         entries = (end - 1) / E + 1;
     }
     if (tc * cs > QCOW2_MAX_RT_BYTES || (end << s->cluster_bits) > QCOW2_OFFSET_MASK)
-        return vdisk_error(EFBIG, "%s: refcount table would exceed %u bytes", s->img->path,
+        return vdisk_error(EFBIG, "%s: refcount table would exceed %u bytes", s->node->path,
                            QCOW2_MAX_RT_BYTES);
     entries = tc * cs / 8;
     r = qcow2_flush_refcounts(s); /* the new table copies entries: they must be durable */
@@ -209,7 +209,7 @@ static int grow_reftable(struct qcow2 *s, uint64_t min_entries)
     nt = qcow2_alloc_buf(tc * cs);
     buf = qcow2_alloc_buf(cs);
     if (!nt || !buf) {
-        r = vdisk_error(ENOMEM, "%s: out of memory", s->img->path);
+        r = vdisk_error(ENOMEM, "%s: out of memory", s->node->path);
         goto out;
     }
     memcpy(nt, s->reftable, s->rt_size * 8);
@@ -244,7 +244,7 @@ static int grow_reftable(struct qcow2 *s, uint64_t min_entries)
         goto out;
     r = qcow2_cache_grow_slots(&s->rbc, entries);
     if (r < 0) {
-        r = vdisk_error(ENOMEM, "%s: out of memory", s->img->path);
+        r = vdisk_error(ENOMEM, "%s: out of memory", s->node->path);
         goto out;
     }
     free(s->reftable);
@@ -293,7 +293,7 @@ static int rb_get_or_create(struct qcow2 *s, uint64_t idx, struct qcow2_table **
             return r;
         return rb_load(s, rti, tp);
     }
-    return vdisk_error(ENOSPC, "%s: no room for a refcount block", s->img->path);
+    return vdisk_error(ENOSPC, "%s: no room for a refcount block", s->node->path);
 }
 
 int qcow2_rc_set(struct qcow2 *s, uint64_t idx, uint64_t val)
@@ -303,7 +303,7 @@ int qcow2_rc_set(struct qcow2 *s, uint64_t idx, uint64_t val)
 
     if (val > s->rc_max)
         return vdisk_error(ERANGE, "%s: refcount %llu of cluster %llu exceeds %u bits",
-                           s->img->path, (unsigned long long)val, (unsigned long long)idx,
+                           s->node->path, (unsigned long long)val, (unsigned long long)idx,
                            1u << s->refcount_order);
     if (val == 0) {
         r = rb_load(s, idx >> s->rb_bits, &t);
@@ -332,7 +332,7 @@ int qcow2_rc_update(struct qcow2 *s, uint64_t idx, int64_t delta)
         return r;
     if ((delta < 0 && v < (uint64_t)-delta) || (delta > 0 && s->rc_max - v < (uint64_t)delta))
         return vdisk_error(EIO, "%s: refcount of cluster %llu would go from %llu by %lld",
-                           s->img->path, (unsigned long long)idx, (unsigned long long)v,
+                           s->node->path, (unsigned long long)idx, (unsigned long long)v,
                            (long long)delta);
     return qcow2_rc_set(s, idx, v + delta);
 }
@@ -378,7 +378,7 @@ int qcow2_alloc_cluster(struct qcow2 *s, uint64_t *off)
             return 0;
         }
     }
-    return vdisk_error(ENOSPC, "%s: no free cluster left", s->img->path);
+    return vdisk_error(ENOSPC, "%s: no free cluster left", s->node->path);
 }
 
 /* Drop one reference to each cluster of [OFF, OFF+LEN) at the next flush. */
@@ -394,7 +394,7 @@ int qcow2_queue_free(struct qcow2 *s, uint64_t off, uint64_t len)
         struct qcow2_free *f = realloc(s->frees, cap * sizeof(*f));
 
         if (!f)
-            return vdisk_error(ENOMEM, "%s: out of memory", s->img->path);
+            return vdisk_error(ENOMEM, "%s: out of memory", s->node->path);
         s->frees = f;
         s->cap_frees = cap;
     }
@@ -450,7 +450,7 @@ int qcow2_flush_refcounts(struct qcow2 *s)
         uint64_t *be = qcow2_alloc_buf(bytes);
 
         if (!be)
-            return vdisk_error(ENOMEM, "%s: out of memory", s->img->path);
+            return vdisk_error(ENOMEM, "%s: out of memory", s->node->path);
         for (uint64_t i = 0; i < s->rt_size; i++)
             be[i] = htobe64(s->reftable[i]);
         r = vdisk_file_pwrite(s->file, be, bytes, s->rt_offset);

@@ -19,9 +19,13 @@ static const char *const qcow2_create_options[] = {
     "extended_l2",  "compression_type", "preallocation", "refcount_bits", NULL,
 };
 
-/* The images being opened down a backing chain, by this thread (cycle check). */
-static _Thread_local char *chain[QCOW2_MAX_CHAIN + 1];
-static _Thread_local int chain_depth;
+/* As QEMU names them; backing_fmt states the backing file's format where the header does not. */
+static const char *const qcow2_open_options[] = {
+    "l2-cache-size",
+    "refcount-cache-size",
+    "backing_fmt",
+    NULL,
+};
 
 static int qcow2_probe(const uint8_t *head, size_t head_len, const uint8_t *tail,
                        uint64_t file_size)
@@ -50,7 +54,7 @@ static int read_table(struct qcow2 *s, uint64_t off, uint64_t n, uint64_t **out)
     int r;
 
     if (!t)
-        return vdisk_error(ENOMEM, "%s: out of memory for a %zu-byte table", s->img->path, bytes);
+        return vdisk_error(ENOMEM, "%s: out of memory for a %zu-byte table", s->node->path, bytes);
     r = n ? vdisk_file_pread(s->file, t, n * 8, off) : 0;
     if (r < 0) {
         free(t);
@@ -75,76 +79,16 @@ static int read_extensions(struct qcow2 *s, const uint8_t *hdr, uint64_t off, ui
             return vdisk_error(EINVAL,
                                "%s: header extension 0x%x of %u bytes overruns the "
                                "header cluster",
-                               s->img->path, type, len);
+                               s->node->path, type, len);
         if (type == QCOW2_EXT_BACKING_FMT) {
             free(s->backing_fmt);
             s->backing_fmt = strndup((const char *)hdr + off, len);
             if (!s->backing_fmt)
-                return vdisk_error(ENOMEM, "%s: out of memory", s->img->path);
+                return vdisk_error(ENOMEM, "%s: out of memory", s->node->path);
         }
         off += ((uint64_t)len + 7) & ~7ull;
     }
     return 0;
-}
-
-/* PATH relative to the directory of BASE, unless absolute. */
-static char *resolve_relative(const char *base, const char *path)
-{
-    char *dir, *copy, *out = NULL;
-
-    if (path[0] == '/')
-        return strdup(path);
-    copy = strdup(base);
-    if (!copy)
-        return NULL;
-    dir = dirname(copy);
-    if (asprintf(&out, "%s/%s", dir, path) < 0)
-        out = NULL;
-    free(copy);
-    return out;
-}
-
-/* Open the backing image read-only, refusing cycles and endless chains. */
-static int open_backing(struct qcow2 *s)
-{
-    struct vdisk_image *img = s->img;
-    unsigned flags = VDISK_OPEN_RDONLY | (img->flags & (VDISK_OPEN_DIRECT | VDISK_OPEN_NOLOCK));
-    char *path = resolve_relative(img->path, s->backing_name), *real;
-    char msg[512];
-    int r;
-
-    if (!path)
-        return vdisk_error(ENOMEM, "%s: out of memory", img->path);
-    real = realpath(path, NULL);
-    if (!real) {
-        r = vdisk_error(errno, "%s: backing file %s: %m", img->path, path);
-        free(path);
-        return r;
-    }
-    for (int i = 0; i < chain_depth; i++) {
-        if (strcmp(chain[i], real) == 0) {
-            r = vdisk_error(ELOOP, "%s: backing chain has a cycle through %s", img->path, real);
-            goto out;
-        }
-    }
-    if (chain_depth >= QCOW2_MAX_CHAIN) {
-        r = vdisk_error(ELOOP, "%s: backing chain deeper than %d images", img->path,
-                        QCOW2_MAX_CHAIN);
-        goto out;
-    }
-    r = vdisk_open(path, s->backing_fmt, flags, &s->backing);
-    if (r < 0) {
-        if (r == -ELOOP) /* already names the images; nesting would bury it */
-            goto out;
-        snprintf(msg, sizeof(msg), "%s", vdisk_last_error());
-        r = vdisk_error(-r, "%s: backing file %s: %s", img->path, path, msg);
-        goto out;
-    }
-    s->backing_size = vdisk_get_size(s->backing);
-out:
-    free(real);
-    free(path);
-    return r;
 }
 
 /* Free everything open() made. */
@@ -152,8 +96,6 @@ static void qcow2_free(struct qcow2 *s)
 {
     if (!s)
         return;
-    if (s->backing)
-        vdisk_close(s->backing);
     qcow2_cache_destroy(&s->l2c);
     qcow2_cache_destroy(&s->rbc);
     free(s->l1);
@@ -170,26 +112,28 @@ static void qcow2_free(struct qcow2 *s)
     free(s);
 }
 
-/* A cache size in tables: env VAR (bytes) or DEF bytes, at least MIN tables. */
-static unsigned cache_tables(const char *var, uint64_t def, uint64_t table, unsigned min)
+/* A cache size in tables: open option KEY (bytes) or DEF bytes, at least MIN tables. */
+static int cache_tables(struct qcow2 *s, const char *key, uint64_t def, unsigned min,
+                        unsigned *tables)
 {
-    const char *env = getenv(var);
-    uint64_t bytes = def, n;
+    uint64_t bytes, n;
+    int r = vdisk_options_get_size(&s->node->opts, key, def, &bytes);
 
-    if (env && *env && vdisk_parse_size(env, &bytes) < 0)
-        bytes = def;
-    n = bytes / table;
+    if (r < 0)
+        return vdisk_error_prefix(-r, "%s: option %s", s->node->path, key);
+    n = bytes / s->cluster_size;
     if (n < min)
         n = min;
     if (n > 65536)
         n = 65536;
-    return (unsigned)n;
+    *tables = (unsigned)n;
+    return 0;
 }
 
 /* Parse and check the header; set the geometry fields of S. */
 static int parse_header(struct qcow2 *s, const uint8_t *h, uint64_t file_size, uint32_t *hlen)
 {
-    const char *path = s->img->path;
+    const char *path = s->node->path;
     uint64_t size, l2_cover;
     uint32_t crypt;
 
@@ -271,7 +215,7 @@ static int parse_header(struct qcow2 *s, const uint8_t *h, uint64_t file_size, u
         ((s->snapshots_offset & (s->cluster_size - 1)) || s->snapshots_offset >= file_size))
         return vdisk_error(EINVAL, "%s: snapshot table offset %llu is invalid", path,
                            (unsigned long long)s->snapshots_offset);
-    s->img->size = size;
+    s->node->size = size;
     return 0;
 }
 
@@ -285,26 +229,26 @@ static int read_backing_name(struct qcow2 *s, const uint8_t *hdr, uint64_t hdr_l
         return 0;
     if (len == 0 || len > QCOW2_MAX_BACKING_NAME || off > hdr_len || len > hdr_len - off)
         return vdisk_error(EINVAL, "%s: backing file name (%u bytes at %llu) is invalid",
-                           s->img->path, len, (unsigned long long)off);
+                           s->node->path, len, (unsigned long long)off);
     s->backing_name = strndup((const char *)hdr + off, len);
     if (!s->backing_name)
-        return vdisk_error(ENOMEM, "%s: out of memory", s->img->path);
+        return vdisk_error(ENOMEM, "%s: out of memory", s->node->path);
     if (strlen(s->backing_name) != len)
-        return vdisk_error(EINVAL, "%s: backing file name contains a NUL byte", s->img->path);
+        return vdisk_error(EINVAL, "%s: backing file name contains a NUL byte", s->node->path);
     return 0;
 }
 
-static int qcow2_open(struct vdisk_image *img)
+static int qcow2_open(struct vdisk_node *node)
 {
     struct qcow2 *s = calloc(1, sizeof(*s));
     uint8_t *hdr = NULL;
     uint64_t file_size, l2_def;
+    unsigned l2_tables, rb_tables;
     uint32_t hlen = 0;
-    bool pushed = false;
     int r;
 
     if (!s)
-        return vdisk_error(ENOMEM, "%s: out of memory", img->path);
+        return vdisk_error(ENOMEM, "%s: out of memory", node->path);
     {
         pthread_rwlockattr_t a;
 
@@ -317,20 +261,20 @@ static int qcow2_open(struct vdisk_image *img)
         pthread_cond_init(&s->pin_done, NULL);
         pthread_rwlockattr_destroy(&a);
     }
-    s->img = img;
-    s->file = img->file;
+    s->node = node;
+    s->file = node->file;
     r = vdisk_file_get_size(s->file, &file_size);
     if (r < 0)
         goto err;
     s->file_size = file_size;
     if (file_size < QCOW2_V2_HEADER) {
-        r = vdisk_error(EINVAL, "%s: file of %llu bytes is too small for qcow2", img->path,
+        r = vdisk_error(EINVAL, "%s: file of %llu bytes is too small for qcow2", node->path,
                         (unsigned long long)file_size);
         goto err;
     }
     hdr = qcow2_alloc_buf(1u << QCOW2_MAX_CLUSTER_BITS);
     if (!hdr) {
-        r = vdisk_error(ENOMEM, "%s: out of memory", img->path);
+        r = vdisk_error(ENOMEM, "%s: out of memory", node->path);
         goto err;
     }
     r = vdisk_file_pread(s->file, hdr, QCOW2_V3_HEADER + 8, 0);
@@ -346,12 +290,12 @@ static int qcow2_open(struct vdisk_image *img)
         r = read_backing_name(s, hdr, s->cluster_size);
     if (r < 0)
         goto err;
-    if (!img->read_only && (s->incompat & QCOW2_INCOMPAT_CORRUPT)) {
+    if (!node->read_only && (s->incompat & QCOW2_INCOMPAT_CORRUPT)) {
         r = vdisk_error(EACCES, "%s: image is marked corrupt; it can only be opened read-only",
-                        img->path);
+                        node->path);
         goto err;
     }
-    img->dirty_at_open = s->incompat & QCOW2_INCOMPAT_DIRTY;
+    node->dirty_at_open = s->incompat & QCOW2_INCOMPAT_DIRTY;
 
     r = read_table(s, s->l1_offset, s->l1_size, &s->l1);
     if (r == 0)
@@ -364,8 +308,8 @@ static int qcow2_open(struct vdisk_image *img)
         uint64_t e = s->l1[i] & QCOW2_OFFSET_MASK;
 
         if (e & (s->cluster_size - 1)) {
-            r = vdisk_error(EINVAL, "%s: L1 entry %u points to unaligned offset %llu", img->path, i,
-                            (unsigned long long)e);
+            r = vdisk_error(EINVAL, "%s: L1 entry %u points to unaligned offset %llu", node->path,
+                            i, (unsigned long long)e);
             goto err;
         }
     }
@@ -374,42 +318,29 @@ static int qcow2_open(struct vdisk_image *img)
     l2_def = (uint64_t)s->l1_size * s->cluster_size;
     if (l2_def > (32u << 20))
         l2_def = 32u << 20;
-    r = qcow2_cache_init(&s->l2c, cache_tables("VDISK_QCOW2_L2_CACHE", l2_def, s->cluster_size, 2),
-                         s->cluster_size, s->l1_size);
+    r = cache_tables(s, "l2-cache-size", l2_def, 2, &l2_tables);
     if (r == 0)
-        r = qcow2_cache_init(
-            &s->rbc,
-            cache_tables("VDISK_QCOW2_REFCOUNT_CACHE", 4 * s->cluster_size, s->cluster_size, 2),
-            s->cluster_size, s->rt_size);
+        r = cache_tables(s, "refcount-cache-size", 4 * s->cluster_size, 2, &rb_tables);
+    if (r < 0)
+        goto err;
+    r = qcow2_cache_init(&s->l2c, l2_tables, s->cluster_size, s->l1_size);
+    if (r == 0)
+        r = qcow2_cache_init(&s->rbc, rb_tables, s->cluster_size, s->rt_size);
     if (r < 0) {
-        r = vdisk_error(ENOMEM, "%s: out of memory for metadata caches", img->path);
+        r = vdisk_error(ENOMEM, "%s: out of memory for metadata caches", node->path);
         goto err;
     }
 
     if (s->backing_name) {
-        char *real = realpath(img->path, NULL);
+        const char *fmt = vdisk_options_get(&node->opts, "backing_fmt");
 
-        if (!real) {
-            r = vdisk_error(errno, "%s: %m", img->path);
-            goto err;
-        }
-        if (chain_depth == 0 || strcmp(chain[chain_depth - 1], real) != 0) {
-            chain[chain_depth++] = real;
-            pushed = true;
-        } else {
-            free(real);
-        }
-        r = open_backing(s);
-        if (pushed) {
-            free(chain[--chain_depth]);
-            pushed = false;
-        }
+        r = vdisk_node_open_backing(node, s->backing_name, fmt ? fmt : s->backing_fmt);
         if (r < 0)
             goto err;
     }
 
-    img->priv = s;
-    if (!img->read_only) {
+    node->priv = s;
+    if (!node->read_only) {
         if (s->autoclear) { /* we keep no bitmaps in sync: tell others they are stale */
             s->autoclear = 0;
             r = qcow2_write_header_u64(s, QCOW2_HDR_AUTOCLEAR, 0);
@@ -439,20 +370,18 @@ static int qcow2_open(struct vdisk_image *img)
     return 0;
 
 err_priv:
-    img->priv = NULL;
+    node->priv = NULL;
 err:
-    if (pushed)
-        free(chain[--chain_depth]);
     free(hdr);
     qcow2_free(s);
     return r;
 }
 
-static void qcow2_close(struct vdisk_image *img)
+static void qcow2_close(struct vdisk_node *node)
 {
-    struct qcow2 *s = img->priv;
+    struct qcow2 *s = node->priv;
 
-    if (!img->read_only) {
+    if (!node->read_only) {
         /* a second flush writes the refcounts that the first one released */
         if (qcow2_flush_locked(s) == 0 && qcow2_flush_locked(s) == 0 && s->dirty_marked) {
             if (qcow2_write_header_u64(s, QCOW2_HDR_INCOMPAT, s->incompat) == 0)
@@ -460,16 +389,16 @@ static void qcow2_close(struct vdisk_image *img)
         }
     }
     qcow2_free(s);
-    img->priv = NULL;
+    node->priv = NULL;
 }
 
-static int qcow2_get_info(struct vdisk_image *img, struct vdisk_info *info)
+static int qcow2_get_info(struct vdisk_node *node, struct vdisk_info *info)
 {
-    struct qcow2 *s = img->priv;
+    struct qcow2 *s = node->priv;
 
     info->cluster_size = (uint32_t)s->cluster_size;
     info->backing_file = s->backing_name;
-    info->backing_format = s->backing_fmt;
+    info->backing_format = node->backing ? node->backing->fmt->name : s->backing_fmt;
     return 0;
 }
 
@@ -622,8 +551,9 @@ static int write_layout(struct vdisk_file *f, const struct create_opts *c, uint6
     return r;
 }
 
-static int qcow2_create(struct vdisk_file *f, uint64_t size, const struct vdisk_options *o)
+static int qcow2_create(struct vdisk_node *node, uint64_t size, const struct vdisk_options *o)
 {
+    struct vdisk_file *f = node->file;
     struct create_opts c;
     uint8_t *hdr = NULL;
     uint64_t off;
@@ -634,28 +564,25 @@ static int qcow2_create(struct vdisk_file *f, uint64_t size, const struct vdisk_
     if (r < 0)
         return r;
     fmt = c.backing_fmt;
-    if (c.backing) { /* the backing image must exist; its format is recorded */
-        bpath = resolve_relative(f->path, c.backing);
+    if (c.backing) { /* the backing image must exist, in the format stated */
+        if (!fmt)
+            return vdisk_error(EINVAL,
+                               "%s: backing_file needs backing_fmt (vdisk never probes a "
+                               "backing file, as qemu-img -F)",
+                               f->path);
+        bpath = vdisk_node_resolve(node, c.backing);
         if (!bpath)
             return vdisk_error(ENOMEM, "%s: out of memory", f->path);
-        if (!fmt) {
-            r = vdisk_probe(bpath, &fmt);
-            if (r < 0) {
-                r = vdisk_error(-r, "%s: backing file %s: %s", f->path, bpath, vdisk_last_error());
-                goto out;
-            }
-        } else if (access(bpath, R_OK) < 0) {
+        if (access(bpath, R_OK) < 0) {
             r = vdisk_error(errno, "%s: backing file %s: %m", f->path, bpath);
             goto out;
         }
         if (size == 0) { /* as large as the backing file */
             struct vdisk_image *b;
-            char msg[512];
 
-            r = vdisk_open(bpath, fmt, VDISK_OPEN_RDONLY, &b);
+            r = vdisk_open(bpath, fmt, VDISK_OPEN_RDONLY, NULL, &b);
             if (r < 0) {
-                snprintf(msg, sizeof(msg), "%s", vdisk_last_error());
-                r = vdisk_error(-r, "%s: backing file %s: %s", f->path, bpath, msg);
+                r = vdisk_error_prefix(-r, "%s: backing file %s", f->path, bpath);
                 goto out;
             }
             size = vdisk_get_size(b);
@@ -713,19 +640,20 @@ out:
 const struct vdisk_format vdisk_format_qcow2 = {
     .name = "qcow2",
     .flags = VDISK_FORMAT_THREAD_SAFE,
+    .caps = VDISK_CAP_THREAD_SAFE,
     .create_options = qcow2_create_options,
+    .open_options = qcow2_open_options,
     .probe = qcow2_probe,
     .create = qcow2_create,
     .open = qcow2_open,
     .close = qcow2_close,
+    .map = qcow2_map,
+    .release = qcow2_release,
     .read = qcow2_read,
     .write = qcow2_write,
     .flush = qcow2_flush,
     .discard = qcow2_discard,
     .write_zeroes = qcow2_write_zeroes,
-    .block_status = qcow2_block_status,
-    .map = qcow2_map,
-    .release = qcow2_release,
     .get_info = qcow2_get_info,
     .check = qcow2_check,
 };

@@ -43,7 +43,6 @@
 #define QCOW2_MAX_RT_BYTES     (8u << 20)
 #define QCOW2_MAX_SNAPSHOTS    65536
 #define QCOW2_MAX_BACKING_NAME 1023
-#define QCOW2_MAX_CHAIN        64
 #define QCOW2_MAX_FREES        8192 /* queued frees that force a flush */
 
 #define QCOW2_INCOMPAT_DIRTY       (1ull << 0)
@@ -91,7 +90,7 @@ struct qcow2_free {
 };
 
 struct qcow2 {
-    struct vdisk_image *img;
+    struct vdisk_node *node;
     struct vdisk_file *file;
     pthread_rwlock_t lock;
 
@@ -131,10 +130,8 @@ struct qcow2 {
     bool lazy;         /* lazy refcounts: dirty bit set while open for writing */
     bool dirty_marked; /* the dirty bit is set on disk */
 
-    char *backing_name;
-    char *backing_fmt;
-    struct vdisk_image *backing;
-    uint64_t backing_size;
+    char *backing_name; /* as the header names it */
+    char *backing_fmt;  /* as the header states it; NULL when it does not */
 
     /* new clusters being filled without s->lock; changes hold both locks */
     struct qcow2_inflight {
@@ -227,22 +224,20 @@ int qcow2_l2_load(struct qcow2 *s, uint64_t l1i, struct qcow2_table **tp);
 int qcow2_l2_peek(struct qcow2 *s, uint64_t l1i, struct qcow2_table **tp);
 int qcow2_flush_locked(struct qcow2 *s);
 int qcow2_mark_dirty(struct qcow2 *s);
-int qcow2_read(struct vdisk_image *img, void *buf, size_t len, uint64_t off);
-int qcow2_write(struct vdisk_image *img, const void *buf, size_t len, uint64_t off, unsigned flags);
-int qcow2_flush(struct vdisk_image *img);
-int qcow2_discard(struct vdisk_image *img, uint64_t off, uint64_t len);
-int qcow2_write_zeroes(struct vdisk_image *img, uint64_t off, uint64_t len, unsigned flags);
+int qcow2_read(struct vdisk_node *node, void *buf, size_t len, uint64_t off);
+int qcow2_write(struct vdisk_node *node, const void *buf, size_t len, uint64_t off, unsigned flags);
+int qcow2_flush(struct vdisk_node *node);
+int qcow2_discard(struct vdisk_node *node, uint64_t off, uint64_t len);
+int qcow2_write_zeroes(struct vdisk_node *node, uint64_t off, uint64_t len, unsigned flags);
 void qcow2_lock_excl(struct qcow2 *s);
 void qcow2_wait_pins(struct qcow2 *s);
-int qcow2_map(struct vdisk_image *img, uint64_t off, uint64_t len, bool write, unsigned flags,
-              uint64_t *host);
-void qcow2_release(struct vdisk_image *img);
-int qcow2_block_status(struct vdisk_image *img, uint64_t off, uint64_t len,
-                       struct vdisk_extent *ext);
+int qcow2_map(struct vdisk_node *node, uint64_t off, uint64_t len, unsigned flags,
+              struct vdisk_map *m);
+void qcow2_release(struct vdisk_node *node, const struct vdisk_map *m);
 
 /* qcow2-check.c */
 int qcow2_check_locked(struct qcow2 *s, unsigned flags, struct vdisk_check_result *res);
-int qcow2_check(struct vdisk_image *img, unsigned flags, struct vdisk_check_result *res);
+int qcow2_check(struct vdisk_node *node, unsigned flags, struct vdisk_check_result *res);
 
 /* qcow2.c */
 int qcow2_write_header_u64(struct qcow2 *s, unsigned field, uint64_t v);

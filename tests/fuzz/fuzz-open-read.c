@@ -47,7 +47,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (fd < 0 || write(fd, data, size) != (ssize_t)size)
         abort();
     close(fd);
-    if (vdisk_open(path, "qcow2", VDISK_OPEN_RDONLY | VDISK_OPEN_NOLOCK, &img) < 0)
+    if (vdisk_open(path, "qcow2", VDISK_OPEN_RDONLY | VDISK_OPEN_NOLOCK, NULL, &img) < 0)
         return 0;
     vsize = vdisk_get_size(img);
     if (vsize) {

@@ -18,7 +18,7 @@ bad_check=0 bad_data=0 bad_repair=0 bad_agree=0
 for i in $(seq 1 "$RUNS"); do
     cfg=${configs[$((i % ${#configs[@]}))]}
     init=0
-    [ $((i % 4)) -eq 0 ] && { cfg="$cfg,backing_file=$T/base.qcow2"; init=0x5a; }
+    [ $((i % 4)) -eq 0 ] && { cfg="$cfg,backing_file=$T/base.qcow2,backing_fmt=qcow2"; init=0x5a; }
     img=$T/c$i.qcow2
     rm -f "$img"
     "$IO" -o "$cfg" create "$img" 16M || { fail "run $i: create ($cfg)"; continue; }

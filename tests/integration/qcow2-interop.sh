@@ -134,7 +134,7 @@ write_case() {
     case $opts in *compat=0.10*) [ -n "$base" ] && disc=0 ;; esac
     if [ -n "$base" ]; then
         qemu-img convert -O raw "$base" "$ref" && truncate -s "$size" "$ref"
-        opts="$opts,backing_file=$base"
+        opts="$opts,backing_file=$base,backing_fmt=qcow2"
     else
         "$IO" -f raw create "$ref" "$size" || { fail "$name: raw create"; return; }
     fi

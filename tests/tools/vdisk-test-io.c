@@ -50,7 +50,7 @@ static uint64_t num(const char *s)
 static struct vdisk_image *open_img(const char *path, const char *fmt, unsigned flags)
 {
     struct vdisk_image *img;
-    int r = vdisk_open(path, fmt, flags, &img);
+    int r = vdisk_open(path, fmt, flags, NULL, &img);
 
     if (r < 0)
         die(path, r);

@@ -90,7 +90,7 @@ static char *make_source(const char *dir, uint64_t size, const uint64_t *offs, s
     uint8_t data[10000];
 
     assert_int_equal(vdisk_create(path, "raw", size, NULL), 0);
-    assert_int_equal(vdisk_open(path, "raw", 0, &img), 0);
+    assert_int_equal(vdisk_open(path, "raw", 0, NULL, &img), 0);
     for (size_t i = 0; i < n; i++) {
         memset(data, 0x31 + (int)i, sizeof(data));
         assert_int_equal(vdisk_write(img, data, sizeof(data), offs[i], 0), 0);
@@ -114,9 +114,9 @@ static void copy_and_compare(const char *dir, unsigned threads, size_t chunk)
     char msg[256];
     struct stat st;
 
-    assert_int_equal(vdisk_open(src_path, NULL, VDISK_OPEN_RDONLY, &src), 0);
+    assert_int_equal(vdisk_open(src_path, NULL, VDISK_OPEN_RDONLY, NULL, &src), 0);
     assert_int_equal(vdisk_create(dst_path, "raw", 32 * MiB, NULL), 0);
-    assert_int_equal(vdisk_open(dst_path, "raw", 0, &dst), 0);
+    assert_int_equal(vdisk_open(dst_path, "raw", 0, NULL, &dst), 0);
     assert_int_equal(copy_image(src, dst, &o, msg, sizeof(msg)), 0);
     /* 5 runs of 10000 bytes, each touching at most 4 blocks */
     assert_true(o.bytes_written <= 5 * 4 * 4096);
@@ -162,8 +162,8 @@ static void test_copy_refuses_small_target_and_bad_params(void **state)
 
     assert_int_equal(vdisk_create(src_path, "raw", 2 * MiB, NULL), 0);
     assert_int_equal(vdisk_create(dst_path, "raw", MiB, NULL), 0);
-    assert_int_equal(vdisk_open(src_path, NULL, VDISK_OPEN_RDONLY, &src), 0);
-    assert_int_equal(vdisk_open(dst_path, NULL, 0, &dst), 0);
+    assert_int_equal(vdisk_open(src_path, NULL, VDISK_OPEN_RDONLY, NULL, &src), 0);
+    assert_int_equal(vdisk_open(dst_path, NULL, 0, NULL, &dst), 0);
     assert_int_equal(copy_image(src, dst, &o, msg, sizeof(msg)), -ENOSPC);
     assert_non_null(strstr(msg, "smaller"));
     o.chunk = 1000; /* not a multiple of the zero block */
@@ -187,8 +187,8 @@ static void test_copy_interrupted(void **state)
 
     assert_int_equal(vdisk_create(src_path, "raw", 4 * MiB, NULL), 0);
     assert_int_equal(vdisk_create(dst_path, "raw", 4 * MiB, NULL), 0);
-    assert_int_equal(vdisk_open(src_path, NULL, VDISK_OPEN_RDONLY, &src), 0);
-    assert_int_equal(vdisk_open(dst_path, NULL, 0, &dst), 0);
+    assert_int_equal(vdisk_open(src_path, NULL, VDISK_OPEN_RDONLY, NULL, &src), 0);
+    assert_int_equal(vdisk_open(dst_path, NULL, 0, NULL, &dst), 0);
     assert_int_equal(copy_image(src, dst, &o, msg, sizeof(msg)), -EINTR);
     assert_string_equal(msg, "interrupted");
     vdisk_close(dst);

@@ -43,7 +43,7 @@ static void test_arguments(void **state)
     uint8_t buf[3][512];
 
     assert_int_equal(vdisk_create(path, "raw", 1 << 20, NULL), 0);
-    assert_int_equal(vdisk_open(path, "raw", VDISK_OPEN_RDONLY, &img), 0);
+    assert_int_equal(vdisk_open(path, "raw", VDISK_OPEN_RDONLY, NULL, &img), 0);
     assert_int_equal(vdisk_queue_create(img, 0, 0, &q), -EINVAL);
     assert_int_equal(vdisk_queue_create(img, 5000, 0, &q), -EINVAL);
     assert_int_equal(vdisk_queue_create(img, 4, 1, &q), -EINVAL);
@@ -86,7 +86,7 @@ static void test_destroy_waits(void **state)
     uint8_t back[65536];
 
     assert_int_equal(vdisk_create(path, "qcow2", 1 << 20, NULL), 0);
-    assert_int_equal(vdisk_open(path, NULL, 0, &img), 0);
+    assert_int_equal(vdisk_open(path, NULL, 0, NULL, &img), 0);
     assert_int_equal(vdisk_queue_create(img, 8, 0, &q), 0);
     for (int i = 0; i < 8; i++) {
         memset(buf[i], 'a' + i, sizeof(buf[i]));
@@ -176,7 +176,7 @@ static void random_mix(const char *dir, const char *format, const char *options,
     assert_non_null(model);
     assert_non_null(back);
     assert_int_equal(vdisk_create(path, format, IMG_SIZE, options), 0);
-    assert_int_equal(vdisk_open(path, format, flags, &img), 0);
+    assert_int_equal(vdisk_open(path, format, flags, NULL, &img), 0);
     assert_int_equal(vdisk_queue_create(img, DEPTH, 0, &q), 0);
     for (int i = 0; i < DEPTH; i++) {
         assert_int_equal(posix_memalign((void **)&ops[i].buf, 4096, MAX_LEN), 0);
@@ -251,7 +251,7 @@ static void random_mix(const char *dir, const char *format, const char *options,
     vdisk_queue_destroy(q);
     assert_int_equal(vdisk_close(img), 0);
 
-    assert_int_equal(vdisk_open(path, format, VDISK_OPEN_RDONLY, &img), 0);
+    assert_int_equal(vdisk_open(path, format, VDISK_OPEN_RDONLY, NULL, &img), 0);
     assert_int_equal(vdisk_read(img, back, IMG_SIZE, 0), 0);
     assert_memory_equal(back, model, IMG_SIZE);
     assert_int_equal(vdisk_close(img), 0);

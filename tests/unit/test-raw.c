@@ -42,7 +42,7 @@ static void test_create_4tib_sparse(void **state)
     char buf[512] = "end";
 
     assert_int_equal(vdisk_create(path, "raw", 4ull << 40, NULL), 0);
-    assert_int_equal(vdisk_open(path, NULL, 0, &img), 0);
+    assert_int_equal(vdisk_open(path, NULL, 0, NULL, &img), 0);
     assert_int_equal(vdisk_get_size(img), 4ull << 40);
     assert_int_equal(vdisk_write(img, buf, sizeof(buf), (4ull << 40) - 512, 0), 0);
     memset(buf, 0, sizeof(buf));
@@ -89,7 +89,7 @@ static void test_read_write_roundtrip(void **state)
     for (size_t i = 0; i < MiB; i++)
         out[i] = (uint8_t)(i * 7 + 3);
     assert_int_equal(vdisk_create(path, "raw", 8 * MiB, NULL), 0);
-    assert_int_equal(vdisk_open(path, NULL, 0, &img), 0);
+    assert_int_equal(vdisk_open(path, NULL, 0, NULL, &img), 0);
     /* unaligned offset and length */
     assert_int_equal(vdisk_write(img, out, MiB - 3, 12345, VDISK_WRITE_FUA), 0);
     assert_int_equal(vdisk_read(img, in, MiB - 3, 12345), 0);
@@ -102,7 +102,7 @@ static void test_read_write_roundtrip(void **state)
     assert_int_equal(vdisk_close(img), 0);
 
     /* reopen with direct I/O and read the same */
-    assert_int_equal(vdisk_open(path, "raw", VDISK_OPEN_DIRECT, &img), 0);
+    assert_int_equal(vdisk_open(path, "raw", VDISK_OPEN_DIRECT, NULL, &img), 0);
     assert_int_equal(vdisk_read(img, in, MiB - 3, 12345), 0);
     assert_memory_equal(in, out, MiB - 3);
     assert_int_equal(vdisk_write(img, out, 4096, 4096, 0), 0); /* aligned: O_DIRECT path */
@@ -122,7 +122,7 @@ static void test_bounds(void **state)
     struct vdisk_extent ext;
 
     assert_int_equal(vdisk_create(path, "raw", MiB, NULL), 0);
-    assert_int_equal(vdisk_open(path, NULL, 0, &img), 0);
+    assert_int_equal(vdisk_open(path, NULL, 0, NULL, &img), 0);
     assert_int_equal(vdisk_read(img, buf, 1, MiB), -ENOSPC);
     assert_int_equal(vdisk_read(img, buf, sizeof(buf), MiB - 1), -ENOSPC);
     assert_int_equal(vdisk_write(img, buf, 2, UINT64_MAX, 0), -ENOSPC);
@@ -144,7 +144,7 @@ static void test_read_only(void **state)
     char buf[512] = {1};
 
     assert_int_equal(vdisk_create(path, "raw", MiB, NULL), 0);
-    assert_int_equal(vdisk_open(path, NULL, VDISK_OPEN_RDONLY, &img), 0);
+    assert_int_equal(vdisk_open(path, NULL, VDISK_OPEN_RDONLY, NULL, &img), 0);
     assert_true(vdisk_is_read_only(img));
     assert_int_equal(vdisk_write(img, buf, 512, 0, 0), -EROFS);
     assert_int_equal(vdisk_discard(img, 0, 512), -EROFS);
@@ -165,7 +165,7 @@ static void test_discard_and_block_status(void **state)
 
     memset(buf, 0xab, 4 * MiB);
     assert_int_equal(vdisk_create(path, "raw", 8 * MiB, NULL), 0);
-    assert_int_equal(vdisk_open(path, NULL, 0, &img), 0);
+    assert_int_equal(vdisk_open(path, NULL, 0, NULL, &img), 0);
     assert_int_equal(vdisk_write(img, buf, 4 * MiB, 0, 0), 0);
     assert_int_equal(vdisk_flush(img), 0);
     assert_int_equal(vdisk_block_status(img, 0, 8 * MiB, &ext), 0);
@@ -208,20 +208,20 @@ static void test_lock(void **state)
     struct vdisk_image *a, *b;
 
     assert_int_equal(vdisk_create(path, "raw", MiB, NULL), 0);
-    assert_int_equal(vdisk_open(path, NULL, 0, &a), 0);
-    assert_int_equal(vdisk_open(path, NULL, 0, &b), -EBUSY);
+    assert_int_equal(vdisk_open(path, NULL, 0, NULL, &a), 0);
+    assert_int_equal(vdisk_open(path, NULL, 0, NULL, &b), -EBUSY);
     assert_non_null(strstr(vdisk_last_error(), "in use"));
-    assert_int_equal(vdisk_open(path, NULL, VDISK_OPEN_RDONLY, &b), -EBUSY);
-    assert_int_equal(vdisk_open(path, NULL, VDISK_OPEN_NOLOCK, &b), 0);
+    assert_int_equal(vdisk_open(path, NULL, VDISK_OPEN_RDONLY, NULL, &b), -EBUSY);
+    assert_int_equal(vdisk_open(path, NULL, VDISK_OPEN_NOLOCK, NULL, &b), 0);
     assert_int_equal(vdisk_close(b), 0);
     assert_int_equal(vdisk_close(a), 0);
     /* readers share */
-    assert_int_equal(vdisk_open(path, NULL, VDISK_OPEN_RDONLY, &a), 0);
-    assert_int_equal(vdisk_open(path, NULL, VDISK_OPEN_RDONLY, &b), 0);
+    assert_int_equal(vdisk_open(path, NULL, VDISK_OPEN_RDONLY, NULL, &a), 0);
+    assert_int_equal(vdisk_open(path, NULL, VDISK_OPEN_RDONLY, NULL, &b), 0);
     assert_int_equal(vdisk_close(b), 0);
-    assert_int_equal(vdisk_open(path, NULL, 0, &b), -EBUSY);
+    assert_int_equal(vdisk_open(path, NULL, 0, NULL, &b), -EBUSY);
     assert_int_equal(vdisk_close(a), 0);
-    assert_int_equal(vdisk_open(path, NULL, 0, &b), 0);
+    assert_int_equal(vdisk_open(path, NULL, 0, NULL, &b), 0);
     assert_int_equal(vdisk_close(b), 0);
     free(path);
 }
@@ -231,11 +231,11 @@ static void test_open_errors(void **state)
     char *missing = test_path(*state, "missing.raw");
     struct vdisk_image *img;
 
-    assert_int_equal(vdisk_open(missing, NULL, 0, &img), -ENOENT);
+    assert_int_equal(vdisk_open(missing, NULL, 0, NULL, &img), -ENOENT);
     assert_non_null(strstr(vdisk_last_error(), missing));
-    assert_int_equal(vdisk_open(*state, NULL, 0, &img), -EISDIR);
-    assert_int_equal(vdisk_open("/dev/null", NULL, 0, &img), -EINVAL);
-    assert_int_equal(vdisk_open(missing, "nosuch", 0, &img), -EINVAL);
+    assert_int_equal(vdisk_open(*state, NULL, 0, NULL, &img), -EISDIR);
+    assert_int_equal(vdisk_open("/dev/null", NULL, 0, NULL, &img), -EINVAL);
+    assert_int_equal(vdisk_open(missing, "nosuch", 0, NULL, &img), -EINVAL);
     free(missing);
 }
 
@@ -253,7 +253,7 @@ static void test_probe_iso(void **state)
     assert_int_equal(fclose(f), 0);
     assert_int_equal(vdisk_probe(path, &fmt), 0);
     assert_string_equal(fmt, "iso");
-    assert_int_equal(vdisk_open(path, NULL, 0, &img), 0); /* falls back to read-only */
+    assert_int_equal(vdisk_open(path, NULL, 0, NULL, &img), 0); /* falls back to read-only */
     assert_true(vdisk_is_read_only(img));
     assert_int_equal(vdisk_write(img, sector, 512, 0, 0), -EROFS);
     assert_int_equal(vdisk_close(img), 0);

@@ -309,7 +309,7 @@ int cmd_bench(int argc, char **argv)
     if (vdisk_open(path, format,
                    (b.write ? 0 : VDISK_OPEN_RDONLY) | (direct ? VDISK_OPEN_DIRECT : 0) |
                        (nolock ? VDISK_OPEN_NOLOCK : 0),
-                   &b.img) < 0)
+                   NULL, &b.img) < 0)
         return err("%s", vdisk_last_error());
     b.image_size = vdisk_get_size(b.img);
     if (b.offset > b.image_size || b.bufsize > b.image_size - b.offset) {

@@ -108,7 +108,7 @@ int cmd_check(int argc, char **argv)
         return CHECK_ERROR;
     }
     path = argv[optind];
-    if (vdisk_open(path, format, flags ? 0 : VDISK_OPEN_RDONLY, &img) < 0)
+    if (vdisk_open(path, format, flags ? 0 : VDISK_OPEN_RDONLY, NULL, &img) < 0)
         return err("%s", vdisk_last_error());
     r = vdisk_check(img, flags, &res);
     if (r == -ENOTSUP || r == -EOPNOTSUPP) {

@@ -138,15 +138,15 @@ int cmd_convert(int argc, char **argv)
     copt.progress = progress && isatty(STDERR_FILENO);
     copt.unsafe = dst_cache & VDISK_OPEN_UNSAFE;
 
-    if (vdisk_open(src_path, src_fmt, VDISK_OPEN_RDONLY | (src_cache & VDISK_OPEN_DIRECT), &src) <
-        0)
+    if (vdisk_open(src_path, src_fmt, VDISK_OPEN_RDONLY | (src_cache & VDISK_OPEN_DIRECT), NULL,
+                   &src) < 0)
         return err("%s", vdisk_last_error());
     catch_signals();
     if (create_target(dst_path, dst_fmt, vdisk_get_size(src), options) < 0) {
         r = err("%s", vdisk_last_error());
         goto out_src;
     }
-    if (vdisk_open(dst_path, dst_fmt, dst_cache, &dst) < 0) {
+    if (vdisk_open(dst_path, dst_fmt, dst_cache, NULL, &dst) < 0) {
         r = err("%s", vdisk_last_error());
         goto err_unlink;
     }

@@ -80,7 +80,8 @@ int cmd_info(int argc, char **argv)
     if (open)
         path = rec.image;
     /* like qemu-img info -U: read metadata even while another process writes */
-    if (vdisk_open(path, open ? rec.format : NULL, VDISK_OPEN_RDONLY | VDISK_OPEN_NOLOCK, &img) < 0)
+    if (vdisk_open(path, open ? rec.format : NULL, VDISK_OPEN_RDONLY | VDISK_OPEN_NOLOCK, NULL,
+                   &img) < 0)
         return err("%s", vdisk_last_error());
     if (vdisk_get_info(img, &info) < 0) {
         vdisk_close(img);

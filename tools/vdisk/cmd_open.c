@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * vdisk open [-r] [-f FMT] [--via WAY] [--no-direct] IMAGE [SIZE]
+ * vdisk open [-r] [-f FMT] [-o KEY=VAL,...] [--via WAY] [--no-direct] IMAGE [SIZE]
  * The seed's "open <file> [MB]": create the image when missing (100 MiB by
  * default), give it a block device, record it, print the device.
  */
@@ -32,20 +32,22 @@ static const char *format_from_name(const char *path)
     return "raw";
 }
 
-/* Probe IMAGE without locking it: its format and virtual size. */
-static int inspect(const char *image, const char *format, const char **fmt_out, uint64_t *size)
+/* Look at IMAGE without locking it: its format, capabilities and virtual size. */
+static int inspect(struct open_request *req, const char *format)
 {
     struct vdisk_image *img;
     struct vdisk_info info;
 
-    if (vdisk_open(image, format, VDISK_OPEN_RDONLY | VDISK_OPEN_NOLOCK, &img) < 0)
+    if (vdisk_open(req->image, format, VDISK_OPEN_RDONLY | VDISK_OPEN_NOLOCK, req->options, &img) <
+        0)
         return err("%s", vdisk_last_error());
     if (vdisk_get_info(img, &info) < 0) {
         vdisk_close(img);
         return err("%s", vdisk_last_error());
     }
-    *fmt_out = info.format; /* static strings of the format table */
-    *size = info.virtual_size;
+    req->format = info.format; /* static strings of the format table */
+    req->caps = info.caps;
+    req->size = info.virtual_size;
     vdisk_close(img);
     return 0;
 }
@@ -70,16 +72,20 @@ static int check_not_open(const char *id, const char *image)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: vdisk open [-r] [-f FMT] [--via auto|kmod|loop|nbd|fuse] "
-                    "[--no-direct] IMAGE [SIZE]\n");
+    fprintf(stderr, "usage: vdisk open [-r] [-f FMT] [-o KEY=VAL,...] "
+                    "[--via auto|kmod|loop|nbd|fuse] [--no-direct] IMAGE [SIZE]\n");
 }
 
 int cmd_open(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"read-only", no_argument, NULL, 'r'}, {"format", required_argument, NULL, 'f'},
-        {"via", required_argument, NULL, 'v'}, {"no-direct", no_argument, NULL, 'D'},
-        {"help", no_argument, NULL, 'h'},      {NULL, 0, NULL, 0},
+        {"read-only", no_argument, NULL, 'r'},
+        {"format", required_argument, NULL, 'f'},
+        {"options", required_argument, NULL, 'o'},
+        {"via", required_argument, NULL, 'v'},
+        {"no-direct", no_argument, NULL, 'D'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     struct open_request req = {.direct = true};
     struct disk_record rec = {0};
@@ -91,13 +97,16 @@ int cmd_open(int argc, char **argv)
     struct stat st;
     int c, lock, status = 1;
 
-    while ((c = getopt_long(argc, argv, "rf:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "rf:o:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'r':
             req.read_only = true;
             break;
         case 'f':
             format = optarg;
+            break;
+        case 'o':
+            req.options = optarg;
             break;
         case 'v':
             via_name = optarg;
@@ -163,7 +172,9 @@ int cmd_open(int argc, char **argv)
     record_id(canonical, rec.id);
     if (check_not_open(rec.id, canonical))
         goto out;
-    if (inspect(canonical, format, &req.format, &req.size))
+    req.image = canonical;
+    req.format_stated = format != NULL;
+    if (inspect(&req, format))
         goto out;
     if (size_given && size != req.size) {
         err("%s: image is %llu bytes, not the %llu asked for; leave SIZE out to open it as "
@@ -171,19 +182,19 @@ int cmd_open(int argc, char **argv)
             canonical, (unsigned long long)req.size, (unsigned long long)size);
         goto out;
     }
-    req.image = canonical;
 
     if (strcmp(via_name, "auto") == 0) {
-        via = via_auto(req.format);
+        via = via_auto(req.caps);
         if (!via) {
             err("%s: no way to serve a %s image on this machine", canonical, req.format);
             goto out;
         }
     } else {
         via = via_find(via_name);
-        if (via->raw_only && !format_is_raw(req.format)) {
-            err("%s: --via %s serves raw images only, this one is %s", canonical, via->name,
-                req.format);
+        if (via->linear_only && !(req.caps & VDISK_CAP_LINEAR)) {
+            err("%s: --via %s serves images whose data lies as it is in one file (raw), "
+                "this one is %s",
+                canonical, via->name, req.format);
             goto out;
         }
         if (!via->available()) {
@@ -194,7 +205,7 @@ int cmd_open(int argc, char **argv)
     snprintf(rec.image, sizeof(rec.image), "%s", canonical);
     snprintf(rec.format, sizeof(rec.format), "%s", req.format);
     snprintf(rec.via, sizeof(rec.via), "%s", via->name);
-    rec.read_only = req.read_only || strcmp(req.format, "iso") == 0;
+    rec.read_only = req.read_only || (req.caps & VDISK_CAP_READ_ONLY);
     req.read_only = rec.read_only;
     rec.size = req.size;
     if (via->start(&req, &rec) < 0)

@@ -34,8 +34,11 @@ struct disk_record {
 
 /* What `vdisk open` asks a via for. */
 struct open_request {
-    const char *image;  /* canonical path */
-    const char *format; /* probed or given */
+    const char *image;   /* canonical path */
+    const char *format;  /* probed or given */
+    bool format_stated;  /* given with -f: servers open it as that, else they probe */
+    const char *options; /* -o KEY=VAL,...: the format's open options, or NULL */
+    unsigned caps;       /* VDISK_CAP_* of the image */
     bool read_only;
     bool direct;
     uint64_t size; /* virtual size */
@@ -49,7 +52,7 @@ struct open_request {
  */
 struct via {
     const char *name;
-    bool raw_only;           /* serves raw (and iso) images only */
+    bool linear_only; /* serves images whose bytes lie as they are in a file (VDISK_CAP_LINEAR) */
     bool (*available)(void); /* usable on this machine now */
     int (*start)(const struct open_request *req, struct disk_record *rec);
     int (*stop)(const struct disk_record *rec);
@@ -63,9 +66,22 @@ extern const struct via via_fuse;
 
 /* The via called NAME, or NULL. */
 const struct via *via_find(const char *name);
-/* The preferred available via for FORMAT (kmod, loop for raw; ublk, nbd, fuse else). */
-const struct via *via_auto(const char *format);
-bool format_is_raw(const char *format);
+/* The preferred available via for an image with CAPS (kmod, loop for linear; ublk, nbd, fuse else).
+ */
+const struct via *via_auto(unsigned caps);
+
+/* The format to open REQ's image with: the one stated, or NULL to probe (and guard) again. */
+static inline const char *open_format(const struct open_request *req)
+{
+    return req->format_stated ? req->format : NULL;
+}
+
+/*
+ * A kernel way writes the file without vdisk seeing the writes: refuse an
+ * image whose format was only probed and could not be remembered (a guest
+ * could turn it into another format). 0, or -1 with a message.
+ */
+int kernel_way_allowed(const struct open_request *req, struct vdisk_image *img);
 
 /* Messages: "vdisk: WHAT: WHY" on stderr. err() returns 1 (exit status). */
 int err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

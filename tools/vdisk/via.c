@@ -19,17 +19,12 @@ const struct via *via_find(const char *name)
     return NULL;
 }
 
-/* Is FORMAT served as plain file bytes (so loop or vdisk.ko can take it)? */
-bool format_is_raw(const char *format)
+/* Linear images go to the kernel's own drivers; the rest to a user-space server. */
+const struct via *via_auto(unsigned caps)
 {
-    return strcmp(format, "raw") == 0 || strcmp(format, "iso") == 0;
-}
-
-const struct via *via_auto(const char *format)
-{
-    static const char *const raw_order[] = {"kmod", "loop", NULL};
+    static const char *const linear_order[] = {"kmod", "loop", NULL};
     static const char *const image_order[] = {"ublk", "nbd", "fuse", NULL};
-    const char *const *order = format_is_raw(format) ? raw_order : image_order;
+    const char *const *order = (caps & VDISK_CAP_LINEAR) ? linear_order : image_order;
 
     for (; *order; order++) {
         const struct via *v = via_find(*order);
@@ -38,4 +33,16 @@ const struct via *via_auto(const char *format)
             return v;
     }
     return NULL;
+}
+
+int kernel_way_allowed(const struct open_request *req, struct vdisk_image *img)
+{
+    struct vdisk_info info;
+
+    if (req->read_only || vdisk_get_info(img, &info) < 0 || !info.format_probed)
+        return 0;
+    return -err("%s: its format was probed and cannot be remembered here (no user xattrs on "
+                "this file system?), so a guest could turn it into another format: give -f %s, "
+                "or use a user-space way (--via nbd or fuse), which guards it",
+                req->image, info.format);
 }

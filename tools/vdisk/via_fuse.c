@@ -78,7 +78,7 @@ static void serve(void *arg)
 
     cfg.threads = env ? (unsigned)atoi(env) : 0;
     cfg.debug = getenv("VDISK_FUSE_DEBUG") != NULL;
-    if (vdisk_open(req->image, req->format, flags, &img) < 0)
+    if (vdisk_open(req->image, open_format(req), flags, req->options, &img) < 0)
         _exit(err("%s", vdisk_last_error()));
     if (vdisk_fuse_start(img, job->rec->mountpoint, &cfg, &fs, msg, sizeof(msg)) < 0) {
         vdisk_close(img);
@@ -123,7 +123,7 @@ static int fuse_start(const struct open_request *req, struct disk_record *rec)
         err("%s: %m", rec->backing);
         goto err_server;
     }
-    if (loopdev_attach(fd, req->image, req->read_only, req->direct, rec->device,
+    if (loopdev_attach(fd, 0, 0, req->image, req->read_only, req->direct, rec->device,
                        sizeof(rec->device)) < 0) {
         close(fd);
         goto err_server;
@@ -166,7 +166,6 @@ static bool fuse_alive(const struct disk_record *rec)
 
 const struct via via_fuse = {
     .name = "fuse",
-    .raw_only = false,
     .available = fuse_available,
     .start = fuse_start,
     .stop = fuse_stop,

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * --via kmod: our own kernel driver, vdisk.ko, on a raw image. We hand the
- * driver the very descriptor libvdisk opened (vdisk_get_raw_fd), so the
+ * driver the very descriptor libvdisk opened (vdisk_get_linear), so the
  * QEMU-compatible lock on its open file description lives as long as the
  * disk: the driver keeps a reference to the file, as loop does.
  */
@@ -85,14 +85,22 @@ static int kmod_start(const struct open_request *req, struct disk_record *rec)
     unsigned flags = req->read_only ? VDISK_OPEN_RDONLY : 0;
     struct vdisk_ctl_disk d;
     struct vdisk_image *img;
+    uint64_t offset;
     int ctl, fd, r;
 
-    r = vdisk_open(req->image, req->format, flags, &img);
+    r = vdisk_open(req->image, open_format(req), flags, req->options, &img);
     if (r < 0)
         return -err("%s", vdisk_last_error());
-    fd = vdisk_get_raw_fd(img);
-    if (fd < 0) {
+    if (vdisk_get_linear(img, &fd, &offset) < 0) {
         err("%s", vdisk_last_error());
+        goto fail_img;
+    }
+    if (kernel_way_allowed(req, img) < 0)
+        goto fail_img;
+    if (offset != 0) { /* vdisk.ko serves a whole file */
+        err("%s: its data starts %llu bytes into the file; vdisk.ko serves whole files "
+            "(use --via loop)",
+            req->image, (unsigned long long)offset);
         goto fail_img;
     }
     disk_req(&d);
@@ -172,7 +180,7 @@ static bool kmod_alive(const struct disk_record *rec)
 
 const struct via via_kmod = {
     .name = "kmod",
-    .raw_only = true,
+    .linear_only = true,
     .available = kmod_available,
     .start = kmod_start,
     .stop = kmod_stop,

@@ -24,13 +24,15 @@ static bool loop_available(void)
     return access("/dev/loop-control", W_OK) == 0;
 }
 
-int loopdev_attach(int file_fd, const char *name, bool read_only, bool direct, char *device,
-                   size_t device_len)
+int loopdev_attach(int file_fd, uint64_t offset, uint64_t size, const char *name, bool read_only,
+                   bool direct, char *device, size_t device_len)
 {
     struct loop_config cfg = {.fd = (unsigned)file_fd, .block_size = 512};
     int ctl, dev = -1;
 
     cfg.info.lo_flags = (read_only ? LO_FLAGS_READ_ONLY : 0) | (direct ? LO_FLAGS_DIRECT_IO : 0);
+    cfg.info.lo_offset = offset;
+    cfg.info.lo_sizelimit = size;
     snprintf((char *)cfg.info.lo_file_name, sizeof(cfg.info.lo_file_name), "%s", name);
     ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
     if (ctl < 0)
@@ -128,18 +130,23 @@ static int loop_start(const struct open_request *req, struct disk_record *rec)
 {
     unsigned flags = (req->read_only ? VDISK_OPEN_RDONLY : 0);
     struct vdisk_image *img;
+    uint64_t offset;
     int fd, r;
 
-    r = vdisk_open(req->image, req->format, flags, &img);
+    r = vdisk_open(req->image, open_format(req), flags, req->options, &img);
     if (r < 0)
         return -err("%s", vdisk_last_error());
-    fd = vdisk_get_raw_fd(img);
-    if (fd < 0) {
+    r = vdisk_get_linear(img, &fd, &offset);
+    if (r < 0) {
         vdisk_close(img);
         return -err("%s", vdisk_last_error());
     }
-    r = loopdev_attach(fd, req->image, req->read_only, req->direct, rec->device,
-                       sizeof(rec->device));
+    if (kernel_way_allowed(req, img) < 0) {
+        vdisk_close(img);
+        return -1;
+    }
+    r = loopdev_attach(fd, offset, offset ? vdisk_get_size(img) : 0, req->image, req->read_only,
+                       req->direct, rec->device, sizeof(rec->device));
     vdisk_close(img); /* the loop device holds the file, and the lock, now */
     return r;
 }
@@ -156,7 +163,7 @@ static bool loop_alive(const struct disk_record *rec)
 
 const struct via via_loop = {
     .name = "loop",
-    .raw_only = true,
+    .linear_only = true,
     .available = loop_available,
     .start = loop_start,
     .stop = loop_stop,
