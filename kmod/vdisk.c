@@ -15,7 +15,8 @@
  * requests are in flight per disk at the cost of one wakeup per batch;
  * otherwise (and for flush, discard, write-zeroes) each request is its own
  * work item, and up to VDISK_WORKERS run at once. Flush is fsync, FUA is a
- * DSYNC write, discard punches a hole and write-zeroes zeroes a range.
+ * DSYNC write, discard punches a hole and write-zeroes zeroes a range; once
+ * the backing file refuses either (EOPNOTSUPP), the disk stops advertising it.
  *
  * Locking: vdisk_mutex protects the idr, each disk's openers count and its
  * state. It is never held across add_disk() or del_gendisk(), which take the
@@ -194,6 +195,32 @@ static void vdisk_rw(struct vdisk_dev *dev, struct request *rq,
 		vdisk_finish(cmd, ret);
 }
 
+/*
+ * The backing file refused fallocate MODE for RQ with EOPNOTSUPP: stop
+ * advertising what cannot work, as loop does, so that the block layer stops
+ * sending it (and zero-out falls back to writing zero pages). Only the
+ * effective limits change, from the I/O path without the limits lock: the
+ * kernel's helpers for this case (racy by design: a later refusal clears
+ * again).
+ */
+static void vdisk_unsupported(struct request *rq, int mode)
+{
+	struct request_queue *q = rq->q;
+
+	rq->rq_flags |= RQF_QUIET; /* expected, not worth a log line */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 11, 0)
+	if (mode & FALLOC_FL_PUNCH_HOLE)
+		blk_queue_disable_discard(q);
+	if (req_op(rq) == REQ_OP_WRITE_ZEROES)
+		blk_queue_disable_write_zeroes(q);
+#else
+	if (mode & FALLOC_FL_PUNCH_HOLE)
+		blk_queue_max_discard_sectors(q, 0);
+	if (req_op(rq) == REQ_OP_WRITE_ZEROES)
+		blk_queue_max_write_zeroes_sectors(q, 0);
+#endif
+}
+
 /* fallocate MODE over the request's range (discard, write-zeroes). */
 static long vdisk_fallocate(struct vdisk_dev *dev, struct request *rq, int mode)
 {
@@ -202,6 +229,8 @@ static long vdisk_fallocate(struct vdisk_dev *dev, struct request *rq, int mode)
 
 	ret = vfs_fallocate(dev->file, mode | FALLOC_FL_KEEP_SIZE, pos,
 			    blk_rq_bytes(rq));
+	if (ret == -EOPNOTSUPP)
+		vdisk_unsupported(rq, mode);
 	if (ret == -EOPNOTSUPP || ret == -EINVAL)
 		return -EOPNOTSUPP;
 	return ret;

@@ -5,11 +5,10 @@
 # progress bar on a terminal, no half-made DST), vdisk check (exit codes 0, 2, 3,
 # 63 against images qemu-img agrees are clean, corrupt or leaky) and vdisk bench
 # (read/write, direct or not, the pattern lands, bad knobs refused).
-# qcow2 parts run when vdisk lists qcow2 among its formats. About a minute.
+# About a minute.
 . "$(dirname "$0")/../lib.sh"
 export VDISK_RUN_DIR=$T/run
 
-has_format() { "$VDISK" create -f "$1" "$T/probe.$1" 1M >/dev/null 2>&1 && rm -f "$T/probe.$1"; }
 alloc_kib() { du -k "$1" | cut -f1; }
 
 # A 1 GiB raw image that is mostly holes: data at a few places (one unaligned,
@@ -96,21 +95,19 @@ else
     [ -e "$T/big-limit.raw" ] && fail "file size limit: DST left" || pass "file size limit: DST removed"
 fi
 
-# Ctrl-C half-way: the copy stops and DST is removed
+# Ctrl-C half-way: the copy stops and DST is removed. The signal goes as soon as
+# DST exists (convert catches signals before it creates DST); even a copy that
+# has finished by then must see it before it exits, so the outcome is fixed.
 head -c 256M /dev/urandom >"$T/big.raw"
 "$VDISK" convert -m 1 -t none -O raw "$T/big.raw" "$T/int.raw" 2>"$T/int.err" &
 pid=$!
-sleep 0.2
+while [ ! -e "$T/int.raw" ] && kill -0 $pid 2>/dev/null; do :; done
 kill -INT $pid
 wait $pid
 rc=$?
-if [ $rc -eq 0 ]; then
-    echo "SKIP: convert of 256 MiB finished within 0.2 s, before SIGINT"
-else
-    grep -q "interrupted" "$T/int.err" && pass "SIGINT stops convert (exit $rc)" ||
-        fail "SIGINT: $(cat "$T/int.err")"
-    [ -e "$T/int.raw" ] && fail "SIGINT left DST" || pass "SIGINT removes DST"
-fi
+[ $rc -ne 0 ] && grep -q "interrupted" "$T/int.err" && pass "SIGINT stops convert (exit $rc)" ||
+    fail "SIGINT: exit $rc: $(cat "$T/int.err")"
+[ -e "$T/int.raw" ] && fail "SIGINT left DST" || pass "SIGINT removes DST"
 rm -f "$T/big.raw"
 
 # check on a format without metadata: documented exit 63 and a clear message
@@ -161,11 +158,6 @@ fails_with "bench buffer larger than image" "does not fit" "$VDISK" bench -d 1 -
 fails_with "bench offset past end" "does not fit" "$VDISK" bench -o 1G "$B"
 fails_with "bench huge buffers" "more than 1 GiB" "$VDISK" bench -d 1024 -s 1G "$B"
 fails_with "bench pattern junk" "invalid pattern" "$VDISK" bench -w --pattern=300 "$B"
-
-if ! has_format qcow2; then
-    echo "SKIP: vdisk does not know qcow2: convert/check qcow2 parts skipped"
-    finish
-fi
 
 # convert to and from qcow2, checked by qemu-img
 ok "convert raw -> qcow2" "$VDISK" convert -O qcow2 "$SRC" "$T/v.qcow2"

@@ -26,7 +26,7 @@ cycle() { # cycle VIA
         mkdir "$MNT/d" && echo "hello $via" >"$MNT/d/small" && pass "$via: write files" ||
         fail "$via: write files"
     before=$(sums "$MNT")
-    ok "$via: sync" sync
+    sync
     ok "$via: umount" umount "$MNT"
     pid=$(rec_field "$img" pid)
     ok "$via: close" "$VDISK" close "$img"

@@ -11,7 +11,8 @@ command -v python3 >/dev/null || { fail "python3 is needed"; finish; }
 
 check_file() { # check_file NAME: runs with $img open, FUSE file at $mp
     local name=$1 out
-    out=$(python3 - "$mp" "$img" <<'EOF'
+    local rc
+    out=$(python3 - "$mp" "$img" 2>&1 <<'EOF'
 import errno, os, sys, ctypes
 mp, img = sys.argv[1], sys.argv[2]
 size = os.stat(img).st_size
@@ -63,9 +64,10 @@ say(os.stat(mp).st_size == size, "the FUSE file keeps the disk's size")
 os.close(f)
 EOF
 )
+    rc=$?
     echo "$out" | sed "s/^\(PASS\|FAIL\): /\1: $name: /"
     FAILS=$((FAILS + $(echo "$out" | grep -c '^FAIL: ')))
-    [ -n "$out" ] || fail "$name: the python checks did not run"
+    [ "$rc" -eq 0 ] || fail "$name: the python checks stopped part-way (exit $rc)"
 }
 
 for mode in fast library; do

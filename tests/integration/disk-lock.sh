@@ -74,7 +74,8 @@ for via in ${VIAS:-loop fuse}; do
         fail "$via: qemu-nbd read-write started beside a vdisk reader"
         stop_nbd
     else
-        pass "$via: qemu-nbd read-write refused beside a vdisk reader"
+        grep -q 'Failed to get .*lock' "$T/nbd.err" && pass "$via: qemu-nbd read-write refused beside a vdisk reader" ||
+            fail "$via: qemu-nbd read-write beside a reader: $(cat "$T/nbd.err")"
     fi
     ok "$via: close -r" "$VDISK" close "$img"
     nothing_left "$via: all closed" "$img"

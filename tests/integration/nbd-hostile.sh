@@ -20,7 +20,11 @@ at_exit "kill $SPID"
 URI="nbd+unix:///?socket=$T/s.sock"
 for _ in $(seq 100); do nbdinfo --size "$URI" >/dev/null 2>&1 && break; sleep 0.05; done
 
-python3 "$ROOT/tests/tools/nbd-hostile.py" "$T/s.sock" $((16 << 20)) "$mode"
+# it prints its own PASS/FAIL lines; a crash part-way would leave checks unrun
+python3 "$ROOT/tests/tools/nbd-hostile.py" "$T/s.sock" $((16 << 20)) "$mode" | tee "$T/hostile.out"
+rc=${PIPESTATUS[0]}
+FAILS=$((FAILS + $(grep -c '^FAIL: ' "$T/hostile.out")))
+[ "$rc" -eq 0 ] || grep -q '^FAIL: ' "$T/hostile.out" || fail "$mode: hostile client crashed (exit $rc)"
 
 # libnbd's strict mode off: let nbdsh send what the server must refuse
 ok "$mode: nbdsh: read past the end gets EINVAL" nbdsh -u "$URI" -c '

@@ -8,7 +8,7 @@
 . "$(dirname "$0")/../lib.sh"
 IO=$BUILD/tests/tools/vdisk-test-io
 export VDISK_RUN_DIR=$T/run
-command -v qemu-img >/dev/null || { echo "qemu-img missing: install qemu-utils"; exit 1; }
+command -v qemu-img >/dev/null || { fail "qemu-img missing: install qemu-utils"; finish; }
 RUNS=${QCOW2_CRASH_RUNS:-60}
 configs=("cluster_size=65536" "lazy_refcounts=on" "cluster_size=4096"
          "cluster_size=512,refcount_bits=4" "extended_l2=on,cluster_size=32K" "compat=0.10")
@@ -46,7 +46,10 @@ for i in $(seq 1 "$RUNS"); do
         fail "run $i ($cfg): flushed writes lost: $(head -c 300 "$T/verify.err")"
     fi
     # a read-write open repairs what the crash left (dirty bit, leaks stay harmless)
-    printf 'f\n' | "$IO" script "$img" 2>/dev/null
+    if ! printf 'f\n' | "$IO" script "$img" 2>"$T/reopen.err"; then
+        bad_repair=$((bad_repair + 1))
+        fail "run $i ($cfg): read-write reopen failed: $(head -c 300 "$T/reopen.err")"
+    fi
     qemu-img check "$img" >"$T/check" 2>&1; rc=$?
     if [ "$rc" -ne 0 ] && [ "$rc" -ne 3 ]; then
         bad_repair=$((bad_repair + 1))

@@ -7,7 +7,7 @@
 . "$(dirname "$0")/../lib.sh"
 IO=$BUILD/tests/tools/vdisk-test-io
 export VDISK_RUN_DIR=$T/run
-command -v qemu-img >/dev/null || { echo "qemu-img missing: install qemu-utils"; exit 1; }
+command -v qemu-img >/dev/null || { fail "qemu-img missing: install qemu-utils"; finish; }
 [ -x "$IO" ] || { fail "$IO not built"; finish; }
 cd "$T" || exit 1
 
@@ -150,7 +150,9 @@ write_case() {
     # -s would also compare allocation, which differs by design (clusters vs 4k holes)
     ok "$name: qemu-img compare with raw" qemu-img compare -q -f qcow2 -F raw "$img" "$ref"
     eq "$name: virtual size" "$(vsize "$img")" "$(stat -c %s "$ref")"
-    "$IO" dump "$img" "$T/w.got" && same "$name: libvdisk reads back its writes" "$ref" "$T/w.got"
+    if "$IO" dump "$img" "$T/w.got" 2>"$T/.err"; then
+        same "$name: libvdisk reads back its writes" "$ref" "$T/w.got"
+    else fail "$name: libvdisk reads back its writes (dump: $(cat "$T/.err"))"; fi
     rm -f "$img" "$ref" "$T/w.got"
 }
 
@@ -202,7 +204,8 @@ qemu-img create -q -f qcow2 "$img" 64M && qemu_ops "$img" 65536
 qemu-img convert -O raw "$img" "$T/mod.raw"
 printf 'w %d 4096 200\nw %d 100 201\nw %d 70000 202\nw %d 512 203\nf\n' \
     $((8 * 65536 + 4096)) $((40 * 65536 + 65000)) $((2 * 65536 + 1000)) $((12 * 65536)) >"$T/ops"
-"$IO" -f raw script "$T/mod.raw" <"$T/ops" && "$IO" script "$img" <"$T/ops"
+ok "writes into compressed/zero clusters: the raw reference" "$IO" -f raw script "$T/mod.raw" <"$T/ops"
+ok "writes into compressed/zero clusters: libvdisk" "$IO" script "$img" <"$T/ops"
 ok "writes into compressed/zero clusters: qemu-img check clean" qemu-img check -q "$img"
 ok "writes into compressed/zero clusters: compare" qemu-img compare -q -F raw "$img" "$T/mod.raw"
 
@@ -214,7 +217,8 @@ qemu-img snapshot -c s1 "$img"
 qemu-img convert -O raw "$img" "$T/snap-s1.raw"
 cp "$T/snap-s1.raw" "$T/snap-now.raw"
 gen_ops 7 $((16 << 20)) 4096 $((4096 * 512)) 80 1 >"$T/ops"
-"$IO" -f raw script "$T/snap-now.raw" <"$T/ops" && "$IO" script "$img" <"$T/ops"
+ok "snapshot image: the raw reference" "$IO" -f raw script "$T/snap-now.raw" <"$T/ops"
+ok "snapshot image: libvdisk writes the active layer" "$IO" script "$img" <"$T/ops"
 ok "snapshot image: qemu-img check clean after vdisk writes" qemu-img check -q "$img"
 ok "snapshot image: active layer matches" qemu-img compare -q -F raw "$img" "$T/snap-now.raw"
 qemu-img convert -l snapshot.name=s1 -O raw "$img" "$T/snap-s1.got"

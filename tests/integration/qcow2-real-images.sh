@@ -5,13 +5,8 @@
 . "$(dirname "$0")/../lib.sh"
 IO=$BUILD/tests/tools/vdisk-test-io
 export VDISK_RUN_DIR=$T/run
-DATA=${VDISK_SHARED:-$ROOT/../shared}/testdata/images
-# a git worktree under wt/ sits one level deeper than a clone
-[ -d "$DATA" ] || [ -n "${VDISK_SHARED:-}" ] || DATA=$ROOT/../../shared/testdata/images
-if [ ! -d "$DATA" ]; then
-    echo "NOTE: $DATA is absent; the real-image checks were not run"
-    exit 0
-fi
+DATA=$(testdata_dir) # tests/needs.sh
+[ -d "$DATA" ] || skip_all testdata "$DATA is absent: the real-image checks cannot run"
 while read -r file size md5; do
     if [ ! -f "$DATA/$file" ]; then fail "$file missing from $DATA"; continue; fi
     img=$T/${file%.xz}

@@ -94,7 +94,8 @@ ok "remove disk on a block device" vdisk-ctl remove $n
 losetup -d $lo
 
 # Unload with a disk present cleans it up; unload while open is refused.
-n=$(vdisk-ctl add img)
+n=$(vdisk-ctl add img) || fail "add img before rmmod"
+dev=/dev/vdisk$n
 exec 3<$dev
 fails "rmmod while a disk is open is refused" rmmod vdisk
 exec 3<&-
