@@ -11,6 +11,7 @@
 #include "vdisk/vdisk.h"
 #include "error.h"
 #include "format.h"
+#include "format/foreign.h"
 
 /* Every format, most specific probe first; raw last (it matches anything). */
 static const struct vdisk_format *const formats[] = {
@@ -67,6 +68,13 @@ static int probe_file(struct vdisk_file *file, const struct vdisk_format **fmtp)
             *fmtp = formats[i];
         }
     }
+    if (best <= 1) { /* only raw said yes: never serve a foreign container as raw */
+        const struct vdisk_foreign *foreign =
+            vdisk_foreign_probe(head, size < HEAD ? size : HEAD, tail, size);
+
+        if (foreign)
+            r = vdisk_foreign_refuse(file->path, foreign, false);
+    }
 out:
     free(head);
     return r;
@@ -97,6 +105,8 @@ int vdisk_create(const char *path, const char *format, uint64_t size, const char
     int r;
 
     vdisk_error_clear();
+    if (!fmt && vdisk_foreign_find(format))
+        return vdisk_foreign_refuse(path, vdisk_foreign_find(format), true);
     if (!fmt)
         return vdisk_error(EINVAL, "unknown image format '%s'", format);
     if (!fmt->create)
@@ -140,6 +150,10 @@ int vdisk_open(const char *path, const char *format, unsigned flags, struct vdis
     img->read_only = flags & VDISK_OPEN_RDONLY;
     if (format) {
         img->fmt = vdisk_format_find(format);
+        if (!img->fmt && vdisk_foreign_find(format)) {
+            r = vdisk_foreign_refuse(path, vdisk_foreign_find(format), false);
+            goto err_free;
+        }
         if (!img->fmt) {
             r = vdisk_error(EINVAL, "%s: unknown image format '%s'", path, format);
             goto err_free;
