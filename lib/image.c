@@ -11,6 +11,7 @@
 
 #include "vdisk/vdisk.h"
 #include "error.h"
+#include "format/foreign.h"
 #include "node.h"
 
 int vdisk_create(const char *path, const char *format, uint64_t size, const char *options)
@@ -21,6 +22,8 @@ int vdisk_create(const char *path, const char *format, uint64_t size, const char
     int r;
 
     vdisk_error_clear();
+    if (!fmt && vdisk_foreign_find(format))
+        return vdisk_foreign_refuse(path, vdisk_foreign_find(format), true);
     if (!fmt)
         return vdisk_error(EINVAL, "unknown image format '%s'", format);
     if (!fmt->create)
@@ -110,6 +113,8 @@ int vdisk_open(const char *path, const char *format, unsigned flags, const char 
     vdisk_error_clear();
     if (format) {
         fmt = vdisk_format_find(format);
+        if (!fmt && vdisk_foreign_find(format))
+            return vdisk_foreign_refuse(path, vdisk_foreign_find(format), false);
         if (!fmt)
             return vdisk_error(EINVAL, "%s: unknown image format '%s'", path, format);
     }

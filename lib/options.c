@@ -20,6 +20,7 @@ int vdisk_options_parse(const char *text, const char *const *allowed, const char
                         struct vdisk_options *opts)
 {
     char *save = NULL, *item;
+    int r;
 
     memset(opts, 0, sizeof(*opts));
     if (!text || !*text)
@@ -27,28 +28,31 @@ int vdisk_options_parse(const char *text, const char *const *allowed, const char
     opts->buf = strdup(text);
     if (!opts->buf)
         return vdisk_error(ENOMEM, "options: out of memory");
+    /* every message is made before the buffer ITEM points into is freed */
     for (item = strtok_r(opts->buf, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
         char *eq = strchr(item, '=');
 
         if (!eq || eq == item) {
-            vdisk_options_free(opts);
-            return vdisk_error(EINVAL, "option '%s': expected KEY=VALUE", item);
+            r = vdisk_error(EINVAL, "option '%s': expected KEY=VALUE", item);
+            goto err;
+        }
+        if (opts->count == VDISK_OPTIONS_MAX) {
+            r = vdisk_error(E2BIG, "too many options (at most %d): '%s'", VDISK_OPTIONS_MAX, item);
+            goto err;
         }
         *eq = '\0';
         if (!key_allowed(allowed, item)) {
-            int err = vdisk_error(EINVAL, "format %s has no option '%s'", format, item);
-
-            vdisk_options_free(opts);
-            return err;
-        }
-        if (opts->count == VDISK_OPTIONS_MAX) {
-            vdisk_options_free(opts);
-            return vdisk_error(E2BIG, "too many options");
+            r = vdisk_error(EINVAL, "format %s has no option '%s'", format, item);
+            goto err;
         }
         opts->key[opts->count] = item;
         opts->value[opts->count++] = eq + 1;
     }
     return 0;
+
+err:
+    vdisk_options_free(opts);
+    return r;
 }
 
 void vdisk_options_free(struct vdisk_options *opts)

@@ -14,6 +14,7 @@
 #include <sys/xattr.h>
 
 #include "error.h"
+#include "format/foreign.h"
 #include "node.h"
 
 #define XATTR_FORMAT "user.vdisk.format"
@@ -43,9 +44,13 @@ const char *const *vdisk_formats(void)
     return names;
 }
 
-/* The format whose probe scores best on HEAD and TAIL. */
+/*
+ * The format whose probe scores best on HEAD and TAIL; *FOREIGN (may be NULL)
+ * a container format we do not serve that matches where only raw said yes.
+ */
 static const struct vdisk_format *best_format(const uint8_t *head, size_t head_len,
-                                              const uint8_t *tail, uint64_t size)
+                                              const uint8_t *tail, uint64_t size,
+                                              const struct vdisk_foreign **foreign)
 {
     const struct vdisk_format *best = NULL;
     int best_score = -1;
@@ -58,6 +63,8 @@ static const struct vdisk_format *best_format(const uint8_t *head, size_t head_l
             best = formats[i];
         }
     }
+    /* only raw said yes: never serve a foreign container as raw */
+    *foreign = best_score <= 1 ? vdisk_foreign_probe(head, head_len, tail, size) : NULL;
     return best;
 }
 
@@ -77,6 +84,7 @@ static int read_window(struct vdisk_file *file, uint8_t *head, uint8_t *tail, ui
 int probe_file(struct vdisk_file *file, const struct vdisk_format **fmtp)
 {
     uint8_t *head = malloc(VDISK_PROBE_HEAD), tail[VDISK_PROBE_TAIL];
+    const struct vdisk_foreign *foreign = NULL;
     uint64_t size;
     int r;
 
@@ -84,7 +92,10 @@ int probe_file(struct vdisk_file *file, const struct vdisk_format **fmtp)
         return vdisk_error(ENOMEM, "%s: out of memory", file->path);
     r = read_window(file, head, tail, &size);
     if (r == 0)
-        *fmtp = best_format(head, size < VDISK_PROBE_HEAD ? size : VDISK_PROBE_HEAD, tail, size);
+        *fmtp = best_format(head, size < VDISK_PROBE_HEAD ? size : VDISK_PROBE_HEAD, tail, size,
+                            &foreign);
+    if (r == 0 && foreign)
+        r = vdisk_foreign_refuse(file->path, foreign, false);
     free(head);
     return r;
 }
@@ -155,6 +166,7 @@ static void overlay(uint8_t *w, uint64_t at, uint64_t n, const void *buf, uint64
 int probe_guard(struct vdisk_node *n, const void *buf, uint64_t len, uint64_t off)
 {
     uint8_t *head = malloc(VDISK_PROBE_HEAD), tail[VDISK_PROBE_TAIL];
+    const struct vdisk_foreign *foreign = NULL;
     const struct vdisk_format *fmt;
     uint64_t size;
     int r;
@@ -167,14 +179,15 @@ int probe_guard(struct vdisk_node *n, const void *buf, uint64_t len, uint64_t of
     overlay(head, 0, VDISK_PROBE_HEAD, buf, off, len);
     if (size >= VDISK_PROBE_TAIL)
         overlay(tail, size - VDISK_PROBE_TAIL, VDISK_PROBE_TAIL, buf, off, len);
-    fmt = best_format(head, size < VDISK_PROBE_HEAD ? size : VDISK_PROBE_HEAD, tail, size);
-    if (fmt != n->fmt && !(fmt->caps & VDISK_CAP_LINEAR))
+    fmt =
+        best_format(head, size < VDISK_PROBE_HEAD ? size : VDISK_PROBE_HEAD, tail, size, &foreign);
+    if (foreign || (fmt != n->fmt && !(fmt->caps & VDISK_CAP_LINEAR)))
         r = vdisk_error(EPERM,
                         "%s: refused a write of %llu bytes at %llu: the image would then "
                         "look like a %s image (its format was probed; open it with -f %s to "
                         "allow such writes)",
-                        n->path, (unsigned long long)len, (unsigned long long)off, fmt->name,
-                        n->fmt->name);
+                        n->path, (unsigned long long)len, (unsigned long long)off,
+                        foreign ? foreign->name : fmt->name, n->fmt->name);
 out:
     free(head);
     return r;

@@ -301,7 +301,7 @@ enum {
     PERM_RESIZE = 1 << 3
 };
 
-/* Is byte OFF read-locked by another open file description? */
+/* Is byte OFF locked by another open file description? (our own locks never conflict) */
 static int byte_taken(int fd, off_t off)
 {
     struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = off, .l_len = 1};
@@ -311,43 +311,49 @@ static int byte_taken(int fd, off_t off)
     return fl.l_type != F_UNLCK;
 }
 
-static int lock_byte(int fd, off_t off)
+/* Take (F_RDLCK, shared as QEMU's) or drop (F_UNLCK) byte OFF. */
+static int set_byte(int fd, off_t off, short type)
 {
-    struct flock fl = {.l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = off, .l_len = 1};
+    struct flock fl = {.l_type = type, .l_whence = SEEK_SET, .l_start = off, .l_len = 1};
 
     if (fcntl(fd, F_OFD_SETLK, &fl) < 0)
         return -errno;
     return 0;
 }
 
+/*
+ * Take our bytes first, then look for conflicting ones: of two openers racing,
+ * each sees the other's bytes (both may fail, never both succeed). Checking
+ * before taking let both pass the check and then both take. Called once per
+ * open file: on failure it drops every byte this file holds.
+ */
 int vdisk_file_lock(struct vdisk_file *f, bool write)
 {
     unsigned perm = PERM_READ | (write ? PERM_WRITE : 0);
     unsigned unshared = PERM_WRITE | PERM_RESIZE;
     int fd = f->fd_buffered;
-    int r;
+    int r = 0;
 
-    for (int bit = 0; bit < 4; bit++) {
-        if (perm & (1u << bit)) {
+    for (int bit = 0; bit < 4 && r == 0; bit++) {
+        if (perm & (1u << bit))
+            r = set_byte(fd, LOCK_PERM_BASE + bit, F_RDLCK);
+        if (r == 0 && (unshared & (1u << bit)))
+            r = set_byte(fd, LOCK_SHARED_BASE + bit, F_RDLCK);
+    }
+    /* what we hold must be shared by the others, what we refuse must be unused */
+    for (int bit = 0; bit < 4 && r == 0; bit++) {
+        if (perm & (1u << bit))
             r = byte_taken(fd, LOCK_SHARED_BASE + bit);
-            if (r)
-                goto busy;
-        }
-        if (unshared & (1u << bit)) {
+        if (r == 0 && (unshared & (1u << bit)))
             r = byte_taken(fd, LOCK_PERM_BASE + bit);
-            if (r)
-                goto busy;
-        }
     }
-    for (int bit = 0; bit < 4; bit++) {
-        if ((perm & (1u << bit)) && (r = lock_byte(fd, LOCK_PERM_BASE + bit)) < 0)
-            goto busy;
-        if ((unshared & (1u << bit)) && (r = lock_byte(fd, LOCK_SHARED_BASE + bit)) < 0)
-            goto busy;
-    }
-    return 0;
+    if (r == 0)
+        return 0;
 
-busy:
+    for (int bit = 0; bit < 4; bit++) {
+        (void)set_byte(fd, LOCK_PERM_BASE + bit, F_UNLCK);
+        (void)set_byte(fd, LOCK_SHARED_BASE + bit, F_UNLCK);
+    }
     if (r < 0 && r != -EAGAIN && r != -EACCES)
         return vdisk_error(-r, "%s: lock: %m", f->path);
     return vdisk_error(EBUSY,

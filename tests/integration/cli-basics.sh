@@ -19,6 +19,11 @@ fails_with "create junk size" "invalid size" "$VDISK" create "$T/z.img" 12abc
 fails_with "create overflowing size" "too large" "$VDISK" create "$T/z.img" 99999999999999999T
 fails_with "create unknown format" "unknown image format" "$VDISK" create -f nope "$T/z.img" 1
 fails_with "create unknown option" "no option 'colour'" "$VDISK" create -o colour=red "$T/z.img" 1
+# the message names the bad option (it was printed from freed memory)
+fails_with "create option without =" "^vdisk: option 'foo': expected KEY=VALUE$" \
+    "$VDISK" create -f qcow2 -o foo "$T/z.img" 1M
+fails_with "create option with empty key" "^vdisk: option '=64K': expected KEY=VALUE$" \
+    "$VDISK" create -f qcow2 -o cluster_size=64K,=64K "$T/z.img" 1M
 [ -e "$T/z.img" ] && fail "failed creates left $T/z.img" || pass "failed creates leave no file"
 fails_with "create without size is a usage error" "usage" "$VDISK" create "$T/z.img"
 ok "create preallocated" "$VDISK" create -o preallocation=falloc "$T/p.img" 8M

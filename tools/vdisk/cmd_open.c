@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "vdisk.h"
+#include "../../lib/format/foreign.h" /* no raw file named .vhdx */
 
 #define DEFAULT_SIZE (100ull << 20) /* the seed's default */
 
@@ -28,6 +29,8 @@ static const char *format_from_name(const char *path)
                 return *f;
         if (strcmp(dot + 1, "img") == 0)
             return "raw";
+        if (vdisk_foreign_find_ext(dot + 1)) /* .vhdx: vdisk_create names what it can't make */
+            return vdisk_foreign_find_ext(dot + 1)->name;
     }
     return "raw";
 }

@@ -1,0 +1,252 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Signatures of the container formats qemu-img knows and libvdisk does not
+ * serve. Written from the formats' specifications and QEMU's documented
+ * behaviour; each probe reads only inside HEAD[0, head_len) and, when the
+ * file has 512 bytes or more, TAIL[0, 512).
+ */
+#include <errno.h>
+#include <string.h>
+#include <strings.h>
+
+#include "../error.h"
+#include "foreign.h"
+
+/* Does HEAD start with the LEN bytes of MAGIC? */
+static bool head_has(const uint8_t *head, size_t head_len, size_t off, const void *magic,
+                     size_t len)
+{
+    return head && head_len >= off + len && memcmp(head + off, magic, len) == 0;
+}
+
+static uint32_t le32(const uint8_t *p)
+{
+    return p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint32_t be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* VHDX: the file type identifier "vhdxfile" opens the file. */
+static int vhdx_probe(const uint8_t *head, size_t head_len, const uint8_t *tail, uint64_t file_size)
+{
+    (void)tail, (void)file_size;
+    return head_has(head, head_len, 0, "vhdxfile", 8) ? 100 : 0;
+}
+
+/*
+ * VHD: the footer's cookie "conectix". Dynamic and differencing images copy
+ * the footer to offset 0; a fixed one has it only in its last 512 bytes, or
+ * in its last 511 (older Virtual PC wrote a footer one byte short).
+ */
+static int vpc_probe(const uint8_t *head, size_t head_len, const uint8_t *tail, uint64_t file_size)
+{
+    if (head_has(head, head_len, 0, "conectix", 8))
+        return 100;
+    if (tail && file_size >= 512 &&
+        (memcmp(tail, "conectix", 8) == 0 || memcmp(tail + 1, "conectix", 8) == 0))
+        return 90; /* behind the data: a nested image at offset 0 scores higher */
+    return 0;
+}
+
+/* Is [P, END) a line of only blanks (ends at '\n' or END)? */
+static bool blank_line(const char *p, const char *end)
+{
+    for (; p < end && *p != '\n'; p++)
+        if (*p != ' ' && *p != '\t' && *p != '\r')
+            return false;
+    return true;
+}
+
+/*
+ * A VMDK descriptor file: text whose first lines, past blank lines and
+ * comments, are the "# Disk DescriptorFile" comment or a "version=N" line
+ * (QEMU takes the latter alone as a descriptor). Binary data ends the search.
+ */
+static int vmdk_descriptor(const uint8_t *head, size_t head_len)
+{
+    static const char title[] = "disk descriptorfile";
+    const char *p = (const char *)head, *end = p + (head_len < 4096 ? head_len : 4096);
+
+    while (p < end) {
+        const char *nl = memchr(p, '\n', end - p), *eol = nl ? nl : end;
+
+        if (memchr(p, '\0', eol - p))
+            return 0;
+        while (p < eol && (*p == ' ' || *p == '\t'))
+            p++;
+        if (p < eol && *p == '#') {
+            for (p++; p < eol && (*p == ' ' || *p == '\t'); p++)
+                ;
+            if ((size_t)(eol - p) >= sizeof(title) - 1 &&
+                strncasecmp(p, title, sizeof(title) - 1) == 0)
+                return 100;
+        } else if (eol - p >= 9 && strncmp(p, "version=", 8) == 0 && p[8] >= '1' && p[8] <= '3' &&
+                   blank_line(p + 9, eol)) {
+            return 100;
+        } else if (!blank_line(p, eol)) {
+            return 0;
+        }
+        if (!nl)
+            break;
+        p = nl + 1;
+    }
+    return 0;
+}
+
+/* VMDK: hosted sparse extent "KDMV", ESX sparse "COWD", or a text descriptor. */
+static int vmdk_probe(const uint8_t *head, size_t head_len, const uint8_t *tail, uint64_t file_size)
+{
+    (void)tail, (void)file_size;
+    if (head_has(head, head_len, 0, "KDMV", 4) || head_has(head, head_len, 0, "COWD", 4))
+        return 100;
+    return head ? vmdk_descriptor(head, head_len) : 0;
+}
+
+/* VDI: signature 0xbeda107f, little endian, after the 64-byte text at the start. */
+static int vdi_probe(const uint8_t *head, size_t head_len, const uint8_t *tail, uint64_t file_size)
+{
+    (void)tail, (void)file_size;
+    return head && head_len >= 68 && le32(head + 64) == 0xbeda107f ? 100 : 0;
+}
+
+/* QED: magic "QED\0". */
+static int qed_probe(const uint8_t *head, size_t head_len, const uint8_t *tail, uint64_t file_size)
+{
+    (void)tail, (void)file_size;
+    return head_has(head, head_len, 0, "QED\0", 4) ? 100 : 0;
+}
+
+/* Parallels: one of two 16-byte magics, then version 2 (le32). */
+static int parallels_probe(const uint8_t *head, size_t head_len, const uint8_t *tail,
+                           uint64_t file_size)
+{
+    (void)tail, (void)file_size;
+    if (!head_has(head, head_len, 0, "WithoutFreeSpace", 16) &&
+        !head_has(head, head_len, 0, "WithouFreSpacExt", 16))
+        return 0;
+    return head_len >= 20 && le32(head + 16) == 2 ? 100 : 60;
+}
+
+/* DMG (UDIF): the 512-byte "koly" trailer, version 4, that says it is 512 bytes. */
+static int dmg_probe(const uint8_t *head, size_t head_len, const uint8_t *tail, uint64_t file_size)
+{
+    (void)head, (void)head_len;
+    if (!tail || file_size < 512 || memcmp(tail, "koly", 4) != 0)
+        return 0;
+    return be32(tail + 4) == 4 && be32(tail + 8) == 512 ? 90 : 50;
+}
+
+/* cloop: a shell script preamble, "#!/bin/sh" then "#V<n>.0 Format". */
+static int cloop_probe(const uint8_t *head, size_t head_len, const uint8_t *tail,
+                       uint64_t file_size)
+{
+    (void)tail, (void)file_size;
+    if (!head_has(head, head_len, 0, "#!/bin/sh\n#V", 12) || head_len < 23)
+        return 0;
+    return head[12] >= '1' && head[12] <= '9' && memcmp(head + 13, ".0 Format\n", 10) == 0 ? 100
+                                                                                           : 0;
+}
+
+/* Bochs: "Bochs Virtual HD Image" (NUL padded to 32 bytes), then the type "Redolog". */
+static int bochs_probe(const uint8_t *head, size_t head_len, const uint8_t *tail,
+                       uint64_t file_size)
+{
+    static const char magic[] = "Bochs Virtual HD Image";
+
+    (void)tail, (void)file_size;
+    if (!head_has(head, head_len, 0, magic, sizeof(magic) - 1))
+        return 0;
+    return head_has(head, head_len, 0, magic, sizeof(magic)) &&
+                   head_has(head, head_len, 32, "Redolog", 8)
+               ? 100
+               : 60;
+}
+
+/* LUKS: "LUKS\xba\xbe" and version 1 or 2 (be16); LUKS2 keeps the magic. */
+static int luks_probe(const uint8_t *head, size_t head_len, const uint8_t *tail, uint64_t file_size)
+{
+    unsigned version;
+
+    (void)tail, (void)file_size;
+    if (!head_has(head, head_len, 0, "LUKS\xba\xbe", 6))
+        return 0;
+    version = head_len >= 8 ? (unsigned)head[6] << 8 | head[7] : 0;
+    return version == 1 || version == 2 ? 100 : 60;
+}
+
+/* QCOW version 1: the qcow2 magic "QFI\xfb" with version 1 (be32); qcow2.c serves 2 and 3. */
+static int qcow_probe(const uint8_t *head, size_t head_len, const uint8_t *tail, uint64_t file_size)
+{
+    (void)tail, (void)file_size;
+    return head_has(head, head_len, 0, "QFI\xfb", 4) && head_len >= 8 && be32(head + 4) == 1 ? 100
+                                                                                             : 0;
+}
+
+/* The table, with the file name extensions each format's images usually carry. */
+static const struct foreign_entry {
+    struct vdisk_foreign fmt;
+    const char *ext[3];
+} foreign[] = {
+    {{"vhdx", "VHDX (Hyper-V)", vhdx_probe}, {"vhdx"}},
+    {{"vpc", "VHD (Virtual PC)", vpc_probe}, {"vhd", "vpc"}},
+    {{"vmdk", "VMDK (VMware)", vmdk_probe}, {"vmdk"}},
+    {{"vdi", "VDI (VirtualBox)", vdi_probe}, {"vdi"}},
+    {{"qed", "QED (QEMU enhanced disk)", qed_probe}, {"qed"}},
+    {{"parallels", "Parallels", parallels_probe}, {"hdd", "hds", "parallels"}},
+    {{"dmg", "DMG (Apple disk image)", dmg_probe}, {"dmg"}},
+    {{"cloop", "cloop (compressed loop)", cloop_probe}, {"cloop"}},
+    {{"bochs", "Bochs", bochs_probe}, {"bochs"}},
+    {{"luks", "LUKS (encrypted)", luks_probe}, {"luks"}},
+    {{"qcow", "QCOW version 1", qcow_probe}, {"qcow"}},
+};
+#define N_FOREIGN (sizeof(foreign) / sizeof(foreign[0]))
+
+const struct vdisk_foreign *vdisk_foreign_probe(const uint8_t *head, size_t head_len,
+                                                const uint8_t *tail, uint64_t file_size)
+{
+    const struct vdisk_foreign *best = NULL;
+    int best_score = 0;
+
+    for (size_t i = 0; i < N_FOREIGN; i++) {
+        int score = foreign[i].fmt.probe(head, head_len, tail, file_size);
+
+        if (score > best_score) {
+            best_score = score;
+            best = &foreign[i].fmt;
+        }
+    }
+    return best;
+}
+
+const struct vdisk_foreign *vdisk_foreign_find(const char *name)
+{
+    for (size_t i = 0; name && i < N_FOREIGN; i++)
+        if (strcmp(foreign[i].fmt.name, name) == 0)
+            return &foreign[i].fmt;
+    return NULL;
+}
+
+const struct vdisk_foreign *vdisk_foreign_find_ext(const char *ext)
+{
+    for (size_t i = 0; ext && i < N_FOREIGN; i++)
+        for (size_t j = 0; j < sizeof(foreign[i].ext) / sizeof(foreign[i].ext[0]); j++)
+            if (foreign[i].ext[j] && strcasecmp(foreign[i].ext[j], ext) == 0)
+                return &foreign[i].fmt;
+    return NULL;
+}
+
+int vdisk_foreign_refuse(const char *path, const struct vdisk_foreign *fmt, bool create)
+{
+    if (create)
+        return vdisk_error(ENOTSUP,
+                           "%s: format %s, %s: this vdisk cannot create %s images; "
+                           "create a qcow2 or raw image instead",
+                           path, fmt->name, fmt->title, fmt->name);
+    return vdisk_error(ENOTSUP,
+                       "%s: a %s image (format %s): this vdisk cannot serve %s images; "
+                       "convert it with qemu-img convert -O qcow2 or raw",
+                       path, fmt->title, fmt->name, fmt->name);
+}
