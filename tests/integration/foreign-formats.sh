@@ -37,7 +37,12 @@ made() {
     local name=$1 fmt=$2 file=$3
     shift 3
     mkdir -p "$T/$name"
-    if qemu-img create -q "$@" "$T/$name/$file" 64M >"$T/.qerr" 2>&1; then
+    # luks times its key derivation on the CPU clock, which a busy machine can upset: retry
+    for _ in 1 2 3; do
+        qemu-img create -q "$@" "$T/$name/$file" 64M >"$T/.qerr" 2>&1 && break
+        rm -f "$T/$name/$file"
+    done
+    if [ -e "$T/$name/$file" ]; then
         # -f: qemu-img's own probe takes a fixed VHD for raw
         eq "$name: qemu-img reads it as $fmt" \
             "$(qemu-img info -U -f "$fmt" --output=json "$T/$name/$file" |
