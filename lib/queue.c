@@ -677,16 +677,18 @@ int vdisk_queue_complete(struct vdisk_queue *q, struct vdisk_request **done, uns
 {
     unsigned n = 0;
 
+    if (q->external && min > 0)
+        return vdisk_error(EINVAL, "%s: a queue on the caller's ring never waits",
+                           q->img->root->path);
     if (min > q->inflight)
         min = q->inflight;
     if (min > max)
         min = max;
     if (q->external) {
-        if (min > 0)
-            return vdisk_error(EINVAL, "%s: a queue on the caller's ring never waits",
-                               q->img->root->path);
         /* workers' completions come through the eventfd's CQE only: then none is left armed */
-        return (int)take_ready(q, done, 0, max);
+        n = take_ready(q, done, 0, max);
+        arm_eventfd(q); /* in case there was no SQE for it before */
+        return (int)n;
     }
     for (;;) {
         n = take_ready(q, done, n, max);

@@ -264,25 +264,31 @@ int vdisk_file_extent(struct vdisk_file *f, uint64_t off, uint64_t limit, bool *
         *end = limit;
         return 0;
     }
-    next = lseek(f->fd_buffered, (off_t)off, SEEK_HOLE);
-    if (next < 0) {
-        if (errno == ENXIO) { /* past end of file: a hole */
-            *is_data = false;
-            *end = limit;
-            return 0;
+    for (;;) {
+        next = lseek(f->fd_buffered, (off_t)off, SEEK_HOLE);
+        if (next < 0) {
+            if (errno == ENXIO) { /* past end of file: a hole */
+                *is_data = false;
+                *end = limit;
+                return 0;
+            }
+            return vdisk_error(errno, "%s: SEEK_HOLE: %m", f->path);
         }
-        return vdisk_error(errno, "%s: SEEK_HOLE: %m", f->path);
-    }
-    if ((uint64_t)next > off) {
-        *is_data = true;
-    } else {
-        *is_data = false;
+        if ((uint64_t)next > off) {
+            *is_data = true;
+            break;
+        }
         next = lseek(f->fd_buffered, (off_t)off, SEEK_DATA);
         if (next < 0) {
             if (errno != ENXIO)
                 return vdisk_error(errno, "%s: SEEK_DATA: %m", f->path);
             next = (off_t)limit;
         }
+        if ((uint64_t)next > off) {
+            *is_data = false;
+            break;
+        }
+        /* OFF became data between the two looks (a write, writeback): look again */
     }
     *end = (uint64_t)next < limit ? (uint64_t)next : limit;
     return 0;

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <liburing.h>
 
 #include "testutil.h"
 #include "vdisk/vdisk.h"
@@ -107,7 +108,17 @@ static void test_destroy_waits(void **state)
 struct op {
     struct vdisk_request rq;
     uint8_t *buf, *expect;
+    struct vdisk_extent ext[8];
     bool busy;
+};
+
+/* How a mix runs. */
+struct mix {
+    const char *format, *options;
+    unsigned flags;
+    uint64_t seed;
+    bool ring;    /* on a ring the test owns, with its own NOPs beside the queue's I/O */
+    bool backing; /* a qcow2 overlay over a raw base full of data */
 };
 
 /* Does [OFF, OFF+LEN) overlap a request in flight? */
@@ -160,24 +171,44 @@ static void *side_main(void *arg)
  * flight (never two on the same bytes) on the lower half, synchronous I/O on
  * the upper half from another thread; then read everything back after reopen.
  */
-static void random_mix(const char *dir, const char *format, const char *options, unsigned flags,
-                       uint64_t seed)
+static void random_mix(const char *dir, const struct mix *m)
 {
-    char *path = test_path(dir, "mix.img");
+    char *path = test_path(dir, "mix.img"), *base = test_path(dir, "base.raw"), opts[512];
     uint8_t *model = calloc(1, IMG_SIZE), *back = malloc(IMG_SIZE);
+    const char *format = m->format;
     struct op ops[DEPTH] = {0};
     struct vdisk_request *done[DEPTH];
+    struct vdisk_queue_stats st;
     struct vdisk_image *img;
     struct vdisk_queue *q;
+    struct io_uring ring;
     struct side sd;
     pthread_t side;
+    uint64_t seed = m->seed, nops_sent = 0, nops_seen = 0;
     int submitted = 0, completed = 0, total = 3000;
 
     assert_non_null(model);
     assert_non_null(back);
-    assert_int_equal(vdisk_create(path, format, IMG_SIZE, options), 0);
-    assert_int_equal(vdisk_open(path, format, flags, NULL, &img), 0);
-    assert_int_equal(vdisk_queue_create(img, DEPTH, 0, &q), 0);
+    snprintf(opts, sizeof(opts), "%s", m->options ? m->options : "");
+    if (m->backing) { /* the base: data everywhere; the overlay shows it until written */
+        for (uint64_t i = 0; i < IMG_SIZE; i++)
+            model[i] = (uint8_t)(rnd(&seed) >> 32);
+        assert_int_equal(vdisk_create(base, "raw", IMG_SIZE, NULL), 0);
+        assert_int_equal(vdisk_open(base, "raw", 0, NULL, &img), 0);
+        assert_int_equal(vdisk_write(img, model, IMG_SIZE, 0, 0), 0);
+        assert_int_equal(vdisk_close(img), 0);
+        snprintf(opts, sizeof(opts), "%s%sbacking_file=%s,backing_fmt=raw",
+                 m->options ? m->options : "", m->options ? "," : "", base);
+    }
+    assert_int_equal(vdisk_create(path, format, IMG_SIZE, opts[0] ? opts : NULL), 0);
+    assert_int_equal(vdisk_open(path, format, m->flags, NULL, &img), 0);
+    if (m->ring) {
+        assert_int_equal(io_uring_queue_init(2 * DEPTH + 8, &ring, 0), 0);
+        assert_int_equal(vdisk_queue_create_on_ring(img, DEPTH, &ring, &q), 0);
+        assert_int_equal(vdisk_queue_complete(q, done, DEPTH, 1), -EINVAL); /* never waits */
+    } else {
+        assert_int_equal(vdisk_queue_create(img, DEPTH, 0, &q), 0);
+    }
     for (int i = 0; i < DEPTH; i++) {
         assert_int_equal(posix_memalign((void **)&ops[i].buf, 4096, MAX_LEN), 0);
         ops[i].expect = malloc(MAX_LEN);
@@ -189,7 +220,7 @@ static void random_mix(const char *dir, const char *format, const char *options,
     while (completed < total) {
         for (int i = 0; i < DEPTH && submitted < total; i++) {
             struct op *o = &ops[i];
-            unsigned kind = rnd(&seed) % 20;
+            unsigned kind = rnd(&seed) % 24;
             uint64_t off, len;
 
             if (o->busy)
@@ -197,14 +228,14 @@ static void random_mix(const char *dir, const char *format, const char *options,
             if (kind < 14 && rnd(&seed) % 4) { /* mostly aligned 4k multiples */
                 len = (rnd(&seed) % (MAX_LEN / 4096) + 1) * 4096;
                 off = rnd(&seed) % ((HALF - len) / 4096 + 1) * 4096;
-            } else if (kind < 14) { /* some at any byte */
+            } else if (kind < 14 || kind >= 20) { /* some at any byte */
                 len = rnd(&seed) % MAX_LEN + 1;
                 off = rnd(&seed) % (HALF - len + 1);
             } else { /* zeroes and discards: whole 64k clusters */
                 len = (rnd(&seed) % 4 + 1) * 65536;
                 off = rnd(&seed) % ((HALF - len) / 65536 + 1) * 65536;
             }
-            if (kind < 18 && overlaps(ops, off, len))
+            if ((kind < 18 || kind >= 20) && overlaps(ops, off, len))
                 continue;
             o->rq =
                 (struct vdisk_request){.buf = o->buf, .offset = off, .length = len, .user_data = o};
@@ -224,31 +255,92 @@ static void random_mix(const char *dir, const char *format, const char *options,
             } else if (kind < 18) {
                 o->rq.op = VDISK_OP_DISCARD;
                 memset(model + off, 0, len);
-            } else {
+            } else if (kind < 20) {
                 o->rq = (struct vdisk_request){.op = VDISK_OP_FLUSH, .user_data = o};
+            } else if (kind < 22) {
+                o->rq.op = VDISK_OP_BLOCK_STATUS;
+                o->rq.buf = o->ext;
+                o->rq.count = 8;
+                memcpy(o->expect, model + off, len);
+            } else {
+                o->rq.op = VDISK_OP_CACHE;
             }
             assert_int_equal(vdisk_queue_submit(q, &o->rq), 0);
             o->busy = true;
             submitted++;
         }
-        int n = vdisk_queue_complete(q, done, DEPTH, 1);
+        int n;
 
-        assert_true(n >= 1);
+        if (m->ring) { /* the caller's loop: its own SQEs and CQEs beside the queue's */
+            struct io_uring_cqe *cqe;
+            struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
+            unsigned head, k = 0;
+
+            if (sqe) {
+                io_uring_prep_nop(sqe);
+                io_uring_sqe_set_data64(sqe, 42);
+                nops_sent++;
+            }
+            assert_true(io_uring_submit_and_wait(&ring, 1) >= 0);
+            io_uring_for_each_cqe(&ring, head, cqe)
+            {
+                k++;
+                if (cqe->user_data & VDISK_QUEUE_CQE_BIT)
+                    vdisk_queue_handle_cqe(q, cqe->user_data, cqe->res);
+                else if (cqe->user_data == 42)
+                    nops_seen++;
+                else
+                    fail_msg("a CQE that is nobody's: %llu", (unsigned long long)cqe->user_data);
+            }
+            io_uring_cq_advance(&ring, k);
+            n = vdisk_queue_complete(q, done, DEPTH, 0);
+            assert_true(n >= 0);
+        } else {
+            n = vdisk_queue_complete(q, done, DEPTH, 1);
+            assert_true(n >= 1);
+        }
         for (int i = 0; i < n; i++) {
             struct op *o = done[i]->user_data;
 
-            if (done[i]->result != 0)
+            if (done[i]->result < 0)
                 fail_msg("%s request failed: %s", format, vdisk_last_error());
             if (o->rq.op == VDISK_OP_READ && memcmp(o->buf, o->expect, o->rq.length) != 0)
                 fail_msg("%s: read of %llu at %llu differs from the model", format,
                          (unsigned long long)o->rq.length, (unsigned long long)o->rq.offset);
+            if (o->rq.op == VDISK_OP_BLOCK_STATUS) { /* a run said to read as zero does */
+                uint64_t pos = o->rq.offset;
+
+                assert_true(done[i]->result >= 1 && done[i]->result <= 8);
+                for (int e = 0; e < done[i]->result; e++) {
+                    assert_int_equal(o->ext[e].offset, pos);
+                    assert_true(o->ext[e].length > 0);
+                    if (o->ext[e].flags & VDISK_EXTENT_ZERO)
+                        for (uint64_t b = 0; b < o->ext[e].length; b++)
+                            if (o->expect[pos - o->rq.offset + b])
+                                fail_msg("%s: block status says zero at %llu, the model not",
+                                         format, (unsigned long long)(pos + b));
+                    pos += o->ext[e].length;
+                }
+                assert_true(pos <= o->rq.offset + o->rq.length);
+            } else if (done[i]->result != 0) {
+                fail_msg("%s: request returned %d", format, done[i]->result);
+            }
             o->busy = false;
             completed++;
         }
     }
     assert_int_equal(pthread_join(side, NULL), 0);
     assert_int_equal(sd.failures, 0);
+    vdisk_queue_get_stats(q, &st);
+    assert_int_equal(st.requests, (uint64_t)total);
+    assert_int_equal(st.ring + st.workers, st.requests);
+    if (getenv("VDISK_NO_IO_URING") == NULL)
+        assert_true(st.ring > 0); /* reads and in-place writes went straight to the files */
     vdisk_queue_destroy(q);
+    if (m->ring) {
+        assert_true(nops_sent > 0);
+        io_uring_queue_exit(&ring);
+    }
     assert_int_equal(vdisk_close(img), 0);
 
     assert_int_equal(vdisk_open(path, format, VDISK_OPEN_RDONLY, NULL, &img), 0);
@@ -262,41 +354,69 @@ static void random_mix(const char *dir, const char *format, const char *options,
     free(model);
     free(back);
     unlink(path);
+    unlink(base);
     free(path);
+    free(base);
 }
 
 static void test_mix_raw(void **state)
 {
-    random_mix(*state, "raw", NULL, 0, 1);
+    random_mix(*state, &(struct mix){.format = "raw", .seed = 1});
 }
 
 static void test_mix_raw_direct(void **state)
 {
-    random_mix(*state, "raw", NULL, VDISK_OPEN_DIRECT, 2);
+    random_mix(*state, &(struct mix){.format = "raw", .flags = VDISK_OPEN_DIRECT, .seed = 2});
 }
 
 static void test_mix_qcow2(void **state)
 {
-    random_mix(*state, "qcow2", NULL, 0, 3);
+    random_mix(*state, &(struct mix){.format = "qcow2", .seed = 3});
 }
 
 static void test_mix_qcow2_direct(void **state)
 {
-    random_mix(*state, "qcow2", "cluster_size=4096", VDISK_OPEN_DIRECT, 4);
+    random_mix(*state, &(struct mix){.format = "qcow2",
+                                     .options = "cluster_size=4096",
+                                     .flags = VDISK_OPEN_DIRECT,
+                                     .seed = 4});
 }
 
 static void test_mix_qcow2_extl2(void **state)
 {
-    random_mix(*state, "qcow2", "extended_l2=on,cluster_size=65536", VDISK_OPEN_DIRECT, 5);
+    random_mix(*state, &(struct mix){.format = "qcow2",
+                                     .options = "extended_l2=on,cluster_size=65536",
+                                     .flags = VDISK_OPEN_DIRECT,
+                                     .seed = 5});
 }
 
 /* Without io_uring (as under Docker's seccomp profile), workers do everything. */
 static void test_mix_no_io_uring(void **state)
 {
     setenv("VDISK_NO_IO_URING", "1", 1);
-    random_mix(*state, "raw", NULL, VDISK_OPEN_DIRECT, 6);
-    random_mix(*state, "qcow2", NULL, 0, 7);
+    random_mix(*state, &(struct mix){.format = "raw", .flags = VDISK_OPEN_DIRECT, .seed = 6});
+    random_mix(*state, &(struct mix){.format = "qcow2", .seed = 7});
     unsetenv("VDISK_NO_IO_URING");
+}
+
+/* A qcow2 overlay over a raw base: unallocated reads go to the base's file on the ring. */
+static void test_mix_overlay(void **state)
+{
+    random_mix(*state, &(struct mix){.format = "qcow2", .seed = 8, .backing = true});
+    random_mix(*state, &(struct mix){.format = "qcow2",
+                                     .options = "cluster_size=4096",
+                                     .flags = VDISK_OPEN_DIRECT,
+                                     .seed = 9,
+                                     .backing = true});
+}
+
+/* On the caller's ring, with the caller's own requests beside the queue's. */
+static void test_mix_callers_ring(void **state)
+{
+    random_mix(*state, &(struct mix){
+                           .format = "raw", .flags = VDISK_OPEN_DIRECT, .seed = 10, .ring = true});
+    random_mix(*state, &(struct mix){.format = "qcow2", .seed = 11, .ring = true});
+    random_mix(*state, &(struct mix){.format = "qcow2", .seed = 12, .ring = true, .backing = true});
 }
 
 int main(void)
@@ -314,6 +434,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_mix_qcow2_extl2, test_setup_tmpdir,
                                         test_teardown_tmpdir),
         cmocka_unit_test_setup_teardown(test_mix_no_io_uring, test_setup_tmpdir,
+                                        test_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_mix_overlay, test_setup_tmpdir, test_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_mix_callers_ring, test_setup_tmpdir,
                                         test_teardown_tmpdir),
     };
 
