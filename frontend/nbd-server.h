@@ -15,9 +15,10 @@ struct nbd_server;
 struct nbd_server_opts {
     const char *export_name; /* NULL or "": the default export only */
     const char *description; /* NULL: none */
-    unsigned threads;        /* workers per connection (not on a queue); 0: default */
+    unsigned threads;        /* unused: each connection is one thread on the request engine */
     unsigned max_conns;      /* 0: default */
     bool quiet;              /* no messages about misbehaving clients */
+    bool verbose;            /* log each connection's engine counters as it ends */
 };
 
 /* A server for IMG (which the caller keeps open and closes after free). */
@@ -29,7 +30,7 @@ int nbd_server_serve(struct nbd_server *srv, int listen_fd);
 void nbd_server_stop(struct nbd_server *srv);
 void nbd_server_free(struct nbd_server *srv);
 
-/* Serve one connected socket (handshake included) in its own threads. */
+/* Serve one connected socket (handshake included) in its own thread. */
 int nbd_server_add_client(struct nbd_server *srv, int fd);
 
 /*

@@ -6,12 +6,13 @@
  * (node_map with NOWAIT): DATA extents become file I/Os on the queue's
  * io_uring, ZERO extents are zeroed at once, UNALLOCATED extents are planned
  * again on the backing node; a write goes to the ring when every extent is
- * DATA (in place). The drivers keep each mapping valid until node_release(),
- * which runs as soon as its I/O completes. Anything else (OTHER extents,
- * allocating writes, flush, discard, zeroes, block status, cache, a map that
- * would block) is handed to the queue's worker threads, which run the
- * synchronous calls and post completions back through an eventfd that the
- * ring reads.
+ * DATA (in place), or is copied into the page cache at submit when it is
+ * small and not O_DIRECT (write_inline). The drivers keep each mapping
+ * valid until node_release(), which runs as soon as its I/O completes.
+ * Anything else (OTHER extents, allocating writes, flush, discard, zeroes,
+ * block status, cache, a map that would block) is handed to the queue's
+ * worker threads, which run the synchronous calls and post completions back
+ * through an eventfd that the ring reads.
  *
  * The ring is the queue's own, or the caller's (vdisk_queue_create_on_ring):
  * then the caller waits on it and hands the queue its CQEs, so one thread can
@@ -25,6 +26,7 @@
  */
 #include <errno.h>
 #include <liburing.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,11 +38,12 @@
 #include "error.h"
 #include "node.h"
 
-#define MAX_DEPTH   4096u
-#define MAX_WORKERS 8u
-#define MAX_SEGS    16u                       /* file I/Os one request may need on the ring */
-#define MAX_RING_IO (1u << 30)                /* larger requests go to the workers */
-#define EFD_TAG     (VDISK_QUEUE_CQE_BIT | 1) /* the eventfd read; segments are aligned */
+#define MAX_DEPTH        4096u
+#define MAX_WORKERS      8u
+#define MAX_SEGS         16u         /* file I/Os one request may need on the ring */
+#define MAX_RING_IO      (1u << 30)  /* larger requests go to the workers */
+#define INLINE_WRITE_MAX (64u << 10) /* page-cache writes this small are done at submit */
+#define EFD_TAG          (VDISK_QUEUE_CQE_BIT | 1) /* the eventfd read; segments are aligned */
 
 struct slot;
 
@@ -410,6 +413,37 @@ static void finish(struct vdisk_queue *q, struct slot *s)
     q->ready_tail = &s->next;
 }
 
+/*
+ * Write S's segments now, from the caller's thread, if they are small and
+ * go to the page cache: io_uring hands a buffered write that the file system
+ * cannot do without blocking (ext4) to a kernel worker, one per file, so
+ * each would cost a hand-off and wait behind the others; copying a few KiB
+ * into the page cache is quicker. FUA writes wait for the disk: not here.
+ */
+static bool write_inline(struct vdisk_queue *q, struct slot *s)
+{
+    const struct vdisk_request *req = s->req;
+
+    if (req->op != VDISK_OP_WRITE || (req->flags & VDISK_WRITE_FUA) ||
+        req->length > INLINE_WRITE_MAX)
+        return false;
+    for (unsigned i = 0; i < s->nsegs; i++)
+        if (s->segs[i].map.file->direct)
+            return false;
+    for (unsigned i = 0; i < s->nsegs && s->result == 0; i++) {
+        struct seg *g = &s->segs[i];
+
+        s->result = vdisk_file_pwrite(g->map.file, g->buf, g->len, g->map.host);
+        if (s->result < 0)
+            snprintf(s->msg, sizeof(s->msg), "%s", vdisk_last_error());
+    }
+    release_segs(s);
+    finish(q, s);
+    q->stats.ring++;
+    atomic_fetch_add(&q->img->queue_ring, 1);
+    return true;
+}
+
 /* Send a read or write straight to the files; -EAGAIN if it cannot go there whole. */
 static int try_ring(struct vdisk_queue *q, struct slot *s)
 {
@@ -422,6 +456,8 @@ static int try_ring(struct vdisk_queue *q, struct slot *s)
         release_segs(s);
         return -EAGAIN;
     }
+    if (write_inline(q, s))
+        return 0;
     s->pending = s->nsegs;
     if (s->nsegs == 0) { /* all zeroes: done already */
         finish(q, s);
@@ -672,6 +708,20 @@ static unsigned take_ready(struct vdisk_queue *q, struct vdisk_request **done, u
     return n;
 }
 
+/* Without waiting, take what the ring and the workers finished (MIN 0: a caller polling). */
+static void poll_completions(struct vdisk_queue *q)
+{
+    struct pollfd p = {q->efd, POLLIN, 0};
+
+    if (q->ring) {
+        reap(q);
+        return;
+    }
+    if (poll(&p, 1, 0) > 0 && read(q->efd, &q->efd_value, sizeof(q->efd_value)) < 0)
+        q->efd_value = 0; /* read, so that poll_fd quiets down; nothing to do if not */
+    collect_workers(q);
+}
+
 int vdisk_queue_complete(struct vdisk_queue *q, struct vdisk_request **done, unsigned max,
                          unsigned min)
 {
@@ -680,6 +730,8 @@ int vdisk_queue_complete(struct vdisk_queue *q, struct vdisk_request **done, uns
     if (q->external && min > 0)
         return vdisk_error(EINVAL, "%s: a queue on the caller's ring never waits",
                            q->img->root->path);
+    if (!q->external && min == 0)
+        poll_completions(q);
     if (min > q->inflight)
         min = q->inflight;
     if (min > max)
@@ -712,6 +764,14 @@ int vdisk_queue_complete(struct vdisk_queue *q, struct vdisk_request **done, uns
         }
         reap(q);
     }
+}
+
+int vdisk_queue_poll_fd(const struct vdisk_queue *q)
+{
+    if (q->external)
+        return vdisk_error(EINVAL, "%s: a queue on the caller's ring has no fd of its own",
+                           q->img->root->path);
+    return q->ring ? q->ring->ring_fd : q->efd;
 }
 
 unsigned vdisk_queue_inflight(const struct vdisk_queue *q)

@@ -148,9 +148,10 @@ int vdisk_check(struct vdisk_image *img, unsigned flags, struct vdisk_check_resu
  * Asynchronous requests. A queue belongs to one thread and keeps up to DEPTH
  * requests in flight, completing in any order. Reads and writes whose bytes
  * lie as they are in the image file (raw; allocated qcow2 clusters) go to the
- * kernel through io_uring; the rest run on the queue's worker threads. While
- * a thread has requests in flight it must not call the synchronous functions
- * above on the same image (they may wait for those requests to complete).
+ * kernel through io_uring (a small write to the page cache is copied there at
+ * submit); the rest run on the queue's worker threads. While a thread has
+ * requests in flight it must not call the synchronous functions above on the
+ * same image (they may wait for those requests to complete).
  */
 struct vdisk_queue;
 
@@ -212,12 +213,21 @@ int vdisk_queue_submit(struct vdisk_queue *q, struct vdisk_request *req);
 
 /*
  * Collect up to MAX completed requests into DONE, waiting until at least MIN
- * (capped at the number in flight) have completed; returns how many. A failed
- * request's message is this thread's vdisk_last_error() afterwards. MIN must
- * be 0 on a caller's ring.
+ * (capped at the number in flight) have completed; returns how many (MIN 0:
+ * whatever has completed, without waiting). A failed request's message is
+ * this thread's vdisk_last_error() afterwards. MIN must be 0 on a caller's
+ * ring.
  */
 int vdisk_queue_complete(struct vdisk_queue *q, struct vdisk_request **done, unsigned max,
                          unsigned min);
+
+/*
+ * For a caller that waits in its own poll loop on a queue of its own ring or
+ * of none: an fd that polls readable when requests may have completed; then
+ * vdisk_queue_complete(q, done, max, 0) collects them. -EINVAL on a caller's
+ * ring (that ring's fd is the caller's).
+ */
+int vdisk_queue_poll_fd(const struct vdisk_queue *q);
 
 /* Requests submitted and not yet collected. */
 unsigned vdisk_queue_inflight(const struct vdisk_queue *q);
@@ -225,7 +235,8 @@ unsigned vdisk_queue_inflight(const struct vdisk_queue *q);
 /* What a queue has done since it was made. */
 struct vdisk_queue_stats {
     uint64_t requests; /* submitted */
-    uint64_t ring;     /* went to the files on the io_uring, no thread hand-off */
+    uint64_t ring;     /* went to the files: on the io_uring, or at once (a small write to
+                          the page cache); no thread hand-off */
     uint64_t workers;  /* ran on the worker threads (synchronous path) */
     uint64_t ring_ios; /* file I/Os on the ring (a request may need several) */
 };

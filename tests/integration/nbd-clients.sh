@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # vdisk serve against real NBD clients: nbdinfo, nbdcopy, qemu-img, qemu-io,
-# nbdsh; for raw and qcow2, each through the page cache
-# (worker threads) and with --direct (one thread on a vdisk_queue). About 60 s.
+# nbdsh; for raw and qcow2, each through the page cache and with --direct
+# (both on the request engine, vdisk_queue). About 60 s.
 . "$(dirname "$0")/../lib.sh"
 export VDISK_RUN_DIR=$T/run
 nbdsh() { /usr/bin/python3 -m nbd "$@"; } # Debian's python3-libnbd, whatever python3 PATH finds
@@ -28,9 +28,12 @@ dd if=/dev/urandom of="$T/src.raw" bs=1M seek=1 count=8 conv=notrunc status=none
 dd if=/dev/urandom of="$T/src.raw" bs=4k seek=6000 count=3 conv=notrunc status=none
 dd if=/dev/zero of="$T/src.raw" bs=1M seek=40 count=4 conv=notrunc status=none
 
-for cfg in raw qcow2 raw-direct qcow2-direct; do
-    fmt=${cfg%-direct} img=$T/disk.$cfg args=()
-    [ "$cfg" = "$fmt" ] || args=(--direct)
+# raw-nouring: the server and its engine without io_uring (as under Docker's
+# seccomp profile): it polls the socket, the engine's workers do the I/O
+for cfg in raw qcow2 raw-direct qcow2-direct raw-nouring; do
+    fmt=${cfg%-*} img=$T/disk.$cfg args=()
+    [ "$cfg" = "${cfg%-direct}" ] || args=(--direct)
+    if [ "$cfg" = raw-nouring ]; then export VDISK_NO_IO_URING=1; else unset VDISK_NO_IO_URING; fi
     if [ "$fmt" = raw ]; then
         cp --sparse=always "$T/src.raw" "$img"
     else
@@ -116,6 +119,16 @@ for i in range(64):
 while h.aio_in_flight() > 0:
     h.poll(-1)
 '
+    ok "$cfg: nbdsh: trim and write zeroes with FUA (FAST_ZERO may be refused)" nbdsh -u "$URI" -c '
+import errno
+h.trim(65536, 30 << 20, nbd.CMD_FLAG_FUA)
+h.zero(65536, 31 << 20, nbd.CMD_FLAG_FUA)
+assert h.pread(65536, 31 << 20) == bytes(65536)
+try:
+    h.zero(65536, 31 << 20, nbd.CMD_FLAG_FAST_ZERO)
+except nbd.Error as e:
+    assert e.errnum == errno.ENOTSUP, e
+'
     ok "$cfg: nbdsh block status with REQ_ONE" nbdsh --base-allocation -u "$URI" -c '
 seen = []
 def f(meta, off, ents, err):
@@ -137,7 +150,34 @@ assert len(seen) == 2 and seen[0] <= 65536, seen
         nbdsh -u "$URI" -c 'h.pwrite(b"x" * 512, 0)'
     ok "$cfg: read-only export reads" qemu-io -r -f raw -c 'read -P 0xab 2M 1M' "$URI"
     stop_server
+
+    # the engine serves it: 8 reads, a block status, a cache and a flush on one
+    # connection; --verbose logs its counters as it ends. Raw reads all go to
+    # io_uring (page cache too); qcow2's first may load an L2 table on a worker.
+    serve "$cfg-engine" "$img" --verbose "${args[@]}"
+    ok "$cfg: nbdsh: 11 requests" nbdsh --base-allocation -u "$URI" -c '
+for i in range(8):
+    h.pread(4096, (20 << 20) + i * 65536)
+h.block_status(65536, 0, lambda *a: 0)
+h.cache(65536, 0)
+h.flush()
+'
+    ok "$cfg: SIGTERM after the engine's requests" stop_server
+    engine=$(sed -n 's/.*engine: \(11 requests: .*\)/\1/p' "$T/$cfg-engine.log")
+    ring=$(sed -n 's/^11 requests: \([0-9]*\) on io_uring.*/\1/p' <<<"$engine")
+    if [ "$cfg" = raw-nouring ]; then
+        eq "$cfg: the engine ran the requests, all on its workers" "$engine" \
+            "11 requests: 0 on io_uring (0 file I/Os), 11 on its worker threads"
+    elif [ "$fmt" = raw ]; then
+        eq "$cfg: the engine ran the requests, reads on io_uring" "$engine" \
+            "11 requests: 8 on io_uring (8 file I/Os), 3 on its worker threads"
+    elif [ -n "$ring" ] && [ "$ring" -ge 7 ]; then
+        pass "$cfg: the engine ran the requests, reads on io_uring ($engine)"
+    else
+        fail "$cfg: the engine ran the requests, reads on io_uring (log: $(cat "$T/$cfg-engine.log"))"
+    fi
 done
+unset VDISK_NO_IO_URING
 
 # TCP: a bare port listens on the loopback address only, an explicit address works
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

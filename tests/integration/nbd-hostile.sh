@@ -2,18 +2,21 @@
 # SPDX-License-Identifier: MIT
 # vdisk serve against a hand-rolled hostile client (tests/tools/nbd-hostile.py)
 # and nbdsh: bad magic, unknown options, oversized lengths, offsets past the
-# end, truncated requests, disconnects mid-write; page cache and --direct. About 10 s.
+# end, truncated requests, disconnects mid-write; page cache, --direct and
+# without io_uring. About 10 s.
 . "$(dirname "$0")/../lib.sh"
 export VDISK_RUN_DIR=$T/run
 nbdsh() { /usr/bin/python3 -m nbd "$@"; }
 
 truncate -s 16M "$T/d.raw"
 dd if=/dev/urandom of="$T/d.raw" bs=1M count=2 conv=notrunc status=none
-# through the page cache (worker threads), then with --direct (a vdisk_queue);
-# the body is not indented: it holds Python for nbdsh
-for mode in page direct; do
+# through the page cache, with --direct, and without io_uring (the server
+# polls, the engine's workers do the I/O); the body is not indented: it holds
+# Python for nbdsh
+for mode in page direct nouring; do
 args=()
 [ "$mode" = direct ] && args=(--direct)
+if [ "$mode" = nouring ]; then export VDISK_NO_IO_URING=1; else unset VDISK_NO_IO_URING; fi
 "$VDISK" serve "${args[@]}" --socket "$T/s.sock" "$T/d.raw" >/dev/null 2>"$T/serve.log" &
 SPID=$!
 at_exit "kill $SPID"

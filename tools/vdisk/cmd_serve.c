@@ -26,7 +26,7 @@ static void on_signal(int sig)
 static void usage(FILE *out)
 {
     fprintf(out, "usage: vdisk serve [--socket PATH | --listen [HOST:]PORT] [-r] [-f FMT] "
-                 "[--direct] [--name NAME] [--threads N] [--quiet] IMAGE\n"
+                 "[--direct] [--name NAME] [--quiet] [--verbose] IMAGE\n"
                  "  default: --listen 127.0.0.1:10809\n");
 }
 
@@ -45,11 +45,17 @@ static void trap_signals(void)
 int cmd_serve(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"socket", required_argument, NULL, 's'},  {"listen", required_argument, NULL, 'l'},
-        {"read-only", no_argument, NULL, 'r'},     {"format", required_argument, NULL, 'f'},
-        {"direct", no_argument, NULL, 'D'},        {"name", required_argument, NULL, 'n'},
-        {"threads", required_argument, NULL, 't'}, {"quiet", no_argument, NULL, 'q'},
-        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+        {"socket", required_argument, NULL, 's'},
+        {"listen", required_argument, NULL, 'l'},
+        {"read-only", no_argument, NULL, 'r'},
+        {"format", required_argument, NULL, 'f'},
+        {"direct", no_argument, NULL, 'D'},
+        {"name", required_argument, NULL, 'n'},
+        {"threads", required_argument, NULL, 't'},
+        {"quiet", no_argument, NULL, 'q'},
+        {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     struct nbd_server_opts opts = {0};
     const char *sock = NULL, *listen_addr = NULL, *format = NULL;
@@ -57,7 +63,7 @@ int cmd_serve(int argc, char **argv)
     unsigned flags = 0;
     int c, fd, r, status = 1;
 
-    while ((c = getopt_long(argc, argv, "s:l:rf:n:t:qh", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "s:l:rf:n:t:qvh", longopts, NULL)) != -1) {
         switch (c) {
         case 's':
             sock = optarg;
@@ -77,13 +83,16 @@ int cmd_serve(int argc, char **argv)
         case 'n':
             opts.export_name = optarg;
             break;
-        case 't':
+        case 't': /* accepted for old scripts: a connection is one thread on the engine now */
             opts.threads = (unsigned)atoi(optarg);
             if (opts.threads < 1 || opts.threads > 64)
                 return err("--threads %s: want 1 to 64", optarg);
             break;
         case 'q':
             opts.quiet = true;
+            break;
+        case 'v':
+            opts.verbose = true;
             break;
         case 'h':
             usage(stdout);
