@@ -42,6 +42,7 @@
 #define MAX_WORKERS      8u
 #define MAX_SEGS         16u         /* file I/Os one request may need on the ring */
 #define MAX_RING_IO      (1u << 30)  /* larger requests go to the workers */
+#define ASYNC_COPY_MIN   (256u << 10) /* page-cache I/O this large is copied by a kernel worker */
 #define INLINE_WRITE_MAX (64u << 10) /* page-cache writes this small are done at submit */
 #define EFD_TAG          (VDISK_QUEUE_CQE_BIT | 1) /* the eventfd read; segments are aligned */
 
@@ -344,6 +345,8 @@ static int prep_seg(struct vdisk_queue *q, struct seg *g)
         io_uring_prep_write(sqe, fd, p, len, host);
     if (req->op == VDISK_OP_WRITE && (req->flags & VDISK_WRITE_FUA) && !f->unsafe)
         sqe->rw_flags = RWF_DSYNC;
+    if (fd == f->fd_buffered && len >= ASYNC_COPY_MIN)
+        sqe->flags |= IOSQE_ASYNC;
     io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)g | VDISK_QUEUE_CQE_BIT);
     q->stats.ring_ios++;
     return 0;

@@ -31,6 +31,7 @@
 #define RING_SQ        128  /* the socket's recv and the engine's MAX_INFLIGHT + 1, with room */
 #define RING_CQ        1024 /* a request may take several file I/Os */
 #define THREAD_STACK   (256 * 1024)
+#define BRIEF_US       200 /* while the engine completes requests, the socket waits this long at most */
 
 /* Print "vdisk: nbd: client N: " and the message. */
 static void vlog_conn(struct conn *c, const char *fmt, va_list ap)
@@ -67,12 +68,20 @@ static void log_conn(struct conn *c, const char *fmt, ...)
 /* Make C's ring and its engine queue on it; without io_uring, a queue on the engine's workers. */
 static int conn_setup(struct conn *c)
 {
-    struct io_uring_params p = {.flags = IORING_SETUP_CQSIZE, .cq_entries = RING_CQ};
+    /* one thread submits and waits: completions' work can wait for its next wait */
+    struct io_uring_params p = {.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SINGLE_ISSUER |
+                                         IORING_SETUP_DEFER_TASKRUN,
+                                .cq_entries = RING_CQ};
     const char *no_uring = getenv("VDISK_NO_IO_URING"); /* test switch, as the engine's */
     int r = -ENOSYS;
 
-    if (!no_uring || strcmp(no_uring, "1") != 0)
+    if (!no_uring || strcmp(no_uring, "1") != 0) {
         r = io_uring_queue_init_params(RING_SQ, &c->ring, &p);
+        if (r == -EINVAL) { /* before Linux 6.1 */
+            p = (struct io_uring_params){.flags = IORING_SETUP_CQSIZE, .cq_entries = RING_CQ};
+            r = io_uring_queue_init_params(RING_SQ, &c->ring, &p);
+        }
+    }
     c->on_ring = r == 0;
     if (c->on_ring)
         r = vdisk_queue_create_on_ring(c->srv->img, MAX_INFLIGHT, &c->ring, &c->q);
@@ -100,17 +109,39 @@ static int conn_poll(struct conn *c)
     return 0; /* the engine's completions: xmit_reap() collects them */
 }
 
-/* Submit what is queued, wait for an event on C's ring, and hand every CQE to its owner. */
-static int conn_wait(struct conn *c)
+/* How conn_wait() waits. */
+enum wait {
+    WAIT_NOT,   /* submit what is queued, take what is there */
+    WAIT_BRIEF, /* ... and wait for an event, at most BRIEF_US */
+    WAIT_EVENT, /* ... and wait for an event */
+};
+
+/*
+ * Submit what is queued on C's ring, wait as HOW says, and hand every CQE
+ * that came to its owner (the engine, or the socket's recv). 1 when a brief
+ * wait saw nothing, 0, or <0.
+ */
+static int conn_wait(struct conn *c, enum wait how)
 {
+    struct __kernel_timespec brief = {0, BRIEF_US * 1000};
     struct io_uring_cqe *cqe;
     unsigned head, n = 0;
     int r;
 
     if (!c->on_ring)
-        return conn_poll(c);
-    r = io_uring_submit_and_wait(&c->ring, 1);
-    if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY)
+        return how == WAIT_NOT ? 0 : conn_poll(c);
+    /* a timed wait only where the kernel takes its timeout as an argument, not an SQE */
+    if (how == WAIT_BRIEF && !(c->ring.features & IORING_FEAT_EXT_ARG))
+        how = WAIT_EVENT;
+    if (how == WAIT_EVENT)
+        r = io_uring_submit_and_wait(&c->ring, 1);
+    else if (how == WAIT_BRIEF)
+        r = io_uring_submit_and_wait_timeout(&c->ring, &cqe, 1, &brief, NULL);
+    else if (io_uring_sq_ready(&c->ring) > 0)
+        r = io_uring_submit(&c->ring);
+    else
+        r = 0;
+    if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY && r != -ETIME)
         return r;
     io_uring_for_each_cqe(&c->ring, head, cqe)
     {
@@ -121,29 +152,50 @@ static int conn_wait(struct conn *c)
             sock_recv_done(c, cqe->res);
     }
     io_uring_cq_advance(&c->ring, n);
-    return 0;
+    return how == WAIT_BRIEF && n == 0;
 }
 
 /*
  * Transmission: serve C until the client is done (0) or the stream breaks
  * (<0). Input is read whenever a command is free, whatever is in flight.
+ * Between requests, while the engine has some in flight and completes them,
+ * the socket is read after each completion (or BRIEF_US at most), so the
+ * requests that came meanwhile go to the disk together; once it stops
+ * completing them, a recv waits on the ring beside them. A payload is read
+ * as it comes.
  */
 static int conn_transmit(struct conn *c)
 {
     for (;;) {
-        int took = xmit_take(c), r = took;
+        int want = xmit_take(c), r = want;
+        bool busy;
 
+        /* new requests to the kernel before the replies go out: the disk starts sooner */
+        if (r >= 0)
+            r = conn_wait(c, WAIT_NOT);
         if (r >= 0)
             r = xmit_reap(c);
-        if (r >= 0)
-            r = xmit_flush(c);
         if (r < 0)
             return r;
-        if (took == 1 && xmit_room(c))
+        /* at a request boundary (not in a payload), with the engine at work */
+        busy = c->on_ring && vdisk_queue_inflight(c->q) > 0 && !c->fill && !c->skip &&
+               c->rpos == c->rlen;
+        if (want == XMIT_INPUT && !c->recv_armed && busy && sock_recv_now(c))
+            continue; /* more requests came: start them too, then reply */
+        r = xmit_flush(c);
+        if (r < 0)
+            return r;
+        if (want == XMIT_ROOM && xmit_room(c))
             continue; /* replies went out: commands are free again */
-        if (!c->recv_armed && vdisk_queue_inflight(c->q) == 0)
+        if (want == XMIT_END && vdisk_queue_inflight(c->q) == 0)
             return 0; /* the input is over and everything is answered */
-        r = conn_wait(c);
+        if (want == XMIT_INPUT && !c->recv_armed) {
+            r = busy ? conn_wait(c, WAIT_BRIEF) : 1;
+            if (r == 1)
+                sock_arm_recv(c);
+        }
+        if (r == 1 || (r == 0 && (want != XMIT_INPUT || c->recv_armed)))
+            r = conn_wait(c, WAIT_EVENT);
         if (r < 0) {
             log_conn(c, "io_uring wait: %s", strerror(-r));
             return r;
@@ -161,7 +213,7 @@ static void conn_drain(struct conn *c)
     c->dead = true;
     shutdown(c->fd, SHUT_RDWR);
     while (c->recv_armed || vdisk_queue_inflight(c->q) > 0) {
-        if (conn_wait(c) < 0)
+        if (conn_wait(c, WAIT_EVENT) < 0)
             usleep(1000); /* retried, never given up: the kernel holds our buffers */
         xmit_reap(c);
         xmit_flush(c);

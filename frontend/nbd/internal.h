@@ -114,8 +114,9 @@ void log_client(struct conn *c, const char *fmt, ...) __attribute__((format(prin
 int sock_read(struct conn *c, void *buf, size_t n);
 int sock_send(int fd, struct iovec *iov, int n);
 int sock_send_all(int fd, const void *buf, size_t len);
-void sock_arm_recv(struct conn *c, uint8_t *dst, size_t len);
-void sock_recv_now(struct conn *c);
+void sock_want(struct conn *c, uint8_t *dst, size_t len);
+void sock_arm_recv(struct conn *c);
+int sock_recv_now(struct conn *c);
 void sock_recv_done(struct conn *c, int res);
 int out_room(struct conn *c, int niov, size_t hbytes);
 void out_copy(struct conn *c, const void *data, size_t len);
@@ -125,7 +126,10 @@ int out_flush(struct conn *c);
 /* handshake.c */
 int nbd_handshake(struct conn *c);
 
-/* transmission.c */
+/* transmission.c: what xmit_take() stopped for */
+#define XMIT_INPUT 0 /* input (sock_want() says which) */
+#define XMIT_ROOM  1 /* a free command: call again once replies went out */
+#define XMIT_END   2 /* nothing: the input is over */
 uint16_t transmission_flags(const struct conn *c);
 int xmit_init(struct conn *c);
 int xmit_take(struct conn *c);

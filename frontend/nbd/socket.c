@@ -74,15 +74,13 @@ int sock_send_all(int fd, const void *buf, size_t len)
 }
 
 /*
- * Ask for input: into DST (LEN bytes of a write's payload, all of them) or,
- * DST NULL, into the free end of the input buffer, moved to the front first.
- * On the ring it is a recv SQE; else sock_recv_now() reads once poll() says
- * so. The buffer is the kernel's until sock_recv_done().
+ * Note the input wanted next: LEN bytes into DST (the rest of a write's
+ * payload) or, DST NULL, whatever comes into the free end of the input
+ * buffer, moved to the front first. sock_arm_recv() or sock_recv_now()
+ * reads it.
  */
-void sock_arm_recv(struct conn *c, uint8_t *dst, size_t len)
+void sock_want(struct conn *c, uint8_t *dst, size_t len)
 {
-    struct io_uring_sqe *sqe;
-
     c->recv_to_fill = dst != NULL;
     c->recv_flags = dst ? MSG_WAITALL : 0; /* a payload: one CQE when it is all here */
     if (!dst) {
@@ -96,6 +94,17 @@ void sock_arm_recv(struct conn *c, uint8_t *dst, size_t len)
     }
     c->recv_dst = dst;
     c->recv_len = len;
+}
+
+/*
+ * Read the wanted input when it comes: a recv SQE on the ring, or, without
+ * one, a recv once poll() says so (sock_recv_now). Its buffer is the
+ * kernel's until sock_recv_done().
+ */
+void sock_arm_recv(struct conn *c)
+{
+    struct io_uring_sqe *sqe;
+
     c->recv_armed = true;
     if (!c->on_ring)
         return;
@@ -108,16 +117,21 @@ void sock_arm_recv(struct conn *c, uint8_t *dst, size_t len)
         sock_recv_done(c, -EBUSY);
         return;
     }
-    io_uring_prep_recv(sqe, c->fd, dst, len, c->recv_flags);
+    io_uring_prep_recv(sqe, c->fd, c->recv_dst, c->recv_len, c->recv_flags);
     io_uring_sqe_set_data64(sqe, RECV_TAG);
 }
 
-/* Without the ring: the recv asked for, now that the socket is readable. */
-void sock_recv_now(struct conn *c)
+/* Read the wanted input if the socket has some, without waiting: 1 if it brought bytes or the end. */
+int sock_recv_now(struct conn *c)
 {
     ssize_t r = recv(c->fd, c->recv_dst, c->recv_len, MSG_DONTWAIT);
 
+    if (r < 0 && (errno == EAGAIN || errno == EINTR)) {
+        c->recv_armed = false;
+        return 0;
+    }
     sock_recv_done(c, r < 0 ? -errno : (int)r);
+    return 1;
 }
 
 /* The recv came back with RES: count the bytes, or note the end of the stream. */

@@ -477,10 +477,12 @@ static void cmd_put(struct conn *c, struct nbd_cmd *cmd)
     c->freel[c->nfree++] = (unsigned)(cmd - c->cmd);
 }
 
+#define TOOK 3 /* take_payload(), take_request(): took something, go on */
+
 /*
  * Take the payload of the write in c->fill from the input; start the write
- * once it is all here, else ask the socket for the rest. 1: started; 0:
- * waiting for input (or the stream ended in it); <0 as cmd_start.
+ * once it is all here, else say what to read. TOOK: started; XMIT_INPUT or
+ * XMIT_END (the stream ended in it); <0 as cmd_start.
  */
 static int take_payload(struct conn *c)
 {
@@ -494,26 +496,27 @@ static int take_payload(struct conn *c)
     want -= k;
     if (want == 0) {
         c->fill = NULL;
-        return cmd_start(c, cmd) < 0 ? -EPIPE : 1;
+        return cmd_start(c, cmd) < 0 ? -EPIPE : TOOK;
     }
     if (c->eof) {
         log_client(c, "connection lost in a write's payload");
         c->fill = NULL;
         cmd_put(c, cmd); /* nothing of it is written */
-        return 0;
+        return XMIT_END;
     }
     /* a large rest straight into the buffer; a small one with what follows it */
     if (want >= RBUF_SIZE / 2)
-        sock_arm_recv(c, (uint8_t *)cmd->buf + c->fill_have, want);
+        sock_want(c, (uint8_t *)cmd->buf + c->fill_have, want);
     else
-        sock_arm_recv(c, NULL, 0);
-    return 0;
+        sock_want(c, NULL, 0);
+    return XMIT_INPUT;
 }
 
 /*
  * Decode the next request of the input and start it (a write once its
- * payload is here). 1: took one; 0: waiting for input, or none will come;
- * <0: a broken stream, or a reply that could not go out.
+ * payload is here). TOOK: took one; XMIT_INPUT: a header is not all here;
+ * XMIT_END: no more will come; <0: a broken stream, or a reply that could
+ * not go out.
  */
 static int take_request(struct conn *c)
 {
@@ -521,9 +524,10 @@ static int take_request(struct conn *c)
     struct nbd_cmd *cmd;
 
     if (c->rlen - c->rpos < sizeof(raw)) {
-        if (!c->eof)
-            sock_arm_recv(c, NULL, 0);
-        return 0; /* at the end: a truncated request is dropped */
+        if (c->eof)
+            return XMIT_END; /* a truncated request is dropped */
+        sock_want(c, NULL, 0);
+        return XMIT_INPUT;
     }
     memcpy(&raw, c->rbuf + c->rpos, sizeof(raw));
     c->rpos += sizeof(raw);
@@ -533,7 +537,7 @@ static int take_request(struct conn *c)
     }
     if (be16toh(raw.type) == NBD_CMD_DISC) {
         c->eof = true; /* answer what is in flight, then close */
-        return 0;
+        return XMIT_END;
     }
     cmd = cmd_get(c);
     cmd->flags = be16toh(raw.flags);
@@ -542,10 +546,10 @@ static int take_request(struct conn *c)
     cmd->offset = be64toh(raw.offset);
     cmd->length = be32toh(raw.length);
     if (cmd->type != NBD_CMD_WRITE || cmd->length == 0)
-        return cmd_start(c, cmd) < 0 ? -EPIPE : 1;
+        return cmd_start(c, cmd) < 0 ? -EPIPE : TOOK;
     if (payload_refused(c, cmd)) {
         c->skip = cmd->length; /* stepped over, so the stream stays in step */
-        return cmd_start(c, cmd) < 0 ? -EPIPE : 1;
+        return cmd_start(c, cmd) < 0 ? -EPIPE : TOOK;
     }
     if (cmd_reserve(cmd, cmd->length) < 0) {
         log_client(c, "out of memory for a %u byte write", cmd->length);
@@ -554,19 +558,23 @@ static int take_request(struct conn *c)
     }
     c->fill = cmd;
     c->fill_have = 0;
-    return 1;
+    return TOOK;
 }
 
 /*
  * Take what the input holds: drop refused payloads, fill write payloads,
- * decode and start requests, while commands are free; ask the socket for
- * more when it runs dry. 1: stopped for want of a free command (call again
- * once replies went out); 0: waiting for input, or none will come; <0: a
- * broken stream or a reply that could not go out (hard disconnect).
+ * decode and start requests, while commands are free. XMIT_INPUT: more
+ * input is wanted (sock_want() noted which) or a recv is out; XMIT_ROOM:
+ * no command is free; XMIT_END: the input is over; <0: a broken stream or
+ * a reply that could not go out (hard disconnect).
  */
 int xmit_take(struct conn *c)
 {
-    while (!c->recv_armed && !c->dead) {
+    if (c->dead)
+        return XMIT_END;
+    if (c->recv_armed)
+        return XMIT_INPUT; /* the kernel has the buffer */
+    for (;;) {
         int r;
 
         if (c->skip > 0) {
@@ -576,22 +584,22 @@ int xmit_take(struct conn *c)
             c->skip -= k;
             if (c->skip == 0)
                 continue;
-            if (!c->eof)
-                sock_arm_recv(c, NULL, 0);
-            return 0;
+            if (c->eof)
+                return XMIT_END;
+            sock_want(c, NULL, 0);
+            return XMIT_INPUT;
         }
         if (c->fill)
             r = take_payload(c);
         else if (c->eof && c->rpos == c->rlen)
-            return 0;
+            return XMIT_END;
         else if (!xmit_room(c))
-            return 1;
+            return XMIT_ROOM;
         else
             r = take_request(c);
-        if (r <= 0)
+        if (r != TOOK)
             return r;
     }
-    return 0;
 }
 
 /* Reply to every request the engine has finished. 0, or <0 as cmd_start. */
