@@ -40,10 +40,10 @@
 
 #define MAX_DEPTH        4096u
 #define MAX_WORKERS      8u
-#define MAX_SEGS         16u         /* file I/Os one request may need on the ring */
-#define MAX_RING_IO      (1u << 30)  /* larger requests go to the workers */
+#define MAX_SEGS         16u          /* file I/Os one request may need on the ring */
+#define MAX_RING_IO      (1u << 30)   /* larger requests go to the workers */
 #define ASYNC_COPY_MIN   (256u << 10) /* page-cache I/O this large is copied by a kernel worker */
-#define INLINE_WRITE_MAX (64u << 10) /* page-cache writes this small are done at submit */
+#define INLINE_WRITE_MAX (64u << 10)  /* page-cache writes this small are done at submit */
 #define EFD_TAG          (VDISK_QUEUE_CQE_BIT | 1) /* the eventfd read; segments are aligned */
 
 struct slot;
@@ -720,8 +720,9 @@ static void poll_completions(struct vdisk_queue *q)
         reap(q);
         return;
     }
+    /* reset the eventfd, so that vdisk_queue_poll_fd() quiets down */
     if (poll(&p, 1, 0) > 0 && read(q->efd, &q->efd_value, sizeof(q->efd_value)) < 0)
-        q->efd_value = 0; /* read, so that poll_fd quiets down; nothing to do if not */
+        q->efd_value = 0; /* nothing there after all: fine */
     collect_workers(q);
 }
 

@@ -121,7 +121,7 @@ void sock_arm_recv(struct conn *c)
     io_uring_sqe_set_data64(sqe, RECV_TAG);
 }
 
-/* Read the wanted input if the socket has some, without waiting: 1 if it brought bytes or the end. */
+/* Read the wanted input if the socket has some, without waiting: 1 if bytes (or the end) came. */
 int sock_recv_now(struct conn *c)
 {
     ssize_t r = recv(c->fd, c->recv_dst, c->recv_len, MSG_DONTWAIT);
