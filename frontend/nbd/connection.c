@@ -189,13 +189,16 @@ static int conn_transmit(struct conn *c)
             continue; /* replies went out: commands are free again */
         if (want == XMIT_END && vdisk_queue_inflight(c->q) == 0)
             return 0; /* the input is over and everything is answered */
-        if (want == XMIT_INPUT && !c->recv_armed) {
-            r = busy ? conn_wait(c, WAIT_BRIEF) : 1;
-            if (r == 1)
-                sock_arm_recv(c);
+        if (want == XMIT_INPUT && !c->recv_armed && busy) {
+            r = conn_wait(c, WAIT_BRIEF);
+            if (r == 0)
+                continue; /* the engine completed something: the socket next */
         }
-        if (r == 1 || (r == 0 && (want != XMIT_INPUT || c->recv_armed)))
+        if (r >= 0) {
+            if (want == XMIT_INPUT && !c->recv_armed)
+                sock_arm_recv(c);
             r = conn_wait(c, WAIT_EVENT);
+        }
         if (r < 0) {
             log_conn(c, "io_uring wait: %s", strerror(-r));
             return r;
