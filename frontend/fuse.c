@@ -2,24 +2,31 @@
 /*
  * The FUSE frontend: one image, one regular file, the root inode of a FUSE
  * mount laid over an empty regular file (as qemu-storage-daemon's FUSE export
- * does). Built on libfuse's low-level API with our own pool of worker threads:
+ * does). Built on libfuse's low-level API and the request engine (vdisk_queue),
+ * in the way of the kernel's ublk selftests (kublk): a few threads, each
+ * owning an io_uring and a vdisk_queue on that ring, with the readiness of
+ * /dev/fuse (non-blocking) polled on the same ring. A thread waits only on its
+ * ring: /dev/fuse readable -> receive requests until it would block and start
+ * them on the engine; the engine's CQEs -> vdisk_queue_handle_cqe(); finished
+ * requests -> fuse_reply_*() from that thread. The file I/O of raw images and
+ * of allocated qcow2 clusters thus goes to the kernel from the ring, with no
+ * thread hand-off; the rest runs on the engine's worker threads.
  *
  *  - every open file gets FOPEN_DIRECT_IO, so no page cache sits between the
  *    loop device and the image, and async direct I/O keeps many requests in
  *    flight (max_background is raised for that);
- *  - requests are received into buffers placed so that a WRITE's payload is
- *    page aligned, which lets an O_DIRECT image take it without a copy;
- *  - raw images opened with direct I/O take a fast path: reads and writes go
- *    to an O_DIRECT descriptor through io_uring, workers only receive and
- *    submit, one completer thread replies; other formats go through libvdisk
- *    on the worker that received the request (one worker per request in flight);
- *  - read/write -> vdisk_read/vdisk_write, fsync and flush -> vdisk_flush,
- *    fallocate -> vdisk_write_zeroes (punch hole may unmap, zero range not),
- *    SEEK_DATA/SEEK_HOLE -> vdisk_block_status.
+ *  - each request in flight owns a buffer: it is received there, placed so that
+ *    a WRITE's payload is page aligned (an O_DIRECT image takes it without a
+ *    copy, and it stays valid until the write completes); a READ's data lands
+ *    in the same buffer;
+ *  - read/write -> READ/WRITE, fsync and flush -> FLUSH, fallocate ->
+ *    WRITE_ZEROES (punch hole may unmap, zero range not), SEEK_DATA/SEEK_HOLE
+ *    -> BLOCK_STATUS.
  *
- * Shutdown: unmount; with no user left the kernel ends the connection and
- * every worker's read() fails with ENODEV. If a user lingers, the connection
- * is aborted through /sys/fs/fuse/connections (see stop_workers()).
+ * Shutdown: unmount; with no user left the kernel ends the connection, the
+ * poll on /dev/fuse reports it and the read fails with ENODEV; each thread
+ * then waits for its requests in flight and leaves. If a user lingers, the
+ * connection is aborted through /sys/fs/fuse/connections (see stop_threads()).
  */
 #define FUSE_USE_VERSION 34
 
@@ -29,45 +36,71 @@
 #include <linux/falloc.h>
 #include <linux/fuse.h>
 #include <liburing.h>
+#include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "vdisk_fuse.h"
 
-#define DEFAULT_THREADS      16 /* each request in flight holds a worker */
-#define DEFAULT_THREADS_FAST 3  /* workers only receive and submit */
-#define MAX_THREADS          64
-#define PAGE                 4096u
-#define MAX_IO               (1u << 20) /* max_write, and the largest read the kernel sends */
+#define DEFAULT_THREADS 2
+#define MAX_THREADS     16
+#define QUEUE_DEPTH     128 /* requests in flight per thread (the kernel sends up to ~128) */
+#define RING_ENTRIES    256 /* QUEUE_DEPTH + 1 for the engine, 2 polls of our own */
+#define RECV_BATCH      8   /* requests received before the thread submits what it has */
+#define SEEK_EXTENTS    8   /* extents one SEEK_DATA/SEEK_HOLE step asks for */
+#define PAGE            4096u
+#define MAX_IO          (1u << 20) /* max_write, and the largest read the kernel sends */
 /* What libfuse reads per request: FUSE_MAX_MAX_PAGES pages plus a header page */
 #define RECV_SIZE (MAX_IO + PAGE)
+/* A request's buffer: a WRITE's payload starts at PAGE, a READ's data goes there */
+#define BUF_SIZE (PAGE + RECV_SIZE + PAGE)
 /* in header + write_in: a WRITE's payload starts this far into the request */
 #define WRITE_HEADER (sizeof(struct fuse_in_header) + sizeof(struct fuse_write_in))
 #define ATTR_TIMEOUT 1.0
 
-/* One READ or WRITE in flight on the fast path. */
-struct aio_slot {
+/* user_data of our own SQEs (the engine's have VDISK_QUEUE_CQE_BIT) */
+#define TAG_FUSE_POLL 1
+#define TAG_STOP_POLL 2
+
+enum io_kind { IO_READ, IO_WRITE, IO_FLUSH, IO_FALLOCATE, IO_SEEK };
+
+/* One FUSE request on the engine, and the buffer it was received into. */
+struct io {
+    struct vdisk_request vr;
     fuse_req_t req;
-    bool write;
-    size_t len;
-    uint64_t off;
-    char *recv;       /* receive buffer holding a WRITE's payload, until it completes */
-    const char *wbuf; /* the payload, inside recv */
-    void *rbuf;       /* READ data (MAX_IO, allocated on first use) */
-    struct aio_slot *next;
+    enum io_kind kind;
+    int whence; /* IO_SEEK */
+    char *buf;  /* BUF_SIZE bytes, page aligned, allocated on first use */
+    void *tmp;  /* a READ larger than MAX_IO */
+    struct vdisk_extent ext[SEEK_EXTENTS];
+    struct io *next; /* free list */
 };
 
-#define AIO_DEPTH 128 /* requests in flight on the fast path */
+/* A FUSE thread: its ring, its engine queue, its requests. Touched only by it once started. */
+struct fuse_thread {
+    struct vdisk_fuse *fs;
+    pthread_t tid;
+    bool started;
+    struct io_uring ring;
+    bool ring_ok;
+    struct vdisk_queue *q;
+    struct io *ios, *free;
+    struct io *cur; /* the request being received and dispatched */
+    unsigned inflight;
+    bool poll_armed, stop_armed, readable, exiting;
+    struct vdisk_queue_stats stats; /* its queue's, when it left */
+};
 
 struct vdisk_fuse {
     struct vdisk_image *img;
@@ -77,46 +110,27 @@ struct vdisk_fuse {
     bool read_only;
     struct timespec mount_time;
     unsigned long conn_dev; /* /sys/fs/fuse/connections/<conn_dev>, 0 if unknown */
+    int stop_efd;           /* written when threads must stop although the connection lives */
 
-    /*
-     * The fast path for images whose bytes are file bytes (raw): reads and
-     * writes go to an O_DIRECT descriptor through io_uring, so a worker never
-     * waits for the disk; one completer thread replies. Off when dfd < 0.
-     */
-    int dfd;
-    unsigned dio_align;
-    struct io_uring ring;
-    pthread_mutex_t sq_lock; /* workers share the submission queue */
-    pthread_t completer;
-    bool completer_started;
-    pthread_mutex_t pool_lock; /* protects the free lists and inflight below */
-    pthread_cond_t pool_cond;
-    struct aio_slot *slots, *free_slots;
-    char **free_recv; /* stack of idle receive buffers */
-    unsigned n_free_recv, n_recv;
-    unsigned inflight;
-
-    pthread_t threads[MAX_THREADS];
+    struct fuse_thread threads[MAX_THREADS];
     unsigned nthreads;
 
     pthread_mutex_t lock; /* protects running, inited below */
     pthread_cond_t cond;
-    unsigned running; /* workers still in their loop */
+    unsigned running; /* threads still in their loop */
     bool inited;      /* INIT answered */
 };
 
 static int find_fuse_mount(const char *mountpoint, unsigned *major_out, unsigned *minor_out);
 
-/* Per worker: the page-aligned buffer READ replies are read into. */
-static __thread void *read_buf;
-/* Per worker: the buffer the next request is received into (the fast path keeps a WRITE's). */
-static __thread char *cur_recv;
+/* The thread running the handler libfuse calls (they run on the thread that received). */
+static __thread struct fuse_thread *self;
 
 /* Log an image error to stderr (the server's log) with the library's message. */
-static void log_error(const char *what, int r)
+static void log_error(const char *what, int r, bool lib_msg)
 {
     fprintf(stderr, "vdisk-fuse: %s: %s\n", what,
-            vdisk_last_error()[0] ? vdisk_last_error() : strerror(-r));
+            lib_msg && vdisk_last_error()[0] ? vdisk_last_error() : strerror(-r));
 }
 
 static void fill_attr(const struct vdisk_fuse *fs, struct stat *st)
@@ -219,226 +233,62 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     fuse_reply_open(req, fi);
 }
 
-/* ---- the fast path: io_uring on an O_DIRECT descriptor of a raw image ---- */
+/* ---- requests on the engine ---- */
 
-#define RECV_ALLOC (PAGE + RECV_SIZE + PAGE)
-#define MAX_RECV   (AIO_DEPTH + MAX_THREADS)
-
-/* A receive buffer from the pool; waits while every one holds a WRITE in flight. */
-static char *recv_get(struct vdisk_fuse *fs)
+/* A free request with its buffer, or NULL when all are in flight. */
+static struct io *io_get(struct fuse_thread *t)
 {
-    char *b = NULL;
+    struct io *io = t->free;
 
-    pthread_mutex_lock(&fs->pool_lock);
-    while (!fs->n_free_recv && fs->n_recv >= MAX_RECV)
-        pthread_cond_wait(&fs->pool_cond, &fs->pool_lock);
-    if (fs->n_free_recv)
-        b = fs->free_recv[--fs->n_free_recv];
-    else
-        fs->n_recv++; /* allocated below, outside the lock */
-    pthread_mutex_unlock(&fs->pool_lock);
-    if (!b && posix_memalign((void **)&b, PAGE, RECV_ALLOC) != 0) {
-        pthread_mutex_lock(&fs->pool_lock);
-        fs->n_recv--;
-        pthread_mutex_unlock(&fs->pool_lock);
+    if (!io)
+        return NULL;
+    if (!io->buf && posix_memalign((void **)&io->buf, PAGE, BUF_SIZE) != 0) {
+        io->buf = NULL;
         return NULL;
     }
-    return b;
+    t->free = io->next;
+    return io;
 }
 
-static void recv_put(struct vdisk_fuse *fs, char *b)
+/* IO is done with: back on the free list (the last freed is the next used: buffers stay warm). */
+static void io_put(struct fuse_thread *t, struct io *io)
 {
-    pthread_mutex_lock(&fs->pool_lock);
-    fs->free_recv[fs->n_free_recv++] = b;
-    pthread_cond_broadcast(&fs->pool_cond);
-    pthread_mutex_unlock(&fs->pool_lock);
-}
-
-static struct aio_slot *slot_get(struct vdisk_fuse *fs)
-{
-    struct aio_slot *a;
-
-    pthread_mutex_lock(&fs->pool_lock);
-    while (!fs->free_slots)
-        pthread_cond_wait(&fs->pool_cond, &fs->pool_lock);
-    a = fs->free_slots;
-    fs->free_slots = a->next;
-    fs->inflight++;
-    pthread_mutex_unlock(&fs->pool_lock);
-    return a;
-}
-
-static void slot_put(struct vdisk_fuse *fs, struct aio_slot *a)
-{
-    pthread_mutex_lock(&fs->pool_lock);
-    a->next = fs->free_slots;
-    fs->free_slots = a;
-    fs->inflight--;
-    pthread_cond_broadcast(&fs->pool_cond);
-    pthread_mutex_unlock(&fs->pool_lock);
-}
-
-/* Can [OFF, OFF+LEN) from/to BUF go to the O_DIRECT descriptor? */
-static bool fast_ok(const struct vdisk_fuse *fs, const void *buf, size_t len, off_t off)
-{
-    return fs->dfd >= 0 && len <= MAX_IO &&
-           !(((uintptr_t)buf | len | (uint64_t)off) & (fs->dio_align - 1));
+    free(io->tmp);
+    io->tmp = NULL;
+    io->next = t->free;
+    t->free = io;
 }
 
 /*
- * Queue A's read or write (NULL A: the completer's stop signal). Once an SQE
- * is filled in, the request belongs to the ring: a failed submit leaves it
- * in the queue, so retry rather than fall back and complete it twice.
+ * Take the request this thread just received into (a READ's data and a
+ * WRITE's payload live in its buffer until it completes); the thread gets
+ * another for the next one.
  */
-static int aio_submit(struct vdisk_fuse *fs, struct aio_slot *a)
+static struct io *io_take(fuse_req_t req, enum io_kind kind)
 {
-    struct io_uring_sqe *sqe;
+    struct io *io = self->cur;
+
+    self->cur = NULL;
+    io->req = req;
+    io->kind = kind;
+    return io;
+}
+
+/* Start IO's engine request; a refusal is answered at once. */
+static void io_submit(struct io *io, const char *what)
+{
+    struct fuse_thread *t = self;
     int r;
 
-    pthread_mutex_lock(&fs->sq_lock);
-    sqe = io_uring_get_sqe(&fs->ring);
-    if (!sqe) {
-        pthread_mutex_unlock(&fs->sq_lock);
-        return -EBUSY;
-    }
-    if (!a)
-        io_uring_prep_nop(sqe);
-    else if (a->write)
-        io_uring_prep_write(sqe, fs->dfd, a->wbuf, (unsigned)a->len, a->off);
-    else
-        io_uring_prep_read(sqe, fs->dfd, a->rbuf, (unsigned)a->len, a->off);
-    io_uring_sqe_set_data(sqe, a);
-    while ((r = io_uring_submit(&fs->ring)) < 0) {
-        if (r != -EAGAIN && r != -EBUSY && r != -EINTR) {
-            fprintf(stderr, "vdisk-fuse: io_uring submit: %s\n", strerror(-r));
-            break; /* the next submit carries it */
-        }
-        usleep(100);
-    }
-    pthread_mutex_unlock(&fs->sq_lock);
-    return 0;
-}
-
-/* Reply to a finished request; errors and short transfers are redone by the library. */
-static void aio_complete(struct vdisk_fuse *fs, struct aio_slot *a, int res)
-{
-    if (res < 0 || (size_t)res != a->len) {
-        int r = a->write ? vdisk_write(fs->img, a->wbuf, a->len, a->off, 0)
-                         : vdisk_read(fs->img, a->rbuf, a->len, a->off);
-
-        if (r < 0) {
-            log_error(a->write ? "write" : "read", r);
-            fuse_reply_err(a->req, -r);
-            goto out;
-        }
-    }
-    if (a->write)
-        fuse_reply_write(a->req, a->len);
-    else
-        fuse_reply_buf(a->req, a->rbuf, a->len);
-out:
-    if (a->recv)
-        recv_put(fs, a->recv);
-    a->recv = NULL;
-    slot_put(fs, a);
-}
-
-/* The completer: the only reader of the completion queue. */
-static void *completer(void *arg)
-{
-    struct vdisk_fuse *fs = arg;
-
-    for (;;) {
-        struct io_uring_cqe *cqe;
-        struct aio_slot *a;
-        int res, r = io_uring_wait_cqe(&fs->ring, &cqe);
-
-        if (r == -EINTR)
-            continue;
-        if (r < 0) {
-            fprintf(stderr, "vdisk-fuse: io_uring: %s\n", strerror(-r));
-            sleep(1);
-            continue;
-        }
-        a = io_uring_cqe_get_data(cqe);
-        res = cqe->res;
-        io_uring_cqe_seen(&fs->ring, cqe);
-        if (!a)
-            break; /* stop: sent once nothing is in flight */
-        aio_complete(fs, a, res);
-    }
-    return NULL;
-}
-
-/* Turn the fast path on when the image is raw and open with direct I/O. */
-static void aio_setup(struct vdisk_fuse *fs)
-{
-    struct vdisk_info info;
-    char path[64];
-    uint64_t offset = 0;
-    int raw = -1;
-
-    if (vdisk_get_linear(fs->img, &raw, &offset) < 0 || offset != 0 ||
-        getenv("VDISK_FUSE_NO_AIO") || vdisk_get_info(fs->img, &info) < 0 || !info.direct)
+    io->vr.user_data = io;
+    r = vdisk_queue_submit(t->q, &io->vr);
+    if (r < 0) {
+        log_error(what, r, true);
+        fuse_reply_err(io->req, -r);
+        io_put(t, io);
         return;
-    /* a second open file description: the library's own keeps the QEMU lock */
-    snprintf(path, sizeof(path), "/proc/self/fd/%d", raw);
-    fs->dfd = open(path, (fs->read_only ? O_RDONLY : O_RDWR) | O_DIRECT | O_CLOEXEC);
-    if (fs->dfd < 0)
-        return;
-    fs->dio_align = PAGE;
-#ifdef STATX_DIOALIGN
-    {
-        struct statx stx;
-
-        if (statx(fs->dfd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) == 0 &&
-            (stx.stx_mask & STATX_DIOALIGN) && stx.stx_dio_offset_align)
-            fs->dio_align = stx.stx_dio_offset_align > stx.stx_dio_mem_align
-                                ? stx.stx_dio_offset_align
-                                : stx.stx_dio_mem_align;
     }
-#endif
-    fs->slots = calloc(AIO_DEPTH, sizeof(*fs->slots));
-    if (!fs->slots || io_uring_queue_init(2 * AIO_DEPTH, &fs->ring, 0) < 0)
-        goto fail;
-    for (unsigned i = 0; i < AIO_DEPTH; i++) {
-        fs->slots[i].next = fs->free_slots;
-        fs->free_slots = &fs->slots[i];
-    }
-    if (pthread_create(&fs->completer, NULL, completer, fs) != 0) {
-        io_uring_queue_exit(&fs->ring);
-        goto fail;
-    }
-    fs->completer_started = true;
-    return;
-fail:
-    free(fs->slots);
-    fs->slots = NULL;
-    fs->free_slots = NULL;
-    close(fs->dfd);
-    fs->dfd = -1;
-}
-
-/* Wait for the fast path to drain, then stop the completer. */
-static void aio_stop(struct vdisk_fuse *fs)
-{
-    if (!fs->completer_started)
-        return;
-    pthread_mutex_lock(&fs->pool_lock);
-    while (fs->inflight)
-        pthread_cond_wait(&fs->pool_cond, &fs->pool_lock);
-    pthread_mutex_unlock(&fs->pool_lock);
-    while (aio_submit(fs, NULL) < 0)
-        usleep(1000);
-    pthread_join(fs->completer, NULL);
-    fs->completer_started = false;
-    io_uring_queue_exit(&fs->ring);
-    for (unsigned i = 0; i < AIO_DEPTH; i++)
-        free(fs->slots[i].rbuf);
-    free(fs->slots);
-    fs->slots = NULL;
-    close(fs->dfd);
-    fs->dfd = -1;
+    t->inflight++;
 }
 
 /* Clip [off, off+*len) to the image; false if OFF is past the end. */
@@ -457,8 +307,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                     struct fuse_file_info *fi)
 {
     struct vdisk_fuse *fs = fuse_req_userdata(req);
-    void *buf = read_buf, *tmp = NULL;
-    int r;
+    struct io *io;
+    void *dst;
 
     (void)ino, (void)fi;
     if (off < 0) {
@@ -470,38 +320,27 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         fuse_reply_buf(req, NULL, 0);
         return;
     }
-    if (fast_ok(fs, NULL, size, off)) {
-        struct aio_slot *a = slot_get(fs);
-
-        if (a->rbuf || posix_memalign(&a->rbuf, PAGE, MAX_IO) == 0) {
-            *a = (struct aio_slot){.req = req, .len = size, .off = (uint64_t)off, .rbuf = a->rbuf};
-            if (aio_submit(fs, a) == 0)
-                return; /* the completer replies */
-        }
-        slot_put(fs, a);
-    }
-    if (size > MAX_IO || !buf) { /* larger than negotiated: still answer */
-        if (posix_memalign(&tmp, PAGE, size) != 0) {
+    io = io_take(req, IO_READ);
+    dst = io->buf + PAGE; /* the request itself is no longer needed */
+    if (size > MAX_IO) {  /* larger than negotiated: still answer */
+        if (posix_memalign(&io->tmp, PAGE, size) != 0) {
+            io->tmp = NULL;
             fuse_reply_err(req, ENOMEM);
+            io_put(self, io);
             return;
         }
-        buf = tmp;
+        dst = io->tmp;
     }
-    r = vdisk_read(fs->img, buf, size, (uint64_t)off);
-    if (r < 0) {
-        log_error("read", r);
-        fuse_reply_err(req, -r);
-    } else {
-        fuse_reply_buf(req, buf, size);
-    }
-    free(tmp);
+    io->vr = (struct vdisk_request){
+        .op = VDISK_OP_READ, .buf = dst, .offset = (uint64_t)off, .length = size};
+    io_submit(io, "read");
 }
 
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
                      struct fuse_file_info *fi)
 {
     struct vdisk_fuse *fs = fuse_req_userdata(req);
-    int r;
+    struct io *io;
 
     (void)ino, (void)fi;
     if (fs->read_only) {
@@ -520,43 +359,34 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
         fuse_reply_err(req, ENOSPC); /* a disk does not grow */
         return;
     }
-    /* the payload sits in this worker's receive buffer: hand both to the fast path */
-    if (fast_ok(fs, buf, size, off) && cur_recv && buf > cur_recv && buf < cur_recv + RECV_ALLOC) {
-        struct aio_slot *a = slot_get(fs);
-        void *rbuf = a->rbuf;
+    io = io_take(req, IO_WRITE);
+    /* the payload normally sits page aligned in the buffer it was received into */
+    if (buf < io->buf || buf + size > io->buf + BUF_SIZE) {
+        char *copy = io->buf + PAGE;
 
-        *a = (struct aio_slot){.req = req,
-                               .write = true,
-                               .len = size,
-                               .off = (uint64_t)off,
-                               .recv = cur_recv,
-                               .wbuf = buf,
-                               .rbuf = rbuf};
-        if (aio_submit(fs, a) == 0) {
-            cur_recv = NULL; /* the worker takes another for the next request */
-            return;
+        if (size > MAX_IO) {
+            if (posix_memalign(&io->tmp, PAGE, size) != 0) {
+                io->tmp = NULL;
+                fuse_reply_err(req, ENOMEM);
+                io_put(self, io);
+                return;
+            }
+            copy = io->tmp;
         }
-        a->recv = NULL;
-        slot_put(fs, a);
+        buf = memcpy(copy, buf, size);
     }
-    r = vdisk_write(fs->img, buf, size, (uint64_t)off, 0);
-    if (r < 0) {
-        log_error("write", r);
-        fuse_reply_err(req, -r);
-        return;
-    }
-    fuse_reply_write(req, size);
+    io->vr = (struct vdisk_request){
+        .op = VDISK_OP_WRITE, .buf = (void *)buf, .offset = (uint64_t)off, .length = size};
+    io_submit(io, "write");
 }
 
 /* flush (every close) and fsync both reach the image's flush. */
 static void do_flush(fuse_req_t req)
 {
-    struct vdisk_fuse *fs = fuse_req_userdata(req);
-    int r = vdisk_flush(fs->img);
+    struct io *io = io_take(req, IO_FLUSH);
 
-    if (r < 0)
-        log_error("flush", r);
-    fuse_reply_err(req, r < 0 ? -r : 0);
+    io->vr = (struct vdisk_request){.op = VDISK_OP_FLUSH};
+    io_submit(io, "flush");
 }
 
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -586,9 +416,8 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
                          struct fuse_file_info *fi)
 {
     struct vdisk_fuse *fs = fuse_req_userdata(req);
-    unsigned flags = 0;
+    struct io *io;
     size_t n;
-    int r;
 
     (void)ino, (void)fi;
     if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE) ||
@@ -614,12 +443,62 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
         fuse_reply_err(req, 0);
         return;
     }
-    if (mode & FALLOC_FL_PUNCH_HOLE)
-        flags |= VDISK_ZERO_MAY_UNMAP;
-    r = vdisk_write_zeroes(fs->img, (uint64_t)off, n, flags);
-    if (r < 0)
-        log_error("fallocate", r);
-    fuse_reply_err(req, r < 0 ? -r : 0);
+    io = io_take(req, IO_FALLOCATE);
+    io->vr =
+        (struct vdisk_request){.op = VDISK_OP_WRITE_ZEROES,
+                               .flags = (mode & FALLOC_FL_PUNCH_HOLE) ? VDISK_ZERO_MAY_UNMAP : 0,
+                               .offset = (uint64_t)off,
+                               .length = n};
+    io_submit(io, "fallocate");
+}
+
+/* Ask for the allocation map from POS on, for IO's SEEK_DATA/SEEK_HOLE. */
+static void seek_step(struct io *io, uint64_t pos)
+{
+    struct vdisk_fuse *fs = self->fs;
+
+    io->vr = (struct vdisk_request){.op = VDISK_OP_BLOCK_STATUS,
+                                    .buf = io->ext,
+                                    .offset = pos,
+                                    .length = fs->size - pos,
+                                    .count = SEEK_EXTENTS};
+    io_submit(io, "lseek");
+}
+
+/*
+ * A step of SEEK_DATA/SEEK_HOLE came back: answer with the first extent of
+ * the kind asked for, or go on after the last one. False if IO goes on.
+ */
+static bool seek_done(struct io *io)
+{
+    uint64_t size = self->fs->size, pos = io->vr.offset;
+    int n = io->vr.result;
+
+    if (n <= 0) {
+        if (n == 0)
+            n = -EIO; /* no extent: would never advance */
+        log_error("lseek", n, true);
+        fuse_reply_err(io->req, -n);
+        return true;
+    }
+    for (int i = 0; i < n; i++) {
+        bool hole = io->ext[i].flags & VDISK_EXTENT_HOLE;
+
+        if (hole == (io->whence == SEEK_HOLE)) {
+            fuse_reply_lseek(io->req, (off_t)(io->ext[i].offset > pos ? io->ext[i].offset : pos));
+            return true;
+        }
+        pos = io->ext[i].offset + io->ext[i].length;
+    }
+    if (pos < size) {
+        seek_step(io, pos); /* answers by itself if it fails */
+        return false;
+    }
+    if (io->whence == SEEK_DATA) /* no data after OFF; the end counts as a hole */
+        fuse_reply_err(io->req, ENXIO);
+    else
+        fuse_reply_lseek(io->req, (off_t)size);
+    return true;
 }
 
 /* SEEK_DATA/SEEK_HOLE from the allocation map; the kernel does the others. */
@@ -627,7 +506,7 @@ static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
                      struct fuse_file_info *fi)
 {
     struct vdisk_fuse *fs = fuse_req_userdata(req);
-    uint64_t pos;
+    struct io *io;
 
     (void)ino, (void)fi;
     if (whence != SEEK_DATA && whence != SEEK_HOLE) {
@@ -638,29 +517,9 @@ static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
         fuse_reply_err(req, ENXIO);
         return;
     }
-    for (pos = (uint64_t)off; pos < fs->size;) {
-        struct vdisk_extent ext;
-        int r = vdisk_block_status(fs->img, pos, fs->size - pos, &ext);
-        bool hole;
-
-        if (r < 0) {
-            log_error("lseek", r);
-            fuse_reply_err(req, -r);
-            return;
-        }
-        hole = ext.flags & VDISK_EXTENT_HOLE;
-        if (hole == (whence == SEEK_HOLE))
-            break;
-        pos += ext.length;
-    }
-    if (pos >= fs->size) { /* no data after OFF; the end counts as a hole */
-        if (whence == SEEK_DATA) {
-            fuse_reply_err(req, ENXIO);
-            return;
-        }
-        pos = fs->size;
-    }
-    fuse_reply_lseek(req, (off_t)pos);
+    io = io_take(req, IO_SEEK);
+    io->whence = whence;
+    seek_step(io, (uint64_t)off);
 }
 
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)
@@ -694,45 +553,215 @@ static const struct fuse_lowlevel_ops ops = {
     .lseek = op_lseek,
 };
 
-/*
- * A worker: receive a request into a buffer laid out so that a WRITE's
- * payload lands on a page boundary, then let libfuse dispatch it.
- */
-static void *worker(void *arg)
-{
-    struct vdisk_fuse *fs = arg;
+/* ---- the threads ---- */
 
-    if (posix_memalign(&read_buf, PAGE, MAX_IO) != 0) {
-        fprintf(stderr, "vdisk-fuse: worker: out of memory\n");
-        goto out;
+/* Answer IO's FUSE request from its finished engine request. */
+static void io_done(struct fuse_thread *t, struct io *io, bool lib_msg)
+{
+    static const char *const what[] = {"read", "write", "flush", "fallocate", "lseek"};
+    int r = io->vr.result;
+
+    if (io->kind == IO_SEEK) {
+        if (seek_done(io))
+            io_put(t, io);
+        return;
     }
-    while (!fuse_session_exited(fs->se)) {
+    if (r < 0) {
+        log_error(what[io->kind], r, lib_msg);
+        fuse_reply_err(io->req, -r);
+    } else if (io->kind == IO_READ) {
+        fuse_reply_buf(io->req, io->vr.buf, io->vr.length);
+    } else if (io->kind == IO_WRITE) {
+        fuse_reply_write(io->req, io->vr.length);
+    } else {
+        fuse_reply_err(io->req, 0);
+    }
+    io_put(t, io);
+}
+
+/* Answer every request the engine finished. */
+static void reap(struct fuse_thread *t)
+{
+    struct vdisk_request *done[32];
+    int n;
+
+    while ((n = vdisk_queue_complete(t->q, done, 32, 0)) > 0) {
+        int last_failed = -1;
+
+        for (int i = 0; i < n; i++)
+            if (done[i]->result < 0)
+                last_failed = i;
+        for (int i = 0; i < n; i++) {
+            t->inflight--;
+            /* vdisk_last_error() holds the message of the last failure only */
+            io_done(t, done[i]->user_data, i == last_failed);
+        }
+    }
+}
+
+/* Receive and start requests while /dev/fuse has some and there is room for them. */
+static void receive(struct fuse_thread *t)
+{
+    struct fuse_session *se = t->fs->se;
+
+    for (unsigned n = 0; n < RECV_BATCH && !t->exiting; n++) {
         struct fuse_buf fbuf = {0};
         int r;
 
-        if (!cur_recv && !(cur_recv = recv_get(fs))) {
-            fprintf(stderr, "vdisk-fuse: worker: out of memory\n");
-            break;
+        if (!t->cur && !(t->cur = io_get(t)))
+            return; /* all in flight: receive again when one completes */
+        fbuf.mem = t->cur->buf + PAGE - WRITE_HEADER;
+        r = fuse_session_receive_buf(se, &fbuf);
+        if (r == -EAGAIN) {
+            t->readable = false;
+            return;
         }
-        fbuf.mem = cur_recv + PAGE - WRITE_HEADER;
-        r = fuse_session_receive_buf(fs->se, &fbuf);
-        if ((r == -EINTR || r == -EAGAIN) && !fuse_session_exited(fs->se))
+        if (r == -EINTR)
             continue;
-        if (r <= 0) /* 0: unmounted or aborted (libfuse marks the session exited) */
-            break;
-        fuse_session_process_buf(fs->se, &fbuf);
+        if (r <= 0) { /* 0: unmounted or aborted (libfuse marks the session exited) */
+            t->exiting = true;
+            return;
+        }
+        fuse_session_process_buf(se, &fbuf); /* the handler may take t->cur */
     }
+}
+
+/* Put a poll for FD on T's ring; false if there is no SQE for it now. */
+static bool arm_poll(struct fuse_thread *t, int fd, uint64_t tag)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&t->ring);
+
+    if (!sqe)
+        return false;
+    io_uring_prep_poll_add(sqe, fd, POLLIN);
+    io_uring_sqe_set_data64(sqe, tag);
+    return true;
+}
+
+/*
+ * A thread's loop: receive while /dev/fuse is readable, answer what the
+ * engine finished, then wait on the ring for either. Once the connection is
+ * gone (or the stop eventfd fires), finish what is in flight and leave.
+ */
+static void *thread_main(void *arg)
+{
+    struct fuse_thread *t = arg;
+    struct vdisk_fuse *fs = t->fs;
+    int fuse_fd = fuse_session_fd(fs->se), r;
+
+    self = t;
+    /* io_uring_enable_rings(), missing from liburing 2.3's library */
+    if ((t->ring.flags & IORING_SETUP_R_DISABLED) &&
+        syscall(__NR_io_uring_register, t->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0) <
+            0) {
+        fprintf(stderr, "vdisk-fuse: io_uring: enable: %m\n");
+        goto out;
+    }
+    for (;;) {
+        struct io_uring_cqe *cqe;
+        unsigned head, seen = 0;
+        bool more;
+
+        if (t->readable && !t->exiting)
+            receive(t);
+        reap(t);
+        if (!t->cur && t->free && !(t->cur = io_get(t)) && !t->inflight)
+            usleep(10000); /* out of memory for a buffer with nothing to wait for */
+        if (fuse_session_exited(fs->se))
+            t->exiting = true;
+        if (t->exiting && t->inflight == 0)
+            break;
+        /* go on without waiting: more to receive, or (no buffer) nothing to wait for */
+        more = !t->exiting && (t->cur ? t->readable : !t->inflight);
+        if (!t->exiting && !t->readable && !t->poll_armed && t->cur)
+            t->poll_armed = arm_poll(t, fuse_fd, TAG_FUSE_POLL);
+        if (!t->stop_armed)
+            t->stop_armed = arm_poll(t, fs->stop_efd, TAG_STOP_POLL);
+        r = more ? io_uring_submit_and_get_events(&t->ring) : io_uring_submit_and_wait(&t->ring, 1);
+        if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY && r != -ETIME) {
+            fprintf(stderr, "vdisk-fuse: io_uring: %s\n", strerror(-r));
+            usleep(1000);
+        }
+        io_uring_for_each_cqe(&t->ring, head, cqe)
+        {
+            seen++;
+            if (cqe->user_data & VDISK_QUEUE_CQE_BIT) {
+                vdisk_queue_handle_cqe(t->q, cqe->user_data, cqe->res);
+            } else if (cqe->user_data == TAG_FUSE_POLL) {
+                t->poll_armed = false;
+                t->readable = true; /* readable, or an error the read reports */
+            } else if (cqe->user_data == TAG_STOP_POLL) {
+                t->exiting = true; /* stays readable: never armed again */
+            }
+        }
+        io_uring_cq_advance(&t->ring, seen);
+    }
+    vdisk_queue_get_stats(t->q, &t->stats);
+    vdisk_queue_destroy(t->q); /* nothing in flight: it only frees */
+    t->q = NULL;
 out:
-    if (cur_recv)
-        recv_put(fs, cur_recv);
-    cur_recv = NULL;
-    free(read_buf);
-    read_buf = NULL;
     pthread_mutex_lock(&fs->lock);
     fs->running--;
     pthread_cond_broadcast(&fs->cond);
     pthread_mutex_unlock(&fs->lock);
     return NULL;
+}
+
+/* T's ring, engine queue and requests; a message in ERRBUF on failure. */
+static int thread_setup(struct vdisk_fuse *fs, struct fuse_thread *t, char *errbuf, size_t errlen)
+{
+    int r;
+
+    t->fs = fs;
+    /*
+     * One thread submits and reaps: let completions run when it enters the
+     * ring (no interrupting it with task work). Started disabled so that the
+     * thread, not this one, becomes the ring's only submitter.
+     */
+    r = io_uring_queue_init(RING_ENTRIES, &t->ring,
+                            IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+                                IORING_SETUP_R_DISABLED);
+    if (r == -EINVAL) /* a kernel before 6.1 */
+        r = io_uring_queue_init(RING_ENTRIES, &t->ring, 0);
+    if (r < 0) {
+        snprintf(errbuf, errlen, "%s: io_uring (the FUSE server runs on it): %s", fs->mountpoint,
+                 strerror(-r));
+        return r;
+    }
+    t->ring_ok = true;
+    r = vdisk_queue_create_on_ring(fs->img, QUEUE_DEPTH, &t->ring, &t->q);
+    if (r < 0) {
+        snprintf(errbuf, errlen, "%s", vdisk_last_error());
+        return r;
+    }
+    t->ios = calloc(QUEUE_DEPTH, sizeof(*t->ios));
+    if (!t->ios) {
+        snprintf(errbuf, errlen, "%s: out of memory", fs->mountpoint);
+        return -ENOMEM;
+    }
+    for (unsigned i = QUEUE_DEPTH; i-- > 0;) {
+        t->ios[i].next = t->free;
+        t->free = &t->ios[i];
+    }
+    t->readable = true; /* try a read first; the poll follows when it would block */
+    return 0;
+}
+
+/* Free what thread_setup made (the thread has left, with nothing in flight). */
+static void thread_free(struct fuse_thread *t)
+{
+    vdisk_queue_destroy(t->q);
+    t->q = NULL;
+    if (t->ring_ok)
+        io_uring_queue_exit(&t->ring);
+    t->ring_ok = false;
+    if (t->ios)
+        for (unsigned i = 0; i < QUEUE_DEPTH; i++) {
+            free(t->ios[i].buf);
+            free(t->ios[i].tmp);
+        }
+    free(t->ios);
+    t->ios = NULL;
 }
 
 /* Message into ERRBUF (printf style) and return -ERR. */
@@ -764,7 +793,7 @@ static bool init_done(struct vdisk_fuse *fs)
     return fs->inited || fs->running == 0;
 }
 
-static bool workers_gone(struct vdisk_fuse *fs)
+static bool threads_gone(struct vdisk_fuse *fs)
 {
     return fs->running == 0;
 }
@@ -784,32 +813,28 @@ static int abort_conn(unsigned long dev)
     return r;
 }
 
-static void wake_handler(int sig)
-{
-    (void)sig; /* only there to interrupt a worker's read() */
-}
-
 /*
- * Stop and join every worker. The session is never marked exited while the
- * connection lives: libfuse would drop the request a worker just read, and
+ * Stop and join every thread. The session is never marked exited while the
+ * connection lives: libfuse would drop the request a thread just read, and
  * whoever sent it would wait forever. Instead: unmount (with no user left the
- * kernel ends the connection and the workers' reads fail with ENODEV). If a
- * user remains (a loop device still bound), abort the connection so that its
- * requests fail rather than hang, and leave the dead mount where it is: the
- * loop device names its file by that path, and `vdisk close` cleans up.
+ * kernel ends the connection: the threads see it on their polls and reads).
+ * If a user remains (a loop device still bound), abort the connection so that
+ * its requests fail rather than hang, and leave the dead mount where it is:
+ * the loop device names its file by that path, and `vdisk close` cleans up.
+ * Either way each thread finishes its requests in flight before it leaves.
  */
-static void stop_workers(struct vdisk_fuse *fs)
+static void stop_threads(struct vdisk_fuse *fs)
 {
     bool gone;
 
     pthread_mutex_lock(&fs->lock);
-    gone = workers_gone(fs);
+    gone = threads_gone(fs);
     pthread_mutex_unlock(&fs->lock);
     if (gone)
         goto join;
     if (umount2(fs->mountpoint, 0) == 0) {
         pthread_mutex_lock(&fs->lock);
-        gone = wait_until(fs, workers_gone, 5);
+        gone = wait_until(fs, threads_gone, 5);
         pthread_mutex_unlock(&fs->lock);
         if (gone)
             goto join;
@@ -818,36 +843,54 @@ static void stop_workers(struct vdisk_fuse *fs)
     }
     if (fs->conn_dev && abort_conn(fs->conn_dev) == 0) {
         pthread_mutex_lock(&fs->lock);
-        gone = wait_until(fs, workers_gone, 5);
+        gone = wait_until(fs, threads_gone, 5);
         pthread_mutex_unlock(&fs->lock);
     }
-    if (!gone) { /* last resort: interrupt the workers' reads */
-        struct sigaction sa = {.sa_handler = wake_handler}; /* no SA_RESTART */
+    if (!gone) { /* last resort: tell the threads to stop receiving */
+        uint64_t one = 1;
 
-        fprintf(stderr, "vdisk-fuse: %s: cannot abort the connection; stopping workers\n",
+        fprintf(stderr, "vdisk-fuse: %s: cannot abort the connection; stopping threads\n",
                 fs->mountpoint);
-        sigaction(SIGUSR1, &sa, NULL);
         fuse_session_exit(fs->se);
-        for (unsigned i = 0; i < fs->nthreads; i++)
-            pthread_kill(fs->threads[i], SIGUSR1);
+        if (write(fs->stop_efd, &one, sizeof(one)) != sizeof(one))
+            fprintf(stderr, "vdisk-fuse: stop eventfd: %m\n");
     }
 join:
     for (unsigned i = 0; i < fs->nthreads; i++)
-        pthread_join(fs->threads[i], NULL);
-    fs->nthreads = 0;
+        if (fs->threads[i].started)
+            pthread_join(fs->threads[i].tid, NULL);
+    for (unsigned i = 0; i < fs->nthreads; i++)
+        fs->threads[i].started = false;
+}
+
+/* Log what the engine did for this mount (the server's log; tests read it). */
+static void log_stats(struct vdisk_fuse *fs)
+{
+    struct vdisk_queue_stats sum = {0};
+
+    for (unsigned i = 0; i < fs->nthreads; i++) {
+        const struct vdisk_queue_stats st = fs->threads[i].stats;
+
+        sum.requests += st.requests;
+        sum.ring += st.ring;
+        sum.workers += st.workers;
+        sum.ring_ios += st.ring_ios;
+    }
+    fprintf(stderr,
+            "vdisk-fuse: engine: %llu requests, %llu on the ring (%llu file I/Os), "
+            "%llu at its workers, %u threads\n",
+            (unsigned long long)sum.requests, (unsigned long long)sum.ring,
+            (unsigned long long)sum.ring_ios, (unsigned long long)sum.workers, fs->nthreads);
 }
 
 static void free_fs(struct vdisk_fuse *fs)
 {
-    aio_stop(fs);
-    for (unsigned i = 0; i < fs->n_free_recv; i++)
-        free(fs->free_recv[i]);
-    free(fs->free_recv);
-    pthread_mutex_destroy(&fs->sq_lock);
-    pthread_cond_destroy(&fs->pool_cond);
-    pthread_mutex_destroy(&fs->pool_lock);
+    for (unsigned i = 0; i < fs->nthreads; i++)
+        thread_free(&fs->threads[i]);
     if (fs->se)
         fuse_session_destroy(fs->se);
+    if (fs->stop_efd >= 0)
+        close(fs->stop_efd);
     pthread_cond_destroy(&fs->cond);
     pthread_mutex_destroy(&fs->lock);
     free(fs->mountpoint);
@@ -865,31 +908,35 @@ int vdisk_fuse_start(struct vdisk_image *img, const char *mountpoint,
     unsigned threads;
     unsigned maj, min;
     bool inited;
-    int r;
+    int r, fd;
 
     fs = calloc(1, sizeof(*fs));
     if (!fs)
         return fail(errbuf, errlen, ENOMEM, "%s: out of memory", mountpoint);
     pthread_mutex_init(&fs->lock, NULL);
     pthread_cond_init(&fs->cond, NULL);
-    pthread_mutex_init(&fs->sq_lock, NULL);
-    pthread_mutex_init(&fs->pool_lock, NULL);
-    pthread_cond_init(&fs->pool_cond, NULL);
-    fs->dfd = -1;
     fs->img = img;
     fs->size = vdisk_get_size(img);
     fs->read_only = vdisk_is_read_only(img);
     clock_gettime(CLOCK_REALTIME, &fs->mount_time);
     fs->mountpoint = strdup(mountpoint);
-    fs->free_recv = calloc(MAX_RECV, sizeof(*fs->free_recv));
-    if (!fs->mountpoint || !fs->free_recv) {
+    fs->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (!fs->mountpoint || fs->stop_efd < 0) {
+        r = errno;
         free_fs(fs);
-        return fail(errbuf, errlen, ENOMEM, "%s: out of memory", mountpoint);
+        return fail(errbuf, errlen, r, "%s: %s", mountpoint, strerror(r));
     }
-    aio_setup(fs);
-    threads = cfg->threads ? cfg->threads : fs->dfd >= 0 ? DEFAULT_THREADS_FAST : DEFAULT_THREADS;
+    threads = cfg->threads ? cfg->threads : DEFAULT_THREADS;
     if (threads > MAX_THREADS)
         threads = MAX_THREADS;
+    for (; fs->nthreads < threads; fs->nthreads++) {
+        r = thread_setup(fs, &fs->threads[fs->nthreads], errbuf, errlen);
+        if (r < 0) {
+            fs->nthreads++; /* free what it made */
+            free_fs(fs);
+            return r;
+        }
+    }
     snprintf(opts, sizeof(opts), "fsname=vdisk,subtype=vdisk,default_permissions%s",
              fs->read_only ? ",ro" : "");
     fs->se = fuse_session_new(&args, &ops, sizeof(ops), fs);
@@ -903,30 +950,40 @@ int vdisk_fuse_start(struct vdisk_image *img, const char *mountpoint,
         return fail(errbuf, errlen, EIO, "%s: FUSE mount failed (is /dev/fuse usable?)",
                     mountpoint);
     }
+    /* the threads wait on their rings, never in read(): reads must not block */
+    fd = fuse_session_fd(fs->se);
+    if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0) {
+        r = errno;
+        fuse_session_unmount(fs->se);
+        free_fs(fs);
+        return fail(errbuf, errlen, r, "%s: /dev/fuse: %s", mountpoint, strerror(r));
+    }
     /* remember the connection now: after a lazy unmount mountinfo no longer shows it */
     if (find_fuse_mount(mountpoint, &maj, &min) == 0)
         fs->conn_dev = (unsigned long)makedev(maj, min);
-    for (unsigned i = 0; i < threads; i++) {
+    for (unsigned i = 0; i < fs->nthreads; i++) {
+        struct fuse_thread *t = &fs->threads[i];
+
         pthread_mutex_lock(&fs->lock);
         fs->running++;
         pthread_mutex_unlock(&fs->lock);
-        r = pthread_create(&fs->threads[i], NULL, worker, fs);
+        r = pthread_create(&t->tid, NULL, thread_main, t);
         if (r != 0) {
             pthread_mutex_lock(&fs->lock);
             fs->running--;
             pthread_mutex_unlock(&fs->lock);
-            stop_workers(fs);
+            stop_threads(fs);
             free_fs(fs);
-            return fail(errbuf, errlen, r, "%s: cannot start a worker thread: %s", mountpoint,
+            return fail(errbuf, errlen, r, "%s: cannot start a FUSE thread: %s", mountpoint,
                         strerror(r));
         }
-        fs->nthreads++;
+        t->started = true;
     }
     pthread_mutex_lock(&fs->lock);
     inited = wait_until(fs, init_done, 10) && fs->inited;
     pthread_mutex_unlock(&fs->lock);
     if (!inited) {
-        stop_workers(fs);
+        stop_threads(fs);
         free_fs(fs);
         return fail(errbuf, errlen, EIO, "%s: the kernel never sent FUSE INIT", mountpoint);
     }
@@ -948,7 +1005,8 @@ void vdisk_fuse_stop(struct vdisk_fuse *fs)
 {
     if (!fs)
         return;
-    stop_workers(fs);
+    stop_threads(fs);
+    log_stats(fs);
     free_fs(fs); /* closes /dev/fuse; a mount still in use stays for vdisk close */
 }
 
