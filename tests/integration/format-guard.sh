@@ -19,6 +19,7 @@ head -c 65536 "$T/evil.qcow2" >"$T/payload" # the header cluster names the secre
 
 # The secret must not come out of IMAGE whatever is asked of vdisk afterwards.
 no_secret() { # no_secret DESC IMAGE
+    rm -f "$T/conv.raw"
     { "$VDISK" info "$2"; "$VDISK" convert -O raw "$2" "$T/conv.raw" && cat "$T/conv.raw"; } \
         >"$T/out" 2>&1
     rm -f "$T/conv.raw"
