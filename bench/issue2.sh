@@ -6,6 +6,7 @@
 # fio (libaio, direct=1): 4k random read/write at QD32, 1 MiB sequential
 # read/write at QD8. Prints IOPS / MiB/s and the ratios the issue asks for:
 # fuse vs qemu-storage-daemon (target >= 1.2), loop vs losetup (>= 0.95).
+# The same for a qcow2 image (FUSE vs qemu-storage-daemon): bench/fuse-qcow2.sh.
 # Usage: bench/issue2.sh [SIZE_MIB] (default 1024); RUNTIME=seconds per job (10),
 # ROUNDS=interleaved rounds (2; the best figure of each counts: the machine is shared).
 # Root only. Leaves nothing behind.

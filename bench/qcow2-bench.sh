@@ -3,11 +3,13 @@
 # vdisk against qemu-img on the same images, side by side, ratios printed.
 #  1. bench: 4k reads and writes at depth 32 with direct I/O (-n / -t none) on a
 #     fully allocated 1 GiB qcow2 image (target: vdisk >= 1.2x qemu-img's requests/s).
-#  2. convert: 1 GiB raw (random data) -> qcow2 and back, in both cache modes
+#  2. random offsets (qemu-img bench has none): vdisk bench --random, 4k at depth 32
+#     with O_DIRECT on the qcow2 image, against fio (io_uring, direct) on the same
+#     data as a raw file: the physical limit of this disk (target: >= 0.95 of it).
+#  3. convert: 1 GiB raw (random data) -> qcow2 and back, in both cache modes
 #     (target: vdisk's time <= 0.8x qemu-img's in the same mode).
 # Each measurement is run RUNS times (default 5), the two tools alternating; the
 # median and the best run are printed (the machine may be shared: look at both).
-# Without qcow2 in vdisk the same runs are made on raw, and the qcow2 parts say so.
 # Usage: bench/qcow2-bench.sh [DIR]   (scratch space, default a temp dir; needs ~4 GiB)
 set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,13 +19,7 @@ COUNT=${COUNT:-200000}
 DIR=$(mktemp -d "${1:-/var/tmp}/vdisk-bench.XXXXXX")
 trap 'rm -rf "$DIR"' EXIT
 
-if "$VDISK" create -f qcow2 "$DIR/probe" 1M >/dev/null 2>&1; then
-    FMT=qcow2
-else
-    FMT=raw
-    echo "NOTE: vdisk does not know qcow2 yet: skipping the qcow2 runs, measuring raw instead"
-fi
-rm -f "$DIR/probe"
+FMT=qcow2
 
 best() { sort -g | head -1; }    # smallest of the numbers on stdin
 bestmax() { sort -g | tail -1; } # largest
@@ -64,6 +60,39 @@ for rw in read write; do
     printf '        best:   vdisk %8s req/s  qemu-img %8s req/s  ratio %s\n' \
         "$vb" "$qb" "$(ratio "$vb" "$qb")"
     echo "        [runs: vdisk ${v[*]}; qemu ${q[*]}]"
+done
+
+# random_rate TOOL RW: requests/s of COUNT random 4k requests at depth 32, O_DIRECT
+random_rate() {
+    local out secs w="" rw=randread
+    [ "$2" = write ] && { w=-w; rw=randwrite; }
+    if [ "$1" = vdisk ]; then
+        out=$("$VDISK" bench --random -f "$FMT" -c "$COUNT" -d 32 -s 4k -n -t none $w "$DIR/img.$FMT")
+        secs=$(echo "$out" | sed -n 's/^Run completed in \([0-9.]*\) seconds\./\1/p')
+        awk -v c="$COUNT" -v s="$secs" 'BEGIN { printf "%.0f\n", c / s }'
+    else # the limit: fio on the raw file holding the same data
+        fio --name=limit --filename="$DIR/src.raw" --rw=$rw --bs=4k --iodepth=32 \
+            --ioengine=io_uring --direct=1 --number_ios="$COUNT" --size=1G --randrepeat=0 \
+            --norandommap --output-format=terse --terse-version=3 |
+            awk -F';' -v w="$2" '{ printf "%d\n", w == "write" ? $49 : $8 }'
+    fi
+}
+
+echo "== random offsets: $COUNT x 4k, depth 32, O_DIRECT: vdisk bench --random on $FMT vs fio on the raw file, $RUNS runs each"
+for rw in read write; do
+    v=() f=()
+    for i in $(seq "$RUNS"); do
+        if [ $((i % 2)) -eq 1 ]; then
+            v+=("$(random_rate vdisk $rw)") f+=("$(random_rate fio $rw)")
+        else
+            f+=("$(random_rate fio $rw)") v+=("$(random_rate vdisk $rw)")
+        fi
+    done
+    vm=$(printf '%s\n' "${v[@]}" | median)
+    fm=$(printf '%s\n' "${f[@]}" | median)
+    printf '  %-5s median: vdisk %8s req/s  fio (raw file) %8s req/s  ratio %s (target >= 0.95)\n' \
+        "$rw" "$vm" "$fm" "$(ratio "$vm" "$fm")"
+    echo "        [runs: vdisk ${v[*]}; fio ${f[*]}]"
 done
 
 # secs CMD...: wall time of one run, after writing back earlier dirty data

@@ -15,7 +15,7 @@
 struct vdisk_fuse;
 
 struct vdisk_fuse_config {
-    unsigned threads; /* worker threads; 0 means the default */
+    unsigned threads; /* FUSE threads, each with its io_uring and engine queue; 0: default (2) */
     bool debug;       /* libfuse's request trace on stderr */
 };
 
@@ -28,10 +28,13 @@ int vdisk_fuse_start(struct vdisk_image *img, const char *mountpoint,
                      const struct vdisk_fuse_config *cfg, struct vdisk_fuse **fsp, char *errbuf,
                      size_t errlen);
 
-/* Have all workers stopped (unmounted or connection aborted from outside)? */
+/* Have all threads stopped (unmounted or connection aborted from outside)? */
 bool vdisk_fuse_done(struct vdisk_fuse *fs);
 
-/* Unmount, make the workers exit (aborting the connection if it lingers), free. */
+/*
+ * Unmount, make the threads finish what is in flight and exit (aborting the
+ * connection if it lingers), log the engine's counters on stderr, free.
+ */
 void vdisk_fuse_stop(struct vdisk_fuse *fs);
 
 /*

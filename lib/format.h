@@ -90,6 +90,7 @@ struct vdisk_node {
 /* A driver: a format (raw, qcow2, ...), later also filters. */
 struct vdisk_format {
     const char *name;
+    const char *qemu_name; /* what QEMU calls it, where that differs (headers naming it) */
     unsigned flags; /* VDISK_FORMAT_* */
     unsigned caps;  /* VDISK_CAP_* every node of this format has (open() may add LINEAR) */
     /* Keys create() and open() accept in their options, NULL terminated; NULL for none. */

@@ -588,6 +588,12 @@ static int qcow2_create(struct vdisk_node *node, uint64_t size, const struct vdi
             size = vdisk_get_size(b);
             vdisk_close(b);
         }
+        if (!vdisk_format_find(fmt)) {
+            r = vdisk_error(EINVAL, "%s: backing_fmt %s is not a format vdisk knows", f->path, fmt);
+            goto out;
+        }
+        if (vdisk_format_find(fmt)->qemu_name) /* the header is for QEMU too */
+            fmt = vdisk_format_find(fmt)->qemu_name;
     }
     if (size == 0 || (size & 511)) {
         r = vdisk_error(EINVAL, "%s: qcow2 size must be a non-zero multiple of 512 bytes", f->path);

@@ -5,19 +5,18 @@
  * (mapping and the data path) and qcow2-check.c (check and repair).
  *
  * Locking: s->lock (a writer-preferring rwlock) guards all metadata: L1, the
- * caches, the reftable, the free list. Reads and in-place writes whose L2
- * table is cached take it shared, look the mapping up without changing
- * anything (but the clock bit) and do their data I/O still holding it, so they
- * run in parallel and no cluster can be freed and reused under them. Cache
- * misses, allocating writes, discard, flush and check take it exclusive; an
- * allocating write drops it while it fills its new, unlinked cluster (listed
- * in s->inflight so that check counts it), then links it if nothing changed.
- *
- * Requests of a vdisk_queue (qcow2_map) look the mapping up the same way, with
- * a trylock so they never block, and hold a pin instead of the lock while the
- * kernel does their I/O. Whatever changes or frees the mapping of an allocated
- * cluster (discard, zeroes, applying frees, check) first waits, with the lock
- * held exclusive, for the pins to drop (qcow2_wait_pins).
+ * caches, the reftable, the free list. The image layer's reads and in-place
+ * writes ask qcow2_map(): it looks the mapping up with the lock shared (a
+ * trylock for the engine's NOWAIT maps), changing nothing but the clock bit,
+ * and a DATA answer leaves holding a pin instead of the lock while the layer
+ * (or io_uring) does the I/O; qcow2_release() drops it. Whatever changes or
+ * frees the mapping of an allocated cluster (discard, zeroes, applying frees,
+ * check) first waits, with the lock held exclusive, for the pins to drop
+ * (qcow2_wait_pins). Cache misses, allocating writes, discard, flush and
+ * check take the lock exclusive; an allocating write drops it while it fills
+ * its new, unlinked cluster (listed in s->inflight so that check counts it),
+ * then links it if nothing changed. The copy-on-write of a partial cluster
+ * reads what lies below through the image layer (vdisk_node_read_backing).
  *
  * Durability order (see qcow2_flush_locked): data and refcount blocks, sync,
  * reftable, sync, L2 tables, sync, L1, sync; refcount drops only after that.

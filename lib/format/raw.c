@@ -111,6 +111,7 @@ static int iso_probe(const uint8_t *head, size_t head_len, const uint8_t *tail, 
 
 const struct vdisk_format vdisk_format_iso = {
     .name = "iso",
+    .qemu_name = "raw", /* QEMU reads an ISO as raw */
     .flags = VDISK_FORMAT_THREAD_SAFE,
     .caps = VDISK_CAP_THREAD_SAFE | VDISK_CAP_LINEAR | VDISK_CAP_READ_ONLY,
     .probe = iso_probe,

@@ -77,6 +77,19 @@ bound "$d1" "$T/a.img" || bound "$d2" "$T/m.img" || bound "$d3" "$T/p.img" && fa
     pass "close --all freed the devices"
 ok "qemu-io can write the image after close (lock released)" qemu-io -f raw -c "write 0 4k" "$T/a.img"
 
+# open options: the format's, checked (as qemu's -o / --image-opts)
+"$VDISK" create -f qcow2 "$T/o.qcow2" 8M
+ok "open -o l2-cache-size,refcount-cache-size" \
+    "$VDISK" open -o l2-cache-size=1M,refcount-cache-size=256K --via fuse "$T/o.qcow2"
+ok "close it" "$VDISK" close "$T/o.qcow2"
+fails_with "an option the format lacks is refused by name" "format qcow2 has no option 'bogus'" \
+    "$VDISK" open -o bogus=1 --via fuse "$T/o.qcow2"
+fails_with "a bad size is refused by name" "l2-cache-size" \
+    "$VDISK" open -o l2-cache-size=lots --via fuse "$T/o.qcow2"
+fails_with "raw takes no open options" "format raw has no option 'l2-cache-size'" \
+    "$VDISK" open -o l2-cache-size=1M "$T/a.img"
+eq "refused opens leave nothing open" "$("$VDISK" list | grep -c "$T")" 0
+
 # unknown command and via
 fails_with "unknown command" "unknown command" "$VDISK" frobnicate
 fails_with "unknown via" "unknown way" "$VDISK" open --via carrier-pigeon "$T/a.img"

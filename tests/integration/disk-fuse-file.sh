@@ -2,9 +2,9 @@
 # SPDX-License-Identifier: MIT
 # The FUSE file itself (what the loop device of --via fuse reads), driven with plain
 # system calls: odd offsets and sizes, the end of the disk, SEEK_DATA/SEEK_HOLE,
-# fallocate punch hole and zero range, fsync, truncate refused; on the io_uring fast
-# path and on the library path (VDISK_FUSE_NO_AIO); fio verify through the loop device.
-# A few seconds.
+# fallocate punch hole and zero range, fsync, truncate refused; with direct I/O on
+# two threads and buffered on one (all through the request engine); fio verify
+# through the loop device. A few seconds.
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/disk-lib.bash"
 command -v python3 >/dev/null || { fail "python3 is needed"; finish; }
@@ -70,12 +70,13 @@ EOF
     [ "$rc" -eq 0 ] || fail "$name: the python checks stopped part-way (exit $rc)"
 }
 
-for mode in fast library; do
+for mode in direct buffered; do
     img=$T/$mode.img
     truncate -s 8M "$img"
     printf 'D%.0s' $(seq 65536) | dd of="$img" bs=64k seek=32 conv=notrunc status=none # 2M..2M+64K
-    if [ $mode = library ]; then export VDISK_FUSE_NO_AIO=1; else unset VDISK_FUSE_NO_AIO; fi
-    dev=$("$VDISK" open --via fuse "$img") && pass "$mode: open" || fail "$mode: open"
+    opt=()
+    if [ $mode = buffered ]; then opt=(--no-direct); export VDISK_FUSE_THREADS=1; fi
+    dev=$("$VDISK" open --via fuse "${opt[@]}" "$img") && pass "$mode: open" || fail "$mode: open"
     mp=$(rec_field "$img" mountpoint)
     check_file "$mode"
     # concurrent writes of mixed sizes and alignments, then verify every block
@@ -84,6 +85,6 @@ for mode in fast library; do
         --ioengine=libaio --direct=1 --size=6M --verify=crc32c --do_verify=1 \
         --verify_fatal=1 --verify_state_save=0 --output=/dev/null
     ok "$mode: close" "$VDISK" close "$img"
+    unset VDISK_FUSE_THREADS
 done
-unset VDISK_FUSE_NO_AIO
 finish

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -223,6 +224,53 @@ static void test_poll_fd(void **state)
     assert_int_equal(vdisk_queue_poll_fd(q), -EINVAL);
     vdisk_queue_destroy(q);
     io_uring_queue_exit(&ring);
+    assert_int_equal(vdisk_close(img), 0);
+    free(path);
+}
+
+/* A discard on IMG in another thread: it waits for every pinned mapping. */
+static void *discard_main(void *img)
+{
+    return (void *)(intptr_t)vdisk_discard(img, 0, 1 << 20);
+}
+
+/*
+ * A failed wait (the test switch makes the first ones fail) on the error path
+ * before destroy: destroy must still drain, or the mappings of the reads still
+ * in the kernel stay pinned and the next discard waits for them forever.
+ */
+static void test_destroy_after_failed_wait(void **state)
+{
+    char *path = test_path(*state, "f.qcow2");
+    struct vdisk_request rq[8], *done[8];
+    static uint8_t buf[8][65536];
+    struct vdisk_image *img;
+    struct vdisk_queue *q;
+    struct timespec deadline;
+    pthread_t t;
+    void *ret;
+
+    assert_int_equal(vdisk_create(path, "qcow2", 1 << 20, NULL), 0);
+    assert_int_equal(vdisk_open(path, NULL, 0, NULL, &img), 0);
+    memset(buf[0], 0x77, sizeof(buf[0]));
+    for (int i = 0; i < 8; i++) /* allocated clusters: reads of them are pinned on the ring */
+        assert_int_equal(vdisk_write(img, buf[0], 65536, i * 65536ull, 0), 0);
+    setenv("VDISK_TEST_QUEUE_WAIT_FAULTS", "3", 1);
+    assert_int_equal(vdisk_queue_create(img, 8, 0, &q), 0);
+    unsetenv("VDISK_TEST_QUEUE_WAIT_FAULTS");
+    for (int i = 0; i < 8; i++) {
+        rq[i] = (struct vdisk_request){
+            .op = VDISK_OP_READ, .buf = buf[i], .length = 65536, .offset = i * 65536ull};
+        assert_int_equal(vdisk_queue_submit(q, &rq[i]), 0);
+    }
+    assert_int_equal(vdisk_queue_complete(q, done, 8, 8), -EIO); /* the error path */
+    vdisk_queue_destroy(q);
+    assert_int_equal(pthread_create(&t, NULL, discard_main, img), 0);
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += 20;
+    if (pthread_timedjoin_np(t, &ret, &deadline) != 0)
+        fail_msg("a discard after destroy still waits for the reads' pins");
+    assert_int_equal((intptr_t)ret, 0);
     assert_int_equal(vdisk_close(img), 0);
     free(path);
 }
@@ -551,6 +599,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_inline_writes, test_setup_tmpdir,
                                         test_teardown_tmpdir),
         cmocka_unit_test_setup_teardown(test_poll_fd, test_setup_tmpdir, test_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_destroy_after_failed_wait, test_setup_tmpdir,
+                                        test_teardown_tmpdir),
         cmocka_unit_test_setup_teardown(test_mix_raw, test_setup_tmpdir, test_teardown_tmpdir),
         cmocka_unit_test_setup_teardown(test_mix_raw_direct, test_setup_tmpdir,
                                         test_teardown_tmpdir),

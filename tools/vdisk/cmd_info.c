@@ -7,6 +7,10 @@
 
 #include "vdisk.h"
 
+/* The names of the capabilities in CAPS, for text and JSON. */
+static const char *const cap_names[] = {"thread-safe", "read-only", "linear"};
+#define N_CAPS (sizeof(cap_names) / sizeof(cap_names[0]))
+
 static void print_text(const struct vdisk_info *in, const struct disk_record *rec, bool open)
 {
     printf("image: %s\nformat: %s\nvirtual size: %" PRIu64 "\nfile size: %" PRIu64
@@ -16,9 +20,19 @@ static void print_text(const struct vdisk_info *in, const struct disk_record *re
         printf("cluster size: %u\n", in->cluster_size);
     if (in->backing_file)
         printf("backing file: %s (%s)\n", in->backing_file,
-               in->backing_format ? in->backing_format : "probed");
+               in->backing_format ? in->backing_format : "no format stated");
     if (in->dirty)
         printf("dirty: yes\n");
+    printf("capabilities:");
+    for (unsigned i = 0; i < N_CAPS; i++)
+        if (in->caps & (1u << i))
+            printf(" %s", cap_names[i]);
+    printf("\n");
+    if (in->caps & VDISK_CAP_LINEAR)
+        printf("data offset: %" PRIu64 "\n", in->linear_offset);
+    printf("format from: %s\n", in->format_probed ? "probe" : "stated or remembered");
+    for (const char *const *f = in->files; f && *f; f++)
+        printf("reads file: %s\n", *f); /* every file the image reads, top first */
     if (open)
         printf("device: %s\nvia: %s\nid: %s\nread-only: %s\n", rec->device, rec->via, rec->id,
                rec->read_only ? "yes" : "no");
@@ -39,7 +53,20 @@ static void print_json(const struct vdisk_info *in, const struct disk_record *re
     if (in->backing_file) {
         printf(", \"backing_file\": ");
         json_string(stdout, in->backing_file);
+        printf(", \"backing_format\": ");
+        json_string(stdout, in->backing_format ? in->backing_format : "");
     }
+    printf(", \"capabilities\": [");
+    for (unsigned i = 0, n = 0; i < N_CAPS; i++)
+        if (in->caps & (1u << i))
+            printf("%s\"%s\"", n++ ? ", " : "", cap_names[i]);
+    printf("], \"data_offset\": %" PRIu64 ", \"format_probed\": %s, \"files\": [",
+           in->linear_offset, in->format_probed ? "true" : "false");
+    for (const char *const *f = in->files; f && *f; f++) {
+        printf("%s", f == in->files ? "" : ", ");
+        json_string(stdout, *f);
+    }
+    printf("]");
     if (open) {
         printf(", \"device\": ");
         json_string(stdout, rec->device);
