@@ -285,6 +285,7 @@ static void *conn_main(void *arg)
     return NULL;
 }
 
+/* Serve FD (handshake included) in a thread of its own, within the limit on connections. */
 int nbd_server_add_client(struct nbd_server *srv, int fd)
 {
     pthread_attr_t attr;
@@ -323,6 +324,7 @@ int nbd_server_add_client(struct nbd_server *srv, int fd)
     return r;
 }
 
+/* A server for IMG; the protocol's strings are checked here. */
 int nbd_server_new(struct vdisk_image *img, const struct nbd_server_opts *opts,
                    struct nbd_server **srvp)
 {
@@ -354,6 +356,7 @@ int nbd_server_new(struct vdisk_image *img, const struct nbd_server_opts *opts,
     return 0;
 }
 
+/* Wake serve() through the stop pipe (async-signal-safe). */
 void nbd_server_stop(struct nbd_server *srv)
 {
     ssize_t r = write(srv->stop_pipe[1], "x", 1);
@@ -373,6 +376,7 @@ static void drop_all(struct nbd_server *srv)
     pthread_mutex_unlock(&srv->lock);
 }
 
+/* Accept connections until stopped, then drop them all and wait for their threads. */
 int nbd_server_serve(struct nbd_server *srv, int listen_fd)
 {
     struct pollfd pfd[2] = {{listen_fd, POLLIN, 0}, {srv->stop_pipe[0], POLLIN, 0}};
@@ -408,6 +412,7 @@ int nbd_server_serve(struct nbd_server *srv, int listen_fd)
     return 0;
 }
 
+/* Free SRV (its connections are gone). */
 void nbd_server_free(struct nbd_server *srv)
 {
     if (!srv)
