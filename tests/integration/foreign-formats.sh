@@ -102,10 +102,9 @@ ok "open new.img still makes a raw image" "$VDISK" open "$T/new.img" 16M
 ok "close new.img" "$VDISK" close "$T/new.img"
 
 # Real images made by other tools (shared/testdata/images, see its MANIFEST.md)
-DATA=${VDISK_SHARED:-$ROOT/../shared}/testdata/images
-[ -d "$DATA" ] || [ -n "${VDISK_SHARED:-}" ] || DATA=$ROOT/../../shared/testdata/images
+DATA=$(testdata_dir) # tests/needs.sh
 if [ ! -d "$DATA" ]; then
-    echo "NOTE: $DATA is absent; the real-image checks were not run"
+    skip testdata "$DATA is absent: the real-image checks cannot run"
 else
     mkdir -p "$T/real"
     while read -r file fmt; do
