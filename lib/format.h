@@ -70,13 +70,14 @@ struct vdisk_node {
     unsigned flags;         /* VDISK_OPEN_* */
     bool read_only;
     bool dirty_at_open;
-    bool probed;               /* the format was probed, not stated */
-    bool guard_probe;          /* probed linear: refuse writes that change what it probes as */
-    struct vdisk_node *above;  /* the node this one backs; NULL for the top */
-    char *real;                /* canonical path of node->file, for cycle checks */
-    int depth;                 /* backing nodes above this one */
-    struct vdisk_options opts; /* open options meant for this node */
-    pthread_mutex_t lock;      /* serialises drivers without VDISK_FORMAT_THREAD_SAFE */
+    bool probed;                /* the format was probed, not stated */
+    bool guard_probe;           /* probed linear: refuse writes that change what it probes as */
+    pthread_mutex_t guard_lock; /* a probe-window check and its write, as one */
+    struct vdisk_node *above;   /* the node this one backs; NULL for the top */
+    char *real;                 /* canonical path of node->file, for cycle checks */
+    int depth;                  /* backing nodes above this one */
+    struct vdisk_options opts;  /* open options meant for this node */
+    pthread_mutex_t lock;       /* serialises drivers without VDISK_FORMAT_THREAD_SAFE */
     /* DATA mappings in use, for drivers without release(): changes that free wait */
     atomic_uint pins;
     pthread_mutex_t pin_lock;
@@ -91,8 +92,8 @@ struct vdisk_node {
 struct vdisk_format {
     const char *name;
     const char *qemu_name; /* what QEMU calls it, where that differs (headers naming it) */
-    unsigned flags; /* VDISK_FORMAT_* */
-    unsigned caps;  /* VDISK_CAP_* every node of this format has (open() may add LINEAR) */
+    unsigned flags;        /* VDISK_FORMAT_* */
+    unsigned caps;         /* VDISK_CAP_* every node of this format has (open() may add LINEAR) */
     /* Keys create() and open() accept in their options, NULL terminated; NULL for none. */
     const char *const *create_options;
     const char *const *open_options;

@@ -195,19 +195,13 @@ int vdisk_node_read(struct vdisk_node *n, void *buf, size_t len, uint64_t off)
     return 0;
 }
 
-int node_write(struct vdisk_node *n, const void *buf, size_t len, uint64_t off, unsigned flags)
+/* Write BUF over N's extents (no probe guard). */
+static int write_extents(struct vdisk_node *n, const uint8_t *p, size_t len, uint64_t off,
+                         unsigned flags)
 {
     unsigned mflags = VDISK_MAP_WRITE | ((flags & VDISK_WRITE_FUA) ? VDISK_MAP_FUA : 0);
-    const uint8_t *p = buf;
     int r = 0;
 
-    if (!n->fmt->write)
-        return vdisk_error(EROFS, "%s: format %s cannot be written", n->path, n->fmt->name);
-    if (n->guard_probe && probe_window(n->size, off, len)) {
-        r = probe_guard(n, buf, len, off);
-        if (r < 0)
-            return r;
-    }
     while (len > 0 && r == 0) {
         struct vdisk_map m;
 
@@ -230,6 +224,32 @@ int node_write(struct vdisk_node *n, const void *buf, size_t len, uint64_t off, 
     /* FUA: the data and whatever metadata it depends on, once for the whole write */
     if (r == 0 && (flags & VDISK_WRITE_FUA))
         r = node_flush(n);
+    return r;
+}
+
+/*
+ * Does a change of [OFF, OFF+LEN) need the probe guard? Then the caller holds
+ * guard_lock from the check to the end of the change: two writes that each
+ * look harmless must not together make a header.
+ */
+static bool guarded(struct vdisk_node *n, uint64_t off, uint64_t len)
+{
+    return n->guard_probe && probe_window(n->size, off, len);
+}
+
+int node_write(struct vdisk_node *n, const void *buf, size_t len, uint64_t off, unsigned flags)
+{
+    int r;
+
+    if (!n->fmt->write)
+        return vdisk_error(EROFS, "%s: format %s cannot be written", n->path, n->fmt->name);
+    if (!guarded(n, off, len))
+        return write_extents(n, buf, len, off, flags);
+    pthread_mutex_lock(&n->guard_lock);
+    r = probe_guard(n, buf, len, off);
+    if (r == 0)
+        r = write_extents(n, buf, len, off, flags);
+    pthread_mutex_unlock(&n->guard_lock);
     return r;
 }
 
@@ -259,19 +279,23 @@ int node_flush(struct vdisk_node *n)
 
 int node_discard(struct vdisk_node *n, uint64_t off, uint64_t len)
 {
-    int r;
+    bool guard = guarded(n, off, len);
+    int r = 0;
 
     if (!n->fmt->discard)
         return 0;
-    if (n->guard_probe && probe_window(n->size, off, len)) {
+    if (guard) {
+        pthread_mutex_lock(&n->guard_lock);
         r = probe_guard(n, NULL, len, off);
-        if (r < 0)
-            return r;
     }
-    enter(n);
-    wait_pins(n);
-    r = n->fmt->discard(n, off, len);
-    leave(n);
+    if (r == 0) {
+        enter(n);
+        wait_pins(n);
+        r = n->fmt->discard(n, off, len);
+        leave(n);
+    }
+    if (guard)
+        pthread_mutex_unlock(&n->guard_lock);
     return r;
 }
 
@@ -299,20 +323,24 @@ static int write_zero_buffers(struct vdisk_node *n, uint64_t off, uint64_t len, 
 
 int node_write_zeroes(struct vdisk_node *n, uint64_t off, uint64_t len, unsigned flags)
 {
-    int r = -ENOTSUP;
+    bool guard = guarded(n, off, len);
+    int r = 0;
 
-    if (n->guard_probe && probe_window(n->size, off, len)) {
+    if (guard) {
+        pthread_mutex_lock(&n->guard_lock);
         r = probe_guard(n, NULL, len, off);
-        if (r < 0)
-            return r;
+    }
+    if (r == 0) {
         r = -ENOTSUP;
+        if (n->fmt->write_zeroes) {
+            enter(n);
+            wait_pins(n);
+            r = n->fmt->write_zeroes(n, off, len, flags);
+            leave(n);
+        }
     }
-    if (n->fmt->write_zeroes) {
-        enter(n);
-        wait_pins(n);
-        r = n->fmt->write_zeroes(n, off, len, flags);
-        leave(n);
-    }
+    if (guard)
+        pthread_mutex_unlock(&n->guard_lock);
     if (r != -ENOTSUP && r != -EOPNOTSUPP)
         return r;
     if (flags & VDISK_ZERO_NO_FALLBACK)
@@ -553,6 +581,7 @@ static void node_free(struct vdisk_node *n)
     vdisk_file_close(n->file);
     vdisk_options_free(&n->opts);
     pthread_mutex_destroy(&n->lock);
+    pthread_mutex_destroy(&n->guard_lock);
     pthread_mutex_destroy(&n->pin_lock);
     pthread_cond_destroy(&n->pin_done);
     free(n->real);
@@ -578,6 +607,7 @@ static int node_new(const char *path, unsigned flags, struct vdisk_node *above,
     n->above = above;
     n->depth = above ? above->depth + 1 : 0;
     pthread_mutex_init(&n->lock, NULL);
+    pthread_mutex_init(&n->guard_lock, NULL);
     pthread_mutex_init(&n->pin_lock, NULL);
     pthread_cond_init(&n->pin_done, NULL);
     *np = n;

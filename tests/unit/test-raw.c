@@ -8,6 +8,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -284,6 +286,81 @@ static void test_parse_size(void **state)
     assert_int_equal(vdisk_parse_size("17592186044416", &v), -ERANGE); /* MiB overflow */
 }
 
+/* The first bytes of a qcow2 header (magic, version 3): enough to probe as qcow2. */
+static const uint8_t qcow2_magic[4] = {'Q', 'F', 'I', 0xfb}, qcow2_v3[4] = {0, 0, 0, 3};
+
+/* A probed raw image refuses a write that would make it probe as qcow2; a stated one does not. */
+static void test_probe_guard(void **state)
+{
+    char *path = test_path(*state, "g.raw");
+    uint8_t hdr[8], buf[4096] = {1};
+    struct vdisk_image *img;
+
+    memcpy(hdr, qcow2_magic, 4);
+    memcpy(hdr + 4, qcow2_v3, 4);
+    assert_int_equal(vdisk_create(path, "raw", MiB, NULL), 0);
+    assert_int_equal(vdisk_open(path, NULL, 0, NULL, &img), 0);
+    assert_int_equal(vdisk_write(img, hdr, sizeof(hdr), 0, 0), -EPERM);
+    assert_non_null(strstr(vdisk_last_error(), "look like a qcow2"));
+    assert_int_equal(vdisk_write_zeroes(img, 0, sizeof(buf), 0), 0); /* zeroes make no header */
+    assert_int_equal(vdisk_write(img, buf, sizeof(buf), 0, 0), 0);   /* ordinary data */
+    assert_int_equal(vdisk_write(img, qcow2_magic, 4, 0, 0), 0);     /* no version: still raw */
+    assert_int_equal(vdisk_write(img, qcow2_v3, 4, 4, 0), -EPERM);   /* ... this would finish it */
+    assert_int_equal(vdisk_write(img, hdr, sizeof(hdr), MiB - 8, 0), 0); /* not where probes look */
+    assert_int_equal(vdisk_close(img), 0);
+    assert_int_equal(vdisk_open(path, "raw", 0, NULL, &img), 0); /* stated: the user's call */
+    assert_int_equal(vdisk_write(img, hdr, sizeof(hdr), 0, 0), 0);
+    assert_int_equal(vdisk_close(img), 0);
+    free(path);
+}
+
+/* Two writes racing into the probe window: each harmless, together a qcow2 header. */
+struct racer {
+    struct vdisk_image *img;
+    const uint8_t *bytes;
+    uint64_t off;
+    atomic_int *gate;
+    int result;
+};
+
+static void *racer_main(void *arg)
+{
+    struct racer *r = arg;
+
+    atomic_fetch_sub(r->gate, 1);
+    while (atomic_load(r->gate) > 0)
+        ; /* both start at once */
+    r->result = vdisk_write(r->img, r->bytes, 4, r->off, 0);
+    return NULL;
+}
+
+static void test_probe_guard_race(void **state)
+{
+    char *path = test_path(*state, "race.raw");
+    static const uint8_t zero[8];
+    struct vdisk_image *img;
+    int both = 0;
+
+    assert_int_equal(vdisk_create(path, "raw", MiB, NULL), 0);
+    assert_int_equal(vdisk_open(path, NULL, 0, NULL, &img), 0);
+    for (int round = 0; round < 2000; round++) {
+        atomic_int gate = 2;
+        struct racer a = {img, qcow2_magic, 0, &gate, 0}, b = {img, qcow2_v3, 4, &gate, 0};
+        pthread_t ta, tb;
+
+        assert_int_equal(vdisk_write(img, zero, sizeof(zero), 0, 0), 0);
+        assert_int_equal(pthread_create(&ta, NULL, racer_main, &a), 0);
+        assert_int_equal(pthread_create(&tb, NULL, racer_main, &b), 0);
+        pthread_join(ta, NULL);
+        pthread_join(tb, NULL);
+        both += a.result == 0 && b.result == 0;
+    }
+    assert_int_equal(vdisk_close(img), 0);
+    if (both)
+        fail_msg("both halves of a qcow2 header got through in %d of 2000 rounds", both);
+    free(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -305,6 +382,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_open_errors, test_setup_tmpdir, test_teardown_tmpdir),
         cmocka_unit_test_setup_teardown(test_probe_iso, test_setup_tmpdir, test_teardown_tmpdir),
         cmocka_unit_test(test_parse_size),
+        cmocka_unit_test_setup_teardown(test_probe_guard, test_setup_tmpdir, test_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_probe_guard_race, test_setup_tmpdir,
+                                        test_teardown_tmpdir),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
