@@ -193,8 +193,6 @@ int vdisk_get_info(struct vdisk_image *img, struct vdisk_info *info)
     info->dirty = n->dirty_at_open;
     info->format_probed = img->format_probed;
     info->files = img->files;
-    info->queue_requests = atomic_load(&img->queue_requests);
-    info->queue_ring = atomic_load(&img->queue_ring);
     r = vdisk_file_get_size(n->file, &info->file_size);
     if (r == 0)
         r = vdisk_file_allocated(n->file, &info->allocated_bytes);

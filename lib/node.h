@@ -17,7 +17,6 @@ struct vdisk_image {
     struct vdisk_node *root;
     bool format_probed; /* probed, neither stated nor remembered */
     const char **files; /* every file the graph reads, NULL terminated */
-    atomic_ullong queue_requests, queue_ring;
 };
 
 /* The probe window: what probes look at, and what a guarded node refuses to change. */

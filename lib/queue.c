@@ -443,7 +443,6 @@ static bool write_inline(struct vdisk_queue *q, struct slot *s)
     release_segs(s);
     finish(q, s);
     q->stats.ring++;
-    atomic_fetch_add(&q->img->queue_ring, 1);
     return true;
 }
 
@@ -484,7 +483,6 @@ static int try_ring(struct vdisk_queue *q, struct slot *s)
         }
     }
     q->stats.ring++;
-    atomic_fetch_add(&q->img->queue_ring, 1);
     return 0;
 }
 
@@ -584,7 +582,6 @@ int vdisk_queue_submit(struct vdisk_queue *q, struct vdisk_request *req)
     }
     q->inflight++;
     q->stats.requests++;
-    atomic_fetch_add(&q->img->queue_requests, 1);
     return 0;
 }
 

@@ -67,9 +67,6 @@ struct vdisk_info {
     const char *backing_file; /* NULL when none */
     const char *backing_format;
     const char *const *files; /* every file the image reads, top first, NULL terminated */
-    /* the request engine (vdisk_queue) so far, over every queue of this image */
-    uint64_t queue_requests; /* requests submitted */
-    uint64_t queue_ring;     /* of which went straight to the files on an io_uring */
 };
 
 /* vdisk_check() flags and result */
