@@ -175,6 +175,11 @@ int vdisk_node_read_backing(struct vdisk_node *node, void *buf, uint64_t len, ui
 /* Read NODE's guest bytes (map, then file, zeroes, backing or read()). */
 int vdisk_node_read(struct vdisk_node *node, void *buf, size_t len, uint64_t off);
 
+/* get_info(): add a format-specific fact KEY (snake_case) = printf(FMT); quietly dropped when full.
+ */
+void vdisk_info_add(struct vdisk_info *info, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* Look a format up by name; NULL if unknown. */
 const struct vdisk_format *vdisk_format_find(const char *name);
 

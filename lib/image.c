@@ -5,6 +5,8 @@
  * image's graph (node.c).
  */
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -174,6 +176,20 @@ int vdisk_get_linear(struct vdisk_image *img, int *fd, uint64_t *offset)
     *fd = n->file->fd_buffered;
     *offset = n->linear_offset;
     return 0;
+}
+
+void vdisk_info_add(struct vdisk_info *info, const char *key, const char *fmt, ...)
+{
+    struct vdisk_info_detail *d;
+    va_list ap;
+
+    if (info->ndetails >= VDISK_INFO_DETAILS)
+        return;
+    d = &info->details[info->ndetails++];
+    snprintf(d->key, sizeof(d->key), "%s", key);
+    va_start(ap, fmt);
+    vsnprintf(d->value, sizeof(d->value), fmt, ap);
+    va_end(ap);
 }
 
 int vdisk_get_info(struct vdisk_image *img, struct vdisk_info *info)

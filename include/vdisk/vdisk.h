@@ -50,6 +50,13 @@ struct vdisk_extent {
 #define VDISK_CAP_READ_ONLY   (1u << 1) /* can never be written (iso) */
 #define VDISK_CAP_LINEAR      (1u << 2) /* guest bytes are one linear range of one file */
 
+/* One format-specific fact for `vdisk info` ("creator" = "Hyper-V"). */
+struct vdisk_info_detail {
+    char key[32];    /* snake_case: JSON key, and with spaces the text label */
+    char value[256]; /* as printed; a JSON string */
+};
+#define VDISK_INFO_DETAILS 24
+
 /* What vdisk_get_info() reports. Strings belong to the image. */
 struct vdisk_info {
     const char *format;       /* "raw", "qcow2", ... */
@@ -67,6 +74,9 @@ struct vdisk_info {
     const char *backing_file; /* NULL when none */
     const char *backing_format;
     const char *const *files; /* every file the image reads, top first, NULL terminated */
+    /* what else the format knows (creator, block size, log state...), in its order */
+    struct vdisk_info_detail details[VDISK_INFO_DETAILS];
+    unsigned ndetails;
 };
 
 /* vdisk_check() flags and result */

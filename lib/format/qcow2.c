@@ -399,6 +399,12 @@ static int qcow2_get_info(struct vdisk_node *node, struct vdisk_info *info)
     info->cluster_size = (uint32_t)s->cluster_size;
     info->backing_file = s->backing_name;
     info->backing_format = node->backing ? node->backing->fmt->name : s->backing_fmt;
+    vdisk_info_add(info, "compat", "%s", s->version >= 3 ? "1.1" : "0.10");
+    vdisk_info_add(info, "refcount_bits", "%u", 1u << s->refcount_order);
+    vdisk_info_add(info, "compression_type", "%s", s->compression ? "zstd" : "zlib");
+    vdisk_info_add(info, "lazy_refcounts", "%s", s->lazy ? "true" : "false");
+    vdisk_info_add(info, "extended_l2", "%s", s->ext_l2 ? "true" : "false");
+    vdisk_info_add(info, "snapshots", "%u", s->nb_snapshots);
     return 0;
 }
 

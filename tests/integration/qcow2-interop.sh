@@ -286,6 +286,26 @@ ok "create: zstd recorded" grep -q "compression type: zstd" "$T/info"
 ok "create: lazy refcounts recorded" grep -q "lazy refcounts: true" "$T/info"
 ok "create: refcount bits recorded" grep -q "refcount bits: 8" "$T/info"
 ok "create with options: qemu-img check clean" qemu-img check -q "$T/o3.qcow2"
+# vdisk info tells the format's details as qemu-img info does (qemu-img made both).
+for img in "$T/o.qcow2" "$T/o3.qcow2"; do
+    qemu-img info --output=json "$img" >"$T/qi.json"
+    "$VDISK" info --json "$img" >"$T/vi.json"
+    python3 - "$T/qi.json" "$T/vi.json" <<'PY' && pass "info details of ${img##*/} as qemu-img's" ||
+import json, sys
+q = json.load(open(sys.argv[1]))["format-specific"]["data"]
+v = json.load(open(sys.argv[2]))
+pairs = [("compat", "compat"), ("refcount_bits", "refcount-bits"),
+         ("compression_type", "compression-type"), ("lazy_refcounts", "lazy-refcounts"),
+         ("extended_l2", "extended-l2")]
+bad = [(k, v.get(k), q.get(qk)) for k, qk in pairs
+       if qk in q and str(v.get(k)) != str(q[qk]).lower()]
+sys.exit(print(bad) or 1 if bad else 0)
+PY
+        fail "info details of ${img##*/}: $(cat "$T/vi.json")"
+done
+"$VDISK" info "$T/o3.qcow2" | grep -qx "refcount bits: 8" && pass "info text: refcount bits" ||
+    fail "info text: $("$VDISK" info "$T/o3.qcow2")"
+
 fails_with "create: bad cluster size refused" "cluster_size" "$IO" -o cluster_size=1000 create \
     "$T/o4.qcow2" 8M
 fails_with "create: extended_l2 on v2 refused" "compat=1.1" "$IO" \

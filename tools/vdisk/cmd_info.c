@@ -30,6 +30,13 @@ static void print_text(const struct vdisk_info *in, const struct disk_record *re
     printf("\n");
     if (in->caps & VDISK_CAP_LINEAR)
         printf("data offset: %" PRIu64 "\n", in->linear_offset);
+    for (unsigned i = 0; i < in->ndetails; i++) {
+        const struct vdisk_info_detail *d = &in->details[i];
+
+        for (const char *k = d->key; *k; k++)
+            putchar(*k == '_' ? ' ' : *k);
+        printf(": %s\n", d->value);
+    }
     printf("format from: %s\n", in->format_probed ? "probe" : "stated or remembered");
     for (const char *const *f = in->files; f && *f; f++)
         printf("reads file: %s\n", *f); /* every file the image reads, top first */
@@ -67,6 +74,12 @@ static void print_json(const struct vdisk_info *in, const struct disk_record *re
         json_string(stdout, *f);
     }
     printf("]");
+    for (unsigned i = 0; i < in->ndetails; i++) {
+        printf(", ");
+        json_string(stdout, in->details[i].key);
+        printf(": ");
+        json_string(stdout, in->details[i].value);
+    }
     if (open) {
         printf(", \"device\": ");
         json_string(stdout, rec->device);

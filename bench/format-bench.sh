@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# vdisk against qemu-img on the same images, side by side, ratios printed.
+# vdisk against qemu-img on the same images of one format (FMT, default qcow2;
+# OPTS: qemu-img create options), side by side, ratios printed.
 #  1. bench: 4k reads and writes at depth 32 with direct I/O (-n / -t none) on a
-#     fully allocated 1 GiB qcow2 image (target: vdisk >= 1.2x qemu-img's requests/s).
+#     fully allocated 1 GiB image (target: vdisk >= 1.2x qemu-img's requests/s).
 #  2. random offsets (qemu-img bench has none): vdisk bench --random, 4k at depth 32
 #     with O_DIRECT on the qcow2 image, against fio (io_uring, direct) on the same
 #     data as a raw file: the physical limit of this disk (target: >= 0.95 of it).
@@ -10,7 +11,8 @@
 #     (target: vdisk's time <= 0.8x qemu-img's in the same mode).
 # Each measurement is run RUNS times (default 5), the two tools alternating; the
 # median and the best run are printed (the machine may be shared: look at both).
-# Usage: bench/qcow2-bench.sh [DIR]   (scratch space, default a temp dir; needs ~4 GiB)
+# The targets are qcow2's; TARGET_BENCH, TARGET_RANDOM, TARGET_CONVERT set others.
+# Usage: [FMT=vhdx] [OPTS=...] bench/format-bench.sh [DIR]   (scratch space, default a temp dir; needs ~4 GiB)
 set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VDISK=${VDISK:-$ROOT/build/tools/vdisk/vdisk}
@@ -19,7 +21,11 @@ COUNT=${COUNT:-200000}
 DIR=$(mktemp -d "${1:-/var/tmp}/vdisk-bench.XXXXXX")
 trap 'rm -rf "$DIR"' EXIT
 
-FMT=qcow2
+FMT=${FMT:-qcow2}
+OPTS=${OPTS:+-o $OPTS}
+TARGET_BENCH=${TARGET_BENCH:-1.2}
+TARGET_RANDOM=${TARGET_RANDOM:-0.95}
+TARGET_CONVERT=${TARGET_CONVERT:-0.8}
 
 best() { sort -g | head -1; }    # smallest of the numbers on stdin
 bestmax() { sort -g | tail -1; } # largest
@@ -28,7 +34,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
 echo "== images: 1 GiB of random data as raw and as $FMT"
 head -c 1G /dev/urandom >"$DIR/src.raw"
-qemu-img convert -f raw -O "$FMT" "$DIR/src.raw" "$DIR/img.$FMT"
+qemu-img convert -f raw -O "$FMT" $OPTS "$DIR/src.raw" "$DIR/img.$FMT"
 qemu-img info "$DIR/img.$FMT" | sed -n 's/^\(file format\|disk size\).*/  &/p'
 
 # rate TOOL RW: requests/s of one run (qemu-img prints only the time)
@@ -55,7 +61,7 @@ for rw in read write; do
     qb=$(printf '%s\n' "${q[@]}" | bestmax)
     vm=$(printf '%s\n' "${v[@]}" | median)
     qm=$(printf '%s\n' "${q[@]}" | median)
-    printf '  %-5s median: vdisk %8s req/s  qemu-img %8s req/s  ratio %s (target >= 1.2)\n' \
+    printf '  %-5s median: vdisk %8s req/s  qemu-img %8s req/s  ratio %s (target >= '"$TARGET_BENCH"')\n' \
         "$rw" "$vm" "$qm" "$(ratio "$vm" "$qm")"
     printf '        best:   vdisk %8s req/s  qemu-img %8s req/s  ratio %s\n' \
         "$vb" "$qb" "$(ratio "$vb" "$qb")"
@@ -90,7 +96,7 @@ for rw in read write; do
     done
     vm=$(printf '%s\n' "${v[@]}" | median)
     fm=$(printf '%s\n' "${f[@]}" | median)
-    printf '  %-5s median: vdisk %8s req/s  fio (raw file) %8s req/s  ratio %s (target >= 0.95)\n' \
+    printf '  %-5s median: vdisk %8s req/s  fio (raw file) %8s req/s  ratio %s (target >= '"$TARGET_RANDOM"')\n' \
         "$rw" "$vm" "$fm" "$(ratio "$vm" "$fm")"
     echo "        [runs: vdisk ${v[*]}; fio ${f[*]}]"
 done
@@ -137,7 +143,7 @@ convert_pair() {
         q=$(printf '%s\n' ${T[q$mode]})
         vm=$(echo "$v" | median)
         qm=$(echo "$q" | median)
-        printf '  %-5s -> %-5s -t %-9s median: vdisk %6ss  qemu-img %6ss  ratio %s (target <= 0.8)  best: %ss vs %ss\n' \
+        printf '  %-5s -> %-5s -t %-9s median: vdisk %6ss  qemu-img %6ss  ratio %s (target <= '"$TARGET_CONVERT"')  best: %ss vs %ss\n' \
             "$from" "$to" "$mode" "$vm" "$qm" "$(ratio "$vm" "$qm")" "$(echo "$v" | best)" "$(echo "$q" | best)"
         echo "        [runs: vdisk ${T[v$mode]}; qemu-img ${T[q$mode]}]"
     done
@@ -148,5 +154,5 @@ echo "   qemu-img unsafe (DST not flushed), vdisk writeback (DST flushed); compa
 convert_pair raw "$FMT" "$DIR/src.raw"
 # the write benchmark above overwrote most of img with zeroes: make it again
 rm -f "$DIR/img.$FMT"
-qemu-img convert -f raw -O "$FMT" "$DIR/src.raw" "$DIR/img.$FMT"
+qemu-img convert -f raw -O "$FMT" $OPTS "$DIR/src.raw" "$DIR/img.$FMT"
 convert_pair "$FMT" raw "$DIR/img.$FMT"
