@@ -29,13 +29,6 @@ static uint32_t be32(const uint8_t *p)
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-/* VHDX: the file type identifier "vhdxfile" opens the file. */
-static int vhdx_probe(const uint8_t *head, size_t head_len, const uint8_t *tail, uint64_t file_size)
-{
-    (void)tail, (void)file_size;
-    return head_has(head, head_len, 0, "vhdxfile", 8) ? 100 : 0;
-}
-
 /*
  * VHD: the footer's cookie "conectix". Dynamic and differencing images copy
  * the footer to offset 0; a fixed one has it only in its last 512 bytes, or
@@ -190,7 +183,6 @@ static const struct foreign_entry {
     struct vdisk_foreign fmt;
     const char *ext[3];
 } foreign[] = {
-    {{"vhdx", "VHDX (Hyper-V)", vhdx_probe}, {"vhdx"}},
     {{"vpc", "VHD (Virtual PC)", vpc_probe}, {"vhd", "vpc"}},
     {{"vmdk", "VMDK (VMware)", vmdk_probe}, {"vmdk"}},
     {{"vdi", "VDI (VirtualBox)", vdi_probe}, {"vdi"}},

@@ -1,0 +1,159 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vdisk check for VHDX: header and region table copies (CRC-32C), BAT
+ * entries past the end of the file or over the metadata, blocks that overlap
+ * each other, and leaked space (file MiBs past the metadata no entry uses).
+ * Repairs: a bad header or region table copy is rewritten from the good one;
+ * with -r all, a block past the end of the file is dropped (through the log);
+ * leaked space at the end of the file is cut off.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "../error.h"
+#include "vhdx.h"
+
+struct area {
+    uint64_t off, len, idx;
+};
+
+static int cmp_area(const void *a, const void *b)
+{
+    const struct area *x = a, *y = b;
+
+    return x->off < y->off ? -1 : x->off > y->off;
+}
+
+/* Is the other header or region table copy bad? Rewrite it when REPAIR. */
+static int check_copies(struct vhdx *s, bool repair, struct vdisk_check_result *res)
+{
+    uint8_t *b = malloc(VHDX_RT_SIZE);
+    const uint64_t hoff[2] = {VHDX_HDR1_OFF, VHDX_HDR2_OFF}, roff[2] = {VHDX_RT1_OFF, VHDX_RT2_OFF};
+    int r = 0, bad_rt = -1, good_rt = -1;
+    bool bad_hdr = false;
+
+    if (!b)
+        return vdisk_error(ENOMEM, "%s: out of memory", s->node->path);
+    for (int i = 0; i < 2 && r == 0; i++) {
+        r = vdisk_file_pread(s->file, b, VHDX_HDR_SIZE, hoff[i]);
+        if (r == 0 &&
+            (memcmp(b, "head", 4) || le32_at(b + 4) != vhdx_checksum(b, VHDX_HDR_SIZE, 4))) {
+            fprintf(stderr, "ERROR: VHDX header %d is invalid (signature or CRC-32C)\n", i + 1);
+            bad_hdr = true;
+        }
+    }
+    for (int i = 0; i < 2 && r == 0; i++) {
+        r = vhdx_pread_meta(s, b, VHDX_RT_SIZE, roff[i]);
+        if (r == 0 &&
+            (memcmp(b, "regi", 4) || le32_at(b + 4) != vhdx_checksum(b, VHDX_RT_SIZE, 4))) {
+            fprintf(stderr, "ERROR: VHDX region table %d is invalid (signature or CRC-32C)\n",
+                    i + 1);
+            bad_rt = i;
+        } else {
+            good_rt = i;
+        }
+    }
+    res->corruptions += bad_hdr + (bad_rt >= 0);
+    if (r == 0 && repair && bad_hdr && (r = vhdx_write_headers(s)) == 0)
+        res->corruptions_fixed++;
+    if (r == 0 && repair && bad_rt >= 0 && good_rt >= 0) {
+        r = vhdx_pread_meta(s, b, VHDX_RT_SIZE, roff[good_rt]);
+        if (r == 0)
+            r = vdisk_file_pwrite(s->file, b, VHDX_RT_SIZE, roff[bad_rt]);
+        if (r == 0 && (r = vdisk_file_flush(s->file)) == 0)
+            res->corruptions_fixed++;
+    }
+    free(b);
+    return r;
+}
+
+/* Drop block entry IDX that points past the end of the file (through the log). */
+static int drop_entry(struct vhdx *s, uint64_t idx)
+{
+    uint64_t page = idx * 8 / VHDX_PAGE;
+    int r = vhdx_session_begin(s);
+
+    if (r < 0)
+        return r;
+    s->bat[idx] = htole64(s->has_parent ? PAYLOAD_NOT_PRESENT : PAYLOAD_ZERO);
+    if (s->bat_page_dirty[page])
+        return 0;
+    s->bat_page_dirty[page] = 1;
+    return vhdx_log_dirty(s, s->bat_off + page * VHDX_PAGE, (uint8_t *)s->bat + page * VHDX_PAGE);
+}
+
+int vhdx_check(struct vdisk_node *node, unsigned flags, struct vdisk_check_result *res)
+{
+    struct vhdx *s = node->priv;
+    bool repair = !node->read_only && (flags & (VDISK_CHECK_REPAIR_ALL | VDISK_CHECK_REPAIR_LEAKS));
+    struct area *a = calloc(s->bat_entries + 1, sizeof(*a));
+    uint64_t n = 0, used_end = s->meta_off + s->meta_len, data_start = used_end;
+    int r;
+
+    if (!a)
+        return vdisk_error(ENOMEM, "%s: out of memory", node->path);
+    if (s->bat_off + s->bat_len > data_start)
+        used_end = data_start = s->bat_off + s->bat_len;
+    r = check_copies(s, repair, res);
+    res->total_clusters = s->data_blocks;
+    for (uint64_t i = 0; i < s->bat_entries && r == 0; i++) {
+        uint64_t e = vhdx_entry(s, i), len = s->block_size;
+        bool sb = i % (s->chunk_ratio + 1) == s->chunk_ratio;
+        unsigned st = BAT_STATE(e);
+
+        if (sb)
+            len = VHDX_SB_SIZE;
+        if (!sb && (st == PAYLOAD_FULLY_PRESENT || st == PAYLOAD_PARTIALLY_PRESENT))
+            res->allocated_clusters++;
+        if (!BAT_OFFSET(e))
+            continue;
+        if (BAT_OFFSET(e) + len > s->file_size) {
+            bool live = sb ? st == SB_PRESENT
+                           : st == PAYLOAD_FULLY_PRESENT || st == PAYLOAD_PARTIALLY_PRESENT;
+
+            fprintf(stderr, "ERROR: VHDX BAT entry %llu points past the end of the file\n",
+                    (unsigned long long)i);
+            res->corruptions++;
+            if (live && !sb && (flags & VDISK_CHECK_REPAIR_ALL) && !node->read_only &&
+                (r = drop_entry(s, i)) == 0)
+                res->corruptions_fixed++;
+            continue;
+        }
+        if (BAT_OFFSET(e) < data_start &&
+            (BAT_OFFSET(e) < MiB || BAT_OFFSET(e) < s->log_off + s->log_len ||
+             BAT_OFFSET(e) < s->meta_off + s->meta_len ||
+             BAT_OFFSET(e) < s->bat_off + s->bat_len)) {
+            fprintf(stderr, "ERROR: VHDX BAT entry %llu points into the image's metadata\n",
+                    (unsigned long long)i);
+            res->corruptions++;
+            continue;
+        }
+        a[n++] = (struct area){BAT_OFFSET(e), len, i};
+    }
+    qsort(a, n, sizeof(*a), cmp_area);
+    for (uint64_t i = 0; i < n; i++) {
+        if (i && a[i].off < a[i - 1].off + a[i - 1].len) {
+            fprintf(stderr, "ERROR: VHDX BAT entries %llu and %llu overlap in the file\n",
+                    (unsigned long long)a[i - 1].idx, (unsigned long long)a[i].idx);
+            res->corruptions++;
+        }
+        if (a[i].off + a[i].len > used_end)
+            used_end = a[i].off + a[i].len;
+    }
+    /* the space between the last area and the end of the file is leaked */
+    if (r == 0 && s->file_size > ((used_end + MiB - 1) & ~(MiB - 1))) {
+        used_end = (used_end + MiB - 1) & ~(MiB - 1);
+        fprintf(stderr, "Leaked: %llu bytes at the end of the file\n",
+                (unsigned long long)(s->file_size - used_end));
+        res->leaks += (s->file_size - used_end + MiB - 1) / MiB;
+        if (repair && (r = vdisk_file_truncate(s->file, used_end)) == 0) {
+            res->leaks_fixed += (s->file_size - used_end + MiB - 1) / MiB;
+            s->file_size = s->alloc_end = used_end;
+        }
+    }
+    if (r == 0 && s->session)
+        r = vhdx_log_commit(s);
+    free(a);
+    return r;
+}
