@@ -480,7 +480,10 @@ static int trim(struct vhdx *s, uint64_t off, uint64_t len, unsigned st, bool ze
         uint64_t e = vhdx_entry(s, vhdx_bat_index(s, blk));
         struct vdisk_map m;
 
-        if (n == s->block_size && !s->leave_alloc) {
+        if (n == s->block_size && s->leave_alloc) { /* fixed: the block stays, its bytes go */
+            if (BAT_STATE(e) == PAYLOAD_FULLY_PRESENT)
+                r = vdisk_file_zero_range(s->file, BAT_OFFSET(e), s->block_size, true);
+        } else if (n == s->block_size) {
             r = block_set_state(s, blk, st);
             if (r == 0 && BAT_OFFSET(e)) /* the space goes back to the file system */
                 (void)vdisk_file_punch_hole(s->file, BAT_OFFSET(e), s->block_size);
@@ -512,8 +515,6 @@ static int vhdx_write_zeroes(struct vdisk_node *node, uint64_t off, uint64_t len
     struct vhdx *s = node->priv;
     int r;
 
-    if (s->leave_alloc)
-        return -ENOTSUP; /* fixed: zero buffers in place */
     r = trim(s, off, len, PAYLOAD_ZERO, true);
     if (r == 0 && (flags & VDISK_ZERO_FUA))
         r = vhdx_log_commit(s);
