@@ -84,6 +84,8 @@ static int entry_read(struct vhdx *s, uint32_t pos, struct entry *e)
     r = log_read(s, e->buf, e->len, pos);
     if (r < 0 || le32_at(e->buf + 4) != vhdx_checksum(e->buf, e->len, 4))
         goto bad;
+    /* from here on the entry is whole (its CRC holds): a bad one is an error, not a torn write */
+    r = -EINVAL;
     for (uint32_t i = 0; i < e->ndesc; i++) {
         const uint8_t *d = e->buf + LOG_HDR + LOG_DESC * i;
 
@@ -106,10 +108,16 @@ static int entry_read(struct vhdx *s, uint32_t pos, struct entry *e)
     }
     if (dsect + ndata != nsect)
         goto bad;
-    return r < 0 ? r : 1;
+    return 1;
 bad:
     free(e->buf);
     e->buf = NULL;
+    if (r == -EINVAL)
+        return vdisk_error(EINVAL,
+                           "%s: VHDX log entry %llu at log offset %u is invalid: a "
+                           "descriptor writes outside the file, over the log or over the "
+                           "headers, or does not match its data",
+                           s->node->path, (unsigned long long)e->seq, pos);
     return r < 0 ? r : 0;
 }
 
@@ -181,16 +189,26 @@ static int find_head(struct vhdx *s, struct entry *head)
     return found;
 }
 
+static int broken(struct vhdx *s, uint32_t pos)
+{
+    return vdisk_error(EINVAL,
+                       "%s: VHDX log is corrupt: its active sequence is broken at log "
+                       "offset %u",
+                       s->node->path, pos);
+}
+
 int vhdx_log_replay(struct vhdx *s)
 {
     const char *path = s->node->path;
     bool to_disk = !s->node->read_only;
-    struct entry head = {0}, e = {0};
+    struct entry head = {0}, *seqv = NULL;
     uint32_t pos;
     uint64_t n = 0;
     int r = find_head(s, &head);
 
-    if (r <= 0) { /* a log GUID but no valid entry: nothing to replay */
+    if (r < 0)
+        return r;
+    if (r == 0) { /* a log GUID but no valid entry: nothing to replay */
         s->log_state = "clean";
         goto clear;
     }
@@ -199,26 +217,35 @@ int vhdx_log_replay(struct vhdx *s)
                         "%s: VHDX log says the file had %llu bytes, it has %llu "
                         "(truncated?)",
                         path, (unsigned long long)head.flushed, (unsigned long long)s->file_size);
-    /* from the tail to the head, consecutive sequence numbers */
-    for (pos = head.tail; r >= 0; pos = (pos + e.len) % s->log_len) {
-        uint64_t want = n ? e.seq + 1 : 0;
+    /* from the tail to the head, consecutive sequence numbers, all checked before any is applied */
+    for (pos = head.tail; r >= 0; pos = (pos + seqv[n - 1].len) % s->log_len) {
+        struct entry *grown;
 
-        free(e.buf);
-        e.buf = NULL;
-        r = entry_read(s, pos, &e);
-        if (r == 0 || (r > 0 && n && e.seq != want) || n > s->log_len / VHDX_PAGE)
-            r = vdisk_error(EINVAL,
-                            "%s: VHDX log is corrupt: its active sequence is broken "
-                            "at log offset %u",
-                            path, pos);
-        if (r < 0)
+        if (n > s->log_len / VHDX_PAGE) {
+            r = broken(s, pos);
             break;
-        r = entry_apply(s, &e, to_disk);
-        n++;
-        if (r < 0 || e.seq == head.seq)
+        }
+        grown = realloc(seqv, (n + 1) * sizeof(*seqv));
+        if (!grown) {
+            r = vdisk_error(ENOMEM, "%s: out of memory", path);
+            break;
+        }
+        seqv = grown;
+        memset(&seqv[n], 0, sizeof(seqv[n]));
+        r = entry_read(s, pos, &seqv[n]);
+        if (r <= 0 || (n && seqv[n].seq != seqv[n - 1].seq + 1)) {
+            n += seqv[n].buf != NULL;
+            r = r < 0 ? r : broken(s, pos);
+            break;
+        }
+        if (seqv[n++].seq == head.seq)
             break;
     }
-    free(e.buf);
+    for (uint64_t i = 0; r >= 0 && i < n; i++)
+        r = entry_apply(s, &seqv[i], to_disk);
+    for (uint64_t i = 0; i < n; i++)
+        free(seqv[i].buf);
+    free(seqv);
     if (r < 0)
         goto out;
     s->log_entries = (unsigned)n;

@@ -287,8 +287,8 @@ static int vhdx_read(struct vdisk_node *node, void *buf, size_t len, uint64_t of
         struct vdisk_map m = {0};
         int r = block_map(s, off, len, 0, &m);
 
-        if (r == 0 && m.type == VDISK_MAP_DATA)
-            r = vhdx_pread_meta(s, buf, m.len, m.host);
+        if (r == 0 && (m.type == VDISK_MAP_DATA || m.type == VDISK_MAP_OTHER))
+            r = vhdx_pread_meta(s, buf, m.len, m.host); /* OTHER: the log replayed into it */
         else if (r == 0 && m.type == VDISK_MAP_ZERO)
             memset(buf, 0, m.len);
         else if (r == 0)
