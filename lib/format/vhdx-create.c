@@ -247,7 +247,7 @@ int vhdx_create(struct vdisk_node *node, uint64_t size, const struct vdisk_optio
             pos += c.block_size;
     }
     r = vdisk_file_truncate(node->file, pos);
-    if (r == 0)
+    if (r == 0 && (c.fixed || (c.zero_state && !c.backing))) /* else all zero: left sparse */
         r = vdisk_file_pwrite(node->file, buf, bat_len, bat_off);
     if (r < 0)
         goto out;
