@@ -367,6 +367,10 @@ int vhdx_log_commit(struct vhdx *s)
         r = commit_batch(s, s->dirty + done, n);
         done += n;
     }
+    for (unsigned i = 0; r == 0 && i < s->npunch; i++) /* advisory: the data is gone anyway */
+        (void)vdisk_file_punch_hole(s->file, s->punch[i], s->block_size);
+    if (r == 0)
+        s->npunch = 0;
     if (r == 0) {
         for (unsigned i = 0; i < s->ndirty; i++)
             if (s->dirty[i].off >= s->bat_off && s->dirty[i].off < s->bat_off + s->bat_len)

@@ -45,6 +45,7 @@ static void vhdx_free(struct vhdx *s)
     free(s->bat);
     free(s->bat_page_dirty);
     free(s->dirty);
+    free(s->punch);
     free(s->parent_name);
     free(s);
 }
@@ -376,6 +377,31 @@ static int block_set_state(struct vhdx *s, uint64_t blk, unsigned st)
     return r < 0 ? r : bat_set(s, idx, BAT_OFFSET(e) | st);
 }
 
+/* Punch block area OFF once the next commit is durable (0: forget a pending punch of OFF). */
+static int punch_later(struct vhdx *s, uint64_t off, bool punch)
+{
+    for (unsigned i = 0; i < s->npunch; i++) {
+        if (s->punch[i] == off) {
+            if (!punch)
+                s->punch[i] = s->punch[--s->npunch];
+            return 0;
+        }
+    }
+    if (!punch)
+        return 0;
+    if (s->npunch == s->punch_cap) {
+        unsigned cap = s->punch_cap ? 2 * s->punch_cap : 64;
+        uint64_t *p = realloc(s->punch, cap * sizeof(*p));
+
+        if (!p)
+            return vdisk_error(ENOMEM, "%s: out of memory", s->node->path);
+        s->punch = p;
+        s->punch_cap = cap;
+    }
+    s->punch[s->npunch++] = off;
+    return 0;
+}
+
 /* A file area for block BLK: its old one (zeroed) if it has one, else a new one. */
 static int block_area(struct vhdx *s, uint64_t blk, uint64_t *off)
 {
@@ -383,6 +409,7 @@ static int block_area(struct vhdx *s, uint64_t blk, uint64_t *off)
 
     if (BAT_OFFSET(e) && area_ok(s, BAT_OFFSET(e), s->block_size)) {
         *off = BAT_OFFSET(e);
+        punch_later(s, *off, false);
         return vdisk_file_zero_range(s->file, *off, s->block_size, false);
     }
     return alloc_area(s, s->block_size, off);
@@ -485,8 +512,8 @@ static int trim(struct vhdx *s, uint64_t off, uint64_t len, unsigned st, bool ze
                 r = vdisk_file_zero_range(s->file, BAT_OFFSET(e), s->block_size, true);
         } else if (n == s->block_size) {
             r = block_set_state(s, blk, st);
-            if (r == 0 && BAT_OFFSET(e)) /* the space goes back to the file system */
-                (void)vdisk_file_punch_hole(s->file, BAT_OFFSET(e), s->block_size);
+            if (r == 0 && BAT_OFFSET(e) && area_ok(s, BAT_OFFSET(e), s->block_size))
+                r = punch_later(s, BAT_OFFSET(e), true); /* the space goes back after commit */
         } else if (zero_partial) {
             for (uint64_t k = 0; r == 0 && k < n; k += m.len) {
                 r = block_map(s, off + k, n - k, 0, &m);

@@ -110,6 +110,10 @@ struct vhdx {
     unsigned ndirty, dirty_cap;
 
     uint64_t alloc_end; /* next free MiB-aligned file offset for a new block */
+    /* blocks trimmed since the last commit: their space goes back to the file system only
+       once the BAT that no longer uses it is durable */
+    uint64_t *punch;
+    unsigned npunch, punch_cap;
 };
 
 static inline uint16_t le16_at(const void *p)
