@@ -231,6 +231,8 @@ static int block_map(struct vhdx *s, uint64_t off, uint64_t len, unsigned flags,
         uint8_t *bm;
         bool set;
 
+        if (!s->sb[c] && (flags & VDISK_MAP_NOWAIT))
+            return -EAGAIN; /* loading the bitmap reads the file: a worker does it */
         r = vhdx_sb_get(s, c, &bm);
         if (r < 0)
             return r;
