@@ -275,12 +275,6 @@ static int block_map(struct vhdx *s, uint64_t off, uint64_t len, unsigned flags,
     return 0;
 }
 
-static int vhdx_map(struct vdisk_node *node, uint64_t off, uint64_t len, unsigned flags,
-                    struct vdisk_map *m)
-{
-    return block_map(node->priv, off, len, flags, m);
-}
-
 /* OTHER extents of reads: blocks the in-memory log replay touched. */
 static int vhdx_read(struct vdisk_node *node, void *buf, size_t len, uint64_t off)
 {
@@ -469,6 +463,43 @@ static int write_block(struct vhdx *s, const void *buf, size_t len, uint64_t off
     }
     r = vdisk_file_pwrite_alloc(s->file, buf, len, area + in);
     return r < 0 ? r : bat_set(s, idx, area | PAYLOAD_FULLY_PRESENT);
+}
+
+/*
+ * A write map of a block without data in an image without a parent: give the
+ * block its file area now (zeroes), so that the image layer writes the bytes
+ * in place, outside the driver's lock, in parallel. Its BAT entry reaches the
+ * disk at the next commit, after the data (a crash before it reads the old
+ * zeroes). NOWAIT: a worker does it.
+ */
+static int map_allocate(struct vhdx *s, uint64_t off, unsigned flags)
+{
+    uint64_t blk = off / s->block_size, idx = vhdx_bat_index(s, blk), area = 0;
+    int r;
+
+    if (BAT_STATE(vhdx_entry(s, idx)) == PAYLOAD_FULLY_PRESENT && s->session)
+        return 0;
+    if (flags & VDISK_MAP_NOWAIT)
+        return -EAGAIN;
+    r = vhdx_session_begin(s);
+    if (r < 0 || BAT_STATE(vhdx_entry(s, idx)) == PAYLOAD_FULLY_PRESENT)
+        return r;
+    r = block_area(s, blk, &area);
+    return r < 0 ? r : bat_set(s, idx, area | PAYLOAD_FULLY_PRESENT);
+}
+
+static int vhdx_map(struct vdisk_node *node, uint64_t off, uint64_t len, unsigned flags,
+                    struct vdisk_map *m)
+{
+    struct vhdx *s = node->priv;
+
+    if ((flags & VDISK_MAP_WRITE) && !(flags & VDISK_MAP_FUA) && !s->has_parent) {
+        int r = map_allocate(s, off, flags);
+
+        if (r < 0)
+            return r;
+    }
+    return block_map(s, off, len, flags, m);
 }
 
 static int vhdx_write(struct vdisk_node *node, const void *buf, size_t len, uint64_t off,
