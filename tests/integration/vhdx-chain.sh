@@ -106,6 +106,12 @@ chain() {
 chain 512
 chain 4096
 
+# without a size, a child takes its parent's
+"$IO" -f vhdx create "$T/p.vhdx" 40M
+ok "create a child without a size" "$VDISK" create -f vhdx -o backing_file=p.vhdx "$T/kid.vhdx"
+eq "the child has the parent's size" "$("$VDISK" info "$T/kid.vhdx" | sed -n 's/^virtual size: //p')" \
+    $((40 << 20))
+
 # a differencing image whose parent is not VHDX is refused at create
 "$IO" -f raw create "$T/raw.img" 16M
 fails_with "create refuses a parent that is not VHDX" "raw.img" \

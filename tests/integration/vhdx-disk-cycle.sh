@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # A VHDX disk's life as a user lives it, through each way that serves it
-# (--via fuse; --via nbd where the kernel has NBD): open (creating a .vhdx),
+# (--via fuse; --via nbd where the kernel has NBD; vdisk serve with nbdcopy as
+# the NBD client): open (creating a .vhdx),
 # mkfs, mount, write, fstrim, umount, close, qemu-img check, reopen, verify,
 # fsck; then a differencing child over it, written through the way while the
 # parent stays unchanged, and the result checked by qemu-img after a flatten.
@@ -77,5 +78,24 @@ vhdx_cycle() { # vhdx_cycle VIA
 }
 
 vhdx_cycle fuse
+
+# vdisk serve (the NBD server, no kernel needed) with nbdcopy as the client, both ways
+serve_vhdx() {
+    local img=$T/s.vhdx sock=$T/s.sock spid uri=nbd+unix:///?socket=$T/s.sock
+    "$VDISK" create -f vhdx -o block_size=1M "$img" 32M
+    head -c 32M /dev/urandom >"$T/s.raw"
+    "$VDISK" serve --socket "$sock" "$img" >/dev/null 2>"$T/serve.log" &
+    spid=$!
+    for _ in $(seq 100); do nbdinfo --size "$uri" >/dev/null 2>&1 && break; sleep 0.05; done
+    ok "serve: nbdcopy writes the image" nbdcopy "$T/s.raw" "$uri"
+    ok "serve: nbdcopy reads it back" nbdcopy "$uri" "$T/s.back"
+    ok "serve: what was written reads back" cmp -s "$T/s.raw" "$T/s.back"
+    kill -TERM "$spid"
+    wait "$spid"
+    eq "serve: the server exits cleanly" "$?" 0
+    ok "serve: qemu-img check clean" qemu-img check -q "$img"
+    ok "serve: qemu-img compare with the data" qemu-img compare -q -F raw "$img" "$T/s.raw"
+}
+if command -v nbdcopy >/dev/null; then serve_vhdx; else fail "nbdcopy missing: install libnbd-bin"; fi
 if has_need kernel-nbd; then vhdx_cycle nbd; else skip kernel-nbd "no NBD in this kernel: --via nbd not tried"; fi
 finish

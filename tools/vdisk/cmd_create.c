@@ -1,14 +1,15 @@
 /* SPDX-License-Identifier: MIT */
-/* vdisk create [-f FMT] [-o KEY=VAL,...] IMAGE SIZE */
+/* vdisk create [-f FMT] [-o KEY=VAL,...] IMAGE SIZE (SIZE may be left out with backing_file=) */
 #include <getopt.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "vdisk.h"
 
 int cmd_create(int argc, char **argv)
 {
     const char *format = "raw", *options = NULL;
-    uint64_t size;
+    uint64_t size = 0;
     int c;
 
     while ((c = getopt(argc, argv, "f:o:h")) != -1) {
@@ -24,11 +25,13 @@ int cmd_create(int argc, char **argv)
             return c == 'h' ? 0 : 2;
         }
     }
-    if (argc - optind != 2) {
+    /* without SIZE, a child takes its backing file's size (as qemu-img create) */
+    if (argc - optind != 2 &&
+        !(argc - optind == 1 && options && strstr(options, "backing_file="))) {
         fprintf(stderr, "usage: vdisk create [-f FMT] [-o KEY=VAL,...] IMAGE SIZE\n");
         return 2;
     }
-    if (vdisk_parse_size(argv[optind + 1], &size) < 0)
+    if (argc - optind == 2 && vdisk_parse_size(argv[optind + 1], &size) < 0)
         return err("%s", vdisk_last_error());
     if (vdisk_create(argv[optind], format, size, options) < 0)
         return err("%s", vdisk_last_error());
