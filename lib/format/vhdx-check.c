@@ -83,18 +83,67 @@ static int drop_entry(struct vhdx *s, uint64_t idx)
     return vhdx_log_dirty(s, s->bat_off + page * VHDX_PAGE, (uint8_t *)s->bat + page * VHDX_PAGE);
 }
 
+#define REGION UINT64_MAX /* an area that is the log, the metadata or the BAT */
+
+/* Report (and with REPAIR punch) the whole MiBs of [FROM, TO) that nothing uses. */
+static void gap(struct vhdx *s, uint64_t from, uint64_t to, bool repair,
+                struct vdisk_check_result *res)
+{
+    bool is_data = true;
+    uint64_t end = 0;
+
+    from = (from + MiB - 1) & ~(MiB - 1);
+    if (to < from + MiB)
+        return;
+    if (vdisk_file_extent(s->file, from, to, &is_data, &end) == 0 && !is_data && end >= to)
+        return; /* a hole: it takes no space */
+    fprintf(stderr, "Leaked: %llu bytes at file offset %llu\n", (unsigned long long)(to - from),
+            (unsigned long long)from);
+    res->leaks += (to - from) / MiB;
+    if (repair && vdisk_file_punch_hole(s->file, from, to - from) == 0)
+        res->leaks_fixed += (to - from) / MiB; /* the space goes back; the offsets stay */
+}
+
+/* Sort the areas: overlaps are corruptions, unused MiBs between them leaks. */
+static void check_areas(struct vhdx *s, struct area *a, uint64_t n, bool repair,
+                        struct vdisk_check_result *res, uint64_t *used_end)
+{
+    qsort(a, n, sizeof(*a), cmp_area);
+    *used_end = MiB;
+    for (uint64_t i = 0; i < n; i++) {
+        const struct area *p = i ? &a[i - 1] : NULL;
+
+        if (p && a[i].off < p->off + p->len) {
+            if (a[i].idx == REGION || p->idx == REGION)
+                fprintf(stderr, "ERROR: VHDX BAT entry %llu points into the image's metadata\n",
+                        (unsigned long long)(a[i].idx == REGION ? p->idx : a[i].idx));
+            else
+                fprintf(stderr, "ERROR: VHDX BAT entries %llu and %llu overlap in the file\n",
+                        (unsigned long long)p->idx, (unsigned long long)a[i].idx);
+            res->corruptions++;
+        } else if (a[i].off > *used_end) {
+            gap(s, *used_end, a[i].off, repair, res);
+        }
+        if (a[i].off + a[i].len > *used_end)
+            *used_end = a[i].off + a[i].len;
+    }
+}
+
 int vhdx_check(struct vdisk_node *node, unsigned flags, struct vdisk_check_result *res)
 {
     struct vhdx *s = node->priv;
     bool repair = !node->read_only && (flags & (VDISK_CHECK_REPAIR_ALL | VDISK_CHECK_REPAIR_LEAKS));
-    struct area *a = calloc(s->bat_entries + 1, sizeof(*a));
-    uint64_t n = 0, used_end = s->meta_off + s->meta_len, data_start = used_end;
+    bool fix = !node->read_only && (flags & VDISK_CHECK_REPAIR_ALL);
+    struct area *a = calloc(s->bat_entries + 3, sizeof(*a));
+    uint64_t n = 0, used_end;
     int r;
 
     if (!a)
         return vdisk_error(ENOMEM, "%s: out of memory", node->path);
-    if (s->bat_off + s->bat_len > data_start)
-        used_end = data_start = s->bat_off + s->bat_len;
+    a[n++] = (struct area){s->meta_off, s->meta_len, REGION};
+    a[n++] = (struct area){s->bat_off, s->bat_len, REGION};
+    if (s->log_len)
+        a[n++] = (struct area){s->log_off, s->log_len, REGION};
     r = check_copies(s, repair, res);
     res->total_clusters = s->data_blocks;
     for (uint64_t i = 0; i < s->bat_entries && r == 0; i++) {
@@ -104,26 +153,29 @@ int vhdx_check(struct vdisk_node *node, unsigned flags, struct vdisk_check_resul
 
         if (sb)
             len = VHDX_SB_SIZE;
+        if (vhdx_bad_state(s, i)) {
+            fprintf(stderr, "ERROR: VHDX BAT entry %llu has invalid state %u\n",
+                    (unsigned long long)i, st);
+            res->corruptions++;
+            if (!sb && fix && (r = drop_entry(s, i)) == 0)
+                res->corruptions_fixed++;
+            continue;
+        }
         if (!sb && (st == PAYLOAD_FULLY_PRESENT || st == PAYLOAD_PARTIALLY_PRESENT))
             res->allocated_clusters++;
         if (!BAT_OFFSET(e))
             continue;
         if (BAT_OFFSET(e) + len > s->file_size) {
-            bool live = sb ? st == SB_PRESENT
-                           : st == PAYLOAD_FULLY_PRESENT || st == PAYLOAD_PARTIALLY_PRESENT;
+            bool live = !sb && (st == PAYLOAD_FULLY_PRESENT || st == PAYLOAD_PARTIALLY_PRESENT);
 
             fprintf(stderr, "ERROR: VHDX BAT entry %llu points past the end of the file\n",
                     (unsigned long long)i);
             res->corruptions++;
-            if (live && !sb && (flags & VDISK_CHECK_REPAIR_ALL) && !node->read_only &&
-                (r = drop_entry(s, i)) == 0)
+            if (live && fix && (r = drop_entry(s, i)) == 0)
                 res->corruptions_fixed++;
             continue;
         }
-        if (BAT_OFFSET(e) < data_start &&
-            (BAT_OFFSET(e) < MiB || BAT_OFFSET(e) < s->log_off + s->log_len ||
-             BAT_OFFSET(e) < s->meta_off + s->meta_len ||
-             BAT_OFFSET(e) < s->bat_off + s->bat_len)) {
+        if (BAT_OFFSET(e) < MiB) {
             fprintf(stderr, "ERROR: VHDX BAT entry %llu points into the image's metadata\n",
                     (unsigned long long)i);
             res->corruptions++;
@@ -131,16 +183,7 @@ int vhdx_check(struct vdisk_node *node, unsigned flags, struct vdisk_check_resul
         }
         a[n++] = (struct area){BAT_OFFSET(e), len, i};
     }
-    qsort(a, n, sizeof(*a), cmp_area);
-    for (uint64_t i = 0; i < n; i++) {
-        if (i && a[i].off < a[i - 1].off + a[i - 1].len) {
-            fprintf(stderr, "ERROR: VHDX BAT entries %llu and %llu overlap in the file\n",
-                    (unsigned long long)a[i - 1].idx, (unsigned long long)a[i].idx);
-            res->corruptions++;
-        }
-        if (a[i].off + a[i].len > used_end)
-            used_end = a[i].off + a[i].len;
-    }
+    check_areas(s, a, n, repair && r == 0, res, &used_end);
     /* whole MiBs between the last area and the end of the file are leaked (a tail of a
        few bytes is not: Disk2vhd leaves 512) */
     if (r == 0 && (s->file_size & ~(MiB - 1)) > ((used_end + MiB - 1) & ~(MiB - 1))) {

@@ -213,6 +213,14 @@ static bool area_ok(const struct vhdx *s, uint64_t off, uint64_t len)
     return true;
 }
 
+/* The error for block BLK whose BAT entry has the invalid state ST. */
+static int bad_block(struct vhdx *s, uint64_t blk, unsigned st)
+{
+    return vdisk_error(EIO,
+                       "%s: VHDX block %llu has invalid state %u (vdisk check -r all drops it)",
+                       s->node->path, (unsigned long long)blk, st);
+}
+
 /* Where block BLK's bytes at IN lie, as map() answers; LEN capped to the block. */
 static int block_map(struct vhdx *s, uint64_t off, uint64_t len, unsigned flags,
                      struct vdisk_map *m)
@@ -224,6 +232,8 @@ static int block_map(struct vhdx *s, uint64_t off, uint64_t len, unsigned flags,
     m->len = len < s->block_size - in ? len : s->block_size - in;
     e = vhdx_entry(s, vhdx_bat_index(s, blk));
     st = BAT_STATE(e);
+    if (vhdx_bad_state(s, vhdx_bat_index(s, blk)))
+        return bad_block(s, blk, st);
     host = BAT_OFFSET(e) + in;
     if (st == PAYLOAD_PARTIALLY_PRESENT) {
         uint64_t c = blk / s->chunk_ratio, b = sb_bit(s, blk) + in / s->lss;
@@ -448,6 +458,8 @@ static int write_block(struct vhdx *s, const void *buf, size_t len, uint64_t off
     unsigned st = BAT_STATE(e);
     int r;
 
+    if (vhdx_bad_state(s, idx))
+        return bad_block(s, blk, st);
     if (st == PAYLOAD_FULLY_PRESENT)
         return vdisk_file_pwrite(s->file, buf, len, BAT_OFFSET(e) + in);
     if (st == PAYLOAD_PARTIALLY_PRESENT)
@@ -479,6 +491,8 @@ static int map_allocate(struct vhdx *s, uint64_t off, unsigned flags)
 
     if (BAT_STATE(vhdx_entry(s, idx)) == PAYLOAD_FULLY_PRESENT && s->session)
         return 0;
+    if (vhdx_bad_state(s, idx))
+        return bad_block(s, blk, BAT_STATE(vhdx_entry(s, idx)));
     if (flags & VDISK_MAP_NOWAIT)
         return -EAGAIN;
     r = vhdx_session_begin(s);

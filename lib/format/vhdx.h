@@ -164,6 +164,16 @@ static inline uint64_t vhdx_entry(const struct vhdx *s, uint64_t idx)
     return le64toh(s->bat[idx]);
 }
 
+/* Is entry IDX's state one the spec does not allow there? */
+static inline bool vhdx_bad_state(const struct vhdx *s, uint64_t idx)
+{
+    unsigned st = BAT_STATE(vhdx_entry(s, idx));
+
+    if (idx % (s->chunk_ratio + 1) == s->chunk_ratio)
+        return st != SB_NOT_PRESENT && st != SB_PRESENT;
+    return st == 4 || st == 5 || (st == PAYLOAD_PARTIALLY_PRESENT && !s->has_parent);
+}
+
 /* vhdx-meta.c */
 uint32_t vhdx_crc32c(uint32_t crc, const void *buf, size_t len);
 /* CRC-32C of BUF with its 4-byte checksum field at CSUM_AT taken as zero. */

@@ -67,9 +67,18 @@ hostile "both headers with bad CRC" "both VHDX headers are invalid" \
 hostile "log outside the file" "VHDX log of 1048576 bytes at .* lies outside the file" \
     "$((0x10048))=<Q:$((1 << 40))" "$((0x20048))=<Q:$((1 << 40))"
 hostile "log version 7" "VHDX log version 7 is not supported" "$((0x10040))=<H:7" "$((0x20040))=<H:7"
-hostile "payload block state 5" "VHDX BAT entry 9 has invalid state 5" "$((BAT + 72))=<Q:5"
-hostile "partially present without a parent" "VHDX BAT entry 9 has invalid state 7" \
-    "$((BAT + 72))=<Q:7"
+# invalid states: reads of the block fail clearly, check reports them, -r all drops them
+for st in 4 5 7; do
+    cp good.vhdx st.vhdx && $POKE st.vhdx "$((BAT + 16))=<Q:$(((5 << 20) | st))"
+    fails_with "state $st: a read of the block fails clearly" \
+        "st.vhdx: VHDX block 2 has invalid state $st" "$IO" dump st.vhdx /dev/null
+    fails_with "state $st: a write to the block fails clearly" "st.vhdx: VHDX block 2 has invalid" \
+        sh -c "echo 'w 2097152 4096 7' | '$IO' -f vhdx script st.vhdx"
+    fails_with "state $st: check reports it" "BAT entry 2 has invalid state $st" "$VDISK" check st.vhdx
+    ok "state $st: check -r all drops it" "$VDISK" check -r all st.vhdx
+    ok "state $st: clean afterwards" "$VDISK" check st.vhdx
+    ok "state $st: qemu-img check clean" qemu-img check -q st.vhdx
+done
 
 # tiny and truncated files
 printf 'vhdxfile' >tiny.vhdx
@@ -115,6 +124,15 @@ fails_with "one bad header: check reports the CRC error" "header .* invalid" "$V
 ok "one bad header: check -r all rewrites it" "$VDISK" check -r all hdr.vhdx
 ok "one bad header: clean afterwards" "$VDISK" check hdr.vhdx
 ok "one bad header: qemu-img check clean" qemu-img check -q hdr.vhdx
+
+# leaked space between blocks: reported, -r leaks gives it back (a hole is no leak)
+cp good.vhdx gap.vhdx && truncate -s $((12 << 20)) gap.vhdx
+head -c 1M /dev/urandom | dd of=gap.vhdx bs=1M seek=8 conv=notrunc status=none
+$POKE gap.vhdx "$((BAT + 16))=<Q:$(((11 << 20) | 6))"
+"$VDISK" check gap.vhdx >"$T/out" 2>&1
+eq "gap between blocks: exit 3 (leaks)" "$?" 3
+ok "gap between blocks: -r leaks" "$VDISK" check -r leaks gap.vhdx
+ok "gap between blocks: clean afterwards" "$VDISK" check gap.vhdx
 
 # leaked space at the end: reported, -r leaks cuts it off
 cp good.vhdx leak.vhdx && truncate -s $((64 << 20)) leak.vhdx

@@ -27,7 +27,11 @@ while IFS='|' read -r file size creator log; do
     eq "$file: md5 of the guest bytes (MANIFEST)" "$("$IO" dump "$img" - | md5sum | cut -d' ' -f1)" \
         "$(manifest_md5 "$file")"
     eq "$file: a read-only open leaves the file's bytes alone" "$(md5sum <"$img")" "$before"
-    ok "$file: vdisk check clean" "$IO" check "$img" none
+    # a crashed writer may have left unused space (leaks, exit 3): never corruption
+    "$VDISK" check "$img" >"$T/check" 2>&1
+    rc=$?
+    [ "$rc" = 0 ] || [ "$rc" = 3 ] && pass "$file: vdisk check finds no corruption (exit $rc)" ||
+        fail "$file: vdisk check exit $rc: $(head -c 300 "$T/check")"
     rm -f "$img"
 done <<'EOF'
 iotest-dynamic-1G.vhdx.bz2|1073741824|Microsoft Windows 6.2.9200.16384|clean
