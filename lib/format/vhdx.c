@@ -138,6 +138,7 @@ static int vhdx_open(struct vdisk_node *node)
         return r;
     }
     node->size = s->vsize;
+    node->dirty_at_open = s->log_entries > 0; /* VHDX's dirty flag: a log to replay */
     return 0;
 }
 
@@ -604,6 +605,8 @@ static int vhdx_get_info(struct vdisk_node *node, struct vdisk_info *info)
     info->backing_file = s->parent_name;
     info->backing_format = s->has_parent ? "vhdx" : NULL;
     vdisk_info_add(info, "creator", "%s", s->creator);
+    vdisk_info_add(info, "subformat", "%s",
+                   s->has_parent ? "differencing" : s->leave_alloc ? "fixed" : "dynamic");
     vdisk_info_add(info, "block_size", "%u", s->block_size);
     vdisk_info_add(info, "logical_sector_size", "%u", s->lss);
     vdisk_info_add(info, "physical_sector_size", "%u", s->pss);

@@ -48,6 +48,8 @@ if command -v 7zz >/dev/null; then
     ok "dirty log: 7-Zip (no replay) reads other bytes than the replayed image" \
         fails cmp -s "$T/ours.raw" "$T/7z.raw"
 fi
+eq "dirty log: info --json says dirty" \
+    "$("$VDISK" info --json "$img" | python3 -c 'import json,sys; print(json.load(sys.stdin)["dirty"])')" True
 fails_with "dirty log: qemu-img refuses a read-only open" "log that needs to be replayed" \
     qemu-img convert -f vhdx -O raw "$img" "$T/q.raw"
 cp --sparse=always "$img" "$T/qemu.vhdx"
