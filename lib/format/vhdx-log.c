@@ -169,7 +169,7 @@ static int find_head(struct vhdx *s, struct entry *head)
 {
     int found = 0;
 
-    for (uint32_t pos = 0; pos < s->log_len; pos += VHDX_PAGE) {
+    for (uint64_t pos = 0; pos < s->log_len; pos += VHDX_PAGE) {
         struct entry e = {0};
         int r = entry_read(s, pos, &e);
 
@@ -218,7 +218,8 @@ int vhdx_log_replay(struct vhdx *s)
                         "(truncated?)",
                         path, (unsigned long long)head.flushed, (unsigned long long)s->file_size);
     /* from the tail to the head, consecutive sequence numbers, all checked before any is applied */
-    for (pos = head.tail; r >= 0; pos = (pos + seqv[n - 1].len) % s->log_len) {
+    for (pos = head.tail; r >= 0;
+         pos = (uint32_t)(((uint64_t)pos + seqv[n - 1].len) % s->log_len)) {
         struct entry *grown;
 
         if (n > s->log_len / VHDX_PAGE) {

@@ -606,7 +606,9 @@ static int vhdx_get_info(struct vdisk_node *node, struct vdisk_info *info)
     info->backing_format = s->has_parent ? "vhdx" : NULL;
     vdisk_info_add(info, "creator", "%s", s->creator);
     vdisk_info_add(info, "subformat", "%s",
-                   s->has_parent ? "differencing" : s->leave_alloc ? "fixed" : "dynamic");
+                   s->has_parent    ? "differencing"
+                   : s->leave_alloc ? "fixed"
+                                    : "dynamic");
     vdisk_info_add(info, "block_size", "%u", s->block_size);
     vdisk_info_add(info, "logical_sector_size", "%u", s->lss);
     vdisk_info_add(info, "physical_sector_size", "%u", s->pss);
