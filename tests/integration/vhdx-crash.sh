@@ -30,7 +30,7 @@ qemu_view() {
 
 configs=("block_size=1M" "block_size=2M,log_size=1M" "block_size=1M,block_state_zero=off"
          "subformat=fixed,block_size=1M" "block_size=8M,log_size=4M")
-bad_data=0 bad_ro=0 bad_qemu=0 bad_repair=0 replays=0
+bad_data=0 bad_ro=0 bad_qemu=0 bad_repair=0 bad_check=0 replays=0
 for i in $(seq 1 "$RUNS"); do
     cfg=${configs[$((i % ${#configs[@]}))]}
     img=$T/c$i.vhdx
@@ -48,6 +48,12 @@ for i in $(seq 1 "$RUNS"); do
         fail "run $i ($cfg): flushed writes lost: $(head -c 300 "$T/verify.err")"
         cp "$img" "/tmp/vhdx-crash-fail-$i.vhdx" 2>/dev/null
     fi
+    "$VDISK" check "$img" >"$T/vcheck" 2>&1
+    rc=$?
+    if [ "$rc" != 0 ] && [ "$rc" != 3 ]; then # leaks (a block allocated, its entry not yet) only
+        bad_check=$((bad_check + 1))
+        fail "run $i ($cfg): vdisk check exit $rc: $(head -c 300 "$T/vcheck")"
+    fi
     [ "$(md5sum <"$img")" = "$before" ] || { bad_ro=$((bad_ro + 1)); fail "run $i: verify wrote"; }
     "$IO" dump "$img" "$T/v.raw"
     if ! qemu_view "$img" "$T/q.raw" || ! cmp -s "$T/v.raw" "$T/q.raw"; then
@@ -64,7 +70,8 @@ for i in $(seq 1 "$RUNS"); do
     rm -f "$img" "$T/v.raw" "$T/v2.raw" "$T/q.raw" "$T/qcopy.vhdx"
 done
 eq "crash runs: every flushed write read back" "$bad_data" 0
-eq "crash runs: the read-only open never wrote the file" "$bad_ro" 0
+eq "crash runs: the read-only opens (verify, check) never wrote the file" "$bad_ro" 0
+eq "crash runs: vdisk check finds no corruption" "$bad_check" 0
 eq "crash runs: QEMU reads what vdisk reads" "$bad_qemu" 0
 eq "crash runs: clean (qemu-img check) and unchanged after a read-write reopen" "$bad_repair" 0
 echo "NOTE: $replays of $RUNS runs left a live log entry that QEMU replayed too"
