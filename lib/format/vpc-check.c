@@ -1,0 +1,80 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vdisk check for VHD: BAT entries past the end of the file or over the
+ * metadata, blocks that overlap, and a footer at the end that is not the
+ * copy at offset 0. -r all rewrites the end footer; the rest cannot be
+ * repaired without guessing, so it is only reported.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "../error.h"
+#include "vpc.h"
+
+/* One problem, on stderr as qemu-img check prints them (the first few only). */
+static void report(struct vdisk_check_result *res, const char *path, const char *what, uint32_t blk,
+                   uint64_t host)
+{
+    if (res->corruptions++ < 20)
+        fprintf(stderr, "ERROR %s: BAT entry %u (offset %llu) %s\n", path, blk,
+                (unsigned long long)host, what);
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+int vpc_check(struct vdisk_node *node, unsigned flags, struct vdisk_check_result *res)
+{
+    struct vpc *s = node->priv;
+    uint64_t span = (uint64_t)s->bm_size + s->block_size, *hosts, n = 0;
+    int r = 0;
+
+    memset(res, 0, sizeof(*res));
+    if (s->type == VPC_TYPE_FIXED)
+        return 0;
+    res->total_clusters = s->nblocks;
+    hosts = malloc(((size_t)s->nblocks + 1) * sizeof(*hosts));
+    if (!hosts)
+        return vdisk_error(ENOMEM, "%s: out of memory", node->path);
+    for (uint32_t i = 0; i < s->nblocks; i++) {
+        uint64_t host = (uint64_t)s->bat[i] * VPC_SECTOR;
+
+        if (s->bat[i] == VPC_BAT_FREE)
+            continue;
+        res->allocated_clusters++;
+        if (!vpc_block_ok(s, i))
+            report(res, node->path, "lies past the end of the file", i, host);
+        else if (host < s->meta_end)
+            report(res, node->path, "overlaps the header, BAT or parent locators", i, host);
+        else
+            hosts[n++] = host;
+    }
+    qsort(hosts, n, sizeof(*hosts), cmp_u64);
+    for (uint64_t k = 1; k < n; k++)
+        if (hosts[k] < hosts[k - 1] + span)
+            report(res, node->path, "overlaps another block", UINT32_MAX, hosts[k]);
+    free(hosts);
+    if (s->end_footer_bad) {
+        res->corruptions++;
+        fprintf(stderr, "ERROR %s: the footer at the end of the file is not the copy at offset 0\n",
+                node->path);
+        if ((flags & VDISK_CHECK_REPAIR_ALL) && !node->read_only) {
+            r = vdisk_file_pwrite(s->file, s->footer, VPC_FOOTER_SIZE, s->next_block);
+            if (r == 0)
+                r = vdisk_file_truncate(s->file, s->next_block + VPC_FOOTER_SIZE);
+            if (r == 0)
+                r = vdisk_file_flush(s->file);
+            if (r == 0) {
+                s->end_footer_bad = false;
+                s->file_size = s->next_block + VPC_FOOTER_SIZE;
+                res->corruptions_fixed++;
+            }
+        }
+    }
+    return r;
+}
