@@ -85,12 +85,7 @@ int vpc_map(struct vdisk_node *node, uint64_t off, uint64_t len, unsigned flags,
     host = (uint64_t)s->bat[blk] * VPC_SECTOR + s->bm_size + in;
     m->file = s->file;
     m->host = host;
-    if (s->bstate[blk] == BM_FULL) { /* and full blocks right after it in the file */
-        while (n < len && blk + 1 < s->nblocks && s->bstate[blk + 1] == BM_FULL &&
-               (uint64_t)s->bat[blk + 1] * VPC_SECTOR + s->bm_size == host + n + s->bm_size) {
-            blk++;
-            n += s->block_size < len - n ? s->block_size : len - n;
-        }
+    if (s->bstate[blk] == BM_FULL) { /* the next block's bitmap lies between: stop here */
         m->type = VDISK_MAP_DATA;
         m->len = n;
         return 0;
