@@ -69,6 +69,8 @@ static char *utf16_path(const uint8_t *p, size_t len, bool be)
     for (char *c = s; c && *c; c++)
         if (*c == '\\')
             *c = '/';
+    while (s && strncmp(s, "./", 2) == 0 && s[2]) /* ".\\parent.vhd": the child's directory */
+        memmove(s, s + 2, strlen(s + 2) + 1);
     return s;
 }
 
