@@ -23,8 +23,10 @@ static int vpc_probe(const uint8_t *head, size_t head_len, const uint8_t *tail, 
 {
     if (head_len >= 8 && memcmp(head, "conectix", 8) == 0)
         return 100;
-    if (tail && file_size >= VPC_FOOTER_SIZE && memcmp(tail, "conectix", 8) == 0)
-        return 90; /* behind the data: a nested image at offset 0 scores higher */
+    /* behind the data: a nested image at offset 0 scores higher; +1: old Virtual PC's 511 */
+    if (tail && file_size >= VPC_FOOTER_SIZE &&
+        (memcmp(tail, "conectix", 8) == 0 || memcmp(tail + 1, "conectix", 8) == 0))
+        return 90;
     return 0;
 }
 
@@ -75,6 +77,11 @@ int vpc_read_footer(struct vdisk_file *file, uint64_t file_size, uint8_t *footer
                                vpc_checksum(footer, VPC_FOOTER_SIZE, VF_CHECKSUM));
     }
     memcpy(footer, end, VPC_FOOTER_SIZE);
+    if (memcmp(footer + 1, "conectix", 8) == 0)
+        return vdisk_error(ENOTSUP,
+                           "%s: VHD footer of 511 bytes (an old Virtual PC bug): not supported; "
+                           "append one zero byte to the file to repair it",
+                           file->path);
     if (memcmp(footer, "conectix", 8) != 0)
         return vdisk_error(EINVAL, "%s: not a VHD image (no \"conectix\" footer)", file->path);
     if (!footer_ok(footer))

@@ -112,6 +112,16 @@ refused "an unknown disk type is refused" "disk type 9" t.vhd
 cp good.vhd t.vhd && patch_be32 t.vhd 0 0 && patch_be32 t.vhd $(($(stat -c %s t.vhd) - 512)) 0
 fails_with "-f vpc of a file without any footer is refused" "t.vhd: not a VHD image" "$IO" -f vpc info t.vhd
 
+# Old Virtual PC wrote fixed footers one byte short: refused with the repair to make.
+qemu-img create -q -f vpc -o subformat=fixed f511.vhd 4M
+qemu-io -f vpc -c "write -P 0x3c 0 4M" f511.vhd >/dev/null
+qemu-img convert -f vpc -O raw f511.vhd f511.raw
+truncate -s -1 f511.vhd
+refused "a fixed VHD with a 511-byte footer is refused, saying how to repair it" "511 bytes.*append one zero byte" f511.vhd
+truncate -s +1 f511.vhd
+"$IO" dump f511.vhd f511.got && cmp -s f511.got f511.raw && pass "after the repair it reads as before" ||
+    fail "511 repaired: dump differs"
+
 # A bad footer copy at the end: check reports it, -r all rewrites it, qemu-img still reads.
 cp good.vhd t.vhd && patch_be32 t.vhd $(($(stat -c %s t.vhd) - 512 + 40)) 7
 "$VDISK" check t.vhd >/dev/null 2>&1
