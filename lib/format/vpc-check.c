@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * vdisk check for VHD: BAT entries past the end of the file or over the
- * metadata, blocks that overlap, and a footer at the end that is not the
- * copy at offset 0. -r all rewrites the end footer; the rest cannot be
- * repaired without guessing, so it is only reported.
+ * metadata, blocks that overlap (corruptions: reported, not guessed at), and
+ * footer copies that differ (what a crash while adding a block leaves: the
+ * copy at 0 holds; counted as a leak, and -r rewrites both).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -59,22 +59,32 @@ int vpc_check(struct vdisk_node *node, unsigned flags, struct vdisk_check_result
         if (hosts[k] < hosts[k - 1] + span)
             report(res, node->path, "overlaps another block", UINT32_MAX, hosts[k]);
     free(hosts);
-    if (s->end_footer_bad) {
-        res->corruptions++;
-        fprintf(stderr, "ERROR %s: the footer at the end of the file is not the copy at offset 0\n",
+    if (s->end_footer_bad) { /* a crash while a block was added: harmless, like a leak */
+        res->leaks++;
+        fprintf(stderr, "Leaked: %s: the two footer copies differ (torn by a crash?)\n",
                 node->path);
-        if ((flags & VDISK_CHECK_REPAIR_ALL) && !node->read_only) {
-            r = vdisk_file_pwrite(s->file, s->footer, VPC_FOOTER_SIZE, s->next_block);
+        if ((flags & (VDISK_CHECK_REPAIR_ALL | VDISK_CHECK_REPAIR_LEAKS)) && !node->read_only) {
+            r = vpc_repair_footers(s);
             if (r == 0)
-                r = vdisk_file_truncate(s->file, s->next_block + VPC_FOOTER_SIZE);
-            if (r == 0)
-                r = vdisk_file_flush(s->file);
-            if (r == 0) {
-                s->end_footer_bad = false;
-                s->file_size = s->next_block + VPC_FOOTER_SIZE;
-                res->corruptions_fixed++;
-            }
+                res->leaks_fixed++;
         }
+    }
+    return r;
+}
+
+int vpc_repair_footers(struct vpc *s)
+{
+    int r = vdisk_file_pwrite(s->file, s->footer, VPC_FOOTER_SIZE, s->next_block);
+
+    if (r == 0)
+        r = vdisk_file_truncate(s->file, s->next_block + VPC_FOOTER_SIZE);
+    if (r == 0)
+        r = vdisk_file_pwrite(s->file, s->footer, VPC_FOOTER_SIZE, 0);
+    if (r == 0)
+        r = vdisk_file_flush(s->file);
+    if (r == 0) {
+        s->end_footer_bad = false;
+        s->file_size = s->next_block + VPC_FOOTER_SIZE;
     }
     return r;
 }

@@ -202,6 +202,11 @@ static int open_dynamic(struct vpc *s)
     s->next_block = s->meta_end;
     for (uint32_t i = 0; i < s->nblocks; i++) {
         s->bat[i] = be32toh(s->bat[i]);
+        if (s->bat[i] != VPC_BAT_FREE && !vpc_block_ok(s, i) && !s->node->read_only)
+            return vdisk_error(EINVAL,
+                               "%s: VHD BAT entry %u (sector %u) points past the end of the file: "
+                               "new blocks could land under it; open it read-only",
+                               path, i, s->bat[i]);
         if (s->bat[i] != VPC_BAT_FREE && vpc_block_ok(s, i)) {
             uint64_t end = (uint64_t)s->bat[i] * VPC_SECTOR + s->bm_size + bs;
 
@@ -257,6 +262,8 @@ static int vpc_open(struct vdisk_node *node)
         r = open_dynamic(s);
         if (r == 0 && s->type == VPC_TYPE_DIFF)
             r = vpc_open_parent(s);
+        if (r == 0 && s->end_footer_bad && !node->read_only) /* torn by a crash: the copy holds */
+            r = vpc_repair_footers(s);
         if (r < 0)
             goto err;
         break;

@@ -169,5 +169,7 @@ bool vpc_block_ok(const struct vpc *s, uint32_t blk);
 
 /* vpc-check.c */
 int vpc_check(struct vdisk_node *node, unsigned flags, struct vdisk_check_result *res);
+/* Write the footer at 0 and at the end of the blocks, and end the file there. */
+int vpc_repair_footers(struct vpc *s);
 
 #endif

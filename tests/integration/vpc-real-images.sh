@@ -94,6 +94,8 @@ fails_with "a BAT entry past the end: reading fails clearly" "t.vhd: VHD BAT ent
 "$VDISK" check t.vhd >/dev/null 2>"$T/.err"
 eq "a BAT entry past the end: vdisk check exits 2 (corruption)" "$?" 2
 grep -q "past the end of the file" "$T/.err" && pass "check names the bad BAT entry" || fail "check said: $(cat "$T/.err")"
+fails_with "a BAT entry past the end: a writable open is refused" "t.vhd: VHD BAT entry 0 .*open it read-only" \
+    "$IO" -f vpc script t.vhd </dev/null
 cp good.vhd t.vhd && patch_be32 t.vhd 1540 2
 "$VDISK" check t.vhd >/dev/null 2>"$T/.err"
 eq "a block over the metadata: vdisk check exits 2" "$?" 2
@@ -122,11 +124,11 @@ truncate -s +1 f511.vhd
 "$IO" dump f511.vhd f511.got && cmp -s f511.got f511.raw && pass "after the repair it reads as before" ||
     fail "511 repaired: dump differs"
 
-# A bad footer copy at the end: check reports it, -r all rewrites it, qemu-img still reads.
+# A bad footer copy at the end: check reports it, -r rewrites it, qemu-img still reads.
 cp good.vhd t.vhd && patch_be32 t.vhd $(($(stat -c %s t.vhd) - 512 + 40)) 7
 "$VDISK" check t.vhd >/dev/null 2>&1
-eq "a damaged end footer: check exits 2" "$?" 2
-ok "check -r all repairs it" "$VDISK" check -r all t.vhd
+eq "a damaged end footer: check exits 3 (harmless, as a crash leaves it)" "$?" 3
+ok "check -r leaks repairs it" "$VDISK" check -r leaks t.vhd
 ok "then check is clean" "$VDISK" check t.vhd
 ok "and qemu-img reads the same as before" qemu-img compare -q -f vpc -F vpc t.vhd good.vhd
 finish
