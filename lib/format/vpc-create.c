@@ -288,6 +288,12 @@ int vpc_create(struct vdisk_node *node, uint64_t size, const struct vdisk_option
         bool chs;
         uint64_t psize = vpc_footer_size(p.footer, NULL, &chs);
 
+        uint8_t scratch[VPC_FOOTER_SIZE];
+        uint64_t rounded = size;
+
+        if (size && size != psize && set_size(scratch, &rounded, force, f->path) == 0 &&
+            rounded == psize)
+            size = psize; /* the same size once rounded to CHS as the parent was */
         if (size && size != psize) {
             r = vdisk_error(EINVAL, "%s: a differencing VHD has its parent's size (%llu bytes)",
                             f->path, (unsigned long long)psize);
