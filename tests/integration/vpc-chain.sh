@@ -101,6 +101,11 @@ fails_with "a differencing VHD takes its parent's size" "parent's size" \
     "$VDISK" create -f vpc -o backing_file=base.vhd x.vhd 1G
 eq "no file left by the refused creates" "$(ls x.vhd 2>/dev/null)" ""
 
+# Threads race on a differencing child (sector bitmaps set while others write the block).
+"$VDISK" create -f vpc empty.vhd 32M >/dev/null
+"$VDISK" create -f vpc -o backing_file=empty.vhd race.vhd 0 >/dev/null
+ok "8 threads of writes, zeroes, discards on a differencing VHD" "$IO" mt race.vhd 8 3000
+
 # A fixed parent: its footer UUID, linear reads below a differencing child.
 qemu-img create -q -f vpc -o subformat=fixed fixed.vhd 8M
 qemu-io -f vpc -c "write -P 0xe1 0 8M" fixed.vhd >/dev/null

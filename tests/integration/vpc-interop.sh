@@ -109,6 +109,14 @@ fixed-force subformat=fixed,force_size=on
 dynamic-512k subformat=dynamic,block_size=512K
 EOF
 
+# Threads race on interleaved 4k blocks (block allocation, bitmaps): each reads back its own.
+for o in subformat=dynamic block_size=64K subformat=fixed; do
+    rm -f mt.vhd
+    "$VDISK" create -f vpc -o "$o" mt.vhd 48M >/dev/null
+    ok "8 threads of writes, zeroes, discards on a vpc ($o)" "$IO" mt mt.vhd 8 3000
+    readback "after the race qemu-img reads what vdisk reads ($o)" mt.vhd
+done
+
 # Sizes: QEMU's rules. Without force_size the size rounds up to a CHS geometry; with it the
 # size is exact (whole MiB for Azure) and the CHS at its maximum.
 ok "create a fixed Azure-style VHD" "$VDISK" create -f vpc -o subformat=fixed,force_size=on azure.vhd 30G
