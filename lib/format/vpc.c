@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 
 #include "../error.h"
 #include "vpc.h"
@@ -328,8 +329,16 @@ static int vpc_get_info(struct vdisk_node *node, struct vdisk_info *info)
     if (s->type != VPC_TYPE_FIXED)
         vdisk_info_add(info, "block_size", "%u", s->block_size);
     if (s->type == VPC_TYPE_DIFF) {
+        uint32_t t = vpc_be32(s->dyn + VD_PARENT_TIME);
+        struct stat st;
+
         uuid_text(s->dyn + VD_PARENT_UUID, uuid);
         vdisk_info_add(info, "parent_uuid", "%s", uuid);
+        vdisk_info_add(info, "parent_timestamp", "%llu", (unsigned long long)(t + VPC_EPOCH));
+        /* informative only: copying a parent changes its time, not its content */
+        if (node->backing && fstat(node->backing->file->fd_buffered, &st) == 0)
+            vdisk_info_add(info, "parent_modified_since", "%s",
+                           (uint64_t)st.st_mtime > t + VPC_EPOCH ? "yes" : "no");
     }
     return 0;
 }
