@@ -16,7 +16,12 @@
 static void report(struct vdisk_check_result *res, const char *path, const char *what, uint32_t blk,
                    uint64_t host)
 {
-    if (res->corruptions++ < 20)
+    if (res->corruptions++ >= 20)
+        return;
+    if (blk == UINT32_MAX)
+        fprintf(stderr, "ERROR %s: the block at offset %llu %s\n", path, (unsigned long long)host,
+                what);
+    else
         fprintf(stderr, "ERROR %s: BAT entry %u (offset %llu) %s\n", path, blk,
                 (unsigned long long)host, what);
 }
@@ -41,6 +46,7 @@ int vpc_check(struct vdisk_node *node, unsigned flags, struct vdisk_check_result
     hosts = malloc(((size_t)s->nblocks + 1) * sizeof(*hosts));
     if (!hosts)
         return vdisk_error(ENOMEM, "%s: out of memory", node->path);
+    pthread_rwlock_wrlock(&s->lock);
     for (uint32_t i = 0; i < s->nblocks; i++) {
         uint64_t host = (uint64_t)s->bat[i] * VPC_SECTOR;
 
@@ -69,6 +75,7 @@ int vpc_check(struct vdisk_node *node, unsigned flags, struct vdisk_check_result
                 res->leaks_fixed++;
         }
     }
+    pthread_rwlock_unlock(&s->lock);
     return r;
 }
 

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * VHD data path: map() by BAT entry and sector bitmap, writes that allocate
- * blocks or mark sectors, and zeroing. The image layer holds node->lock
- * around every call here (the driver is not thread safe) and pins DATA
- * mappings.
+ * blocks or mark sectors, and zeroing. Thread safe: s->lock (an rwlock) is
+ * shared for map() and exclusive for whatever changes the BAT or a bitmap;
+ * a fixed disk needs no lock at all.
  *
  * Power-cut order for a new block: bitmap + data over the old footer, the
  * footer after them, flush, then the BAT entry. For a sector newly marked in
@@ -51,22 +51,14 @@ static int block_ready(struct vpc *s, uint32_t blk, bool nowait)
     return nowait ? -EAGAIN : vpc_load_bitmap(s, blk);
 }
 
-int vpc_map(struct vdisk_node *node, uint64_t off, uint64_t len, unsigned flags,
-            struct vdisk_map *m)
+/* map() of a dynamic or differencing disk, S->lock held shared: -EAGAIN for an unread bitmap. */
+static int map_locked(struct vpc *s, uint64_t off, uint64_t len, struct vdisk_map *m)
 {
-    struct vpc *s = node->priv;
     uint32_t blk, first, last, i;
     uint64_t in, n, host;
     const uint8_t *b;
     int r;
 
-    if (s->type == VPC_TYPE_FIXED) {
-        m->type = VDISK_MAP_DATA;
-        m->len = len;
-        m->file = s->file;
-        m->host = off;
-        return 0;
-    }
     blk = (uint32_t)(off / s->block_size);
     in = off % s->block_size;
     n = s->block_size - in < len ? s->block_size - in : len;
@@ -79,7 +71,7 @@ int vpc_map(struct vdisk_node *node, uint64_t off, uint64_t len, unsigned flags,
         m->len = n;
         return 0;
     }
-    r = block_ready(s, blk, flags & VDISK_MAP_NOWAIT);
+    r = block_ready(s, blk, true);
     if (r < 0)
         return r;
     host = (uint64_t)s->bat[blk] * VPC_SECTOR + s->bm_size + in;
@@ -104,6 +96,41 @@ int vpc_map(struct vdisk_node *node, uint64_t off, uint64_t len, unsigned flags,
     else
         m->type = s->type == VPC_TYPE_DIFF ? VDISK_MAP_UNALLOCATED : VDISK_MAP_ZERO;
     return 0;
+}
+
+/*
+ * Blocks never move once allocated and are never freed, so a DATA answer stays
+ * valid after the lock is dropped: no pins, no release().
+ */
+int vpc_map(struct vdisk_node *node, uint64_t off, uint64_t len, unsigned flags,
+            struct vdisk_map *m)
+{
+    struct vpc *s = node->priv;
+    int r;
+
+    if (s->type == VPC_TYPE_FIXED) {
+        m->type = VDISK_MAP_DATA;
+        m->len = len;
+        m->file = s->file;
+        m->host = off;
+        return 0;
+    }
+    for (;;) {
+        if (!(flags & VDISK_MAP_NOWAIT))
+            pthread_rwlock_rdlock(&s->lock);
+        else if (pthread_rwlock_tryrdlock(&s->lock) != 0)
+            return -EAGAIN;
+        r = map_locked(s, off, len, m);
+        pthread_rwlock_unlock(&s->lock);
+        if (r != -EAGAIN || (flags & VDISK_MAP_NOWAIT))
+            return r;
+        /* the block's bitmap is not read yet: read it exclusively, then map again */
+        pthread_rwlock_wrlock(&s->lock);
+        r = block_ready(s, (uint32_t)(off / s->block_size), false);
+        pthread_rwlock_unlock(&s->lock);
+        if (r < 0)
+            return r;
+    }
 }
 
 /* Is sector SEC of block BLK (allocated, bitmap known) marked? */
@@ -261,6 +288,8 @@ int vpc_write(struct vdisk_node *node, const void *buf, size_t len, uint64_t off
 
     if (s->type == VPC_TYPE_FIXED) /* only the probe window comes here */
         r = vdisk_file_pwrite(s->file, buf, len, off);
+    else
+        pthread_rwlock_wrlock(&s->lock);
     while (s->type != VPC_TYPE_FIXED && len > 0 && r == 0) {
         uint32_t blk = (uint32_t)(off / s->block_size);
         uint64_t in = off % s->block_size;
@@ -271,6 +300,8 @@ int vpc_write(struct vdisk_node *node, const void *buf, size_t len, uint64_t off
         off += n;
         len -= n;
     }
+    if (s->type != VPC_TYPE_FIXED)
+        pthread_rwlock_unlock(&s->lock);
     if (r == 0 && (flags & VDISK_WRITE_FUA))
         r = vdisk_file_flush(s->file);
     return r;
@@ -283,6 +314,7 @@ static int zero_range(struct vpc *s, uint64_t off, uint64_t len, bool unmap)
 
     if (s->type == VPC_TYPE_FIXED)
         return vdisk_file_zero_range(s->file, off, len, unmap);
+    pthread_rwlock_wrlock(&s->lock);
     while (len > 0 && r == 0) {
         uint32_t blk = (uint32_t)(off / s->block_size);
         uint64_t in = off % s->block_size;
@@ -298,6 +330,7 @@ static int zero_range(struct vpc *s, uint64_t off, uint64_t len, bool unmap)
         off += n;
         len -= n;
     }
+    pthread_rwlock_unlock(&s->lock);
     return r;
 }
 

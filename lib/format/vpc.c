@@ -129,6 +129,7 @@ static void vpc_free(struct vpc *s)
     free(s->bat);
     free(s->parent);
     free(s->zero);
+    pthread_rwlock_destroy(&s->lock);
     free(s);
 }
 
@@ -227,6 +228,14 @@ static int vpc_open(struct vdisk_node *node)
 
     if (!s)
         return vdisk_error(ENOMEM, "%s: out of memory", node->path);
+    {
+        pthread_rwlockattr_t a;
+
+        pthread_rwlockattr_init(&a);
+        pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+        pthread_rwlock_init(&s->lock, &a);
+        pthread_rwlockattr_destroy(&a);
+    }
     s->node = node;
     s->file = node->file;
     if (force && strcmp(force, "chs") && strcmp(force, "current_size")) {
@@ -345,7 +354,8 @@ static int vpc_get_info(struct vdisk_node *node, struct vdisk_info *info)
 
 const struct vdisk_format vdisk_format_vpc = {
     .name = "vpc",
-    .caps = 0, /* open() adds VDISK_CAP_LINEAR for fixed disks */
+    .flags = VDISK_FORMAT_THREAD_SAFE,
+    .caps = VDISK_CAP_THREAD_SAFE, /* open() adds VDISK_CAP_LINEAR for fixed disks */
     .create_options = vpc_create_options,
     .open_options = vpc_open_options,
     .probe = vpc_probe,

@@ -11,6 +11,7 @@
 #define VDISK_FORMAT_VPC_H
 
 #include <endian.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "../format.h"
@@ -69,6 +70,7 @@
 enum { BM_UNKNOWN, BM_FULL, BM_PARTIAL };
 
 struct vpc {
+    pthread_rwlock_t lock; /* shared: map; exclusive: BAT, bitmaps, next_block, file_size */
     struct vdisk_node *node;
     struct vdisk_file *file;
     uint8_t footer[VPC_FOOTER_SIZE]; /* as on disk */

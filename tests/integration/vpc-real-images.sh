@@ -99,6 +99,11 @@ fails_with "a BAT entry past the end: a writable open is refused" "t.vhd: VHD BA
 cp good.vhd t.vhd && patch_be32 t.vhd 1540 2
 "$VDISK" check t.vhd >/dev/null 2>"$T/.err"
 eq "a block over the metadata: vdisk check exits 2" "$?" 2
+printf 'w 2097152 512 0x6b\n' | "$IO" script good.vhd # a second block
+cp good.vhd t.vhd && patch_be32 t.vhd 1540 $(($(python3 -c "import struct; f=open('good.vhd','rb'); f.seek(1536); print(struct.unpack('>I', f.read(4))[0])") + 1))
+"$VDISK" check t.vhd >/dev/null 2>"$T/.err"
+eq "two blocks that overlap: vdisk check exits 2" "$?" 2
+grep -q "overlaps another block" "$T/.err" && pass "check names the overlap" || fail "check said: $(cat "$T/.err")"
 cp good.vhd t.vhd && patch_be32 t.vhd $((512 + 32)) $((1 << 31)) $((512 + 36)) 512 1024
 refused "a block size of 2 GiB is refused" "block size 2147483648" t.vhd
 cp good.vhd t.vhd && patch_be32 t.vhd $((512 + 32)) $((1 << 20))
