@@ -61,4 +61,18 @@ eq "fixed: loop covers the data, not the footer" "$(blockdev --getsize64 "$dev")
 ok "fixed: close" "$VDISK" close "$T/fixed.vhd"
 vhd_cycle fixed loop "$T/fixed.vhd"
 eq "fixed: the footer is untouched after the cycle" "$(tail -c 512 "$T/fixed.vhd" | md5sum)" "$footer"
+# The NBD server serves a VHD too: qemu-io, as an NBD client, writes through it; qemu-img reads
+# the file afterwards.
+"$VDISK" create -f vpc "$T/nbd.vhd" 32M >/dev/null
+"$VDISK" serve --socket "$T/s.sock" "$T/nbd.vhd" >/dev/null 2>"$T/serve.log" &
+pid=$!
+uri="nbd+unix:///?socket=$T/s.sock"
+for _ in $(seq 100); do qemu-img info "$uri" >/dev/null 2>&1 && break; sleep 0.05; done
+ok "nbd: qemu-io writes 5 MiB at 1 MiB - 512 through vdisk serve" \
+    qemu-io -f raw -c "write -P 0x77 1048064 5M" -c "write -z 3M 4096" -c flush "$uri"
+kill -TERM "$pid"
+wait "$pid"
+ok "nbd: qemu-io reads the pattern from the VHD file" \
+    qemu-io -f vpc -c "read -P 0x77 1048064 2096640" -c "read -P 0 3M 4096" \
+    -c "read -P 0x77 $(((3 << 20) + 4096)) 3141120" -c "read -P 0 0 1048064" "$T/nbd.vhd"
 finish
