@@ -128,6 +128,18 @@ eq "the vhd alias makes a vpc image; CHS-rounded as qemu-img rounds" "$(vsize ch
 qemu-img create -q -f vpc ref200.vhd 200G
 "$VDISK" create -f vpc big.vhd 200G >/dev/null
 eq "200G: CHS at its maximum, the exact size" "$(vsize big.vhd)" "$(vsize ref200.vhd)"
+# Many sizes: vdisk rounds (or not, with force_size) exactly as qemu-img does.
+bad_sizes=""
+for sz in 1M 3M 10M 100M 511M 1000M 1G 4G 31G 32G 127G 128G 130G 500G 2040G; do
+    for fs in off on; do
+        rm -f q.vhd v.vhd
+        qemu-img create -q -f vpc -o force_size=$fs q.vhd $sz
+        "$VDISK" create -f vpc -o force_size=$fs v.vhd $sz >/dev/null
+        [ "$(vsize q.vhd)" = "$(vsize v.vhd)" ] || bad_sizes="$bad_sizes $sz/$fs:$(vsize q.vhd)!=$(vsize v.vhd)"
+    done
+done
+eq "30 sizes from 1M to 2040G: qemu-img reads vdisk's VHD as large as its own" "$bad_sizes" ""
+rm -f q.vhd v.vhd
 fails_with "a VHD over 2040 GiB is refused" "2040 GiB" "$VDISK" create -f vpc huge.vhd 3000G
 fails_with "a bad subformat is refused" "subformat must be" "$VDISK" create -f vpc -o subformat=sparse bad.vhd 1G
 fails_with "an absurd block size is refused" "block_size" "$VDISK" create -f vpc -o block_size=1G bad.vhd 1G
