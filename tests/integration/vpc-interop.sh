@@ -130,7 +130,7 @@ qemu-img create -q -f vpc ref200.vhd 200G
 eq "200G: CHS at its maximum, the exact size" "$(vsize big.vhd)" "$(vsize ref200.vhd)"
 # Many sizes: vdisk rounds (or not, with force_size) exactly as qemu-img does.
 bad_sizes=""
-for sz in 1M 3M 10M 100M 511M 1000M 1G 4G 31G 32G 127G 128G 130G 500G 2040G; do
+for sz in 1M 3M 10M 100M 140M 200M 240M 511M 1000M 1G 4G 31G 32G 127G 128G 130G 500G 2040G; do
     for fs in off on; do
         rm -f q.vhd v.vhd
         qemu-img create -q -f vpc -o force_size=$fs q.vhd $sz
@@ -138,7 +138,7 @@ for sz in 1M 3M 10M 100M 511M 1000M 1G 4G 31G 32G 127G 128G 130G 500G 2040G; do
         [ "$(vsize q.vhd)" = "$(vsize v.vhd)" ] || bad_sizes="$bad_sizes $sz/$fs:$(vsize q.vhd)!=$(vsize v.vhd)"
     done
 done
-eq "30 sizes from 1M to 2040G: qemu-img reads vdisk's VHD as large as its own" "$bad_sizes" ""
+eq "36 sizes from 1M to 2040G: qemu-img reads vdisk's VHD as large as its own" "$bad_sizes" ""
 rm -f q.vhd v.vhd
 fails_with "a VHD over 2040 GiB is refused" "2040 GiB" "$VDISK" create -f vpc huge.vhd 3000G
 fails_with "a bad subformat is refused" "subformat must be" "$VDISK" create -f vpc -o subformat=sparse bad.vhd 1G
