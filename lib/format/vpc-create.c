@@ -205,10 +205,10 @@ static int set_parent(struct vdisk_file *f, uint8_t *d, const char *name, const 
     vpc_put32(d + VD_PARENT_TIME, p->mtime);
     n = vpc_to_utf16(name, true, d + VD_PARENT_NAME, 510);
     r = n < 0 ? vdisk_error(-n, "%s: parent name '%s' does not fit the header", f->path, name) : 0;
-    if (r == 0)
+    if (r == 0 && name[0] != '/') /* a name given absolute has only the absolute locator */
         r = put_locator(f, d, 0, VPC_PLAT_W2RU, rel, at);
     if (r == 0)
-        r = put_locator(f, d, 1, VPC_PLAT_W2KU, p->real, at);
+        r = put_locator(f, d, name[0] != '/', VPC_PLAT_W2KU, p->real, at);
     free(rel);
     return r;
 }
