@@ -307,6 +307,12 @@ int vpc_create(struct vdisk_node *node, uint64_t size, const struct vdisk_option
         if (r < 0)
             goto out;
     }
+    if (type != VPC_TYPE_FIXED && (size + bs - 1) / bs > VPC_MAX_ENTRIES) {
+        r = vdisk_error(EFBIG, "%s: %llu blocks of %llu bytes: too many; use a larger block_size",
+                        f->path, (unsigned long long)((size + bs - 1) / bs),
+                        (unsigned long long)bs);
+        goto out;
+    }
     if (type == VPC_TYPE_FIXED) {
         seal(foot, VPC_FOOTER_SIZE, VF_CHECKSUM);
         r = vdisk_file_truncate(f, size);

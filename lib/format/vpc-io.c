@@ -15,6 +15,18 @@
 #include "../error.h"
 #include "vpc.h"
 
+/* Keep B as the bitmap of partly marked block BLK (the table is made on first need). */
+static int keep_bitmap(struct vpc *s, uint32_t blk, uint8_t *b)
+{
+    if (!s->bitmap)
+        s->bitmap = calloc(s->nblocks, sizeof(*s->bitmap));
+    if (!s->bitmap)
+        return vdisk_error(ENOMEM, "%s: out of memory for block bitmaps", s->node->path);
+    s->bitmap[blk] = b;
+    s->bstate[blk] = BM_PARTIAL;
+    return 0;
+}
+
 int vpc_load_bitmap(struct vpc *s, uint32_t blk)
 {
     uint8_t *b = malloc(s->bm_size);
@@ -33,11 +45,12 @@ int vpc_load_bitmap(struct vpc *s, uint32_t blk)
     if (i == full) {
         free(b);
         s->bstate[blk] = BM_FULL;
-    } else {
-        s->bitmap[blk] = b;
-        s->bstate[blk] = BM_PARTIAL;
+        return 0;
     }
-    return 0;
+    r = keep_bitmap(s, blk, b);
+    if (r < 0)
+        free(b);
+    return r;
 }
 
 /* Block BLK usable: inside the file, its bitmap known (may read it unless NOWAIT). */
@@ -205,12 +218,13 @@ static int allocate_block(struct vpc *s, uint32_t blk, uint64_t a, const uint8_t
     s->next_block = end;
     s->bat[blk] = (uint32_t)(at / VPC_SECTOR);
     if (s->type == VPC_TYPE_DIFF && len < s->block_size) {
-        s->bitmap[blk] = bm;
-        s->bstate[blk] = BM_PARTIAL;
-    } else {
-        free(bm);
-        s->bstate[blk] = BM_FULL;
+        s->bstate[blk] = BM_UNKNOWN; /* if memory runs out, read it again when needed */
+        if (keep_bitmap(s, blk, bm) < 0)
+            free(bm);
+        return 0;
     }
+    free(bm);
+    s->bstate[blk] = BM_FULL;
     return 0;
 }
 

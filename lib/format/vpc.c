@@ -184,9 +184,8 @@ static int open_dynamic(struct vpc *s)
     s->nblocks = (uint32_t)((s->node->size + bs - 1) / bs);
     s->bat = malloc((size_t)s->nblocks * 4 + 4);
     s->bstate = calloc(s->nblocks + 1, 1);
-    s->bitmap = calloc(s->nblocks + 1, sizeof(*s->bitmap));
     s->zero = calloc(1, s->bm_size);
-    if (!s->bat || !s->bstate || !s->bitmap || !s->zero)
+    if (!s->bat || !s->bstate || !s->zero)
         return vdisk_error(ENOMEM, "%s: out of memory for a BAT of %u entries", path, s->nblocks);
     r = vdisk_file_pread(s->file, s->bat, (size_t)s->nblocks * 4, s->bat_off);
     if (r < 0)

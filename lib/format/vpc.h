@@ -27,7 +27,7 @@
 #define VPC_MAX_GEOMETRY  (65535ull * 16 * 255) /* CHS at its maximum, in sectors */
 #define VPC_MAX_SECTORS   0xff000000ull         /* 2040 GiB, as QEMU */
 #define VPC_MAX_BLOCK     (256u << 20)          /* refuse absurd block sizes */
-#define VPC_MAX_ENTRIES   (1u << 28)            /* a BAT of 1 GiB at most */
+#define VPC_MAX_ENTRIES   (1u << 24)            /* a BAT of 64 MiB: 2040 GiB in 128 KiB blocks */
 #define VPC_EPOCH         946684800ull          /* 2000-01-01 00:00:00 UTC */
 #define VPC_DEFAULT_BLOCK (2u << 20)
 
@@ -86,11 +86,11 @@ struct vpc {
     uint32_t *bat;                     /* host order */
     uint32_t block_size, spb, bm_size; /* bytes, sectors per block, bitmap bytes (x512) */
     uint8_t *bstate;                   /* per block: BM_* */
-    uint8_t **bitmap;                  /* per block: the bitmap of a BM_PARTIAL block */
-    uint64_t meta_end;                 /* end of header, BAT and locator data */
-    uint64_t next_block;               /* file offset of the next new block (the footer's place) */
-    char *parent;                      /* differencing: the parent path as found */
-    uint8_t *zero;                     /* a zeroed buffer of bm_size bytes */
+    uint8_t **bitmap;    /* per block: the bitmap of a BM_PARTIAL block (NULL: none yet) */
+    uint64_t meta_end;   /* end of header, BAT and locator data */
+    uint64_t next_block; /* file offset of the next new block (the footer's place) */
+    char *parent;        /* differencing: the parent path as found */
+    uint8_t *zero;       /* a zeroed buffer of bm_size bytes */
 };
 
 static inline uint64_t vpc_be64(const void *p)

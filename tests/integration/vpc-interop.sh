@@ -143,6 +143,8 @@ rm -f q.vhd v.vhd
 fails_with "a VHD over 2040 GiB is refused" "2040 GiB" "$VDISK" create -f vpc huge.vhd 3000G
 fails_with "a bad subformat is refused" "subformat must be" "$VDISK" create -f vpc -o subformat=sparse bad.vhd 1G
 fails_with "an absurd block size is refused" "block_size" "$VDISK" create -f vpc -o block_size=1G bad.vhd 1G
+fails_with "blocks too small for the size are refused" "too many; use a larger block_size" \
+    "$VDISK" create -f vpc -o block_size=4K bad.vhd 2000G
 eq "no file left by the refused creates" "$(ls huge.vhd bad.vhd 2>/dev/null)" ""
 rm -f azure.vhd big.vhd ref200.vhd
 
