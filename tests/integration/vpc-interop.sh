@@ -117,6 +117,24 @@ for o in subformat=dynamic block_size=64K subformat=fixed; do
     readback "after the race qemu-img reads what vdisk reads ($o)" mt.vhd
 done
 
+# A crash after a block's data but before its BAT entry leaves a tail the next block reuses:
+# what the new block does not write must read as zeroes, not as the torn block's bytes.
+rm -f torn.vhd torn.raw
+"$VDISK" create -f vpc torn.vhd 16M >/dev/null
+printf 'w 0 4096 0x21\n' | "$IO" script torn.vhd
+python3 - torn.vhd <<'PY'
+import sys
+with open(sys.argv[1], 'r+b') as f:
+    f.seek(-512, 2); footer = f.read(512); f.seek(-512, 2)
+    f.write(b'\xff' * 512 + b'\xee' * (2 << 20) + footer)  # a whole block, no BAT entry
+PY
+printf 'w 2097152 4096 0x22\n' | "$IO" script torn.vhd
+truncate -s "$(vsize torn.vhd)" torn.raw
+printf 'w 0 4096 0x21\nw 2097152 4096 0x22\n' | "$IO" -f raw script torn.raw
+ok "a new block over a torn one reads zeroes where not written (qemu-img compare)" \
+    qemu-img compare -q -f vpc -F raw torn.vhd torn.raw
+ok "and vdisk check is clean" "$VDISK" check torn.vhd
+
 # Sizes: QEMU's rules. Without force_size the size rounds up to a CHS geometry; with it the
 # size is exact (whole MiB for Azure) and the CHS at its maximum.
 ok "create a fixed Azure-style VHD" "$VDISK" create -f vpc -o subformat=fixed,force_size=on azure.vhd 30G
