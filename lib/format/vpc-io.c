@@ -179,9 +179,11 @@ static int write_bat(struct vpc *s, uint32_t blk, uint32_t v)
 /* Allocate block BLK with sectors [A, A+LEN) (sector aligned, in block) from SRC. */
 static int allocate_block(struct vpc *s, uint32_t blk, uint64_t a, const uint8_t *src, uint64_t len)
 {
-    uint64_t at = s->next_block, data = at + s->bm_size, end = data + s->block_size;
+    /* data on a page boundary: a page is written whole (direct I/O, a killed writer) */
+    uint64_t gap = s->next_block, data = (gap + s->bm_size + 4095) & ~4095ull;
+    uint64_t at = data - s->bm_size, end = data + s->block_size;
+    uint64_t cur = s->file_size, zero_end = s->type == VPC_TYPE_DIFF ? at : end;
     uint8_t *bm = calloc(1, s->bm_size);
-    uint64_t cur = s->file_size;
     int r = 0;
 
     if (!bm)
@@ -195,9 +197,11 @@ static int allocate_block(struct vpc *s, uint32_t blk, uint64_t a, const uint8_t
             bm[i >> 3] |= 0x80u >> (i & 7);
     } else { /* every sector: the ones not written read as zeroes */
         memset(bm, 0xff, s->spb / 8);
-        if (cur > at) /* old footer or a torn earlier allocation: zero what we take over */
-            r = vdisk_file_zero_range(s->file, at, (cur < end ? cur : end) - at, false);
     }
+    if (zero_end > cur) /* the file ends before: a hole reads as zeroes */
+        zero_end = cur;
+    if (zero_end > gap) /* the old footer, a torn earlier allocation: nothing stale stays */
+        r = vdisk_file_zero_range(s->file, gap, zero_end - gap, false);
     if (r == 0)
         r = vdisk_file_pwrite(s->file, bm, s->bm_size, at);
     if (r == 0)
