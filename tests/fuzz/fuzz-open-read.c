@@ -14,6 +14,10 @@
 
 #include "vdisk/vdisk.h"
 
+#ifndef FUZZ_FORMAT /* another format: -DFUZZ_FORMAT='"vpc"' */
+#define FUZZ_FORMAT "qcow2"
+#endif
+
 static char path[4096];
 
 static void make_path(void)
@@ -47,7 +51,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (fd < 0 || write(fd, data, size) != (ssize_t)size)
         abort();
     close(fd);
-    if (vdisk_open(path, "qcow2", VDISK_OPEN_RDONLY | VDISK_OPEN_NOLOCK, NULL, &img) < 0)
+    if (vdisk_open(path, FUZZ_FORMAT, VDISK_OPEN_RDONLY | VDISK_OPEN_NOLOCK, NULL, &img) < 0)
         return 0;
     vsize = vdisk_get_size(img);
     if (vsize) {

@@ -179,7 +179,7 @@ int cmd_open(int argc, char **argv)
     req.format_stated = format != NULL;
     if (inspect(&req, format))
         goto out;
-    if (size_given && size != req.size) {
+    if (size_given && size != req.size && !created) { /* new: the format may round (VHD CHS) */
         err("%s: image is %llu bytes, not the %llu asked for; leave SIZE out to open it as "
             "it is",
             canonical, (unsigned long long)req.size, (unsigned long long)size);
