@@ -1,0 +1,358 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * VDI data path: map() over the block map, allocating writes (block data,
+ * then the map entry and the header count, made durable at the next flush
+ * after the data), discard and write-zeroes to the ZERO state with the data
+ * area kept compact (the last block moves into a freed slot, as VirtualBox
+ * does, so that every writer can keep allocating at blocks_allocated).
+ * The driver is not thread safe: the image layer serialises the callbacks
+ * and pins DATA mappings (discard and write-zeroes wait for them).
+ */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "../error.h"
+#include "vdi.h"
+
+int vdi_map(struct vdisk_node *node, uint64_t off, uint64_t len, unsigned flags,
+            struct vdisk_map *m)
+{
+    struct vdi *s = node->priv;
+    uint64_t bs = s->block_size, o = off & (bs - 1);
+    uint64_t b = off / bs, n = bs - o < len ? bs - o : len;
+    uint32_t e = s->bmap[b];
+
+    m->len = n;
+    if (e == VDI_FREE || e == VDI_ZERO) {
+        if (flags & VDISK_MAP_WRITE) {
+            m->type = VDISK_MAP_OTHER;
+            return 0;
+        }
+        m->type = e == VDI_FREE ? VDISK_MAP_UNALLOCATED : VDISK_MAP_ZERO;
+        while (m->len < len && b + 1 < s->blocks && s->bmap[b + 1] == e) {
+            b++;
+            m->len += bs < len - m->len ? bs : len - m->len;
+        }
+        return 0;
+    }
+    if ((flags & VDISK_MAP_WRITE) && (s->bad || ((flags & VDISK_MAP_FUA) && s->dirty))) {
+        m->type = VDISK_MAP_OTHER; /* refused, or the metadata must be made durable too */
+        return 0;
+    }
+    m->type = VDISK_MAP_DATA;
+    m->file = s->file;
+    m->host = vdi_slot_host(s, e) + o;
+    while (!s->block_extra && m->len < len && b + 1 < s->blocks && s->bmap[b + 1] == e + 1 &&
+           e + 1 < VDI_ZERO) {
+        b++, e++;
+        m->len += bs < len - m->len ? bs : len - m->len;
+    }
+    return 0;
+}
+
+void vdi_set_entry(struct vdi *s, uint32_t block, uint32_t entry)
+{
+    s->bmap[block] = entry;
+    if (!s->dirty || block < s->dirty_lo)
+        s->dirty_lo = block;
+    if (!s->dirty || block > s->dirty_hi)
+        s->dirty_hi = block;
+    s->dirty = true;
+}
+
+/*
+ * Write the header count and the changed map entries, after the data they
+ * point at is durable; flush. Where the map follows the header closely (vdisk
+ * and QEMU images) one write carries both, so no crash leaves them disagreeing.
+ */
+int vdi_write_metadata(struct vdi *s)
+{
+    uint64_t span = s->off_bmap + 4ull * (s->dirty_hi + 1);
+    uint8_t *buf;
+    int r;
+
+    if (!s->dirty)
+        return vdisk_file_flush(s->file);
+    r = vdisk_file_flush(s->file);
+    if (r < 0)
+        return r;
+    vdi_put_le32(s->hdr + VDI_OFF_ALLOCATED, s->allocated);
+    if (s->off_bmap <= 4096 && span <= (1u << 20)) {
+        buf = malloc(span);
+        if (!buf)
+            return vdisk_error(ENOMEM, "%s: out of memory", s->node->path);
+        memcpy(buf, s->hdr, VDI_HEADER_END);
+        r = vdisk_file_pread(s->file, buf + VDI_HEADER_END, s->off_bmap - VDI_HEADER_END,
+                             VDI_HEADER_END);
+        for (uint32_t i = 0; i <= s->dirty_hi; i++)
+            vdi_put_le32(buf + s->off_bmap + 4 * i, s->bmap[i]);
+        if (r == 0)
+            r = vdisk_file_pwrite(s->file, buf, span, 0);
+    } else {
+        uint32_t n = s->dirty_hi - s->dirty_lo + 1;
+
+        buf = malloc(4ull * n);
+        if (!buf)
+            return vdisk_error(ENOMEM, "%s: out of memory", s->node->path);
+        for (uint32_t i = 0; i < n; i++)
+            vdi_put_le32(buf + 4 * i, s->bmap[s->dirty_lo + i]);
+        r = vdisk_file_pwrite(s->file, buf, 4ull * n, s->off_bmap + 4ull * s->dirty_lo);
+        if (r == 0)
+            r = vdisk_file_pwrite(s->file, s->hdr, VDI_HEADER_END, 0);
+    }
+    free(buf);
+    if (r == 0)
+        r = vdisk_file_flush(s->file);
+    if (r == 0)
+        s->dirty = false;
+    return r;
+}
+
+int vdi_flush(struct vdisk_node *node)
+{
+    return vdi_write_metadata(node->priv);
+}
+
+/* A free data slot: the next one past the used ones, else a hole. */
+static int alloc_slot(struct vdi *s, uint32_t *slot)
+{
+    if (s->next < s->blocks) {
+        *slot = s->next;
+        return 0;
+    }
+    for (uint32_t i = 0; i < s->blocks; i++) {
+        if (s->owner[i] == VDI_FREE) {
+            *slot = i;
+            return 0;
+        }
+    }
+    return vdisk_error(ENOSPC, "%s: no free VDI data slot (block map inconsistent?)",
+                       s->node->path);
+}
+
+/* Zero the extra data in front of slot SLOT (images with block_extra only). */
+static int zero_extra(struct vdi *s, uint32_t slot)
+{
+    uint64_t at = s->off_data + (uint64_t)slot * s->stride;
+    int r = 0;
+
+    for (uint64_t done = 0; r == 0 && done < s->block_extra; done += s->block_size) {
+        uint64_t n = s->block_extra - done < s->block_size ? s->block_extra - done : s->block_size;
+
+        r = vdisk_file_pwrite(s->file, s->zero_block, n, at + done);
+    }
+    return r;
+}
+
+/*
+ * Give BLOCK a data slot holding what it read before (the parent's bytes of a
+ * free block in a differencing image, else zeroes) with [O, O+N) from BUF.
+ */
+static int alloc_block(struct vdi *s, uint32_t block, const void *buf, uint64_t o, uint64_t n)
+{
+    uint64_t bs = s->block_size, host;
+    const uint8_t *data = buf;
+    uint8_t *tmp = NULL;
+    uint32_t slot = 0;
+    int r = alloc_slot(s, &slot);
+
+    if (r < 0)
+        return r;
+    host = vdi_slot_host(s, slot);
+    if (n != bs) {
+        tmp = aligned_alloc(4096, bs);
+        if (!tmp)
+            return vdisk_error(ENOMEM, "%s: out of memory", s->node->path);
+        if (s->bmap[block] == VDI_FREE && s->node->backing)
+            r = vdisk_node_read_backing(s->node, tmp, bs, (uint64_t)block * bs);
+        else
+            memset(tmp, 0, bs);
+        memcpy(tmp + o, buf, n);
+        data = tmp;
+    }
+    if (r == 0 && s->block_extra)
+        r = zero_extra(s, slot);
+    if (r == 0)
+        r = vdisk_file_pwrite_alloc(s->file, data, bs, host);
+    free(tmp);
+    if (r < 0)
+        return r;
+    if (host + bs > s->file_size)
+        s->file_size = host + bs;
+    s->owner[slot] = block;
+    if (slot >= s->next)
+        s->next = slot + 1;
+    s->allocated++;
+    vdi_set_entry(s, block, slot);
+    return 0;
+}
+
+static int refuse_bad(struct vdi *s)
+{
+    return vdisk_error(EIO,
+                       "%s: the VDI block map has %u entries out of range or shared: writes "
+                       "are refused until `vdisk check -r all` repairs it",
+                       s->node->path, s->bad);
+}
+
+int vdi_write(struct vdisk_node *node, const void *buf, size_t len, uint64_t off, unsigned flags)
+{
+    struct vdi *s = node->priv;
+    const uint8_t *p = buf;
+    uint64_t bs = s->block_size;
+    int r = 0;
+
+    if (s->bad)
+        return refuse_bad(s);
+    while (len && r == 0) {
+        uint64_t b = off / bs, o = off & (bs - 1), n = bs - o < len ? bs - o : len;
+        uint32_t e = s->bmap[b];
+
+        if (e == VDI_FREE || e == VDI_ZERO)
+            r = alloc_block(s, (uint32_t)b, p, o, n);
+        else
+            r = vdisk_file_pwrite(s->file, p, n, vdi_slot_host(s, e) + o);
+        p += n, off += n, len -= n;
+    }
+    if (r == 0 && (flags & VDISK_WRITE_FUA))
+        r = vdi_write_metadata(s);
+    return r;
+}
+
+int vdi_copy_slot(struct vdi *s, uint32_t from, uint32_t to)
+{
+    uint64_t src = s->off_data + (uint64_t)from * s->stride;
+    uint64_t dst = s->off_data + (uint64_t)to * s->stride;
+    uint8_t *tmp = aligned_alloc(4096, s->block_size);
+    int r = 0;
+
+    if (!tmp)
+        return vdisk_error(ENOMEM, "%s: out of memory", s->node->path);
+    for (uint64_t done = 0; r == 0 && done < s->stride; done += s->block_size) {
+        uint64_t n = s->stride - done < s->block_size ? s->stride - done : s->block_size;
+
+        r = vdisk_file_pread(s->file, tmp, n, src + done);
+        if (r == 0)
+            r = vdisk_file_pwrite(s->file, tmp, n, dst + done);
+    }
+    free(tmp);
+    return r;
+}
+
+/* BLOCK reads as zeroes now; its slot becomes a hole (vdi_compact fills it). */
+static void zero_block(struct vdi *s, uint32_t block)
+{
+    uint32_t e = s->bmap[block];
+
+    if (e < s->blocks && s->owner[e] == block) {
+        s->owner[e] = VDI_FREE;
+        s->allocated--;
+    }
+    vdi_set_entry(s, block, VDI_ZERO);
+}
+
+/*
+ * Close the holes in the data area: the last used slot moves into the lowest
+ * hole until none is left; then the file is cut after the last slot. The
+ * moves and the cut come after the metadata that freed the holes is durable,
+ * and the cut after the metadata of the moves.
+ */
+int vdi_compact(struct vdi *s)
+{
+    uint32_t hole = 0;
+    bool moved = false;
+    int r = vdi_write_metadata(s);
+
+    while (r == 0) {
+        while (s->next > 0 && s->owner[s->next - 1] == VDI_FREE)
+            s->next--;
+        while (hole < s->next && s->owner[hole] != VDI_FREE)
+            hole++;
+        if (hole >= s->next)
+            break;
+        r = vdi_copy_slot(s, s->next - 1, hole);
+        if (r < 0)
+            break;
+        s->owner[hole] = s->owner[s->next - 1];
+        s->owner[s->next - 1] = VDI_FREE;
+        vdi_set_entry(s, s->owner[hole], hole);
+        moved = true;
+    }
+    if (r == 0 && moved)
+        r = vdi_write_metadata(s);
+    if (r == 0 && s->file_size > s->off_data + (uint64_t)s->next * s->stride) {
+        s->file_size = s->off_data + (uint64_t)s->next * s->stride;
+        r = vdisk_file_truncate(s->file, s->file_size);
+    }
+    return r;
+}
+
+/* Whole blocks of [OFF, OFF+LEN) (the last, partial block of the disk counts as whole). */
+static void whole_blocks(const struct vdi *s, uint64_t off, uint64_t len, uint64_t *first,
+                         uint64_t *end)
+{
+    uint64_t bs = s->block_size, e = off + len;
+
+    *first = (off + bs - 1) / bs;
+    *end = e == s->disk_size ? (e + bs - 1) / bs : e / bs;
+    if (*end < *first)
+        *end = *first;
+}
+
+int vdi_discard(struct vdisk_node *node, uint64_t off, uint64_t len)
+{
+    struct vdi *s = node->priv;
+    uint64_t first, end;
+    bool changed = false;
+
+    if (s->type == VDI_TYPE_STATIC)
+        return 0; /* a static image keeps every block */
+    if (s->bad)
+        return refuse_bad(s);
+    whole_blocks(s, off, len, &first, &end);
+    for (uint64_t b = first; b < end; b++) {
+        uint32_t e = s->bmap[b];
+
+        /* a free block of a plain image already reads as zeroes */
+        if (e == VDI_ZERO || (e == VDI_FREE && s->type != VDI_TYPE_DIFF))
+            continue;
+        zero_block(s, (uint32_t)b);
+        changed = true;
+    }
+    return changed ? vdi_compact(s) : 0;
+}
+
+int vdi_write_zeroes(struct vdisk_node *node, uint64_t off, uint64_t len, unsigned flags)
+{
+    struct vdi *s = node->priv;
+    uint64_t first, end, bs = s->block_size, stop = off + len;
+    bool changed = false;
+    int r = 0;
+
+    if (s->type == VDI_TYPE_STATIC)
+        return -ENOTSUP; /* the image layer writes zero buffers */
+    if (s->bad)
+        return refuse_bad(s);
+    whole_blocks(s, off, len, &first, &end);
+    while (off < stop && r == 0) {
+        uint64_t b = off / bs, n = bs - (off & (bs - 1));
+        uint32_t e = s->bmap[b];
+
+        if (n > stop - off)
+            n = stop - off;
+        if (b >= first && b < end) {
+            if (e != VDI_ZERO && !(e == VDI_FREE && !node->backing)) {
+                zero_block(s, (uint32_t)b);
+                changed = true;
+            }
+        } else if (e != VDI_ZERO && !(e == VDI_FREE && !node->backing)) {
+            r = vdi_write(node, s->zero_block, n, off, 0); /* part of a block */
+        }
+        off += n;
+    }
+    if (r == 0 && changed)
+        r = vdi_compact(s);
+    if (r == 0 && (flags & VDISK_ZERO_FUA))
+        r = vdi_write_metadata(s);
+    return r;
+}
