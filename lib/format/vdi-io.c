@@ -305,6 +305,11 @@ int vdi_discard(struct vdisk_node *node, uint64_t off, uint64_t len)
     uint64_t first, end;
     bool changed = false;
 
+    if (s->linear) { /* as raw (and loop on it): holes in the data area */
+        int r = vdisk_file_punch_hole(s->file, s->off_data + off, len);
+
+        return (r == -EOPNOTSUPP || r == -ENOTSUP) ? 0 : r;
+    }
     if (s->type == VDI_TYPE_STATIC)
         return 0; /* a static image keeps every block */
     if (s->bad)
@@ -329,6 +334,12 @@ int vdi_write_zeroes(struct vdisk_node *node, uint64_t off, uint64_t len, unsign
     bool changed = false;
     int r = 0;
 
+    if (s->linear) {
+        r = vdisk_file_zero_range(s->file, s->off_data + off, len, flags & VDISK_ZERO_MAY_UNMAP);
+        if (r == 0 && (flags & VDISK_ZERO_FUA))
+            r = vdisk_file_flush(s->file);
+        return r;
+    }
     if (s->type == VDI_TYPE_STATIC)
         return -ENOTSUP; /* the image layer writes zero buffers */
     if (s->bad)
