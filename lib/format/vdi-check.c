@@ -117,6 +117,13 @@ int vdi_check(struct vdisk_node *node, unsigned flags, struct vdisk_check_result
                 res->leaks_fixed++;
         }
     }
+    if (s->file_size > s->off_data + (uint64_t)s->next * s->stride && !s->linear) {
+        /* blocks written past the last slot the map uses (a writer died before its flush) */
+        res->leaks += (s->file_size - s->off_data - (uint64_t)s->next * s->stride + s->stride - 1) /
+                      s->stride;
+        if (fix_leaks)
+            res->leaks_fixed = res->leaks;
+    }
     if (r == 0 && (repair || fix_leaks) && (res->corruptions_fixed || res->leaks_fixed)) {
         if (!s->dirty) { /* the header alone: write it */
             s->dirty = true;
