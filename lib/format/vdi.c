@@ -400,6 +400,46 @@ out:
     return r;
 }
 
+/*
+ * The parent's path relative to the directory of the child CHILD (a header
+ * names no absolute path, see find_parent_name): malloc'd, NULL on failure.
+ */
+static char *relative_parent(const char *child, const char *parent)
+{
+    char *dir = strdup(child), *slash, *cdir = NULL, *real = realpath(parent, NULL), *out = NULL;
+    size_t common = 0, ups = 0, len;
+
+    if (!dir || !real)
+        goto out;
+    slash = strrchr(dir, '/');
+    if (slash)
+        *(slash == dir ? slash + 1 : slash) = 0;
+    cdir = realpath(slash ? dir : ".", NULL);
+    if (!cdir)
+        goto out;
+    len = strlen(cdir);
+    if (len == 1) /* the root */
+        len = 0;
+    for (size_t i = 0; i <= len; i++)
+        if ((i == len || cdir[i] == '/') && strncmp(cdir, real, i) == 0 && real[i] == '/')
+            common = i;
+    for (size_t i = common; i < len; i++)
+        if (cdir[i] == '/')
+            ups++;
+    out = malloc(3 * ups + strlen(real) + 1);
+    if (!out)
+        goto out;
+    out[0] = 0;
+    for (size_t i = 0; i < ups; i++)
+        strcat(out, "../");
+    strcat(out, real + common + 1);
+out:
+    free(dir);
+    free(cdir);
+    free(real);
+    return out;
+}
+
 /* Lay out a new image: header, block map, and for a static one every block, in order. */
 static int vdi_create(struct vdisk_node *node, uint64_t size, const struct vdisk_options *o)
 {
@@ -439,8 +479,20 @@ static int vdi_create(struct vdisk_node *node, uint64_t size, const struct vdisk
     vdi_put_le32(buf + VDI_OFF_TYPE, c.backing ? VDI_TYPE_DIFF
                                      : c.fixed ? VDI_TYPE_STATIC
                                                : VDI_TYPE_DYNAMIC);
-    if (c.backing)
-        snprintf((char *)buf + VDI_OFF_COMMENT, VDI_COMMENT_LEN, "%s%s", VDI_PARENT_TAG, c.backing);
+    if (c.backing) {
+        char *bpath = vdisk_node_resolve(node, c.backing), *rel = NULL;
+
+        rel = bpath ? relative_parent(f->path, bpath) : NULL;
+        free(bpath);
+        if (!rel || strlen(rel) + strlen(VDI_PARENT_TAG) > VDI_COMMENT_LEN - 1) {
+            r = vdisk_error(rel ? ENAMETOOLONG : ENOMEM,
+                            "%s: the parent's path relative to the image is too long", f->path);
+            free(rel);
+            goto out;
+        }
+        snprintf((char *)buf + VDI_OFF_COMMENT, VDI_COMMENT_LEN, "%s%s", VDI_PARENT_TAG, rel);
+        free(rel);
+    }
     vdi_put_le32(buf + VDI_OFF_BMAP, 512);
     vdi_put_le32(buf + VDI_OFF_DATA, (uint32_t)off_data);
     vdi_put_le32(buf + VDI_OFF_SECTOR, 512);

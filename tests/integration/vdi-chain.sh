@@ -110,6 +110,10 @@ fails_with "a header naming an absolute path is refused" "is not a relative path
 # A header naming itself: a loop.
 printf 'vdisk-parent:vbox.vdi\0' | dd of=vbox.vdi bs=1 seek=84 conv=notrunc status=none
 fails_with "a chain that loops is refused" "cycle" "$IO" dump vbox.vdi got.raw
+ok "an absolute backing_file" "$VDISK" create -f vdi -o backing_file="$T/base.vdi" sub/deeper/abs.vdi
+eq "... is stored relative to the child (the header names no absolute path)" \
+    "$(dd if=sub/deeper/abs.vdi bs=1 skip=84 count=40 status=none | tr -d '\0')" "vdisk-parent:../../base.vdi"
+ok "... and opens" "$IO" dump sub/deeper/abs.vdi got.raw
 fails_with "a static differencing image cannot be made" "cannot be static" \
     "$VDISK" create -f vdi -o backing_file=base.vdi,static=on x.vdi
 fails_with "a parent of another format is refused" "is a VDI image, not qcow2" \
