@@ -136,8 +136,8 @@ static int zero_extra(struct vdi *s, uint32_t slot)
     uint64_t at = s->off_data + (uint64_t)slot * s->stride;
     int r = 0;
 
-    for (uint64_t done = 0; r == 0 && done < s->block_extra; done += s->block_size) {
-        uint64_t n = s->block_extra - done < s->block_size ? s->block_extra - done : s->block_size;
+    for (uint64_t done = 0; r == 0 && done < s->block_extra; done += VDI_ZERO_BUF) {
+        uint64_t n = s->block_extra - done < VDI_ZERO_BUF ? s->block_extra - done : VDI_ZERO_BUF;
 
         r = vdisk_file_pwrite(s->file, s->zero_block, n, at + done);
     }
@@ -160,7 +160,7 @@ static int alloc_block(struct vdi *s, uint32_t block, const void *buf, uint64_t 
         return r;
     host = vdi_slot_host(s, slot);
     if (n != bs) {
-        tmp = aligned_alloc(4096, bs);
+        tmp = vdi_alloc_buf(bs);
         if (!tmp)
             return vdisk_error(ENOMEM, "%s: out of memory", s->node->path);
         if (s->bmap[block] == VDI_FREE && s->node->backing)
@@ -223,7 +223,7 @@ int vdi_copy_slot(struct vdi *s, uint32_t from, uint32_t to)
 {
     uint64_t src = s->off_data + (uint64_t)from * s->stride;
     uint64_t dst = s->off_data + (uint64_t)to * s->stride;
-    uint8_t *tmp = aligned_alloc(4096, s->block_size);
+    uint8_t *tmp = vdi_alloc_buf(s->block_size);
     int r = 0;
 
     if (!tmp)
@@ -357,7 +357,9 @@ int vdi_write_zeroes(struct vdisk_node *node, uint64_t off, uint64_t len, unsign
                 changed = true;
             }
         } else if (e != VDI_ZERO && !(e == VDI_FREE && !node->backing)) {
-            r = vdi_write(node, s->zero_block, n, off, 0); /* part of a block */
+            for (uint64_t d = 0; r == 0 && d < n; d += VDI_ZERO_BUF) /* part of a block */
+                r = vdi_write(node, s->zero_block, n - d < VDI_ZERO_BUF ? n - d : VDI_ZERO_BUF,
+                              off + d, 0);
         }
         off += n;
     }

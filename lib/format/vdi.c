@@ -90,7 +90,7 @@ static int parse_header(struct vdi *s)
                            sector);
     if (s->block_size < VDI_BLOCK_MIN || s->block_size > VDI_BLOCK_MAX ||
         (s->block_size & (s->block_size - 1)))
-        return vdisk_error(EINVAL, "%s: VDI block size %u is not a power of two from 512 to 256M",
+        return vdisk_error(EINVAL, "%s: VDI block size %u is not a power of two from 512 to 64M",
                            path, s->block_size);
     if (s->block_extra > VDI_BLOCK_MAX || (s->block_extra & 511))
         return vdisk_error(EINVAL, "%s: VDI extra block data of %u bytes is invalid", path,
@@ -262,12 +262,12 @@ static int vdi_open(struct vdisk_node *node)
         node->caps |= VDISK_CAP_LINEAR;
         node->linear_offset = s->off_data;
     }
-    s->zero_block = aligned_alloc(4096, s->block_size);
+    s->zero_block = vdi_alloc_buf(VDI_ZERO_BUF);
     if (!s->zero_block) {
         r = vdisk_error(ENOMEM, "%s: out of memory", node->path);
         goto err;
     }
-    memset(s->zero_block, 0, s->block_size);
+    memset(s->zero_block, 0, VDI_ZERO_BUF);
     if (s->type == VDI_TYPE_DIFF) {
         r = open_parent(s);
         if (r < 0)

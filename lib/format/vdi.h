@@ -10,6 +10,7 @@
 #include <endian.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../format.h"
@@ -56,7 +57,8 @@ enum { VDI_UUID_IMAGE, VDI_UUID_MODIFY, VDI_UUID_LINK, VDI_UUID_PARENT_MODIFY, V
 
 /* Sanity limits */
 #define VDI_BLOCK_MIN  512u
-#define VDI_BLOCK_MAX  (256u << 20)
+#define VDI_BLOCK_MAX  (64u << 20)
+#define VDI_ZERO_BUF   (1u << 20)
 #define VDI_BLOCKS_MAX 0x3fffffffu /* a 4 GiB block map at most, and never over the file size */
 
 /* Where a vdisk-made differencing image names its parent: its comment field. */
@@ -78,7 +80,7 @@ struct vdi {
     bool linear;                 /* static, all blocks in order: VDISK_CAP_LINEAR */
     char *parent;                /* parent's name (option or comment), NULL for none */
     bool parent_from_option;
-    uint8_t *zero_block; /* block_size zeroes, for copy-on-write of a block */
+    uint8_t *zero_block; /* VDI_ZERO_BUF zeroes (or a block, if smaller) */
 };
 
 static inline uint32_t vdi_le32(const uint8_t *p)
@@ -112,6 +114,12 @@ static inline void vdi_put_le64(uint8_t *p, uint64_t v)
 static inline const uint8_t *vdi_uuid(const struct vdi *s, int which)
 {
     return s->hdr + VDI_OFF_UUID + 16 * which;
+}
+
+/* A buffer of LEN bytes aligned for O_DIRECT (aligned_alloc wants whole pages). */
+static inline void *vdi_alloc_buf(uint64_t len)
+{
+    return aligned_alloc(4096, (len + 4095) & ~4095ull);
 }
 
 /* Host offset of data slot INDEX's first guest byte. */

@@ -38,7 +38,7 @@ bad bmap-past-eof 340 $((1 << 30)) "VDI block map .* lies past the end of the fi
 bad data-in-bmap 344 512 "VDI data offset 512 is invalid"
 bad sector-4k 360 4096 "VDI sector size 4096 is not supported"
 bad block-3m 376 $((3 * MB)) "VDI block size 3145728 is not a power of two"
-bad block-1g 376 $((1 << 30)) "VDI block size 1073741824 is not a power of two"
+bad block-128m 376 $((128 << 20)) "VDI block size 134217728 is not a power of two from 512 to 64M"
 bad block-0 376 0 "VDI block size 0 is not a power of two"
 bad extra-odd 380 100 "VDI extra block data of 100 bytes is invalid"
 bad blocks-huge 384 $((0xffffffff)) "VDI block count 4294967295 is too large"
