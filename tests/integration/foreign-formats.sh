@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# Images in formats vdisk does not serve (VHD, VHDX, VMDK, ...; VDI is served since its driver) are never
+# Images in formats vdisk does not serve (VHD, VHDX, VMDK, ...) are never
 # opened as raw: every command refuses them with a message naming the format,
 # leaves no device or record behind and never writes to them. -f raw still
 # opens any file as raw, because the user asked for it.
