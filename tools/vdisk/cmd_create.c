@@ -2,6 +2,7 @@
 /* vdisk create [-f FMT] [-o KEY=VAL,...] IMAGE [SIZE]: no SIZE, the backing file's size */
 #include <getopt.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "vdisk.h"
 
@@ -24,7 +25,9 @@ int cmd_create(int argc, char **argv)
             return c == 'h' ? 0 : 2;
         }
     }
-    if (argc - optind != 1 && argc - optind != 2) {
+    /* SIZE may be left out only where a backing file gives it */
+    if (argc - optind != 2 &&
+        (argc - optind != 1 || !options || !strstr(options, "backing_file="))) {
         fprintf(stderr, "usage: vdisk create [-f FMT] [-o KEY=VAL,...] IMAGE [SIZE]\n");
         return 2;
     }
