@@ -64,6 +64,14 @@ qemu-img convert -O raw "$img" "$T/static.raw" && e2fsck -fn "$T/static.raw" >/d
 7zz x -so -tvdi "$img" 2>/dev/null | cmp -s - "$T/static.raw" &&
     pass "loop static: 7-Zip reads what qemu-img reads" || fail "loop static: 7-Zip differs"
 
+dev=$("$VDISK" open "$img") && pass "static: open picks a way by itself" || fail "static: open auto: $dev"
+"$VDISK" list | grep -q "$dev .*loop .*vdi .*rw" && pass "static: auto serves it with loop (linear, data after the header)" ||
+    fail "static auto: $("$VDISK" list)"
+ok "static: close the auto-opened disk" "$VDISK" close "$img"
+dev=$("$VDISK" open "$T/dyn.vdi") && "$VDISK" list | grep -q "$dev .*\(nbd\|fuse\|ublk\) .*vdi" &&
+    pass "dynamic: auto serves it from user space" || fail "dynamic auto: $("$VDISK" list)"
+"$VDISK" close "$T/dyn.vdi"
+
 # A differencing VDI on the static one, through FUSE: the parent stays as it was.
 ok "create a differencing VDI" "$VDISK" create -f vdi -o backing_file=static.vdi "$T/child.vdi"
 psum=$(md5sum <"$img")
