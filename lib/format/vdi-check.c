@@ -63,7 +63,21 @@ static int repair_entry(struct vdi *s, uint32_t block, uint32_t e)
     return 0;
 }
 
+static int check_locked(struct vdisk_node *node, unsigned flags, struct vdisk_check_result *res);
+
 int vdi_check(struct vdisk_node *node, unsigned flags, struct vdisk_check_result *res)
+{
+    struct vdi *s = node->priv;
+    int r;
+
+    vdi_exclusive(s);
+    r = check_locked(node, flags, res);
+    vdi_exclusive_end(s);
+    return r;
+}
+
+/* Check (and repair) with everything held. */
+static int check_locked(struct vdisk_node *node, unsigned flags, struct vdisk_check_result *res)
 {
     struct vdi *s = node->priv;
     bool repair = !node->read_only && (flags & VDISK_CHECK_REPAIR_ALL);

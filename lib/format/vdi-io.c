@@ -5,8 +5,10 @@
  * after the data), discard and write-zeroes to the ZERO state with the data
  * area kept compact (the last block moves into a freed slot, as VirtualBox
  * does, so that every writer can keep allocating at blocks_allocated).
- * The driver is not thread safe: the image layer serialises the callbacks
- * and pins DATA mappings (discard and write-zeroes wait for them).
+ * Thread safe (locks in vdi.h): maps run in parallel under a read lock;
+ * allocations take a slot under alloc_lock, write the block with no lock and
+ * then link it, so blocks fill in parallel; discard, write-zeroes and check
+ * run alone.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -20,24 +22,29 @@ int vdi_map(struct vdisk_node *node, uint64_t off, uint64_t len, unsigned flags,
     struct vdi *s = node->priv;
     uint64_t bs = s->block_size, o = off & (bs - 1);
     uint64_t b = off / bs, n = bs - o < len ? bs - o : len;
-    uint32_t e = s->bmap[b];
+    uint32_t e;
 
+    if (!(flags & VDISK_MAP_NOWAIT))
+        pthread_rwlock_rdlock(&s->lock);
+    else if (pthread_rwlock_tryrdlock(&s->lock) != 0)
+        return -EAGAIN;
+    e = s->bmap[b];
     m->len = n;
     if (e == VDI_FREE || e == VDI_ZERO) {
         if (flags & VDISK_MAP_WRITE) {
             m->type = VDISK_MAP_OTHER;
-            return 0;
+            goto out;
         }
         m->type = e == VDI_FREE ? VDISK_MAP_UNALLOCATED : VDISK_MAP_ZERO;
         while (m->len < len && b + 1 < s->blocks && s->bmap[b + 1] == e) {
             b++;
             m->len += bs < len - m->len ? bs : len - m->len;
         }
-        return 0;
+        goto out;
     }
     if ((flags & VDISK_MAP_WRITE) && (s->bad || ((flags & VDISK_MAP_FUA) && s->dirty))) {
         m->type = VDISK_MAP_OTHER; /* refused, or the metadata must be made durable too */
-        return 0;
+        goto out;
     }
     m->type = VDISK_MAP_DATA;
     m->file = s->file;
@@ -47,7 +54,44 @@ int vdi_map(struct vdisk_node *node, uint64_t off, uint64_t len, unsigned flags,
         b++, e++;
         m->len += bs < len - m->len ? bs : len - m->len;
     }
+    atomic_fetch_add(&s->pins, 1); /* exclusive work waits until it is released */
+    m->handle = 1;
+out:
+    pthread_rwlock_unlock(&s->lock);
     return 0;
+}
+
+static void unpin(struct vdi *s)
+{
+    if (atomic_fetch_sub(&s->pins, 1) == 1) {
+        pthread_mutex_lock(&s->pin_lock);
+        pthread_cond_broadcast(&s->pin_done);
+        pthread_mutex_unlock(&s->pin_lock);
+    }
+}
+
+void vdi_release(struct vdisk_node *node, const struct vdisk_map *m)
+{
+    if (m->handle)
+        unpin(node->priv);
+}
+
+void vdi_exclusive(struct vdi *s)
+{
+    pthread_mutex_lock(&s->alloc_lock);
+    while (s->inflight)
+        pthread_cond_wait(&s->alloc_done, &s->alloc_lock);
+    pthread_rwlock_wrlock(&s->lock);
+    pthread_mutex_lock(&s->pin_lock);
+    while (atomic_load(&s->pins))
+        pthread_cond_wait(&s->pin_done, &s->pin_lock);
+    pthread_mutex_unlock(&s->pin_lock);
+}
+
+void vdi_exclusive_end(struct vdi *s)
+{
+    pthread_rwlock_unlock(&s->lock);
+    pthread_mutex_unlock(&s->alloc_lock);
 }
 
 void vdi_set_entry(struct vdi *s, uint32_t block, uint32_t entry)
@@ -108,9 +152,18 @@ int vdi_write_metadata(struct vdi *s)
     return r;
 }
 
+/* With no allocation in flight (none starts meanwhile) the metadata stands still. */
 int vdi_flush(struct vdisk_node *node)
 {
-    return vdi_write_metadata(node->priv);
+    struct vdi *s = node->priv;
+    int r;
+
+    pthread_mutex_lock(&s->alloc_lock);
+    while (s->inflight)
+        pthread_cond_wait(&s->alloc_done, &s->alloc_lock);
+    r = vdi_write_metadata(s);
+    pthread_mutex_unlock(&s->alloc_lock);
+    return r;
 }
 
 /* A free data slot: the next one past the used ones, else a hole. */
@@ -144,26 +197,38 @@ static int zero_extra(struct vdi *s, uint32_t slot)
     return r;
 }
 
-/*
- * Give BLOCK a data slot holding what it read before (the parent's bytes of a
- * free block in a differencing image, else zeroes) with [O, O+N) from BUF.
- */
-static int alloc_block(struct vdi *s, uint32_t block, const void *buf, uint64_t o, uint64_t n)
+static void set_busy(struct vdi *s, uint32_t block, bool on)
 {
-    uint64_t bs = s->block_size, host;
+    if (on)
+        s->busy[block / 8] |= 1u << (block % 8);
+    else
+        s->busy[block / 8] &= ~(1u << (block % 8));
+}
+
+static bool is_busy(const struct vdi *s, uint32_t block)
+{
+    return s->busy[block / 8] & (1u << (block % 8));
+}
+
+/*
+ * Give BLOCK (entry E, not DATA) data slot SLOT holding what it read before
+ * (the parent's bytes of a free block in a differencing image, else zeroes)
+ * with [O, O+N) from BUF; the caller reserved SLOT and marked BLOCK busy.
+ * No lock is held while the block is written.
+ */
+static int fill_block(struct vdi *s, uint32_t block, uint32_t e, uint32_t slot, const void *buf,
+                      uint64_t o, uint64_t n)
+{
+    uint64_t bs = s->block_size, host = vdi_slot_host(s, slot);
     const uint8_t *data = buf;
     uint8_t *tmp = NULL;
-    uint32_t slot = 0;
-    int r = alloc_slot(s, &slot);
+    int r = 0;
 
-    if (r < 0)
-        return r;
-    host = vdi_slot_host(s, slot);
     if (n != bs) {
         tmp = vdi_alloc_buf(bs);
         if (!tmp)
             return vdisk_error(ENOMEM, "%s: out of memory", s->node->path);
-        if (s->bmap[block] == VDI_FREE && s->node->backing)
+        if (e == VDI_FREE && s->node->backing)
             r = vdisk_node_read_backing(s->node, tmp, bs, (uint64_t)block * bs);
         else
             memset(tmp, 0, bs);
@@ -177,14 +242,72 @@ static int alloc_block(struct vdi *s, uint32_t block, const void *buf, uint64_t 
     free(tmp);
     if (r < 0)
         return r;
+    pthread_rwlock_wrlock(&s->lock);
     if (host + bs > s->file_size)
         s->file_size = host + bs;
+    s->allocated++;
+    vdi_set_entry(s, block, slot);
+    pthread_rwlock_unlock(&s->lock);
+    return 0;
+}
+
+/* Write [O, O+N) of BLOCK: in place if it has data, else into a new slot. */
+static int write_block(struct vdi *s, uint32_t block, const void *buf, uint64_t o, uint64_t n)
+{
+    uint32_t e, slot = 0;
+    int r;
+
+    for (;;) {
+        pthread_rwlock_rdlock(&s->lock);
+        e = s->bmap[block];
+        if (e != VDI_FREE && e != VDI_ZERO) {
+            uint64_t host = vdi_slot_host(s, e) + o;
+
+            atomic_fetch_add(&s->pins, 1);
+            pthread_rwlock_unlock(&s->lock);
+            r = vdisk_file_pwrite(s->file, buf, n, host);
+            unpin(s);
+            return r;
+        }
+        pthread_rwlock_unlock(&s->lock);
+        pthread_mutex_lock(&s->alloc_lock);
+        if (!is_busy(s, block))
+            break;
+        while (is_busy(s, block)) /* another writer is allocating it: then write in place */
+            pthread_cond_wait(&s->alloc_done, &s->alloc_lock);
+        pthread_mutex_unlock(&s->alloc_lock);
+    }
+    /* entries turn into data only while busy, and discard holds alloc_lock: E stands */
+    e = __atomic_load_n(&s->bmap[block], __ATOMIC_RELAXED);
+    if (e != VDI_FREE && e != VDI_ZERO) {
+        pthread_mutex_unlock(&s->alloc_lock);
+        return write_block(s, block, buf, o, n);
+    }
+    r = alloc_slot(s, &slot);
+    if (r < 0) {
+        pthread_mutex_unlock(&s->alloc_lock);
+        return r;
+    }
     s->owner[slot] = block;
     if (slot >= s->next)
         s->next = slot + 1;
-    s->allocated++;
-    vdi_set_entry(s, block, slot);
-    return 0;
+    set_busy(s, block, true);
+    s->inflight++;
+    pthread_mutex_unlock(&s->alloc_lock);
+
+    r = fill_block(s, block, e, slot, buf, o, n);
+
+    pthread_mutex_lock(&s->alloc_lock);
+    if (r < 0) {
+        s->owner[slot] = VDI_FREE; /* a hole until compaction, or the next allocation */
+        if (slot + 1 == s->next)
+            s->next = slot;
+    }
+    set_busy(s, block, false);
+    s->inflight--;
+    pthread_cond_broadcast(&s->alloc_done);
+    pthread_mutex_unlock(&s->alloc_lock);
+    return r;
 }
 
 static int refuse_bad(struct vdi *s)
@@ -202,20 +325,16 @@ int vdi_write(struct vdisk_node *node, const void *buf, size_t len, uint64_t off
     uint64_t bs = s->block_size;
     int r = 0;
 
-    if (s->bad)
+    if (s->bad) /* changes only in check, which runs alone */
         return refuse_bad(s);
     while (len && r == 0) {
         uint64_t b = off / bs, o = off & (bs - 1), n = bs - o < len ? bs - o : len;
-        uint32_t e = s->bmap[b];
 
-        if (e == VDI_FREE || e == VDI_ZERO)
-            r = alloc_block(s, (uint32_t)b, p, o, n);
-        else
-            r = vdisk_file_pwrite(s->file, p, n, vdi_slot_host(s, e) + o);
+        r = write_block(s, (uint32_t)b, p, o, n);
         p += n, off += n, len -= n;
     }
     if (r == 0 && (flags & VDISK_WRITE_FUA))
-        r = vdi_write_metadata(s);
+        r = vdi_flush(node);
     return r;
 }
 
@@ -299,11 +418,34 @@ static void whole_blocks(const struct vdi *s, uint64_t off, uint64_t len, uint64
         *end = *first;
 }
 
+/* Whole blocks [FIRST, END) become ZERO (FREE ones too, where a parent would show). */
+static int zero_blocks(struct vdi *s, uint64_t first, uint64_t end)
+{
+    bool changed = false;
+    int r = 0;
+
+    if (first >= end)
+        return 0;
+    vdi_exclusive(s);
+    for (uint64_t b = first; b < end; b++) {
+        uint32_t e = s->bmap[b];
+
+        /* a free block of a plain image already reads as zeroes */
+        if (e == VDI_ZERO || (e == VDI_FREE && s->type != VDI_TYPE_DIFF))
+            continue;
+        zero_block(s, (uint32_t)b);
+        changed = true;
+    }
+    if (changed)
+        r = vdi_compact(s);
+    vdi_exclusive_end(s);
+    return r;
+}
+
 int vdi_discard(struct vdisk_node *node, uint64_t off, uint64_t len)
 {
     struct vdi *s = node->priv;
     uint64_t first, end;
-    bool changed = false;
 
     if (s->linear) { /* as raw (and loop on it): holes in the data area */
         int r = vdisk_file_punch_hole(s->file, s->off_data + off, len);
@@ -315,23 +457,13 @@ int vdi_discard(struct vdisk_node *node, uint64_t off, uint64_t len)
     if (s->bad)
         return refuse_bad(s);
     whole_blocks(s, off, len, &first, &end);
-    for (uint64_t b = first; b < end; b++) {
-        uint32_t e = s->bmap[b];
-
-        /* a free block of a plain image already reads as zeroes */
-        if (e == VDI_ZERO || (e == VDI_FREE && s->type != VDI_TYPE_DIFF))
-            continue;
-        zero_block(s, (uint32_t)b);
-        changed = true;
-    }
-    return changed ? vdi_compact(s) : 0;
+    return zero_blocks(s, first, end);
 }
 
 int vdi_write_zeroes(struct vdisk_node *node, uint64_t off, uint64_t len, unsigned flags)
 {
     struct vdi *s = node->priv;
     uint64_t first, end, bs = s->block_size, stop = off + len;
-    bool changed = false;
     int r = 0;
 
     if (s->linear) {
@@ -345,27 +477,26 @@ int vdi_write_zeroes(struct vdisk_node *node, uint64_t off, uint64_t len, unsign
     if (s->bad)
         return refuse_bad(s);
     whole_blocks(s, off, len, &first, &end);
-    while (off < stop && r == 0) {
+    for (; off < stop && r == 0; off += bs - (off & (bs - 1))) { /* parts of blocks: written */
         uint64_t b = off / bs, n = bs - (off & (bs - 1));
-        uint32_t e = s->bmap[b];
+        uint32_t e;
 
+        if (b >= first && b < end)
+            continue;
         if (n > stop - off)
             n = stop - off;
-        if (b >= first && b < end) {
-            if (e != VDI_ZERO && !(e == VDI_FREE && !node->backing)) {
-                zero_block(s, (uint32_t)b);
-                changed = true;
-            }
-        } else if (e != VDI_ZERO && !(e == VDI_FREE && !node->backing)) {
-            for (uint64_t d = 0; r == 0 && d < n; d += VDI_ZERO_BUF) /* part of a block */
-                r = vdi_write(node, s->zero_block, n - d < VDI_ZERO_BUF ? n - d : VDI_ZERO_BUF,
-                              off + d, 0);
-        }
-        off += n;
+        pthread_rwlock_rdlock(&s->lock);
+        e = s->bmap[b];
+        pthread_rwlock_unlock(&s->lock);
+        if (e == VDI_ZERO || (e == VDI_FREE && !node->backing))
+            continue; /* reads as zeroes already */
+        for (uint64_t d = 0; r == 0 && d < n; d += VDI_ZERO_BUF)
+            r = vdi_write(node, s->zero_block, n - d < VDI_ZERO_BUF ? n - d : VDI_ZERO_BUF, off + d,
+                          0);
     }
-    if (r == 0 && changed)
-        r = vdi_compact(s);
+    if (r == 0)
+        r = zero_blocks(s, first, end);
     if (r == 0 && (flags & VDISK_ZERO_FUA))
-        r = vdi_write_metadata(s);
+        r = vdi_flush(node);
     return r;
 }

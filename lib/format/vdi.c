@@ -223,6 +223,12 @@ static void vdi_free(struct vdi *s)
 {
     if (!s)
         return;
+    pthread_rwlock_destroy(&s->lock);
+    pthread_mutex_destroy(&s->alloc_lock);
+    pthread_cond_destroy(&s->alloc_done);
+    pthread_mutex_destroy(&s->pin_lock);
+    pthread_cond_destroy(&s->pin_done);
+    free(s->busy);
     free(s->bmap);
     free(s->owner);
     free(s->parent);
@@ -237,6 +243,18 @@ static int vdi_open(struct vdisk_node *node)
 
     if (!s)
         return vdisk_error(ENOMEM, "%s: out of memory", node->path);
+    {
+        pthread_rwlockattr_t a;
+
+        pthread_rwlockattr_init(&a);
+        pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+        pthread_rwlock_init(&s->lock, &a);
+        pthread_rwlockattr_destroy(&a);
+        pthread_mutex_init(&s->alloc_lock, NULL);
+        pthread_cond_init(&s->alloc_done, NULL);
+        pthread_mutex_init(&s->pin_lock, NULL);
+        pthread_cond_init(&s->pin_done, NULL);
+    }
     s->node = node;
     s->file = node->file;
     node->priv = s;
@@ -263,7 +281,8 @@ static int vdi_open(struct vdisk_node *node)
         node->linear_offset = s->off_data;
     }
     s->zero_block = vdi_alloc_buf(VDI_ZERO_BUF);
-    if (!s->zero_block) {
+    s->busy = calloc(1, s->blocks / 8 + 1);
+    if (!s->zero_block || !s->busy) {
         r = vdisk_error(ENOMEM, "%s: out of memory", node->path);
         goto err;
     }
@@ -525,7 +544,8 @@ out:
 
 const struct vdisk_format vdisk_format_vdi = {
     .name = "vdi",
-    .caps = 0,
+    .flags = VDISK_FORMAT_THREAD_SAFE,
+    .caps = VDISK_CAP_THREAD_SAFE,
     .create_options = vdi_create_options,
     .open_options = vdi_open_options,
     .probe = vdi_probe,
@@ -533,6 +553,7 @@ const struct vdisk_format vdisk_format_vdi = {
     .open = vdi_open,
     .close = vdi_close,
     .map = vdi_map,
+    .release = vdi_release,
     .write = vdi_write,
     .flush = vdi_flush,
     .discard = vdi_discard,

@@ -8,6 +8,8 @@
 #define VDISK_FORMAT_VDI_H
 
 #include <endian.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -76,11 +78,29 @@ struct vdi {
     uint32_t next;   /* the data slot the next new block takes */
     uint32_t bad;    /* map entries that are out of range or shared: writes refused */
     uint32_t dirty_lo, dirty_hi; /* map entries changed since the last flush */
-    bool dirty;                  /* header or map changed since the last flush */
+    atomic_bool dirty;           /* header or map changed since the last flush */
     bool linear;                 /* static, all blocks in order: VDISK_CAP_LINEAR */
     char *parent;                /* parent's name (option or comment), NULL for none */
     bool parent_from_option;
     uint8_t *zero_block; /* VDI_ZERO_BUF zeroes (or a block, if smaller) */
+
+    /*
+     * Locks (the driver is thread safe). lock (writer-preferring rwlock):
+     * bmap, the dirty range, hdr, allocated, file_size; map() reads under it.
+     * alloc_lock: next, owner, busy, inflight; held by flush (with no
+     * allocation in flight, so the metadata it writes is stable) and by
+     * exclusive work. pins: DATA mappings in use (released by vdi_release);
+     * exclusive work (discard, write-zeroes, check) holds alloc_lock with no
+     * allocation in flight, then lock for writing, then waits for no pins.
+     */
+    pthread_rwlock_t lock;
+    pthread_mutex_t alloc_lock;
+    pthread_cond_t alloc_done;
+    uint8_t *busy;     /* blocks being allocated (a bit each) */
+    unsigned inflight; /* allocations between slot and map entry */
+    atomic_uint pins;
+    pthread_mutex_t pin_lock;
+    pthread_cond_t pin_done;
 };
 
 static inline uint32_t vdi_le32(const uint8_t *p)
@@ -132,7 +152,11 @@ static inline uint64_t vdi_slot_host(const struct vdi *s, uint32_t index)
 int vdi_map(struct vdisk_node *node, uint64_t off, uint64_t len, unsigned flags,
             struct vdisk_map *m);
 int vdi_write(struct vdisk_node *node, const void *buf, size_t len, uint64_t off, unsigned flags);
+void vdi_release(struct vdisk_node *node, const struct vdisk_map *m);
 int vdi_flush(struct vdisk_node *node);
+/* Take (release) everything: no allocation in flight, map locked, no DATA mapping in use. */
+void vdi_exclusive(struct vdi *s);
+void vdi_exclusive_end(struct vdi *s);
 int vdi_discard(struct vdisk_node *node, uint64_t off, uint64_t len);
 int vdi_write_zeroes(struct vdisk_node *node, uint64_t off, uint64_t len, unsigned flags);
 /* Write the changed header and map entries (data made durable first), then flush. */
