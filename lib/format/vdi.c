@@ -4,9 +4,11 @@
  * differencing parent), close, create and info. The data path is in
  * vdi-io.c, check and repair in vdi-check.c; docs/vdi.md tells the rules.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <unistd.h>
 
@@ -156,7 +158,104 @@ static bool is_linear(const struct vdi *s)
     return s->file_size >= s->off_data + s->disk_size;
 }
 
-/* The parent's name: the open option, else the tag in the comment field. */
+/*
+ * Does the file DIR/NAME look like the parent (a VDI whose image UUID is our
+ * link UUID)? Only its first 472 bytes are read. 2: the modification UUID
+ * matches too; 1: only the image UUID; 0: no.
+ */
+static int parent_candidate(const struct vdi *s, const char *dir, const char *name)
+{
+    uint8_t h[VDI_HEADER_END];
+    struct vdisk_file *f;
+    char *path;
+    int score = 0;
+    size_t n = strlen(name);
+
+    if (n < 5 || strcasecmp(name + n - 4, ".vdi") != 0 || asprintf(&path, "%s/%s", dir, name) < 0)
+        return 0;
+    if (vdisk_file_open(path, VDISK_FILE_RDONLY, &f) == 0) {
+        if (vdisk_file_pread(f, h, sizeof(h), 0) == 0 &&
+            vdi_le32(h + VDI_OFF_SIGNATURE) == VDI_SIGNATURE &&
+            memcmp(h + VDI_OFF_UUID, vdi_uuid(s, VDI_UUID_LINK), 16) == 0)
+            score = memcmp(h + VDI_OFF_UUID + 16 * VDI_UUID_MODIFY,
+                           vdi_uuid(s, VDI_UUID_PARENT_MODIFY), 16) == 0
+                        ? 2
+                        : 1;
+        vdisk_file_close(f);
+    }
+    free(path);
+    return score;
+}
+
+/*
+ * A differencing image whose header names no parent (as VirtualBox makes
+ * them): the .vdi file beside it or one directory up (VirtualBox keeps
+ * snapshots in Snapshots/ under the machine's directory) whose image UUID is
+ * the child's link UUID, the one whose modification UUID matches first.
+ */
+static int find_parent_by_uuid(struct vdi *s)
+{
+    static const char *const where[] = {"", "../"};
+    char *self = strdup(s->node->path), *slash, *best = NULL;
+    const char *dir;
+    int best_score = 0, seen = 0, r = 0;
+
+    if (!self)
+        return vdisk_error(ENOMEM, "%s: out of memory", s->node->path);
+    slash = strrchr(self, '/');
+    if (slash)
+        *slash = 0;
+    dir = slash ? (*self ? self : "/") : ".";
+    for (int w = 0; w < 2 && r == 0; w++) {
+        char *d = NULL;
+        DIR *dp;
+        struct dirent *e;
+
+        if (asprintf(&d, "%s/%s.", dir, where[w]) < 0) {
+            r = vdisk_error(ENOMEM, "%s: out of memory", s->node->path);
+            break;
+        }
+        dp = opendir(d);
+        while (dp && (e = readdir(dp)) && seen < 4096 && r == 0) {
+            int score;
+
+            seen++;
+            if (w == 0 && slash && strcmp(e->d_name, slash + 1) == 0)
+                continue;
+            if (w == 0 && !slash && strcmp(e->d_name, s->node->path) == 0)
+                continue;
+            score = parent_candidate(s, d, e->d_name);
+            if (score > best_score) {
+                free(best);
+                best_score = score;
+                if (asprintf(&best, "%s%s", where[w], e->d_name) < 0) {
+                    best = NULL;
+                    r = vdisk_error(ENOMEM, "%s: out of memory", s->node->path);
+                }
+            }
+        }
+        if (dp)
+            closedir(dp);
+        free(d);
+    }
+    free(self);
+    if (r == 0 && !best)
+        r = vdisk_error(ENOENT,
+                        "%s: differencing VDI image: its header does not name the parent "
+                        "(VirtualBox keeps it in its registry) and no .vdi file beside it or "
+                        "one directory up has its parent's UUID: give it with -o "
+                        "backing_file=PARENT.vdi",
+                        s->node->path);
+    if (r < 0) {
+        free(best);
+        return r;
+    }
+    s->parent = best;
+    s->parent_found = true;
+    return 0;
+}
+
+/* The parent's name: the open option, else the tag in the comment field, else a search. */
 static int find_parent_name(struct vdi *s)
 {
     const char *opt = vdisk_options_get(&s->node->opts, "backing_file");
@@ -171,11 +270,7 @@ static int find_parent_name(struct vdi *s)
     memcpy(comment, s->hdr + VDI_OFF_COMMENT, VDI_COMMENT_LEN);
     comment[VDI_COMMENT_LEN] = 0;
     if (strncmp(comment, VDI_PARENT_TAG, strlen(VDI_PARENT_TAG)) != 0)
-        return vdisk_error(ENOENT,
-                           "%s: differencing VDI image: its header does not name the parent "
-                           "(VirtualBox keeps it in its registry): give it with -o "
-                           "backing_file=PARENT.vdi",
-                           s->node->path);
+        return find_parent_by_uuid(s);
     name = comment + strlen(VDI_PARENT_TAG);
     /* a header may only name a file beside or below it, never an absolute path */
     if (!*name || name[0] == '/')
@@ -350,7 +445,9 @@ static int vdi_get_info(struct vdisk_node *node, struct vdisk_info *info)
     }
     if (s->parent)
         vdisk_info_add(info, "parent", "%s%s", s->parent,
-                       s->parent_from_option ? " (given at open)" : " (from the header comment)");
+                       s->parent_from_option ? " (given at open)"
+                       : s->parent_found     ? " (found by its UUID)"
+                                             : " (from the header comment)");
     return 0;
 }
 

@@ -82,6 +82,7 @@ struct vdi {
     bool linear;                 /* static, all blocks in order: VDISK_CAP_LINEAR */
     char *parent;                /* parent's name (option or comment), NULL for none */
     bool parent_from_option;
+    bool parent_found;   /* by its UUID, beside the image or one directory up */
     uint8_t *zero_block; /* VDI_ZERO_BUF zeroes (or a block, if smaller) */
 
     /*

@@ -92,11 +92,36 @@ fails_with "a parent changed after the child was made is refused, naming both" \
     "$IO" dump sub/deeper/top.vdi got.raw
 mv base.keep base.vdi
 
-# A differencing image whose header does not name its parent (as VirtualBox makes them).
+# Differencing images whose headers do not name their parents (as VirtualBox makes them),
+# laid out as VirtualBox does: the base in the machine's directory, snapshots in Snapshots/.
+mkdir -p vm/Snapshots
+cp base.vdi vm/vm.vdi
+"$VDISK" create -f vdi -o backing_file=../vm.vdi vm/Snapshots/s1.vdi
+echo "w 3000000 70000 33" | "$IO" script vm/Snapshots/s1.vdi
+"$VDISK" create -f vdi -o backing_file=s1.vdi vm/Snapshots/s2.vdi
+echo "w 5000000 9000 44" | "$IO" script vm/Snapshots/s2.vdi
+"$IO" dump vm/Snapshots/s2.vdi vbox-want.raw
+cp base.vdi vm/Snapshots/decoy.vdi # same image UUID, other modification UUID: not chosen
+echo "w 0 512 1" | "$IO" script vm/Snapshots/decoy.vdi
+for f in vm/Snapshots/s1.vdi vm/Snapshots/s2.vdi; do
+    dd if=/dev/zero of=$f bs=1 seek=84 count=256 conv=notrunc status=none
+done
+"$IO" dump vm/Snapshots/s2.vdi got.raw 2>.err && cmp -s got.raw vbox-want.raw &&
+    pass "no parent names: each parent found by its UUID (beside, then one directory up)" ||
+    fail "VirtualBox layout: $(cat .err)"
+"$VDISK" info vm/Snapshots/s2.vdi | grep -q "^parent: s1.vdi (found by its UUID)" &&
+    pass "info says the parent was found by its UUID" || fail "info: $("$VDISK" info vm/Snapshots/s2.vdi | grep parent)"
+"$VDISK" info vm/Snapshots/s1.vdi | grep -q "^parent: ../vm.vdi (found by its UUID)" &&
+    pass "... one directory up, the one whose modification UUID matches" ||
+    fail "info s1: $("$VDISK" info vm/Snapshots/s1.vdi | grep parent)"
+mv vm/vm.vdi vm.away && rm vm/Snapshots/decoy.vdi
+fails_with "no parent name and no file with the UUID: refused, asking for -o backing_file" \
+    "no .vdi file beside it or one directory up has its parent's UUID: give it with -o backing_file=" \
+    "$IO" dump vm/Snapshots/s1.vdi got.raw
+VDISK_TEST_OPEN_OPTS=backing_file=../../vm.away "$IO" dump vm/Snapshots/s1.vdi got.raw 2>.err &&
+    pass "-o backing_file= names a parent anywhere" || fail "-o backing_file: $(cat .err)"
 "$VDISK" create -f vdi -o backing_file=base.vdi vbox.vdi
 dd if=/dev/zero of=vbox.vdi bs=1 seek=84 count=256 conv=notrunc status=none
-fails_with "no parent name: refused, asking for -o backing_file" "give it with -o backing_file=" \
-    "$IO" dump vbox.vdi got.raw
 VDISK_TEST_OPEN_OPTS=backing_file=base.vdi "$IO" dump vbox.vdi got.raw 2>.err &&
     "$IO" dump base.vdi base.raw && cmp -s got.raw base.raw &&
     pass "-o backing_file= names the parent" || fail "-o backing_file: $(cat .err)"
