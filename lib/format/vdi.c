@@ -99,7 +99,8 @@ static int parse_header(struct vdi *s)
                            s->block_extra);
     s->stride = (uint64_t)s->block_size + s->block_extra;
     if (s->blocks > VDI_BLOCKS_MAX)
-        return vdisk_error(EFBIG, "%s: VDI block count %u is too large", path, s->blocks);
+        return vdisk_error(EFBIG, "%s: VDI block count %u is too large (at most %u)", path,
+                           s->blocks, VDI_BLOCKS_MAX);
     if (s->allocated > s->blocks)
         return vdisk_error(EINVAL, "%s: VDI header says %u blocks allocated of %u", path,
                            s->allocated, s->blocks);

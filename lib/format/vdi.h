@@ -58,10 +58,11 @@
 enum { VDI_UUID_IMAGE, VDI_UUID_MODIFY, VDI_UUID_LINK, VDI_UUID_PARENT_MODIFY, VDI_NUUIDS };
 
 /* Sanity limits */
-#define VDI_BLOCK_MIN  512u
-#define VDI_BLOCK_MAX  (64u << 20)
-#define VDI_ZERO_BUF   (1u << 20)
-#define VDI_BLOCKS_MAX 0x3fffffffu /* a 4 GiB block map at most, and never over the file size */
+#define VDI_BLOCK_MIN 512u
+#define VDI_BLOCK_MAX (64u << 20)
+#define VDI_ZERO_BUF  (1u << 20)
+#define VDI_BLOCKS_MAX                                                                             \
+    (1u << 24) /* 16 TiB of 1 MiB blocks: a 64 MiB map (and never over the file) */
 
 /* Where a vdisk-made differencing image names its parent: its comment field. */
 #define VDI_PARENT_TAG "vdisk-parent:"

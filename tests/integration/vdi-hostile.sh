@@ -42,7 +42,7 @@ bad block-128m 376 $((128 << 20)) "VDI block size 134217728 is not a power of tw
 bad block-0 376 0 "VDI block size 0 is not a power of two"
 bad extra-odd 380 100 "VDI extra block data of 100 bytes is invalid"
 bad blocks-huge 384 $((0xffffffff)) "VDI block count 4294967295 is too large"
-bad blocks-big 384 $((0x3fffffff)) "VDI disk size 16777216 does not match 1073741823 blocks"
+bad blocks-big 384 $((0x3fffffff)) "VDI block count 1073741823 is too large"
 bad blocks-few 384 2 "VDI header says 4 blocks allocated of 2"
 bad allocated-over 388 17 "VDI header says 17 blocks allocated of 16"
 cp good.vdi h-size.vdi && patch h-size.vdi 368 $((1 << 30))
