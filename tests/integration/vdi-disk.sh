@@ -89,4 +89,17 @@ dev=$("$VDISK" open -r --via fuse "$T/child.vdi") && mount -o ro,noload "$dev" "
 umount "$MNT"
 "$VDISK" close "$T/child.vdi"
 nothing_left "child: closed" "$T/child.vdi"
+
+# A differencing VDI whose header names no parent, the parent far away: -o backing_file= at open.
+mkdir -p "$T/far" "$T/vm"
+mv "$img" "$T/far/static.vdi"
+mv "$T/child.vdi" "$T/vm/child.vdi"
+dd if=/dev/zero of="$T/vm/child.vdi" bs=1 seek=84 count=256 conv=notrunc status=none
+fails_with "no parent name, none found: open refused" "give it with -o backing_file=" \
+    "$VDISK" open -r --via fuse "$T/vm/child.vdi"
+dev=$("$VDISK" open -r --via fuse -o backing_file=../far/static.vdi "$T/vm/child.vdi") &&
+    mount -o ro,noload "$dev" "$MNT" && eq "open -o backing_file=: the child's files" "$(sums "$MNT")" "$after" ||
+    fail "open -o backing_file=: $dev"
+umount "$MNT"
+ok "close it" "$VDISK" close "$T/vm/child.vdi"
 finish
