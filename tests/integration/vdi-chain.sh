@@ -76,6 +76,12 @@ printf 'z %d %d\n' $MB $MB | "$IO" -f raw script model.raw
 "$IO" dump sub/deeper/top.vdi got.raw && cmp -s got.raw model.raw &&
     pass "discard in the top reads zeroes over the parent's data" || fail "discard in top: differs"
 
+# Threads racing on a differencing image (copy-on-write from an allocated, zeroed parent).
+"$VDISK" create -f vdi zbase.vdi 8M && printf 'w 0 8388608 0\nf\n' | "$IO" script zbase.vdi &&
+    "$VDISK" create -f vdi -o backing_file=zbase.vdi zchild.vdi
+ok "4 threads on a differencing image: every block verified" "$IO" mt zchild.vdi 4 1500
+ok "... vdisk check clean" "$VDISK" check -q zchild.vdi
+
 # A parent with another UUID (the same name, made again) is refused, naming both files.
 cp base.vdi base.keep
 "$VDISK" create -f vdi other.vdi 40M && mv other.vdi base.vdi
