@@ -54,6 +54,31 @@ static int uuid_generate(const char *path, uint8_t *u)
     return 0;
 }
 
+/*
+ * A header of major version 0 (no offsets: the map follows the header, the
+ * data the map; no extra block data, no parent modification UUID) rewritten
+ * in S->hdr as version 1.1 would hold it, for the rest of the driver.
+ */
+static void convert_v0(struct vdi *s)
+{
+    uint8_t old[VDI_HEADER_END], *h = s->hdr;
+    uint32_t blocks;
+
+    memcpy(old, h, sizeof(old));
+    memset(h + VDI_PRE_HEADER, 0, VDI_HEADER_END - VDI_PRE_HEADER);
+    blocks = vdi_le32(old + 364);
+    vdi_put_le32(h + VDI_OFF_HDR_SIZE, VDI_V0_HEADER);
+    memcpy(h + VDI_OFF_TYPE, old + 72, 8 + VDI_COMMENT_LEN); /* type, flags, comment */
+    vdi_put_le32(h + VDI_OFF_BMAP, VDI_PRE_HEADER + VDI_V0_HEADER);
+    vdi_put_le32(h + VDI_OFF_DATA, VDI_PRE_HEADER + VDI_V0_HEADER + 4 * blocks);
+    memcpy(h + VDI_OFF_DATA + 4, old + 336, 16); /* legacy geometry, sector size last */
+    if (vdi_le32(h + VDI_OFF_SECTOR) == 0)
+        vdi_put_le32(h + VDI_OFF_SECTOR, 512);
+    memcpy(h + VDI_OFF_DISK_SIZE, old + 352, 12); /* disk size, block size */
+    memcpy(h + VDI_OFF_BLOCKS, old + 364, 8);     /* blocks, allocated */
+    memcpy(h + VDI_OFF_UUID, old + 372, 48);      /* image, modification, link */
+}
+
 /* Check the header in S->hdr against the file size; set the geometry fields. */
 static int parse_header(struct vdi *s)
 {
@@ -64,10 +89,10 @@ static int parse_header(struct vdi *s)
 
     if (vdi_le32(h + VDI_OFF_SIGNATURE) != VDI_SIGNATURE)
         return vdisk_error(EINVAL, "%s: not a VDI image (bad signature)", path);
-    if (version == VDI_VERSION_1_0)
-        return vdisk_error(ENOTSUP, "%s: VDI version 1.0 (VirtualBox before 1.3) is not supported",
-                           path);
-    if (version != VDI_VERSION_1_1)
+    if ((version >> 16) == 0) {
+        s->v0 = true;
+        convert_v0(s);
+    } else if (version != VDI_VERSION_1_1)
         return vdisk_error(ENOTSUP, "%s: VDI version %u.%u is not supported", path, version >> 16,
                            version & 0xffff);
     s->hdr_size = vdi_le32(h + VDI_OFF_HDR_SIZE);
@@ -81,7 +106,7 @@ static int parse_header(struct vdi *s)
     s->blocks = vdi_le32(h + VDI_OFF_BLOCKS);
     s->allocated = vdi_le32(h + VDI_OFF_ALLOCATED);
 
-    if (s->hdr_size < VDI_HDR_SIZE_MIN || s->hdr_size > 4096)
+    if ((s->hdr_size < VDI_HDR_SIZE_MIN && !s->v0) || s->hdr_size > 4096)
         return vdisk_error(EINVAL, "%s: VDI header size %u is invalid", path, s->hdr_size);
     if (s->type < VDI_TYPE_DYNAMIC || s->type > VDI_TYPE_DIFF)
         return vdisk_error(EINVAL, "%s: VDI image type %u is unknown", path, s->type);
@@ -111,7 +136,7 @@ static int parse_header(struct vdi *s)
                            "%s: VDI disk size %llu does not match %u blocks of %u bytes "
                            "(or is not a multiple of 512)",
                            path, (unsigned long long)s->disk_size, s->blocks, s->block_size);
-    if (s->off_bmap < VDI_PRE_HEADER + s->hdr_size || (s->off_bmap & 511))
+    if (s->off_bmap < VDI_PRE_HEADER + s->hdr_size || ((s->off_bmap & 511) && !s->v0))
         return vdisk_error(EINVAL, "%s: VDI block map offset %u is invalid", path, s->off_bmap);
     bmap_end = s->off_bmap + (uint64_t)s->blocks * 4;
     if (bmap_end > s->file_size)
@@ -119,7 +144,7 @@ static int parse_header(struct vdi *s)
                            "%s: VDI block map (%u entries at %u) lies past the end of the "
                            "file (%llu bytes): truncated?",
                            path, s->blocks, s->off_bmap, (unsigned long long)s->file_size);
-    if (s->off_data < bmap_end || (s->off_data & 511))
+    if (s->off_data < bmap_end || ((s->off_data & 511) && !s->v0))
         return vdisk_error(EINVAL, "%s: VDI data offset %u is invalid (block map ends at %llu)",
                            path, s->off_data, (unsigned long long)bmap_end);
     if (s->type == VDI_TYPE_DIFF && uuid_is_null(vdi_uuid(s, VDI_UUID_LINK)))
@@ -304,7 +329,8 @@ static int open_parent(struct vdi *s)
                            "%s, the parent's UUID is %s",
                            node->path, node->backing->path, want, got);
     }
-    if (memcmp(vdi_uuid(s, VDI_UUID_PARENT_MODIFY), vdi_uuid(p, VDI_UUID_MODIFY), 16) != 0) {
+    if (!s->v0 && /* a version 0 header has no parent modification UUID */
+        memcmp(vdi_uuid(s, VDI_UUID_PARENT_MODIFY), vdi_uuid(p, VDI_UUID_MODIFY), 16) != 0) {
         vdi_uuid_str(vdi_uuid(s, VDI_UUID_PARENT_MODIFY), want);
         vdi_uuid_str(vdi_uuid(p, VDI_UUID_MODIFY), got);
         return vdisk_error(EINVAL,
@@ -365,6 +391,11 @@ static int vdi_open(struct vdisk_node *node)
     r = vdisk_file_pread(s->file, s->hdr, sizeof(s->hdr), 0);
     if (r == 0)
         r = parse_header(s);
+    if (r == 0 && s->v0 && !node->read_only)
+        r = vdisk_error(EROFS,
+                        "%s: VDI header version 0 (VirtualBox's first) is read only here: "
+                        "open it read-only (-r), or convert it",
+                        node->path);
     if (r == 0)
         r = read_bmap(s);
     if (r < 0)
@@ -432,7 +463,7 @@ static int vdi_get_info(struct vdisk_node *node, struct vdisk_info *info)
     info->backing_file = s->parent;
     info->backing_format = s->parent ? "vdi" : NULL;
     vdisk_info_add(info, "image_type", "%s", types[s->type]);
-    vdisk_info_add(info, "version", "1.1");
+    vdisk_info_add(info, "version", "%s", s->v0 ? "0" : "1.1");
     vdisk_info_add(info, "block_size", "%u", s->block_size);
     if (s->block_extra)
         vdisk_info_add(info, "block_extra", "%u", s->block_extra);

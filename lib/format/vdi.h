@@ -19,7 +19,7 @@
 
 #define VDI_SIGNATURE   0xbeda107fu
 #define VDI_VERSION_1_1 0x00010001u
-#define VDI_VERSION_1_0 0x00000001u /* VirtualBox before 1.3: a shorter header, not served */
+#define VDI_V0_HEADER   348u /* header of major version 0 (VirtualBox's first), read only */
 
 /* Image types */
 #define VDI_TYPE_DYNAMIC 1u
@@ -81,6 +81,7 @@ struct vdi {
     uint32_t dirty_lo, dirty_hi; /* map entries changed since the last flush */
     atomic_bool dirty;           /* header or map changed since the last flush */
     bool linear;                 /* static, all blocks in order: VDISK_CAP_LINEAR */
+    bool v0;                     /* header major version 0: hdr holds it as 1.1; read only */
     char *parent;                /* parent's name (option or comment), NULL for none */
     bool parent_from_option;
     bool parent_found;   /* by its UUID, beside the image or one directory up */

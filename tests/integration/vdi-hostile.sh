@@ -26,7 +26,7 @@ bad() {
     fails_with "$1: refused" "^vdisk: h-$1.vdi: $4" "$VDISK" info "h-$1.vdi"
     fails_with "$1: check refuses it too" "$4" "$VDISK" check "h-$1.vdi"
 }
-bad version-1.0 68 1 "VDI version 1.0 .* is not supported"
+bad version-0.2 68 2 "VDI image type 384 is unknown"
 bad version-2.1 68 $((0x20001)) "VDI version 2.1 is not supported"
 bad header-size 72 16 "VDI header size 16 is invalid"
 bad type-undo 76 3 "VDI undo images are not supported"

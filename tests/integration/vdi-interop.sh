@@ -143,6 +143,32 @@ done
 ok "VirtualBox layout after writes: qemu-img check clean" qemu-img check -q vbox.vdi
 ok "VirtualBox layout after writes: qemu-img compare" qemu-img compare -q -f vdi -F raw vbox.vdi vbox.raw
 
+# A header of major version 0 (VirtualBox's first: no offsets, the map right after the
+# header, the data right after the map): read only; its bytes as the script put them.
+python3 - v0.vdi v0.raw <<'PY'
+import os, struct, sys
+bs, blocks = 65536, 6
+h = bytearray(72 + 348)
+h[0:38] = b"<<< innotek VirtualBox Disk Image >>>\n"
+struct.pack_into("<III", h, 64, 0xbeda107f, 0x00000001, 1)
+struct.pack_into("<I", h, 72 + 8 + 256 + 12, 512)
+struct.pack_into("<QIII", h, 352, blocks * bs, bs, blocks, 3)
+h[372:404] = os.urandom(32)
+entries = [2, 0xffffffff, 0, 0xfffffffe, 1, 0xffffffff]
+m = b"".join(struct.pack("<I", e) for e in entries)
+slots = [os.urandom(bs) for _ in range(3)]
+out = b"".join(slots[e] if e < 3 else bytes(bs) for e in entries)
+open(sys.argv[1], "wb").write(h + m + b"".join(slots))
+open(sys.argv[2], "wb").write(out)
+PY
+"$IO" dump v0.vdi got.raw 2>.err && same "version 0 header: reads what the script put there" v0.raw got.raw ||
+    fail "version 0: $(cat .err)"
+eq "version 0 header: info says so" "$("$VDISK" info v0.vdi | sed -n 's/^version: //p')" 0
+fails_with "version 0 header: a writable open is refused" "read only here: open it read-only" \
+    sh -c "echo 'w 0 512 1' | '$IO' script v0.vdi"
+ok "version 0 header: vdisk convert makes a 1.1 image of it" "$VDISK" convert -O vdi v0.vdi v0-11.vdi
+ok "... which qemu-img reads the same" qemu-img compare -q -f vdi -F raw v0-11.vdi v0.raw
+
 # Info, as qemu-img info sees it.
 "$VDISK" info --json r-dynamic.vdi >info.json
 eq "info --json: image type" "$(grep -o '"image_type": "[a-z]*"' info.json)" '"image_type": "dynamic"'
