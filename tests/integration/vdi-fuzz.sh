@@ -2,8 +2,8 @@
 # SPDX-License-Identifier: MIT
 # Run the libFuzzer target (tests/fuzz/fuzz-open-read.c) built for VDI briefly,
 # with clang -fsanitize=fuzzer,address, from seeds of qemu-img and vdisk images
-# (dynamic, static, differencing, 512-byte blocks; cut to 64 KiB: past the end
-# reads as zeroes). A fixed number of inputs from a fixed seed (VDI_FUZZ_RUNS,
+# (dynamic, static, differencing, 512-byte blocks, a version 0 header; cut to
+# 64 KiB: past the end reads as zeroes). A fixed number of inputs from a fixed seed (VDI_FUZZ_RUNS,
 # default 20000) so that a run is repeatable; VDI_FUZZ_SEED=random explores.
 . "$(dirname "$0")/../lib.sh"
 export VDISK_RUN_DIR=$T/run
@@ -43,6 +43,17 @@ m = [0, 1, 0xffffffff, 0xfffffffe, 2, 3, 4, 0xffffffff, 5, 1, 40, 0xfffffffe, 0x
 for i, e in enumerate(m): struct.pack_into("<I", h, 512 + 4 * i, e)
 for i in range(16): h[1024 + 512 * i:1024 + 512 * (i + 1)] = bytes([i + 1]) * 512
 open(sys.argv[1], "wb").write(h)
+PY
+# a header of major version 0: 4 KiB blocks, the map right after the header
+python3 - "$T/corpus/v0" <<'PY'
+import struct, sys
+h = bytearray(72 + 348)
+struct.pack_into("<III", h, 64, 0xbeda107f, 0x00000001, 4)
+struct.pack_into("<I", h, 348, 512)
+struct.pack_into("<QIII", h, 352, 16384, 4096, 4, 2)
+h[372:420] = bytes(range(48))
+m = b"".join(struct.pack("<I", e) for e in [1, 0xffffffff, 0, 0xfffffffe])
+open(sys.argv[1], "wb").write(h + m + b"\x11" * 4096 + b"\x22" * 4096)
 PY
 mkdir -p "$ROOT/tests/out"
 TMPDIR=$T "$T/fuzz" -artifact_prefix="$ROOT/tests/out/vdi-fuzz-" -seed="$SEED" -runs="$RUNS" -max_total_time="$SECS" -rss_limit_mb=1024 -timeout=10 -max_len=131072 \
