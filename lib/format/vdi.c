@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "../error.h"
@@ -193,13 +194,16 @@ static int parent_candidate(const struct vdi *s, const char *dir, const char *na
 {
     uint8_t h[VDI_HEADER_END];
     struct vdisk_file *f;
+    struct stat st;
     char *path;
     int score = 0;
     size_t n = strlen(name);
 
     if (n < 5 || strcasecmp(name + n - 4, ".vdi") != 0 || asprintf(&path, "%s/%s", dir, name) < 0)
         return 0;
-    if (vdisk_file_open(path, VDISK_FILE_RDONLY, &f) == 0) {
+    /* regular files only: opening a FIFO or a device could block or do worse */
+    if (stat(path, &st) == 0 && S_ISREG(st.st_mode) &&
+        vdisk_file_open(path, VDISK_FILE_RDONLY, &f) == 0) {
         if (vdisk_file_pread(f, h, sizeof(h), 0) == 0 &&
             vdi_le32(h + VDI_OFF_SIGNATURE) == VDI_SIGNATURE &&
             memcmp(h + VDI_OFF_UUID, vdi_uuid(s, VDI_UUID_LINK), 16) == 0)

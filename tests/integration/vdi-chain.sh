@@ -120,8 +120,8 @@ done
 "$VDISK" info vm/Snapshots/s1.vdi | grep -q "^parent: ../vm.vdi (found by its UUID)" &&
     pass "... one directory up, the one whose modification UUID matches" ||
     fail "info s1: $("$VDISK" info vm/Snapshots/s1.vdi | grep parent)"
-mv vm/vm.vdi vm.away && rm vm/Snapshots/decoy.vdi
-fails_with "no parent name and no file with the UUID: refused, asking for -o backing_file" \
+mv vm/vm.vdi vm.away && rm vm/Snapshots/decoy.vdi && mkfifo vm/fifo.vdi vm/Snapshots/fifo.vdi
+fails_with "no parent name and no file with the UUID (FIFOs named .vdi left alone): refused" \
     "no .vdi file beside it or one directory up has its parent's UUID: give it with -o backing_file=" \
     "$IO" dump vm/Snapshots/s1.vdi got.raw
 VDISK_TEST_OPEN_OPTS=backing_file=../../vm.away "$IO" dump vm/Snapshots/s1.vdi got.raw 2>.err &&
