@@ -24,6 +24,7 @@ static const struct vdisk_format *const formats[] = {
     &vdisk_format_iso,
     &vdisk_format_qcow2,
     &vdisk_format_vpc,
+    &vdisk_format_vdi,
     &vdisk_format_raw,
 };
 #define N_FORMATS (sizeof(formats) / sizeof(formats[0]))

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * libFuzzer target: open a fuzzed qcow2 image read-only through libvdisk, read
+ * libFuzzer target: open a fuzzed image (qcow2, or FUZZ_FORMAT) read-only through libvdisk, read
  * from a few places (synchronously and through a vdisk_queue, whose mapped
  * reads go straight to io_uring), ask block status and run a check. Any crash, hang or
  * sanitizer report is a bug; errors are expected.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# Images in formats vdisk does not serve (VHDX, VMDK, VDI, ...) are never
+# Images in formats vdisk does not serve (VHDX, VMDK, ...) are never
 # opened as raw: every command refuses them with a message naming the format,
 # leaves no device or record behind and never writes to them. -f raw still
 # opens any file as raw, because the user asked for it.
@@ -58,7 +58,6 @@ made vmdk-sparse vmdk t.vmdk -f vmdk
 made vmdk-flat vmdk t.vmdk -f vmdk -o subformat=monolithicFlat
 made vmdk-2gb vmdk t.vmdk -f vmdk -o subformat=twoGbMaxExtentSparse
 made vmdk-stream vmdk t.vmdk -f vmdk -o subformat=streamOptimized
-made vdi vdi t.vdi -f vdi
 made qed qed t.qed -f qed
 made parallels parallels t.hdd -f parallels
 made qcow qcow t.qcow -f qcow
