@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# Run the libFuzzer target (tests/fuzz/fuzz-open-read.c, VDISK_FUZZ_FORMAT=vhdx)
+# Run the libFuzzer target (tests/fuzz/fuzz-open-read.c built with -DFUZZ_FORMAT='"vhdx"')
 # briefly on VHDX, built with clang -fsanitize=fuzzer,address,undefined, from a
 # seed corpus of small images made by qemu-img and vdisk (a dirty log among
 # them). A fixed number of inputs from a fixed seed (VHDX_FUZZ_RUNS, default 2000,
@@ -16,7 +16,7 @@ SEED=${VHDX_FUZZ_SEED:-1}
 command -v clang >/dev/null || skip_all clang "no clang to build the fuzz target (scripts/install-deps test installs it)"
 srcs=("$ROOT"/lib/*.c "$ROOT"/lib/io/*.c "$ROOT"/lib/format/*.c)
 ok "fuzz target builds" clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-    -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -I"$ROOT/include" -I"$ROOT/lib" \
+    -DFUZZ_FORMAT='"vhdx"' -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -I"$ROOT/include" -I"$ROOT/lib" \
     -o "$T/fuzz" "$ROOT/tests/fuzz/fuzz-open-read.c" "${srcs[@]}" -lz -lzstd -luring -lpthread
 [ -x "$T/fuzz" ] || finish
 mkdir -p "$T/corpus"
@@ -34,7 +34,7 @@ if command -v qemu-img >/dev/null; then
 fi
 for f in "$T"/s*.vhdx; do [ "$(stat -c %s "$f")" -le 6291456 ] && cp "$f" "$T/corpus/"; done
 mkdir -p "$ROOT/tests/out"
-VDISK_FUZZ_FORMAT=vhdx TMPDIR=$T "$T/fuzz" -artifact_prefix="$ROOT/tests/out/vhdx-fuzz-" \
+TMPDIR=$T "$T/fuzz" -artifact_prefix="$ROOT/tests/out/vhdx-fuzz-" \
     -seed="$SEED" -runs="$RUNS" -max_total_time="$SECS" -rss_limit_mb=2048 -timeout=10 \
     -max_len=6291456 -len_control=0 "$T/corpus" >"$T/fuzz.log" 2>&1
 rc=$?

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* vdisk create [-f FMT] [-o KEY=VAL,...] IMAGE SIZE (SIZE may be left out with backing_file=) */
+/* vdisk create [-f FMT] [-o KEY=VAL,...] IMAGE [SIZE]: no SIZE, the backing file's size */
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
@@ -21,14 +21,14 @@ int cmd_create(int argc, char **argv)
             options = optarg;
             break;
         default:
-            fprintf(stderr, "usage: vdisk create [-f FMT] [-o KEY=VAL,...] IMAGE SIZE\n");
+            fprintf(stderr, "usage: vdisk create [-f FMT] [-o KEY=VAL,...] IMAGE [SIZE]\n");
             return c == 'h' ? 0 : 2;
         }
     }
-    /* without SIZE, a child takes its backing file's size (as qemu-img create) */
+    /* SIZE may be left out only where a backing file gives it */
     if (argc - optind != 2 &&
-        !(argc - optind == 1 && options && strstr(options, "backing_file="))) {
-        fprintf(stderr, "usage: vdisk create [-f FMT] [-o KEY=VAL,...] IMAGE SIZE\n");
+        (argc - optind != 1 || !options || !strstr(options, "backing_file="))) {
+        fprintf(stderr, "usage: vdisk create [-f FMT] [-o KEY=VAL,...] IMAGE [SIZE]\n");
         return 2;
     }
     if (argc - optind == 2 && vdisk_parse_size(argv[optind + 1], &size) < 0)

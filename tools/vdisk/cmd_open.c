@@ -51,6 +51,7 @@ static int inspect(struct open_request *req, const char *format)
     req->format = info.format; /* static strings of the format table */
     req->caps = info.caps;
     req->size = info.virtual_size;
+    req->linear_offset = info.linear_offset;
     vdisk_close(img);
     return 0;
 }
@@ -179,7 +180,7 @@ int cmd_open(int argc, char **argv)
     req.format_stated = format != NULL;
     if (inspect(&req, format))
         goto out;
-    if (size_given && size != req.size) {
+    if (size_given && size != req.size && !created) { /* new: the format may round (VHD CHS) */
         err("%s: image is %llu bytes, not the %llu asked for; leave SIZE out to open it as "
             "it is",
             canonical, (unsigned long long)req.size, (unsigned long long)size);
@@ -188,6 +189,8 @@ int cmd_open(int argc, char **argv)
 
     if (strcmp(via_name, "auto") == 0) {
         via = via_auto(req.caps);
+        if (via && req.linear_offset && strcmp(via->name, "kmod") == 0)
+            via = via_find("loop"); /* vdisk.ko serves whole files; loop takes an offset */
         if (!via) {
             err("%s: no way to serve a %s image on this machine", canonical, req.format);
             goto out;

@@ -41,7 +41,8 @@ struct open_request {
     unsigned caps;       /* VDISK_CAP_* of the image */
     bool read_only;
     bool direct;
-    uint64_t size; /* virtual size */
+    uint64_t size;          /* virtual size */
+    uint64_t linear_offset; /* VDISK_CAP_LINEAR: where the data starts in the file */
 };
 
 /*

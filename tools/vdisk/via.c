@@ -41,6 +41,8 @@ int kernel_way_allowed(const struct open_request *req, struct vdisk_image *img)
 
     if (req->read_only || vdisk_get_info(img, &info) < 0 || !info.format_probed)
         return 0;
+    if (info.linear_offset > 0) /* the guest's bytes start after the header it cannot reach */
+        return 0;
     return -err("%s: its format was probed and cannot be remembered here (no user xattrs on "
                 "this file system?), so a guest could turn it into another format: give -f %s, "
                 "or use a user-space way (--via nbd or fuse), which guards it",
