@@ -36,8 +36,10 @@ struct vdisk_ublk_config {
 int vdisk_ublk_start(struct vdisk_image *img, const struct vdisk_ublk_config *cfg,
                      struct vdisk_ublk **up, char *errbuf, size_t errlen);
 
-/* The device number N of /dev/ublkbN. */
+/* The device number N of /dev/ublkbN, its queues and their depth. */
 int vdisk_ublk_id(const struct vdisk_ublk *u);
+unsigned vdisk_ublk_queues(const struct vdisk_ublk *u);
+unsigned vdisk_ublk_depth(const struct vdisk_ublk *u);
 
 /* Have all queues stopped (the device was stopped from outside)? */
 bool vdisk_ublk_done(struct vdisk_ublk *u);

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -33,6 +34,16 @@ static void sleep_ms(long ms)
 int vdisk_ublk_id(const struct vdisk_ublk *u)
 {
     return (int)((const struct ublk_dev *)u)->info.dev_id;
+}
+
+unsigned vdisk_ublk_queues(const struct vdisk_ublk *u)
+{
+    return ((const struct ublk_dev *)u)->info.nr_hw_queues;
+}
+
+unsigned vdisk_ublk_depth(const struct vdisk_ublk *u)
+{
+    return ((const struct ublk_dev *)u)->info.queue_depth;
 }
 
 bool vdisk_ublk_done(struct vdisk_ublk *u)
@@ -257,6 +268,8 @@ static void teardown(struct ublk_dev *d, bool delete)
 
     if (d->added || d->nqueues)
         ublk_ctrl_cmd(&d->ctrl, UBLK_CMD_STOP_DEV, (int)d->info.dev_id, 0, NULL, 0);
+    /* the disk is gone and its requests answered: commands still fetching can go with the ring */
+    eventfd_write(d->stop_efd, 1);
     left = wait_queues(d, STOP_WAIT_S);
     if (!left) {
         /* commands the kernel never aborted: leave them to the ring's teardown at exit */
@@ -283,6 +296,7 @@ static void teardown(struct ublk_dev *d, bool delete)
                     strerror(-r));
     }
     ublk_ctrl_close(&d->ctrl);
+    close(d->stop_efd);
     pthread_mutex_destroy(&d->lock);
     pthread_cond_destroy(&d->cond);
     free(d);
@@ -301,10 +315,17 @@ int vdisk_ublk_start(struct vdisk_image *img, const struct vdisk_ublk_config *cf
     }
     d->img = img;
     d->cdev = -1;
+    d->stop_efd = eventfd(0, EFD_CLOEXEC);
+    if (d->stop_efd < 0) {
+        snprintf(errbuf, errlen, "ublk: eventfd: %s", strerror(errno));
+        free(d);
+        return -errno;
+    }
     pthread_mutex_init(&d->lock, NULL);
     pthread_cond_init(&d->cond, NULL);
     r = ublk_ctrl_open(&d->ctrl, errbuf, errlen);
     if (r < 0) {
+        close(d->stop_efd);
         free(d);
         return r;
     }
@@ -340,6 +361,7 @@ fail:
         if (d->cdev >= 0)
             close(d->cdev);
         ublk_ctrl_close(&d->ctrl);
+        close(d->stop_efd);
         free(d);
         return r;
     }

@@ -19,6 +19,7 @@
 #define MAX_IO_BYTES  (512u << 10) /* largest request: each tag owns a buffer this big */
 #define BLOCK_SHIFT   9
 #define ALL_QUEUES    0xffff
+#define TAG_STOP      0xffffffffull /* user_data of the poll on the stop eventfd */
 
 /* An open /dev/ublk-control with a ring of 128-byte SQEs for its commands. */
 struct ublk_ctrl {
@@ -61,6 +62,7 @@ struct ublk_queue {
     size_t descs_len;
     struct ublk_tag *tags;
     unsigned ndead, nbusy;
+    bool stopping; /* the device is stopped: no request can come any more */
     bool failed;
     char msg[256];
 };
@@ -70,7 +72,8 @@ struct ublk_dev {
     struct vdisk_image *img;
     struct ublk_ctrl ctrl;
     struct ublksrv_ctrl_dev_info info;
-    int cdev; /* /dev/ublkcN */
+    int cdev;     /* /dev/ublkcN */
+    int stop_efd; /* readable once STOP_DEV is done: the queues may leave */
     bool added;
     struct ublk_queue *queues;
     unsigned nqueues;

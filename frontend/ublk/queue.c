@@ -10,6 +10,7 @@
  * uncommitted would make del_gendisk wait for ever.
  */
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -169,6 +170,7 @@ void *ublk_queue_main(void *arg)
     struct ublk_queue *q = arg;
     struct ublk_dev *d = q->dev;
     unsigned depth = d->info.queue_depth;
+    struct io_uring_sqe *sqe;
 
     /* io_uring_enable_rings(), missing from liburing 2.3: this thread is the only submitter */
     if ((q->ring.flags & IORING_SETUP_R_DISABLED) &&
@@ -181,9 +183,13 @@ void *ublk_queue_main(void *arg)
     }
     for (unsigned tag = 0; tag < depth; tag++)
         tag_cmd(q, tag, UBLK_IO_FETCH_REQ, 0);
+    sqe = io_uring_get_sqe(&q->ring); /* room: the ring has 2 * depth + 2 entries */
+    io_uring_prep_poll_add(sqe, d->stop_efd, POLLIN);
+    io_uring_sqe_set_data64(sqe, TAG_STOP);
     io_uring_submit(&q->ring);
     queue_ready(q);
-    while (q->ndead < depth || q->nbusy) {
+    /* until every tag is aborted, or the device is stopped; never with a request unanswered */
+    while ((q->ndead < depth && !q->stopping) || q->nbusy) {
         struct io_uring_cqe *cqe;
         unsigned head, seen = 0;
         int r = io_uring_submit_and_wait(&q->ring, 1);
@@ -199,6 +205,8 @@ void *ublk_queue_main(void *arg)
                 vdisk_queue_handle_cqe(q->q, cqe->user_data, cqe->res);
             else if (cqe->user_data < depth)
                 on_fetch(q, (unsigned)cqe->user_data, cqe->res);
+            else if (cqe->user_data == TAG_STOP)
+                q->stopping = true;
         }
         io_uring_cq_advance(&q->ring, seen);
         reap(q);

@@ -69,14 +69,18 @@ static bool ublk_alive(const struct disk_record *rec)
 /* --- the watchdog ------------------------------------------------------------ */
 
 /*
- * In the watchdog: wait for device ID's server (our parent) to die, then for
- * a new server; when none comes within the timeout, or the kernel stopped
- * the device, delete it.
+ * In the watchdog: wait for device ID's server (our parent) to die without
+ * saying goodbye (EOF on the pipe; a server that stops writes 'q' first),
+ * then for a new server. When none comes within the timeout, or the kernel
+ * stopped the device, or it cannot be recovered, delete it. Only while the
+ * device still names the dead server: a device taken over, or a new device
+ * that got the same number, is left alone.
  */
-static void __attribute__((noreturn)) watchdog(int id_pipe, pid_t server, const char *log)
+static void __attribute__((noreturn))
+watchdog(int id_pipe, pid_t server, const char *log, bool recoverable)
 {
     unsigned timeout = env_num("VDISK_UBLK_RECOVER_TIMEOUT", RECOVER_TIMEOUT);
-    char errbuf[256];
+    char errbuf[256], bye;
     int id, state, pid, r;
 
     prctl(PR_SET_NAME, WATCHDOG_NAME);
@@ -87,28 +91,28 @@ static void __attribute__((noreturn)) watchdog(int id_pipe, pid_t server, const 
     }
     if (read(id_pipe, &id, sizeof(id)) != sizeof(id))
         _exit(0); /* the server never got a device */
-    close(id_pipe);
-    while (getppid() == server)
-        sleep_ms(200);
+    while ((r = (int)read(id_pipe, &bye, 1)) < 0 && errno == EINTR)
+        ;
+    if (r == 1)
+        _exit(0); /* it stops the device itself */
     for (unsigned waited = 0;; waited += 200) {
         r = vdisk_ublk_state(id, &state, &pid, errbuf, sizeof(errbuf));
-        if (r < 0)
-            _exit(0); /* deleted: closed, or never ours again */
-        if (state == UBLK_STATE_LIVE && pid != server && pid > 0)
-            _exit(0); /* a new server took it over */
-        if (state == UBLK_STATE_DEAD || waited >= timeout * 1000u)
+        if (r < 0 || pid != server)
+            _exit(0); /* deleted, taken over, or another device by now */
+        if (!recoverable || state == UBLK_STATE_DEAD || waited >= timeout * 1000u)
             break;
         sleep_ms(200);
     }
     if (vdisk_ublk_remove(id, errbuf, sizeof(errbuf)) < 0)
         fprintf(stderr, "vdisk-ublk watchdog: %s\n", errbuf);
     else
-        fprintf(stderr, "vdisk-ublk watchdog: /dev/ublkb%d: no server; deleted\n", id);
+        fprintf(stderr, "vdisk-ublk watchdog: /dev/ublkb%d: server %d died; deleted\n", id,
+                (int)server);
     _exit(0);
 }
 
 /* Fork the watchdog; returns the pipe that will carry the device number, or -1. */
-static int start_watchdog(const char *log)
+static int start_watchdog(const char *log, bool recoverable)
 {
     int p[2];
     pid_t self = getpid(), pid;
@@ -124,7 +128,7 @@ static int start_watchdog(const char *log)
     if (pid == 0) {
         close(p[1]);
         close(3); /* not `vdisk open`'s ready pipe: its EOF says we are up or gone */
-        watchdog(p[0], self, log);
+        watchdog(p[0], self, log, recoverable);
     }
     close(p[0]);
     return p[1];
@@ -162,7 +166,7 @@ static void server_process(void *arg)
     char errbuf[512], device[64];
     int wd, id;
 
-    wd = start_watchdog(job->log);
+    wd = start_watchdog(job->log, cfg.recovery);
     if (wd < 0)
         _exit(err("%s: cannot start the ublk watchdog: %m", req->image));
     if (vdisk_open(req->image, open_format(req), flags, req->options, &img) < 0)
@@ -175,10 +179,14 @@ static void server_process(void *arg)
     id = vdisk_ublk_id(u);
     if (write(wd, &id, sizeof(id)) != sizeof(id))
         fprintf(stderr, "vdisk-ublk: watchdog pipe: %m\n");
-    close(wd);
     snprintf(device, sizeof(device), "/dev/ublkb%d", id);
     server_ready(device);
+    fprintf(stderr, "vdisk-ublk: serving %s on %s: %u queues of depth %u%s\n", req->image, device,
+            vdisk_ublk_queues(u), vdisk_ublk_depth(u), cfg.recovery ? ", recoverable" : "");
     server_wait_stop(queues_done, u);
+    if (write(wd, "q", 1) != 1) /* the watchdog leaves: we stop the device ourselves */
+        fprintf(stderr, "vdisk-ublk: watchdog pipe: %m\n");
+    close(wd);
     vdisk_ublk_stop(u);
     if (vdisk_close(img) < 0)
         _exit(err("%s", vdisk_last_error()));

@@ -64,14 +64,24 @@ eq "16 ublk devices open" "${#devs[@]}" 16
 eq "16 ublk devices listed" "$($VDISK list | grep -c ublkb)" 16
 bad=0
 for i in $(seq 1 ${#devs[@]}); do
-    [ "$(dd if=${devs[i-1]} bs=7 count=1 iflag=direct 2>/dev/null)" = "$(printf 'disk %02d' $i)" ] || bad=$((bad + 1))
+    [ "$(dd if=${devs[i-1]} bs=512 count=1 iflag=direct 2>/dev/null | head -c 7)" = "$(printf 'disk %02d' $i)" ] || bad=$((bad + 1))
 done
 eq "each of 16 devices reads back its own bytes" "$bad" 0
 ok "close all 16" $VDISK close --all
 eq "no ublk device left" "$(ls /dev/ublkb* 2>/dev/null | wc -l)" 0
 d=$($VDISK open --via ublk many9.qcow2 2>$T/err) || fail "many9: reopen: $(cat $T/err)"
-eq "many9.qcow2 kept its bytes across close and reopen" "$(dd if=$d bs=7 count=1 iflag=direct 2>/dev/null)" "disk 09"
+eq "many9.qcow2 kept its bytes across close and reopen" "$(dd if=$d bs=512 count=1 iflag=direct 2>/dev/null | head -c 7)" "disk 09"
 ok "close many9" $VDISK close many9.qcow2
+# partitions are scanned: an MBR with one 16 MiB partition at 1 MiB
+ok "create part.img" $VDISK create part.img 32M
+printf '\x00\x00\x02\x00\x83\x00\x00\x00\x00\x08\x00\x00\x00\x80\x00\x00' |
+    dd of=part.img bs=1 seek=446 conv=notrunc 2>/dev/null
+printf '\x55\xaa' | dd of=part.img bs=1 seek=510 conv=notrunc 2>/dev/null
+d=$($VDISK open --via ublk part.img 2>$T/err) || fail "part.img: open: $(cat $T/err)"
+[ -b ${d}p1 ] && pass "partition ${d}p1 scanned" || fail "no ${d}p1"
+eq "${d}p1 is 16 MiB" "$(blockdev --getsize64 ${d}p1 2>/dev/null)" $((16 << 20))
+ok "close part.img" $VDISK close part.img
+sleep 1
 left=$(for p in /proc/[0-9]*; do case "$(cat $p/comm 2>/dev/null)" in vdisk-ublk*) echo ${p#/proc/} ;; esac; done)
 eq "no vdisk-ublk process left" "$left" ""
 finish
