@@ -16,7 +16,7 @@ static const struct command {
     {"open", cmd_open,
      "open [-r] [-f FMT] [--no-direct] [--via auto|kmod|loop|ublk|nbd|fuse] IMAGE [SIZE]"},
     {"recover", cmd_recover, "recover IMAGE|DEVICE|ID"},
-    {"close", cmd_close, "close IMAGE|DEVICE|ID | --all"},
+    {"close", cmd_close, "close [--force] IMAGE|DEVICE|ID | --all"},
     {"list", cmd_list, "list [--json]"},
     {"info", cmd_info, "info [--json] IMAGE|DEVICE"},
     {"serve", cmd_serve,

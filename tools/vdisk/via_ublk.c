@@ -164,12 +164,16 @@ static void server_process(void *arg)
     struct vdisk_ublk *u;
     struct vdisk_info info;
     char errbuf[512], device[64];
-    int wd, id;
+    int wd, id, r;
 
     wd = start_watchdog(job->log, cfg.recovery);
     if (wd < 0)
         _exit(err("%s: cannot start the ublk watchdog: %m", req->image));
-    if (vdisk_open(req->image, open_format(req), flags, req->options, &img) < 0)
+    r = vdisk_open(req->image, open_format(req), flags, req->options, &img);
+    if (r == -EINVAL && job->recover_id >= 0 && (flags & VDISK_OPEN_DIRECT)) /* was --no-direct */
+        r = vdisk_open(req->image, open_format(req), flags & ~VDISK_OPEN_DIRECT, req->options,
+                       &img);
+    if (r < 0)
         _exit(err("%s", vdisk_last_error()));
     if (vdisk_get_info(img, &info) == 0 && info.cluster_size >= 4096 &&
         (info.cluster_size & (info.cluster_size - 1)) == 0)

@@ -1,7 +1,8 @@
 #!/bin/bash
 # SPDX-License-Identifier: MIT
 # --via ublk: the user's cycle (open, mkfs.ext4, mount, write, fstrim, umount,
-# close, reopen, verify, e2fsck -fn) for raw and qcow2; the device is
+# close, reopen, verify, e2fsck -fn) for raw, qcow2 and every other format
+# `vdisk create` makes (vhd, vhdx, vmdk, vdi once they are in); the device is
 # root:disk 0660 and read-only for a read-only open; list and info show the
 # way and the server; auto picks ublk for qcow2; 16 devices at once.
 . /vm/lib.sh
@@ -10,10 +11,20 @@
 mkdir -p m
 at_exit "umount $T/m 2>/dev/null; $VDISK close --all"
 
-for img in disk.img disk.qcow2; do
-    dev=$($VDISK open --via ublk "$img" 100 2>$T/err) || fail "$img: open --via ublk: $(cat $T/err)"
+imgs=(disk.img disk.qcow2)
+for f in vpc vhd vhdx vmdk vdi; do # formats this vdisk can make
+    $VDISK create -f $f probe.$f 1M >/dev/null 2>&1 && imgs+=(disk.$f)
+    rm -f probe.$f
+done
+echo "formats in the cycle: ${imgs[*]}"
+for img in "${imgs[@]}"; do
+    fmt=${img##*.}
+    [ $fmt = img ] && fmt=raw
+    ok "$img: create ($fmt, 100 MiB)" $VDISK create -f $fmt "$img" 100M
+    size=$($VDISK info --json "$img" | sed -n 's/.*"virtual_size": \([0-9]*\).*/\1/p')
+    dev=$($VDISK open --via ublk "$img" 2>$T/err) || fail "$img: open --via ublk: $(cat $T/err)"
     case $dev in /dev/ublkb[0-9]*) pass "$img: open prints $dev" ;; *) fail "$img: open printed '$dev'"; continue ;; esac
-    eq "$img: device size" "$(blockdev --getsize64 $dev)" $((100 << 20))
+    eq "$img: device size is the image's" "$(blockdev --getsize64 $dev)" $((size / 512 * 512))
     eq "$img: device is root:disk 0660" "$(stat -c '%u:%g %a' $dev)" "0:6 660"
     ok "$img: list shows ublk" sh -c "$VDISK list | grep $dev | grep -q ublk"
     pid=$($VDISK info --json $dev | sed -n 's/.*"pid": \([0-9]*\).*/\1/p')
@@ -37,7 +48,7 @@ for img in disk.img disk.qcow2; do
 
     dev=$($VDISK open "$img" 2>$T/err) || fail "$img: reopen (auto): $(cat $T/err)"
     case $img:$dev in
-    disk.img:/dev/loop[0-9]* | disk.qcow2:/dev/ublkb[0-9]*) pass "$img: auto picks $dev" ;;
+    disk.img:/dev/loop[0-9]* | disk.[!i]*:/dev/ublkb[0-9]*) pass "$img: auto picks $dev" ;;
     *) fail "$img: auto gave '$dev'" ;;
     esac
     ok "$img: mount again" mount $dev m

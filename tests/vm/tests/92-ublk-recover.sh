@@ -5,7 +5,8 @@
 # device over and no acknowledged write is lost; with recovery off, I/O fails
 # within seconds and the device is deleted; with nobody recovering, the
 # watchdog deletes it after its timeout; close of a dead server's device fails
-# its waiting I/O; close while fio runs; open and close 50 times. No hang
+# its waiting I/O; close while fio runs; close --force of a live server;
+# open and close 50 times. No hang
 # anywhere (every wait is bounded); the guest log is checked by the harness.
 . /vm/lib.sh
 [ -x "$VDISK" ] || { fail "no vdisk utility in the VM"; finish; }
@@ -120,6 +121,19 @@ running $fpid && { fail "F: fio still running after close"; kill -9 $fpid; } || 
 wait $fpid
 gone_within 5 $dev && pass "F: device deleted" || fail "F: $dev still there"
 ok "F: image clean after close under load" qemu-img check -q f.qcow2
+
+# --- H: close --force of a live server: killed, device deleted, I/O fails ----
+dev=$($VDISK open --via ublk h.img 16 2>$T/err) || fail "H: open: $(cat $T/err)"
+pid=$(server_pid $dev)
+fio --name=h --filename=$dev --direct=1 --ioengine=io_uring --iodepth=32 --rw=randread --bs=4k \
+    --time_based --runtime=60 --output=$T/fioH.out &
+fpid=$!
+sleep 2
+ok "H: close --force" timeout 30 $VDISK close --force h.img
+running $pid && fail "H: server $pid still running" || pass "H: server killed"
+gone_within 10 $dev && pass "H: device deleted" || fail "H: $dev still there"
+wait_gone 30 $fpid && pass "H: fio ended" || { fail "H: fio still running"; kill -9 $fpid; }
+wait $fpid && fail "H: fio saw no error" || pass "H: fio saw its I/O fail"
 
 # --- G: remove and re-add 50 times ---------------------------------------------------
 bad=0

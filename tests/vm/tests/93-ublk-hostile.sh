@@ -12,7 +12,7 @@ mkdir -p small
 at_exit "$VDISK close --all; umount $T/small"
 
 # --- corrupt qcow2: L1[0] -> 1 TiB (aligned, so open accepts it) -----------------
-ok "create h.qcow2" $VDISK create h.qcow2 16M
+ok "create h.qcow2" $VDISK create -f qcow2 h.qcow2 16M
 dev=$($VDISK open --via ublk h.qcow2 2>$T/err) || fail "h.qcow2: open: $(cat $T/err)"
 ok "h.qcow2: write 1 MiB" dd if=/dev/urandom of=$dev bs=1M count=1 oflag=direct conv=fsync
 ok "h.qcow2: close" $VDISK close h.qcow2
