@@ -25,6 +25,9 @@ struct vdisk_ublk_config {
     bool recovery;   /* USER_RECOVERY + REISSUE: the device outlives a dead server */
     int recover_id;  /* >= 0: take over /dev/ublkbN of a dead server instead of adding one */
     unsigned discard_granularity; /* bytes; 0: 4096 */
+    /* called once the device number is known, before the device starts (may be NULL) */
+    void (*on_id)(int id, void *arg);
+    void *on_id_arg;
 };
 
 /*

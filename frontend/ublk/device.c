@@ -335,6 +335,8 @@ int vdisk_ublk_start(struct vdisk_image *img, const struct vdisk_ublk_config *cf
                 : add_device(d, cfg, errbuf, errlen);
     if (r < 0)
         goto fail;
+    if (cfg->on_id)
+        cfg->on_id((int)d->info.dev_id, cfg->on_id_arg);
     r = open_cdev(d, errbuf, errlen);
     if (r < 0)
         goto fail;

@@ -64,6 +64,7 @@ struct ublk_queue {
     unsigned ndead, nbusy;
     bool stopping; /* the device is stopped: no request can come any more */
     bool failed;
+    unsigned delay_us; /* test switch VDISK_TEST_UBLK_DELAY_MS: each request waits first */
     char msg[256];
 };
 

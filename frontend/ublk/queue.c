@@ -118,6 +118,8 @@ static void on_fetch(struct ublk_queue *q, unsigned tag, int res)
         }
         return;
     }
+    if (q->delay_us) /* test switch: a slow server */
+        usleep(q->delay_us);
     r = make_request(q, tag);
     if (r == 0)
         r = vdisk_queue_submit(q->q, &t->req);
@@ -230,6 +232,8 @@ int ublk_queue_init(struct ublk_dev *d, struct ublk_queue *q, unsigned id)
 
     q->dev = d;
     q->id = id;
+    if (getenv("VDISK_TEST_UBLK_DELAY_MS"))
+        q->delay_us = (unsigned)atoi(getenv("VDISK_TEST_UBLK_DELAY_MS")) * 1000u;
     q->descs_len =
         ((size_t)depth * sizeof(struct ublksrv_io_desc) + PAGE - 1) & ~(size_t)(PAGE - 1);
     p = mmap(NULL, q->descs_len, PROT_READ, MAP_SHARED | MAP_POPULATE, d->cdev, off);

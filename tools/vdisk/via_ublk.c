@@ -97,8 +97,8 @@ watchdog(int id_pipe, pid_t server, const char *log, bool recoverable)
         _exit(0); /* it stops the device itself */
     for (unsigned waited = 0;; waited += 200) {
         r = vdisk_ublk_state(id, &state, &pid, errbuf, sizeof(errbuf));
-        if (r < 0 || pid != server)
-            _exit(0); /* deleted, taken over, or another device by now */
+        if (r < 0 || (pid != server && pid > 0))
+            _exit(0); /* deleted, taken over, or another device by now (0: never started) */
         if (!recoverable || state == UBLK_STATE_DEAD || waited >= timeout * 1000u)
             break;
         sleep_ms(200);
@@ -142,6 +142,13 @@ struct ublk_job {
     const char *log;
 };
 
+/* The device number, for the watchdog. */
+static void tell_watchdog(int id, void *wd)
+{
+    if (write(*(int *)wd, &id, sizeof(id)) != sizeof(id))
+        fprintf(stderr, "vdisk-ublk: watchdog pipe: %m\n");
+}
+
 static bool queues_done(void *u)
 {
     return vdisk_ublk_done(u);
@@ -178,11 +185,11 @@ static void server_process(void *arg)
     if (vdisk_get_info(img, &info) == 0 && info.cluster_size >= 4096 &&
         (info.cluster_size & (info.cluster_size - 1)) == 0)
         cfg.discard_granularity = info.cluster_size;
+    cfg.on_id = tell_watchdog; /* before START_DEV: the server may die in it */
+    cfg.on_id_arg = &wd;
     if (vdisk_ublk_start(img, &cfg, &u, errbuf, sizeof(errbuf)) < 0)
         _exit(err("%s: %s", req->image, errbuf));
     id = vdisk_ublk_id(u);
-    if (write(wd, &id, sizeof(id)) != sizeof(id))
-        fprintf(stderr, "vdisk-ublk: watchdog pipe: %m\n");
     snprintf(device, sizeof(device), "/dev/ublkb%d", id);
     server_ready(device);
     fprintf(stderr, "vdisk-ublk: serving %s on %s: %u queues of depth %u%s\n", req->image, device,
