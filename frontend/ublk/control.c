@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -118,6 +119,8 @@ int ublk_ctrl_open(struct ublk_ctrl *c, char *errbuf, size_t errlen)
     } else {
         c->ioctl_encode = (features & UBLK_F_CMD_IOCTL_ENCODE) != 0;
     }
+    if (getenv("VDISK_TEST_UBLK_LEGACY")) /* test switch: the opcodes of kernels before 6.4 */
+        c->ioctl_encode = false;
     c->features = features;
     return 0;
 }

@@ -83,6 +83,11 @@ eq "no ublk device left" "$(ls /dev/ublkb* 2>/dev/null | wc -l)" 0
 d=$($VDISK open --via ublk many9.qcow2 2>$T/err) || fail "many9: reopen: $(cat $T/err)"
 eq "many9.qcow2 kept its bytes across close and reopen" "$(dd if=$d bs=512 count=1 iflag=direct 2>/dev/null | head -c 7)" "disk 09"
 ok "close many9" $VDISK close many9.qcow2
+# the legacy opcodes (kernels before 6.4; 6.12 keeps them): a device works with them too
+d=$(VDISK_TEST_UBLK_LEGACY=1 $VDISK open --via ublk legacy.qcow2 8 2>$T/err) || fail "legacy: open: $(cat $T/err)"
+printf 'legacy\n' | dd of=$d bs=512 conv=sync,fsync 2>/dev/null || fail "legacy: write"
+eq "legacy opcodes: data reads back" "$(dd if=$d bs=512 count=1 iflag=direct 2>/dev/null | head -c 6)" legacy
+ok "legacy opcodes: close" $VDISK close legacy.qcow2
 # partitions are scanned: an MBR with one 16 MiB partition at 1 MiB
 ok "create part.img" $VDISK create part.img 32M
 printf '\x00\x00\x02\x00\x83\x00\x00\x00\x00\x08\x00\x00\x00\x80\x00\x00' |
