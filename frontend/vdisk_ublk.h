@@ -25,6 +25,14 @@ struct vdisk_ublk_config {
     bool recovery;   /* USER_RECOVERY + REISSUE: the device outlives a dead server */
     int recover_id;  /* >= 0: take over /dev/ublkbN of a dead server instead of adding one */
     unsigned discard_granularity; /* bytes; 0: 4096 */
+    /*
+     * Leave START_DEV to vdisk_ublk_start_dev() in another process: the
+     * kernel scans partitions in START_DEV and releases the scan's block
+     * device in the io-wq worker that ran it; in the server, a server killed
+     * during the scan could then never exit (6.12: its io-wq waits for that
+     * release, which waits for the server's own I/O).
+     */
+    bool defer_start;
     /* called once the device number is known, before the device starts (may be NULL) */
     void (*on_id)(int id, void *arg);
     void *on_id_arg;
@@ -38,6 +46,9 @@ struct vdisk_ublk_config {
  */
 int vdisk_ublk_start(struct vdisk_image *img, const struct vdisk_ublk_config *cfg,
                      struct vdisk_ublk **up, char *errbuf, size_t errlen);
+
+/* START_DEV for device ID served by process SERVER_PID (see defer_start); root:disk 0660. */
+int vdisk_ublk_start_dev(int id, int server_pid, char *errbuf, size_t errlen);
 
 /* The device number N of /dev/ublkbN, its queues and their depth. */
 int vdisk_ublk_id(const struct vdisk_ublk *u);

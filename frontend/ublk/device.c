@@ -347,6 +347,10 @@ int vdisk_ublk_start(struct vdisk_image *img, const struct vdisk_ublk_config *cf
         wait_ready(d, d->running, errbuf, errlen);
     if (r < 0)
         goto fail;
+    if (!recover && cfg->defer_start) { /* the caller's other process starts it */
+        *up = (struct vdisk_ublk *)d;
+        return 0;
+    }
     r = ublk_ctrl_cmd(&d->ctrl, recover ? UBLK_CMD_END_USER_RECOVERY : UBLK_CMD_START_DEV,
                       (int)d->info.dev_id, (uint64_t)getpid(), NULL, 0);
     if (r < 0) {
@@ -369,6 +373,23 @@ fail:
     }
     teardown(d, true);
     return r;
+}
+
+int vdisk_ublk_start_dev(int id, int server_pid, char *errbuf, size_t errlen)
+{
+    struct ublk_ctrl c;
+    int r = ublk_ctrl_open(&c, errbuf, errlen);
+
+    if (r < 0)
+        return r;
+    r = ublk_ctrl_cmd(&c, UBLK_CMD_START_DEV, id, (uint64_t)server_pid, NULL, 0);
+    ublk_ctrl_close(&c);
+    if (r < 0) {
+        snprintf(errbuf, errlen, "/dev/ublkb%d: START_DEV: %s", id, strerror(-r));
+        return r;
+    }
+    set_owner(id);
+    return 0;
 }
 
 void vdisk_ublk_stop(struct vdisk_ublk *u)

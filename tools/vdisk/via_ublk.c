@@ -166,6 +166,7 @@ static void server_process(void *arg)
         .read_only = req->read_only,
         .recovery = env_num("VDISK_UBLK_RECOVERY", 1) != 0,
         .recover_id = job->recover_id,
+        .defer_start = true, /* `vdisk open` starts it: see vdisk_ublk.h */
     };
     struct vdisk_image *img;
     struct vdisk_ublk *u;
@@ -214,7 +215,7 @@ static void log_path(const char *id, char *log, size_t len)
 /* Start a server for REQ: a new device, or device RECOVER_ID taken over. */
 static int spawn(const struct open_request *req, struct disk_record *rec, int recover_id)
 {
-    char log[4096];
+    char log[4096], errbuf[256];
     pid_t pid;
 
     log_path(rec->id, log, sizeof(log));
@@ -226,6 +227,13 @@ static int spawn(const struct open_request *req, struct disk_record *rec, int re
         server_stop(pid, SERVER_NAME, STOP_SECONDS);
         rec->device[0] = '\0';
         return -err("%s: the ublk server did not come up", req->image);
+    }
+    /* a new device is started from here, not from its server (see vdisk_ublk.h) */
+    if (recover_id < 0 &&
+        vdisk_ublk_start_dev(device_id(rec->device), pid, errbuf, sizeof(errbuf)) < 0) {
+        server_stop(pid, SERVER_NAME, STOP_SECONDS);
+        rec->device[0] = '\0';
+        return -err("%s: %s", req->image, errbuf);
     }
     rec->pid = pid;
     return 0;
