@@ -67,8 +67,8 @@ void vdisk_ublk_stop(struct vdisk_ublk *u);
  */
 int vdisk_ublk_remove(int id, char *errbuf, size_t errlen);
 
-/* Device ID's state (UBLK_S_DEV_*: 0 dead, 1 live, 2 quiesced) and server pid. */
-int vdisk_ublk_state(int id, int *state, int *pid, char *errbuf, size_t errlen);
+/* Device ID's state (UBLK_S_DEV_*: 0 dead, 1 live, 2 quiesced), server pid, hardware queues. */
+int vdisk_ublk_state(int id, int *state, int *pid, unsigned *queues, char *errbuf, size_t errlen);
 
 /* The kernel's ublk feature flags (GET_FEATURES); -errno when it has no ublk. */
 int vdisk_ublk_features(uint64_t *features, char *errbuf, size_t errlen);

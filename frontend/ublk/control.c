@@ -146,7 +146,7 @@ int vdisk_ublk_features(uint64_t *features, char *errbuf, size_t errlen)
     return 0;
 }
 
-int vdisk_ublk_state(int id, int *state, int *pid, char *errbuf, size_t errlen)
+int vdisk_ublk_state(int id, int *state, int *pid, unsigned *queues, char *errbuf, size_t errlen)
 {
     struct ublksrv_ctrl_dev_info info = {0};
     struct ublk_ctrl c;
@@ -162,6 +162,8 @@ int vdisk_ublk_state(int id, int *state, int *pid, char *errbuf, size_t errlen)
     }
     *state = info.state;
     *pid = info.ublksrv_pid;
+    if (queues)
+        *queues = info.nr_hw_queues;
     return 0;
 }
 

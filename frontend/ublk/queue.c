@@ -21,6 +21,13 @@
 #include "internal.h"
 
 #define PAGE 4096u
+/*
+ * Our commands (depth) + the engine's (depth + 1, more when a request spans
+ * extents) + the stop poll, with room to spare: the CQ (twice this) must hold
+ * everything in flight, or tag_cmd() would wait for SQ room that only
+ * reaping gives.
+ */
+#define RING_ENTRIES(depth) (4 * (depth) + 8)
 
 /* The opcode of per-tag command OP. */
 static unsigned io_op(const struct ublk_queue *q, unsigned op)
@@ -185,7 +192,7 @@ void *ublk_queue_main(void *arg)
     }
     for (unsigned tag = 0; tag < depth; tag++)
         tag_cmd(q, tag, UBLK_IO_FETCH_REQ, 0);
-    sqe = io_uring_get_sqe(&q->ring); /* room: the ring has 2 * depth + 2 entries */
+    sqe = io_uring_get_sqe(&q->ring); /* room: the ring has RING_ENTRIES(depth) */
     io_uring_prep_poll_add(sqe, d->stop_efd, POLLIN);
     io_uring_sqe_set_data64(sqe, TAG_STOP);
     io_uring_submit(&q->ring);
@@ -250,12 +257,11 @@ int ublk_queue_init(struct ublk_dev *d, struct ublk_queue *q, unsigned id)
     for (unsigned i = 0; i < depth; i++)
         if (posix_memalign((void **)&q->tags[i].buf, PAGE, d->info.max_io_buf_bytes) != 0)
             goto nomem;
-    /* our commands (depth) + the engine's (depth + 1) */
-    r = io_uring_queue_init(2 * depth + 2, &q->ring,
+    r = io_uring_queue_init(RING_ENTRIES(depth), &q->ring,
                             IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
                                 IORING_SETUP_R_DISABLED);
     if (r == -EINVAL)
-        r = io_uring_queue_init(2 * depth + 2, &q->ring, 0);
+        r = io_uring_queue_init(RING_ENTRIES(depth), &q->ring, 0);
     if (r < 0) {
         snprintf(q->msg, sizeof(q->msg), "queue %u: io_uring: %s", id, strerror(-r));
         return r;

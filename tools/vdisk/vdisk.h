@@ -67,6 +67,8 @@ extern const struct via via_ublk;
 
 /* Start a server that takes over REC's ublk device (its server died); updates rec->pid. */
 int ublk_recover(struct disk_record *rec);
+/* What the kernel says of REC's ublk device: live, quiesced (I/O waits), dead, gone. */
+const char *ublk_kernel_state(const struct disk_record *rec, unsigned *queues);
 
 /* The via called NAME, or NULL. */
 const struct via *via_find(const char *name);

@@ -96,7 +96,7 @@ watchdog(int id_pipe, pid_t server, const char *log, bool recoverable)
     if (r == 1)
         _exit(0); /* it stops the device itself */
     for (unsigned waited = 0;; waited += 200) {
-        r = vdisk_ublk_state(id, &state, &pid, errbuf, sizeof(errbuf));
+        r = vdisk_ublk_state(id, &state, &pid, NULL, errbuf, sizeof(errbuf));
         if (r < 0 || (pid != server && pid > 0))
             _exit(0); /* deleted, taken over, or another device by now (0: never started) */
         if (!recoverable || state == UBLK_STATE_DEAD || waited >= timeout * 1000u)
@@ -262,6 +262,18 @@ int ublk_recover(struct disk_record *rec)
         return -err("%s: %s is served (server pid %d): nothing to recover", rec->image, rec->device,
                     (int)rec->pid);
     return spawn(&req, rec, id);
+}
+
+const char *ublk_kernel_state(const struct disk_record *rec, unsigned *queues)
+{
+    static const char *const names[] = {"dead", "live", "quiesced"};
+    int id = device_id(rec->device), state, pid;
+    char errbuf[256];
+
+    *queues = 0;
+    if (id < 0 || vdisk_ublk_state(id, &state, &pid, queues, errbuf, sizeof(errbuf)) < 0)
+        return "gone";
+    return state >= 0 && state <= 2 ? names[state] : "unknown";
 }
 
 static int ublk_stop(const struct disk_record *rec)

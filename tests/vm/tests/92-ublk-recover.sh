@@ -42,7 +42,8 @@ ok "A: kill -9 the server under fio" kill -9 $pid
 sleep 2
 running $fpid && pass "A: fio waits (device stays, I/O queued)" || fail "A: fio ended after the kill"
 [ -e $dev ] && pass "A: $dev stays" || fail "A: $dev went away"
-eq "A: list says dead" "$($VDISK list | grep $dev | grep -c dead)" 1
+eq "A: list says the disk waits" "$($VDISK list | grep $dev | grep -c ' wait ')" 1
+ok "A: info tells the device waits for a server" sh -c "$VDISK info r.img | grep -Eq 'ublk device: (quiesced|live), [0-9]+ queue'"
 out=$($VDISK recover r.img 2>$T/err) || fail "A: recover: $(cat $T/err)"
 eq "A: recover gives the same device" "$out" "$dev"
 pid2=$(server_pid $dev)
@@ -51,6 +52,8 @@ wait_gone 120 $fpid
 wait $fpid && pass "A: fio completes and verifies every block (crc32c)" ||
     { fail "A: fio failed after recovery"; sed 's/^/    /' $T/fioA.out | grep -i "err\|verify" | head; }
 fails "A: recover of a served disk is refused" $VDISK recover r.img
+ok "A: info says live again" sh -c "$VDISK info r.img | grep -q 'ublk device: live'"
+eq "A: list says open again" "$($VDISK list | grep $dev | grep -c ' open ')" 1
 ok "A: close" $VDISK close r.img
 gone_within 5 $dev && pass "A: device deleted" || fail "A: $dev still there"
 
