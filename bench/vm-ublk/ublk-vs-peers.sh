@@ -13,6 +13,7 @@ SIZE_MB=${BENCH_SIZE_MB:-512}
 JOBS=("randread 4k 32" "randwrite 4k 32" "read 1M 4" "write 1M 4")
 at_exit "$VDISK close --all; qemu-nbd -d /dev/nbd15 >/dev/null 2>&1; losetup -D"
 command -v qemu-nbd >/dev/null || { fail "no qemu-nbd in the VM"; finish; }
+mkdir -p /var/lock # qemu-nbd -c keeps its socket there
 
 dd if=/dev/urandom of=img.raw bs=1M count=$SIZE_MB 2>/dev/null && sync
 ok "make the qcow2 image (every cluster allocated)" qemu-img convert -O qcow2 img.raw img.qcow2
