@@ -41,6 +41,8 @@ const char *ublk_ctrl_name(unsigned op)
         return "END_USER_RECOVERY";
     case UBLK_CMD_GET_FEATURES:
         return "GET_FEATURES";
+    case UBLK_CMD_DEL_DEV_ASYNC:
+        return "DEL_DEV_ASYNC";
     }
     return "command";
 }
@@ -49,7 +51,8 @@ const char *ublk_ctrl_name(unsigned op)
 static unsigned encode(const struct ublk_ctrl *c, unsigned op)
 {
     bool reads = op == UBLK_CMD_GET_DEV_INFO || op == UBLK_CMD_GET_PARAMS ||
-                 op == UBLK_CMD_GET_DEV_INFO2 || op == UBLK_CMD_GET_FEATURES;
+                 op == UBLK_CMD_GET_DEV_INFO2 || op == UBLK_CMD_GET_FEATURES ||
+                 op == UBLK_CMD_DEL_DEV_ASYNC;
 
     if (!c->ioctl_encode)
         return op;
@@ -87,6 +90,18 @@ int ublk_ctrl_cmd(struct ublk_ctrl *c, unsigned op, int id, uint64_t data0, void
         return r;
     r = cqe->res;
     io_uring_cqe_seen(&c->ring, cqe);
+    return r;
+}
+
+int ublk_ctrl_del(struct ublk_ctrl *c, int id)
+{
+    int r = -EINVAL;
+
+    /* DEL_DEV waits until nobody holds the disk open: a stuck opener would hang us */
+    if (c->ioctl_encode)
+        r = ublk_ctrl_cmd(c, UBLK_CMD_DEL_DEV_ASYNC, id, 0, NULL, 0);
+    if (r == -EINVAL || r == -EOPNOTSUPP || r == -ENOTTY)
+        r = ublk_ctrl_cmd(c, UBLK_CMD_DEL_DEV, id, 0, NULL, 0);
     return r;
 }
 
@@ -186,7 +201,7 @@ int vdisk_ublk_remove(int id, char *errbuf, size_t errlen)
         snprintf(errbuf, errlen, "/dev/ublkb%d: STOP_DEV: %s", id, strerror(-r));
         goto out;
     }
-    r = ublk_ctrl_cmd(&c, UBLK_CMD_DEL_DEV, id, 0, NULL, 0);
+    r = ublk_ctrl_del(&c, id);
     if (r == -ENODEV)
         r = 0;
     if (r < 0)

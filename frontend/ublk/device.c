@@ -289,7 +289,7 @@ static void teardown(struct ublk_dev *d, bool delete)
         close(d->cdev);
     d->cdev = -1;
     if (delete &&d->added) {
-        int r = ublk_ctrl_cmd(&d->ctrl, UBLK_CMD_DEL_DEV, (int)d->info.dev_id, 0, NULL, 0);
+        int r = ublk_ctrl_del(&d->ctrl, (int)d->info.dev_id);
 
         if (r < 0 && r != -ENODEV)
             fprintf(stderr, "vdisk-ublk: /dev/ublkb%u: DEL_DEV: %s\n", d->info.dev_id,

@@ -34,6 +34,8 @@ void ublk_ctrl_close(struct ublk_ctrl *c);
 /* Run control command OP for device ID; DATA0 the inline argument; BUF/LEN in or out. */
 int ublk_ctrl_cmd(struct ublk_ctrl *c, unsigned op, int id, uint64_t data0, void *buf,
                   uint16_t len);
+/* Delete device ID without waiting for its openers (DEL_DEV_ASYNC), else DEL_DEV. */
+int ublk_ctrl_del(struct ublk_ctrl *c, int id);
 /* The name of control command OP, for messages. */
 const char *ublk_ctrl_name(unsigned op);
 

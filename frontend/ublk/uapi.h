@@ -23,7 +23,8 @@ enum {
     UBLK_CMD_START_USER_RECOVERY = 0x10,
     UBLK_CMD_END_USER_RECOVERY = 0x11,
     UBLK_CMD_GET_DEV_INFO2 = 0x12,
-    UBLK_CMD_GET_FEATURES = 0x13, /* ioctl-encoded only (6.5) */
+    UBLK_CMD_GET_FEATURES = 0x13,  /* ioctl-encoded only (6.5) */
+    UBLK_CMD_DEL_DEV_ASYNC = 0x14, /* ioctl-encoded only (6.9): does not wait for openers */
 };
 
 /* /dev/ublkcN commands, one per request tag */

@@ -138,6 +138,18 @@ gone_within 10 $dev && pass "H: device deleted" || fail "H: $dev still there"
 wait_gone 30 $fpid && pass "H: fio ended" || { fail "H: fio still running"; kill -9 $fpid; }
 wait $fpid && fail "H: fio saw no error" || pass "H: fio saw its I/O fail"
 
+# --- I: close while another process holds the disk open (DEL_DEV would wait for it) ---
+dev=$($VDISK open --via ublk i.img 16 2>$T/err) || fail "I: open: $(cat $T/err)"
+(exec 9<$dev; sleep 60) &
+hpid=$!
+sleep 1
+ok "I: close returns while the disk is held open" timeout 30 $VDISK close i.img
+gone_within 5 $dev && pass "I: $dev removed" || fail "I: $dev still there"
+kill $hpid; wait $hpid 2>/dev/null
+d=$($VDISK open --via ublk i.img 2>$T/err) && pass "I: opens again after the holder left ($d)" ||
+    fail "I: reopen: $(cat $T/err)"
+ok "I: close" $VDISK close i.img
+
 # --- G: remove and re-add 50 times ---------------------------------------------------
 bad=0
 for i in $(seq 50); do
