@@ -33,7 +33,7 @@ wait_gone() {
 # --- A: kill -9 under fio (raw), recover, fio's verify passes -------------------
 dev=$($VDISK open --via ublk r.img 64 2>$T/err) || fail "r.img: open: $(cat $T/err)"
 pid=$(server_pid $dev)
-fio --name=k --filename=$dev --direct=1 --ioengine=io_uring --iodepth=32 --rw=randwrite --bs=4k \
+fio --eta=never --name=k --filename=$dev --direct=1 --ioengine=io_uring --iodepth=32 --rw=randwrite --bs=4k \
     --size=16M --rate_iops=1500 --verify=crc32c --verify_fatal=1 --do_verify=1 \
     --output=$T/fioA.out &
 fpid=$!
@@ -114,7 +114,7 @@ wait $dpid && fail "E: the waiting read succeeded" || pass "E: the waiting read 
 
 # --- F: close while fio runs ------------------------------------------------------
 dev=$($VDISK open --via ublk f.qcow2 32 2>$T/err) || fail "F: open: $(cat $T/err)"
-fio --name=f --filename=$dev --direct=1 --ioengine=io_uring --iodepth=32 --rw=randrw --bs=4k \
+fio --eta=never --name=f --filename=$dev --direct=1 --ioengine=io_uring --iodepth=32 --rw=randrw --bs=4k \
     --time_based --runtime=60 --output=$T/fioF.out &
 fpid=$!
 sleep 2
@@ -128,7 +128,7 @@ ok "F: image clean after close under load" qemu-img check -q f.qcow2
 # --- H: close --force of a live server: killed, device deleted, I/O fails ----
 dev=$($VDISK open --via ublk h.img 16 2>$T/err) || fail "H: open: $(cat $T/err)"
 pid=$(server_pid $dev)
-fio --name=h --filename=$dev --direct=1 --ioengine=io_uring --iodepth=32 --rw=randread --bs=4k \
+fio --eta=never --name=h --filename=$dev --direct=1 --ioengine=io_uring --iodepth=32 --rw=randread --bs=4k \
     --time_based --runtime=60 --output=$T/fioH.out &
 fpid=$!
 sleep 2
