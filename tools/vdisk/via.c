@@ -5,10 +5,7 @@
 #include "vdisk.h"
 
 static const struct via *const vias[] = {
-    &via_kmod,
-    &via_loop,
-    &via_nbd,
-    &via_fuse,
+    &via_kmod, &via_loop, &via_ublk, &via_nbd, &via_fuse,
 };
 
 const struct via *via_find(const char *name)
