@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # A VHDX disk's life as a user lives it, through each way that serves it
-# (--via fuse; --via nbd where the kernel has NBD; vdisk serve with nbdcopy as
+# (--via fuse; --via nbd and --via ublk where the kernel has them; vdisk serve with nbdcopy as
 # the NBD client): open (creating a .vhdx),
 # mkfs, mount, write, fstrim, umount, close, qemu-img check, reopen, verify,
 # fsck; then a differencing child over it, written through the way while the
@@ -98,4 +98,5 @@ serve_vhdx() {
 }
 if command -v nbdcopy >/dev/null; then serve_vhdx; else fail "nbdcopy missing: install libnbd-bin"; fi
 if has_need kernel-nbd; then vhdx_cycle nbd; else skip kernel-nbd "no NBD in this kernel: --via nbd not tried"; fi
+if has_need ublk; then vhdx_cycle ublk; else skip ublk "no ublk in this kernel: --via ublk not tried"; fi
 finish
