@@ -129,13 +129,7 @@ static int open_one(const struct open_args *a)
             goto out;
         }
         created = true;
-    } else if (S_ISDIR(st.st_mode)) {
-        err("%s: is a directory, not a disk image", image);
-        goto out;
-    } else if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
-        err("%s: not a regular file or block device", image);
-        goto out;
-    }
+    } /* not a regular file or block device: the library says what it is */
     if (!realpath(image, canonical)) {
         err("%s: %m", image);
         goto out;
