@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# Persistent disks without systemd: the table ($VDISK_CONF_DIR/disks), edited by
+# `vdisk open --persist`, `vdisk persist add|remove|list` and by hand; the boot
+# path `vdisk open --all-persistent` (in order, a missing image skipped with a
+# message, the others still opened) and `vdisk close --all-persistent`
+# (reverse order, only the table's disks).
+. "$(dirname "$0")/../lib.sh"
+export VDISK_RUN_DIR=$T/run VDISK_CONF_DIR=$T/etc
+at_exit "$VDISK" close --all
+tab=$VDISK_CONF_DIR/disks
+
+dev=$("$VDISK" open --persist "$T/a.img" 8) && pass "open --persist" || fail "open --persist"
+[ -f "$tab" ] && pass "the table is made" || fail "no $tab"
+grep -q '^#' "$tab" && pass "the table explains itself in comments" || fail "no comments in the table"
+grep -qx "$T/a.img auto rw" "$tab" && pass "a.img recorded as 'IMAGE WAY OPTIONS'" || fail "table: $(cat "$tab")"
+"$VDISK" create -f qcow2 "$T/b.qcow2" 4M
+ok "persist add with options" "$VDISK" persist add -r -f qcow2 -o l2-cache-size=1M --no-direct "$T/b.qcow2"
+grep -qx "$T/b.qcow2 auto ro,format=qcow2,no-direct,o=l2-cache-size=1M" "$tab" && pass "options recorded" ||
+    fail "table: $(cat "$tab")"
+sp="$T/with space#and
+newline.img"
+"$VDISK" create "$sp" 2M
+ok "persist add a path with space, # and newline" "$VDISK" persist add --via loop "$sp"
+grep -q 'with\\040space\\043and\\012newline.img loop rw$' "$tab" && pass "the path is escaped as in fstab" ||
+    fail "table: $(cat "$tab")"
+ok "persist add a.img again replaces its line" "$VDISK" persist add -r "$T/a.img"
+eq "one line for a.img" "$(grep -c "^$T/a.img " "$tab")" 1
+ok "persist add a.img back to rw" "$VDISK" persist add "$T/a.img"
+fails_with "persist add of a missing image" "must exist" "$VDISK" persist add "$T/none.img"
+# a person edits it: comments, blank lines, a disk whose image is gone
+printf '\n# my comment\n%s/gone.img loop rw\n' "$T" >>"$tab"
+"$VDISK" create "$T/c.img" 1M
+echo "$T/c.img loop rw   # trailing comment" >>"$tab"
+ok "persist list" "$VDISK" persist list
+eq "persist list has 5 disks" "$(wc -l <"$T/.out")" 5
+grep -q 'with space#and\\nnewline.img$' "$T/.out" && pass "persist list escapes the newline" || fail "persist list: $(cat "$T/.out")"
+
+# boot: open all, in order; the missing one is skipped with a clear message
+ok "close --all before boot" "$VDISK" close --all
+"$VDISK" open --all-persistent >"$T/boot.out" 2>"$T/boot.err"
+eq "open --all-persistent fails when an image is missing" "$?" 1
+grep -q "gone.img: No such file or directory; skipped ($tab:[0-9]*)" "$T/boot.err" &&
+    pass "the missing image is named, with the table line" || fail "boot stderr: $(cat "$T/boot.err")"
+"$VDISK" list --json >"$T/list.json"
+python3 - "$T/list.json" "$T" <<'PY' && pass "the four others are open, as the table says" || fail "after boot: $(cat "$T/list.json")"
+import json, sys
+d = {x["image"]: x for x in json.load(open(sys.argv[1]))}
+t = sys.argv[2]
+assert len(d) == 4, d
+assert d[t + "/a.img"]["read_only"] is False
+assert d[t + "/b.qcow2"]["read_only"] is True and d[t + "/b.qcow2"]["format"] == "qcow2"
+assert d[t + "/with space#and\nnewline.img"]["via"] == "loop"
+assert d[t + "/c.img"]["via"] == "loop"
+assert all(x["state"] == "open" for x in d.values())
+PY
+eq "boot prints a device per opened disk" "$(wc -l <"$T/boot.out")" 4
+"$VDISK" open --all-persistent >"$T/again.out" 2>/dev/null
+eq "open --all-persistent again: the open ones are left as they are" \
+    "$(sort "$T/again.out")" "$(sort "$T/boot.out")"
+eq "still four disks" "$("$VDISK" list --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" 4
+ok "persist remove by path" "$VDISK" persist remove "$T/gone.img"
+id=$("$VDISK" persist list | awk '/c.img$/ {print $1}')
+ok "persist remove by id" "$VDISK" persist remove "$id"
+grep -q "c.img" "$tab" && fail "c.img still in the table" || pass "c.img removed"
+grep -q "# my comment" "$tab" && pass "comments kept" || fail "comment lost"
+fails_with "persist remove of what is not there" "not in $tab" "$VDISK" persist remove "$T/c.img"
+ok "open --all-persistent with every image present" "$VDISK" open --all-persistent
+
+# shutdown: close the table's disks, last first; c.img (no longer in the table) stays open
+ids=$("$VDISK" persist list | awk '{print $1}' | tac | tr '\n' ' ')
+ok "close --all-persistent" strace -f -e trace=unlink,unlinkat -o "$T/strace" "$VDISK" close --all-persistent
+eq "closed in reverse table order" "$(grep -oE '[0-9a-f]{16}\.rec"' "$T/strace" | cut -c1-16 | tr '\n' ' ')" "$ids"
+"$VDISK" list --json | python3 -c "import json,sys; d=json.load(sys.stdin); assert [x['image'] for x in d]==[sys.argv[1]], d" "$T/c.img" &&
+    pass "only the table's disks were closed" || fail "after shutdown: $("$VDISK" list)"
+ok "close c.img" "$VDISK" close "$T/c.img"
+
+# a malformed table names the line
+echo "relative.img loop rw" >>"$tab"
+fails_with "a relative path in the table names its line" "$tab:[0-9]+: IMAGE must be an absolute path" \
+    "$VDISK" open --all-persistent
+sed -i '$d' "$tab"
+echo "$T/a.img loop rw,bogus" >>"$tab"
+fails_with "an unknown option names its line" "$tab:[0-9]+: unknown option" "$VDISK" persist list
+finish
