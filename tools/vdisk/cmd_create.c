@@ -34,7 +34,8 @@ int cmd_create(int argc, char **argv)
     }
     if (vdisk_parse_size(argv[optind + 1], &size) < 0)
         return err("%s", vdisk_last_error());
-    if (check_disk_size(argv[optind + 1], size) < 0)
+    /* 0 is the library's to judge: a qcow2 overlay takes its backing file's size */
+    if (size && check_disk_size(argv[optind + 1], size) < 0)
         return 1;
     if (vdisk_create(argv[optind], format, size, options) < 0)
         return err("%s", vdisk_last_error());
