@@ -21,7 +21,8 @@ static const char header[] =
     "#   IMAGE  WAY  OPTIONS\n"
     "# WAY: auto, kmod, loop, nbd or fuse. OPTIONS, comma separated: ro or rw,\n"
     "# format=FMT, no-direct, o=KEY=VAL (a format open option; repeat for more).\n"
-    "# In IMAGE, write space, tab, newline and backslash as \\040, \\011, \\012, \\134.\n";
+    "# In IMAGE, write space, tab, newline, # and backslash as \\040, \\011, \\012, \\043,\n"
+    "# \\134.\n";
 
 const char *persist_table(void)
 {

@@ -4,7 +4,7 @@
  * $VDISK_CONF_DIR): one disk a line, "IMAGE WAY OPTIONS", opened in order at
  * boot by `vdisk open --all-persistent` and closed in reverse order. A person
  * may edit it: # starts a comment, blank lines are kept. IMAGE escapes space,
- * tab, newline and backslash as fstab does (\040, \011, \012, \134). OPTIONS
+ * tab, newline, # and backslash as fstab does (\040, \011, \012, \043, \134). OPTIONS
  * is a comma-separated list: ro or rw, format=FMT, no-direct, and o=KEY=VAL
  * for each of the format's open options.
  */
