@@ -29,15 +29,18 @@ for p in vdisk libvdisk0 libvdisk-dev; do
     [ -f "$T/${p}_${version}_amd64.deb" ] && pass "built $p" || fail "no $p .deb: $(ls "$T")"
 done
 [ -f "$T/vdisk-dkms_${version}_all.deb" ] && pass "built vdisk-dkms" || fail "no vdisk-dkms .deb"
+dpkg-deb -e "$T/vdisk-dkms_${version}_all.deb" "$T/dkms-ctl"
+grep -q "dkms remove" "$T/dkms-ctl/prerm" 2>/dev/null && grep -q "common.postinst\|dkms" "$T/dkms-ctl/postinst" 2>/dev/null &&
+    pass "vdisk-dkms registers with DKMS (postinst) and unregisters (prerm)" || fail "vdisk-dkms has no DKMS maintainer scripts"
 lintian --fail-on error "$T/vdisk_${version}_amd64.changes" >"$T/lintian.log" 2>&1 &&
     pass "lintian: no errors" || fail "lintian: $(grep '^E:' "$T/lintian.log" | head -10)"
 grep -q '^W:' "$T/lintian.log" && echo "note: lintian warnings: $(grep '^W:' "$T/lintian.log" | head -5)"
-dpkg-deb -c "$T/vdisk_${version}_amd64.deb" | grep -q ' ./etc/vdisk/disks$' && pass "/etc/vdisk/disks is in vdisk" || fail "no /etc/vdisk/disks"
+dpkg-deb -c "$T/vdisk_${version}_amd64.deb" | grep ' ./etc/vdisk/disks$' >/dev/null && pass "/etc/vdisk/disks is in vdisk" || fail "no /etc/vdisk/disks"
 dpkg-deb -e "$T/vdisk_${version}_amd64.deb" "$T/ctl"
 grep -qx /etc/vdisk/disks "$T/ctl/conffiles" && pass "/etc/vdisk/disks is a conffile" || fail "conffiles: $(cat "$T/ctl/conffiles")"
 
 # --- install on this machine ---
-at_exit "DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq $PKGS"
+at_exit "dpkg --purge $PKGS"
 debs=("$T/vdisk_${version}_amd64.deb" "$T/libvdisk0_${version}_amd64.deb" "$T/libvdisk-dev_${version}_amd64.deb" "$T/vdisk-dkms_${version}_all.deb")
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${debs[@]}" >"$T/install.log" 2>&1 &&
     pass "apt-get install the four packages" || { fail "install: $(tail -10 "$T/install.log")"; finish; }
@@ -95,6 +98,6 @@ done
 ls /usr/lib/x86_64-linux-gnu/libvdisk* >/dev/null 2>&1 && fail "libvdisk left" || pass "removed: libvdisk"
 [ -f /etc/vdisk/disks ] && pass "/etc/vdisk/disks stays (a conffile)" || fail "/etc/vdisk/disks gone on remove"
 [ -f "$img" ] && pass "the user's image stays" || fail "the user's image is gone"
-DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq $PKGS >/dev/null 2>&1
+ok "dpkg --purge" dpkg --purge $PKGS
 [ -e /etc/vdisk/disks ] && fail "/etc/vdisk/disks left after purge" || pass "purge removes /etc/vdisk/disks"
 finish
