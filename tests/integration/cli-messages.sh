@@ -57,6 +57,10 @@ if dev=$("$VDISK" open "$T/top.qcow2" 2>"$T/open.err"); then
     fails_with "open of a backing file in use names the disk and vdisk list" \
         "base.img: held by the open disk $dev \(id $id, image $T/top.qcow2\); see vdisk list" \
         "$VDISK" open -f raw "$T/base.img"
+    fails_with "check -r all of it names the disk too" "base.img: held by the open disk $dev" \
+        "$VDISK" check -r all -f raw "$T/base.img"
+    fails_with "serve of it names the disk too" "base.img: held by the open disk $dev" \
+        "$VDISK" serve --socket "$T/s.sock" -f raw "$T/base.img"
     "$VDISK" close "$T/top.qcow2"
 else
     fail "open an overlay: $(cat "$T/open.err")"

@@ -90,8 +90,8 @@ void lock_hint(const char *path)
         named = true;
     }
     if (!named)
-        err("%s: no disk in vdisk list holds it: another program (QEMU, vdisk serve, a "
-            "fuser) has it open",
-            path);
+        err("%s: no disk in vdisk list holds it: another program has it open (QEMU, vdisk "
+            "serve; fuser -v %s tells)",
+            path, path);
     free(recs);
 }
