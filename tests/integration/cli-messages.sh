@@ -46,6 +46,8 @@ fails_with "a non-root user is told to be root (close)" "^vdisk: must be root" \
 mkdir -p "$VDISK_RUN_DIR"
 fails_with "a non-root user is told to be root (list)" "^vdisk: must be root" \
     runuser -u nobody -- "$VDISK" list
+chmod 644 "$T/one.img"
+ok "a non-root user may still run info on an image it can read" runuser -u nobody -- "$VDISK" info "$T/one.img"
 chmod 700 "$T"
 
 # --- lock errors name the disk that holds the image, and vdisk list ---
