@@ -34,7 +34,7 @@ _vdisk() {
         if [[ $cur == -* ]]; then
             COMPREPLY=($(compgen -W '--help --version' -- "$cur"))
         else
-            COMPREPLY=($(compgen -W 'create open close list info serve convert check bench persist formats' -- "$cur"))
+            COMPREPLY=($(compgen -W 'create open close list info serve convert check bench persist supervise formats' -- "$cur"))
         fi
         return
     fi
@@ -81,6 +81,8 @@ _vdisk() {
         else
             _vdisk_image_files
         fi ;;
+    supervise)
+        COMPREPLY=($(compgen -W "$(vdisk persist list 2>/dev/null | awk '{ print $1; print $NF }')" -- "$cur")) ;;
     list | formats) ;;
     *)
         _vdisk_image_files ;;

@@ -21,7 +21,8 @@ for f in usr/sbin/vdisk usr/include/vdisk/vdisk.h usr/lib/x86_64-linux-gnu/pkgco
     usr/share/man/man8/vdisk.8 usr/share/man/man8/vdisk-open.8 usr/share/man/man8/vdisk-persist.8 \
     usr/share/man/man3/libvdisk.3 usr/share/man/man5/vdisk-qcow2.5 usr/share/man/man5/vdisk-raw.5 \
     usr/share/man/man5/vdisk-iso.5 usr/share/bash-completion/completions/vdisk \
-    usr/lib/udev/rules.d/99-vdisk.rules usr/lib/systemd/system/vdisk-persistent.service; do
+    usr/lib/udev/rules.d/99-vdisk.rules usr/lib/systemd/system/vdisk-persistent.service \
+    usr/lib/systemd/system/vdisk@.service usr/share/man/man8/vdisk-supervise.8 etc/vdisk/disks; do
     [ -e "$R/$f" ] && pass "installed /$f" || fail "not installed: /$f (have: $(cd "$R" && find . -type f | head -30))"
 done
 libdir=$R/usr/lib/x86_64-linux-gnu
@@ -35,9 +36,12 @@ grep -q "ExecStart=/usr/sbin/vdisk open --all-persistent" "$R/usr/lib/systemd/sy
 if command -v systemd-analyze >/dev/null; then
     # the installed unit, pointed at the destdir's binary
     mkdir -p "$T/units"
-    sed "s|/usr/sbin/vdisk|$R/usr/sbin/vdisk|" "$R/usr/lib/systemd/system/vdisk-persistent.service" \
-        >"$T/units/vdisk-persistent.service"
-    ok "systemd-analyze verify the unit" systemd-analyze verify --man=no "$T/units/vdisk-persistent.service"
+    for u in vdisk-persistent.service vdisk@.service; do
+        sed "s|/usr/sbin/vdisk|$R/usr/sbin/vdisk|" "$R/usr/lib/systemd/system/$u" >"$T/units/$u"
+    done
+    cp "$T/units/vdisk@.service" "$T/units/vdisk@5f40751cd9dded3d.service"
+    ok "systemd-analyze verify the units" systemd-analyze verify --man=no "$T/units/vdisk-persistent.service" \
+        "$T/units/vdisk@5f40751cd9dded3d.service"
 fi
 ok "the installed vdisk runs" "$R/usr/sbin/vdisk" --version
 grep -q "^vdisk $(sed -n "s/.*version : '\(.*\)'.*/\1/p" "$ROOT/meson.build" | head -1)$" "$T/.out" &&
@@ -85,11 +89,11 @@ help_opts() { "$VDISK" "$1" --help | grep -oE '(^|[ [|,])--?[A-Za-z][-A-Za-z]*' 
 man_opts() {
     awk '/^# /{s=($0=="# OPTIONS")} s && /^\*-/' "$ROOT/man/vdisk-$1.8.scd" | grep -oE -- '--?[A-Za-z][-A-Za-z]*' | sort -u
 }
-for c in create open close list info serve convert check bench persist formats; do
+for c in create open close list info serve convert check bench persist supervise formats; do
     h=$(help_opts "$c" | tr '\n' ' ') m=$(man_opts "$c" | tr '\n' ' ')
     eq "vdisk-$c(8) lists the options of vdisk $c --help" "$m" "$h"
 done
-[ "$(ls "$ROOT"/man/vdisk-*.8.scd | wc -l)" = 11 ] && pass "a page per command" || fail "pages: $(ls "$ROOT/man")"
+[ "$(ls "$ROOT"/man/vdisk-*.8.scd | wc -l)" = 12 ] && pass "a page per command" || fail "pages: $(ls "$ROOT/man")"
 for f in $("$VDISK" formats); do
     [ -f "$ROOT/man/formats/vdisk-$f.5.scd" ] && pass "format $f has a page" || fail "no man/formats/vdisk-$f.5.scd"
 done
@@ -111,7 +115,7 @@ if [ -f /usr/share/bash-completion/bash_completion ]; then
             _vdisk vdisk "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
             printf "%s\n" "${COMPREPLY[@]}"' _ "$ROOT/data/vdisk.bash" "$1" | sort | tr '\n' ' '
     }
-    eq "vdisk <TAB>: commands" "$(complete_line 'vdisk ')" "bench check close convert create formats info list open persist serve "
+    eq "vdisk <TAB>: commands" "$(complete_line 'vdisk ')" "bench check close convert create formats info list open persist serve supervise "
     eq "vdisk c<TAB>" "$(complete_line 'vdisk c')" "check close convert create "
     eq "vdisk open --<TAB>: its options" "$(complete_line 'vdisk open --')" "--all-persistent --format --help --no-direct --options --persist --read-only --via "
     eq "vdisk open --via <TAB>: the ways" "$(complete_line 'vdisk open --via ')" "auto fuse kmod loop nbd ublk "

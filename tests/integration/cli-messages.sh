@@ -109,7 +109,7 @@ fails_with "--progress takes json only" "--progress takes 'json'" "$VDISK" conve
 # --- --version and COMMAND --help ---
 ok "vdisk --version" "$VDISK" --version
 grep -qE '^vdisk [0-9]+\.[0-9]+\.[0-9]+' "$T/.out" && pass "--version prints the version" || fail "--version: $(cat "$T/.out")"
-for c in create open close list info serve convert check bench persist formats; do
+for c in create open close list info serve convert check bench persist supervise formats; do
     ok "vdisk $c --help exits 0" "$VDISK" "$c" --help
     grep -q "^usage: vdisk $c" "$T/.out" && grep -q -- '--help' "$T/.out" && pass "vdisk $c --help prints its usage and options" ||
         fail "vdisk $c --help: $(head -2 "$T/.out")"

@@ -75,6 +75,60 @@ eq "closed in reverse table order" "$(grep -oE '[0-9a-f]{16}\.rec"' "$T/strace" 
     pass "only the table's disks were closed" || fail "after shutdown: $("$VDISK" list)"
 ok "close c.img" "$VDISK" close "$T/c.img"
 
+# vdisk supervise (vdisk@ID.service's main process): ready via sd_notify, a dead
+# server closed for systemd's restart, SIGTERM closes, an open disk adopted
+"$VDISK" create -f qcow2 "$T/s.qcow2" 4M
+ok "persist add s.qcow2 (fuse: a user-space server)" "$VDISK" persist add --via fuse "$T/s.qcow2"
+sid=$("$VDISK" persist list | awk '/s.qcow2$/ {print $1}')
+python3 - "$T/notify" >"$T/notify.out" 2>&1 <<'PY' &
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1]); s.settimeout(30)
+for _ in range(2):
+    print(s.recv(4096).decode().replace("\n", " | "), flush=True)
+PY
+npid=$!
+for _ in $(seq 100); do [ -S "$T/notify" ] && break; sleep 0.1; done
+NOTIFY_SOCKET=$T/notify "$VDISK" supervise "$sid" >"$T/sup.out" 2>&1 &
+spid=$!
+at_exit kill $spid
+for _ in $(seq 100); do grep -q READY "$T/notify.out" && break; sleep 0.1; done
+grep -q "^READY=1 | STATUS=$sid on /dev/loop[0-9]* (way fuse, server pid [0-9]*)" "$T/notify.out" &&
+    pass "supervise tells systemd it is ready, with the disk" || fail "notify: $(cat "$T/notify.out")"
+dev=$(sed -n 's/.*STATUS=[0-9a-f]* on \([^ ]*\) .*/\1/p' "$T/notify.out")
+spid_server=$("$VDISK" list --json | python3 -c "import json,sys; print([d['pid'] for d in json.load(sys.stdin) if d['id']=='$sid'][0])")
+[ -b "$dev" ] && [ "$spid_server" -gt 0 ] && pass "the supervised disk is open ($dev, server $spid_server)" || fail "supervised disk"
+kill -9 "$spid_server"
+wait $spid
+eq "a dead server: supervise exits 1 (systemd restarts it)" "$?" 1
+grep -q "the server of $dev (pid $spid_server) died" "$T/sup.out" && pass "supervise says the server died" ||
+    fail "supervise output: $(cat "$T/sup.out")"
+"$VDISK" list --json | python3 -c "import json,sys; assert not [d for d in json.load(sys.stdin) if d['id']=='$sid']" &&
+    pass "what was left of the dead disk is closed" || fail "dead disk still recorded: $("$VDISK" list)"
+grep -qs "^$T/s.qcow2" "/sys/block/${dev#/dev/}/loop/backing_file" && fail "$dev still bound" || pass "its loop device let go"
+wait $npid
+grep -q "STOPPING=1" "$T/notify.out" && pass "supervise tells systemd it stops" || fail "no STOPPING: $(cat "$T/notify.out")"
+"$VDISK" supervise "$T/s.qcow2" >"$T/sup.out" 2>&1 &
+spid=$!
+for _ in $(seq 100); do "$VDISK" list | grep -q "s.qcow2$" && break; sleep 0.1; done
+"$VDISK" list | grep -q "open .*s.qcow2$" && pass "the restarted supervise opens it again" || fail "not reopened: $("$VDISK" list)"
+kill $spid
+wait $spid
+eq "SIGTERM: supervise exits 0" "$?" 0
+"$VDISK" list | grep -q "s.qcow2$" && fail "SIGTERM left the disk open" || pass "SIGTERM closed the disk"
+"$VDISK" open --all-persistent >/dev/null 2>&1
+pid1=$("$VDISK" list --json | python3 -c "import json,sys; print([d['pid'] for d in json.load(sys.stdin) if d['id']=='$sid'][0])")
+"$VDISK" supervise "$sid" >"$T/sup.out" 2>&1 &
+spid=$!
+sleep 1
+pid2=$("$VDISK" list --json | python3 -c "import json,sys; print([d['pid'] for d in json.load(sys.stdin) if d['id']=='$sid'][0])")
+eq "supervise adopts a disk open already (same server)" "$pid2" "$pid1"
+kill $spid
+wait $spid
+"$VDISK" list | grep -q "s.qcow2$" && fail "the adopted disk is still open after SIGTERM" || pass "the adopted disk closed on SIGTERM"
+fails_with "supervise of what is not in the table" "not in $tab" "$VDISK" supervise "$T/c.img"
+"$VDISK" close --all-persistent
+
 # a malformed table names the line
 echo "relative.img loop rw" >>"$tab"
 fails_with "a relative path in the table names its line" "$tab:[0-9]+: IMAGE must be an absolute path" \

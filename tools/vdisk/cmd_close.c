@@ -41,8 +41,7 @@ int find_record(const char *what, struct disk_record *rec)
     return record_load(id, rec);
 }
 
-/* Stop one disk and drop its record. */
-static int close_disk(const struct disk_record *rec)
+int close_disk(const struct disk_record *rec)
 {
     const struct via *via = via_find(rec->via);
 

@@ -197,6 +197,18 @@ out:
     return status;
 }
 
+int open_entry(const struct persist_entry *e)
+{
+    struct open_args a = {.image = e->image,
+                          .format = e->format[0] ? e->format : NULL,
+                          .options = e->options[0] ? e->options : NULL,
+                          .via = e->via,
+                          .read_only = e->read_only,
+                          .direct = e->direct};
+
+    return open_one(&a);
+}
+
 /* Open every disk of the persistent table, in order; a failure does not stop the others. */
 static int open_all_persistent(void)
 {
@@ -208,25 +220,19 @@ static int open_all_persistent(void)
     if (persist_load(&all, &n) < 0)
         return 1;
     for (size_t i = 0; i < n; i++) {
-        struct open_args a = {.image = all[i].image,
-                              .format = all[i].format[0] ? all[i].format : NULL,
-                              .options = all[i].options[0] ? all[i].options : NULL,
-                              .via = all[i].via,
-                              .read_only = all[i].read_only,
-                              .direct = all[i].direct};
         const struct via *via;
 
-        if (access(a.image, F_OK) < 0) {
-            status = err("%s: %m; skipped (%s:%u)", a.image, persist_table(), all[i].line);
+        if (access(all[i].image, F_OK) < 0) {
+            status = err("%s: %m; skipped (%s:%u)", all[i].image, persist_table(), all[i].line);
             continue;
         }
-        record_id(a.image, rec.id);
+        record_id(all[i].image, rec.id);
         if (record_load(rec.id, &rec) == 1 && (via = via_find(rec.via)) && via->alive(&rec)) {
             printf("%s\n", rec.device); /* already open: nothing to do */
             continue;
         }
-        if (open_one(&a) != 0)
-            status = err("%s: not opened (%s:%u)", a.image, persist_table(), all[i].line);
+        if (open_entry(&all[i]) != 0)
+            status = err("%s: not opened (%s:%u)", all[i].image, persist_table(), all[i].line);
     }
     free(all);
     return status;

@@ -112,6 +112,10 @@ static const struct help {
      "      --via WAY          auto, kmod, loop, nbd or fuse\n"
      "      --no-direct        go through the page cache\n"
      "  -h, --help             show this help\n"},
+    {"supervise", "usage: vdisk supervise IMAGE|ID\n"
+                  "Keep a disk of the persistent table open, as vdisk@ID.service does: open it\n"
+                  "(or adopt it), watch its server, close it and exit 1 when the server dies.\n"
+                  "  -h, --help             show this help\n"},
     {"formats", "usage: vdisk formats\n"
                 "List the image formats this vdisk knows, one a line.\n"
                 "  -h, --help             show this help\n"},

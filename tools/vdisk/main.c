@@ -26,6 +26,7 @@ static const struct command {
     {"check", cmd_check, "check and repair an image's metadata"},
     {"bench", cmd_bench, "measure I/O on an image"},
     {"persist", cmd_persist, "edit the table of disks opened at boot"},
+    {"supervise", cmd_supervise, "keep a persistent disk open (vdisk@ID.service)"},
     {"formats", cmd_formats, "list the image formats"},
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))

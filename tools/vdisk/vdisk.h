@@ -122,6 +122,11 @@ struct persist_entry;
 int persist_entry_set(struct persist_entry *e, const char *image, const char *format,
                       const char *options, const char *via, bool read_only, bool direct);
 
+/* Open the disk of a persistent-table entry (cmd_open.c): 0, or 1 with a message. */
+int open_entry(const struct persist_entry *e);
+/* Stop one disk and drop its record, record lock held (cmd_close.c): 0, or 1 with a message. */
+int close_disk(const struct disk_record *rec);
+
 /* Commands (cmd_*.c): argc/argv start at the command name; return the exit status. */
 int cmd_create(int argc, char **argv);
 int cmd_open(int argc, char **argv);
@@ -134,5 +139,6 @@ int cmd_check(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_persist(int argc, char **argv);
 int cmd_formats(int argc, char **argv);
+int cmd_supervise(int argc, char **argv);
 
 #endif
