@@ -82,6 +82,12 @@ for o in $readme_opts; do
     help_opts convert | grep -qx -- "$o" && pass "README's convert $o is in --help" ||
         fail "README's convert $o is not in vdisk convert --help"
 done
+# and every option the README shows for any command is one its --help prints
+for c in create open close list info serve check bench; do
+    for o in $(grep -E "^vdisk $c |^\`vdisk $c " "$ROOT/README.md" | sed 's/#.*//' | grep -oE -- '(^|[ [|])--?[A-Za-z][-A-Za-z]*' | grep -oE -- '--?[A-Za-z][-A-Za-z]*' | sort -u); do
+        help_opts "$c" | grep -qx -- "$o" && pass "README's $c $o is in --help" || fail "README's $c $o is not in vdisk $c --help"
+    done
+done
 for o in $(help_opts convert | grep -vx -- '-h\|--help'); do
     grep -E '^vdisk convert ' "$ROOT/README.md" | grep -q -- "$o" && pass "convert --help's $o is in the README" ||
         fail "convert --help's $o is not in the README"
