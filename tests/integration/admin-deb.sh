@@ -51,6 +51,10 @@ ok "man vdisk-open" sh -c "MANPAGER=cat man vdisk-open | grep -q -- --all-persis
 ok "man libvdisk" sh -c "MANPAGER=cat man 3 libvdisk | grep -q vdisk_open"
 ok "man vdisk-qcow2" sh -c "MANPAGER=cat man 5 vdisk-qcow2 | grep -q 'NOT SUPPORTED'"
 [ -f /usr/share/bash-completion/completions/vdisk ] && pass "bash completion installed" || fail "no completion"
+for u in vdisk-persistent.service vdisk@.service; do
+    [ -f /lib/systemd/system/$u ] && pass "$u installed" || fail "no /lib/systemd/system/$u"
+done
+[ -f /lib/udev/rules.d/99-vdisk.rules ] && pass "udev rule installed" || fail "no udev rule"
 
 # the user's cycle, from the installed binary only
 export VDISK_RUN_DIR=$T/run
@@ -91,7 +95,8 @@ fi
 DEBIAN_FRONTEND=noninteractive apt-get remove -y -qq $PKGS >"$T/remove.log" 2>&1 && pass "apt-get remove" ||
     fail "remove: $(tail -5 "$T/remove.log")"
 for f in /usr/sbin/vdisk /usr/share/man/man8/vdisk.8.gz /usr/include/vdisk /usr/src/vdisk-$version \
-    /var/lib/dkms/vdisk /lib/systemd/system/vdisk-persistent.service /lib/udev/rules.d/99-vdisk.rules \
+    /var/lib/dkms/vdisk /lib/systemd/system/vdisk-persistent.service /lib/systemd/system/vdisk@.service \
+    /lib/udev/rules.d/99-vdisk.rules \
     /usr/share/bash-completion/completions/vdisk; do
     [ -e "$f" ] && fail "left after remove: $f" || pass "removed: $f"
 done
