@@ -97,6 +97,28 @@ else
     fail "cannot mount a tmpfs for the read-only mount check"
 fi
 
+# --- a full file system: a clear error, never a hang ---
+mkdir -p "$T/full"
+if mount -t tmpfs -o size=2m tmpfs "$T/full"; then
+    at_exit umount -l "$T/full"
+    "$VDISK" create -f qcow2 "$T/full/b.qcow2" 64M
+    timeout 30 "$VDISK" bench -w -c 4000 -d 16 -s 4k "$T/full/b.qcow2" >/dev/null 2>"$T/bench.err"
+    rc=$?
+    [ $rc = 1 ] && grep -q "No space left on device" "$T/bench.err" &&
+        pass "bench -w on a full file system fails with ENOSPC (no hang)" ||
+        fail "bench -w on a full file system: exit $rc (124: hung), $(head -c 200 "$T/bench.err")"
+    head -c 8M /dev/urandom >"$T/big-src.img"
+    timeout 30 "$VDISK" convert -O raw "$T/big-src.img" "$T/full/x.img" 2>"$T/conv.err"
+    rc=$?
+    [ $rc = 1 ] && grep -q "No space left on device" "$T/conv.err" &&
+        pass "convert into a full file system fails with ENOSPC (no hang)" ||
+        fail "convert into a full file system: exit $rc, $(head -c 200 "$T/conv.err")"
+    [ -e "$T/full/x.img" ] && fail "the failed convert left its target" || pass "the failed convert removed its target"
+    umount "$T/full"
+else
+    fail "cannot mount a tmpfs for the full file system check"
+fi
+
 # --- a mounted block device: opened exclusively, as mkfs does ---
 "$VDISK" create "$T/fs.img" 16M
 mkfs.ext4 -q "$T/fs.img"
