@@ -132,7 +132,7 @@ static int flush_now(struct bench *b, struct vdisk_queue *q, struct pool *p)
     if (r < 0)
         return -1;
     if (vdisk_queue_submit(q, &flush) < 0)
-        return err("bench: %s", vdisk_last_error());
+        return -err("bench: %s", vdisk_last_error());
     while (r == 0)
         r = collect(q, p, 1, &flush);
     return r < 0 ? -1 : 0;
