@@ -81,7 +81,7 @@ int record_save(const struct disk_record *rec)
     record_path(rec->id, "", path, sizeof(path));
     f = fopen(tmp, "w");
     if (!f)
-        return err("%s: %m", tmp);
+        return -err("%s: %m", tmp);
     put_field(f, "id", rec->id);
     put_field(f, "image", rec->image);
     put_field(f, "format", rec->format);
@@ -95,12 +95,12 @@ int record_save(const struct disk_record *rec)
     if (fflush(f) != 0 || fsync(fileno(f)) < 0) {
         fclose(f);
         unlink(tmp);
-        return err("%s: %m", tmp);
+        return -err("%s: %m", tmp);
     }
     fclose(f);
     if (rename(tmp, path) < 0) {
         unlink(tmp);
-        return err("%s: %m", path);
+        return -err("%s: %m", path);
     }
     return 0;
 }
