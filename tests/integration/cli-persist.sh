@@ -129,6 +129,13 @@ wait $spid
 fails_with "supervise of what is not in the table" "not in $tab" "$VDISK" supervise "$T/c.img"
 "$VDISK" close --all-persistent
 
+# a user who is not root is told so
+chmod 755 "$T" "$VDISK_CONF_DIR"
+fails_with "persist add as a non-root user: must be root" "^vdisk: must be root" \
+    runuser -u nobody -- "$VDISK" persist add "$T/a.img"
+ok "persist list as a non-root user (the table is readable)" runuser -u nobody -- "$VDISK" persist list
+chmod 700 "$T"
+
 # a malformed table names the line
 echo "relative.img loop rw" >>"$tab"
 fails_with "a relative path in the table names its line" "$tab:[0-9]+: IMAGE must be an absolute path" \

@@ -229,7 +229,10 @@ static int rewrite(const char *drop, const struct persist_entry *add)
     snprintf(dir, sizeof(dir), "%s", path);
     *strrchr(dir, '/') = '\0';
     if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
-        err("%s: %m", dir);
+        if ((errno == EACCES || errno == EPERM) && geteuid() != 0)
+            err("must be root (%s: %m)", dir);
+        else
+            err("%s: %m", dir);
         goto out;
     }
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
@@ -240,7 +243,10 @@ static int rewrite(const char *drop, const struct persist_entry *add)
     }
     out = fopen(tmp, "w");
     if (!out) {
-        err("%s: %m", tmp);
+        if ((errno == EACCES || errno == EPERM) && geteuid() != 0)
+            err("must be root (%s: %m)", tmp);
+        else
+            err("%s: %m", tmp);
         if (in)
             fclose(in);
         goto out;
