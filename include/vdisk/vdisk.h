@@ -249,7 +249,7 @@ struct vdisk_queue_stats {
 };
 void vdisk_queue_get_stats(const struct vdisk_queue *q, struct vdisk_queue_stats *st);
 
-/* Parse "10G", "512K", "100" (MiB, as the seed) into bytes; -EINVAL/-ERANGE. */
+/* Parse "10G", "1.5G", "512K", "100" (MiB, as the seed) into bytes; -EINVAL/-ERANGE. */
 int vdisk_parse_size(const char *text, uint64_t *bytes);
 
 #ifdef __cplusplus

@@ -6,11 +6,115 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include "file.h"
 #include "../error.h"
+
+/* Kernel pseudo file systems: their files are not disk images (and may block or grow). */
+static const char *pseudo_fs(int fd)
+{
+    static const struct {
+        long magic;
+        const char *name;
+    } fs[] = {
+        {PROC_SUPER_MAGIC, "proc"},       {SYSFS_MAGIC, "sysfs"},
+        {DEBUGFS_MAGIC, "debugfs"},       {TRACEFS_MAGIC, "tracefs"},
+        {SECURITYFS_MAGIC, "securityfs"}, {CGROUP_SUPER_MAGIC, "cgroup"},
+        {CGROUP2_SUPER_MAGIC, "cgroup2"}, {BPF_FS_MAGIC, "bpf"},
+        {EFIVARFS_MAGIC, "efivarfs"},
+    };
+    struct statfs sfs;
+
+    if (fstatfs(fd, &sfs) < 0)
+        return NULL;
+    for (size_t i = 0; i < sizeof(fs) / sizeof(fs[0]); i++)
+        if ((long)sfs.f_type == fs[i].magic)
+            return fs[i].name;
+    return NULL;
+}
+
+/* The error of a failed writable open, with the way out when the file is read-only. */
+static int open_error(const char *path, int e, bool writable)
+{
+    if (writable && (e == EROFS || e == EACCES || e == EPERM))
+        return vdisk_error(e, "%s: %s; open it read-only", path, strerror(e));
+    if (e == EISDIR)
+        return vdisk_error(e, "%s: is a directory, not a disk image", path);
+    return vdisk_error(e, "%s: %s", path, strerror(e));
+}
+
+/*
+ * Open PATH and check what it is before any read: O_NONBLOCK so that a FIFO
+ * does not hang the open, then only regular files and block devices pass.
+ * A writable block device is opened O_EXCL, as mkfs does: it fails while
+ * mounted or claimed. A regular file without write permission bits is not
+ * written even by root.
+ */
+static int open_checked(const char *path, int oflags, struct stat *st)
+{
+    bool writable = (oflags & O_ACCMODE) != O_RDONLY;
+    const char *fs;
+    int fd, e;
+
+    fd = open(path, oflags | O_NONBLOCK | O_NOCTTY, 0644);
+    if (fd < 0)
+        return open_error(path, errno, writable);
+    if (fstat(fd, st) < 0) {
+        e = vdisk_error(errno, "%s: %m", path);
+        goto err;
+    }
+    if (S_ISDIR(st->st_mode)) {
+        e = vdisk_error(EISDIR, "%s: is a directory, not a disk image", path);
+        goto err;
+    }
+    if (!S_ISREG(st->st_mode) && !S_ISBLK(st->st_mode)) {
+        e = vdisk_error(EINVAL, "%s: is a %s, not a regular file or block device", path,
+                        S_ISFIFO(st->st_mode)   ? "FIFO"
+                        : S_ISCHR(st->st_mode)  ? "character device"
+                        : S_ISSOCK(st->st_mode) ? "socket"
+                                                : "special file");
+        goto err;
+    }
+    if (S_ISREG(st->st_mode) && (fs = pseudo_fs(fd))) {
+        e = vdisk_error(
+            EINVAL, "%s: is a file of %s, a kernel pseudo file system, not a disk image", path, fs);
+        goto err;
+    }
+    if (S_ISREG(st->st_mode) && writable && !(oflags & O_CREAT) &&
+        !(st->st_mode & (S_IWUSR | S_IWGRP | S_IWOTH))) {
+        e = vdisk_error(EACCES, "%s: file is read-only (mode %04o); open it read-only", path,
+                        (unsigned)(st->st_mode & 07777));
+        goto err;
+    }
+    if (S_ISBLK(st->st_mode) && writable) {
+        /* claim the device; the first, unclaimed descriptor goes */
+        int xfd = open(path, (oflags & ~O_CREAT) | O_EXCL | O_NONBLOCK | O_NOCTTY);
+
+        if (xfd < 0) {
+            e = errno == EBUSY ? vdisk_error(EBUSY,
+                                             "%s: block device is in use (mounted, or held by "
+                                             "another program); it is only opened exclusively",
+                                             path)
+                               : open_error(path, errno, writable);
+            goto err;
+        }
+        close(fd);
+        fd = xfd;
+    }
+    if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0) {
+        e = vdisk_error(errno, "%s: %m", path);
+        goto err;
+    }
+    return fd;
+
+err:
+    close(fd);
+    return e;
+}
 
 /* Open PATH, with a second buffered descriptor when direct I/O is asked for. */
 int vdisk_file_open(const char *path, unsigned flags, struct vdisk_file **filep)
@@ -33,22 +137,10 @@ int vdisk_file_open(const char *path, unsigned flags, struct vdisk_file **filep)
         err = vdisk_error(ENOMEM, "%s: out of memory", path);
         goto err_free;
     }
-    f->fd_buffered = open(path, oflags, 0644);
+    f->fd_buffered = open_checked(path, oflags, &st);
     if (f->fd_buffered < 0) {
-        err = vdisk_error(errno, "%s: %m", path);
+        err = f->fd_buffered;
         goto err_free;
-    }
-    if (fstat(f->fd_buffered, &st) < 0) {
-        err = vdisk_error(errno, "%s: %m", path);
-        goto err_close;
-    }
-    if (S_ISDIR(st.st_mode)) {
-        err = vdisk_error(EISDIR, "%s: is a directory, not a disk image", path);
-        goto err_close;
-    }
-    if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
-        err = vdisk_error(EINVAL, "%s: not a regular file or block device", path);
-        goto err_close;
     }
     f->is_block_device = S_ISBLK(st.st_mode);
     f->fd = f->fd_buffered;

@@ -18,7 +18,7 @@ mkdir "$T/dir"
 echo data >"$T/notdir"
 for via in ${VIAS:-loop fuse}; do
     img=$T/$via-new.img
-    for size in 0 -1 junk 12abc 99999999999999999T 1.5G; do
+    for size in 0 -1 junk 12abc 99999999999999999T 0x10 1e3 0.1K; do
         refused "$via: open with size '$size'" "size|invalid|too large|usage" "$img" \
             "$VDISK" open --via "$via" "$img" "$size"
         [ -e "$img" ] && fail "$via: size '$size' left $img" || pass "$via: size '$size' created no file"

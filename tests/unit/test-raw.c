@@ -280,7 +280,15 @@ static void test_parse_size(void **state)
     assert_int_equal(vdisk_parse_size("-1", &v), -EINVAL);
     assert_int_equal(vdisk_parse_size("", &v), -EINVAL);
     assert_int_equal(vdisk_parse_size("12X", &v), -EINVAL);
-    assert_int_equal(vdisk_parse_size("1.5G", &v), -EINVAL);
+    assert_int_equal(vdisk_parse_size("1.5G", &v), 0); /* fractions, as qemu-img */
+    assert_int_equal(v, 3ull << 29);
+    assert_int_equal(vdisk_parse_size("0.5", &v), 0);
+    assert_int_equal(v, MiB / 2);
+    assert_int_equal(vdisk_parse_size("0.1K", &v), -EINVAL); /* not whole bytes */
+    assert_int_equal(vdisk_parse_size("1.5B", &v), -EINVAL);
+    assert_int_equal(vdisk_parse_size("0x10", &v), -EINVAL);
+    assert_int_equal(vdisk_parse_size("1e3", &v), -EINVAL);
+    assert_int_equal(vdisk_parse_size("1.", &v), -EINVAL);
     assert_int_equal(vdisk_parse_size("99999999999999999999", &v), -ERANGE);
     assert_int_equal(vdisk_parse_size("17179869184T", &v), -ERANGE);
     assert_int_equal(vdisk_parse_size("17592186044416", &v), -ERANGE); /* MiB overflow */

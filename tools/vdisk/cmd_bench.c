@@ -105,11 +105,12 @@ static int collect(struct vdisk_queue *q, struct pool *p, unsigned min,
 {
     int n = vdisk_queue_complete(q, p->done, vdisk_queue_inflight(q), min), seen = 0;
 
+    /* -err(): err() returns 1, which would read as "the flush completed" */
     if (n < 0)
-        return err("bench: %s", vdisk_last_error());
+        return -err("bench: %s", vdisk_last_error());
     for (int i = 0; i < n; i++) {
         if (p->done[i]->result < 0)
-            return err("bench: %s", vdisk_last_error());
+            return -err("bench: %s", vdisk_last_error());
         if (p->done[i] == flush) {
             seen = 1;
             continue;
@@ -131,7 +132,7 @@ static int flush_now(struct bench *b, struct vdisk_queue *q, struct pool *p)
     if (r < 0)
         return -1;
     if (vdisk_queue_submit(q, &flush) < 0)
-        return err("bench: %s", vdisk_last_error());
+        return -err("bench: %s", vdisk_last_error());
     while (r == 0)
         r = collect(q, p, 1, &flush);
     return r < 0 ? -1 : 0;

@@ -108,8 +108,11 @@ int cmd_check(int argc, char **argv)
         return CHECK_ERROR;
     }
     path = argv[optind];
-    if (vdisk_open(path, format, flags ? 0 : VDISK_OPEN_RDONLY, NULL, &img) < 0)
-        return err("%s", vdisk_last_error());
+    if (vdisk_open(path, format, flags ? 0 : VDISK_OPEN_RDONLY, NULL, &img) < 0) {
+        err("%s", vdisk_last_error());
+        lock_hint(path);
+        return CHECK_ERROR;
+    }
     r = vdisk_check(img, flags, &res);
     if (r == -ENOTSUP || r == -EOPNOTSUPP) {
         err("%s", vdisk_last_error());

@@ -1,20 +1,21 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * vdisk close [--force] IMAGE|DEVICE|ID, vdisk close --all: undo what open
- * did. --force kills the server first (no flush): its device goes away and
- * waiting I/O fails, for a server that hangs.
+ * vdisk close [--force] IMAGE|DEVICE|ID, vdisk close --all | --all-persistent:
+ * undo what open did. --force kills the server first (no flush): its device
+ * goes away and waiting I/O fails, for a server that hangs.
  */
 #include <getopt.h>
-#include <signal.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "vdisk.h"
+#include "persist.h"
 #include "server.h"
+#include "vdisk.h"
 
 int find_record(const char *what, struct disk_record *rec)
 {
@@ -47,8 +48,7 @@ int find_record(const char *what, struct disk_record *rec)
     return record_load(id, rec);
 }
 
-/* Stop one disk and drop its record; FORCE: kill its server first. */
-static int close_disk(const struct disk_record *rec, bool force)
+int close_disk(const struct disk_record *rec, bool force)
 {
     const struct via *via = via_find(rec->via);
     char name[32];
@@ -66,16 +66,38 @@ static int close_disk(const struct disk_record *rec, bool force)
     return record_remove(rec->id) < 0;
 }
 
+/* Close the open disks of the persistent table, last line first (shutdown). */
+static int close_all_persistent(void)
+{
+    struct persist_entry *all;
+    struct disk_record rec;
+    char id[17];
+    int status = 0;
+    size_t n;
+
+    if (persist_load(&all, &n) < 0)
+        return 1;
+    for (size_t i = n; i-- > 0;) {
+        record_id(all[i].image, id);
+        if (record_load(id, &rec) == 1)
+            status |= close_disk(&rec, false);
+    }
+    free(all);
+    return status;
+}
+
 int cmd_close(int argc, char **argv)
 {
+    enum { OPT_ALL_PERSISTENT = 256 };
     static const struct option longopts[] = {
         {"all", no_argument, NULL, 'a'},
+        {"all-persistent", no_argument, NULL, OPT_ALL_PERSISTENT},
         {"force", no_argument, NULL, 'F'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     struct disk_record rec, *all;
-    bool every = false, force = false;
+    bool every = false, persistent = false, force = false;
     int c, lock, status = 0;
     size_t n;
 
@@ -84,23 +106,31 @@ int cmd_close(int argc, char **argv)
         case 'a':
             every = true;
             break;
+        case OPT_ALL_PERSISTENT:
+            persistent = true;
+            break;
         case 'F':
             force = true;
             break;
         case 'h':
         default:
-            fprintf(stderr, "usage: vdisk close [--force] IMAGE|DEVICE|ID | --all\n");
+            if (c == 'h')
+                fputs(command_help("close"), stdout);
+            else
+                print_usage(stderr, "close");
             return c == 'h' ? 0 : 2;
         }
     }
-    if (every == (optind < argc) || argc - optind > 1) {
-        fprintf(stderr, "usage: vdisk close [--force] IMAGE|DEVICE|ID | --all\n");
+    if ((every || persistent) == (optind < argc) || argc - optind > 1 || (every && persistent)) {
+        print_usage(stderr, "close");
         return 2;
     }
     lock = record_lock();
     if (lock < 0)
         return 1;
-    if (every) {
+    if (persistent) {
+        status = close_all_persistent();
+    } else if (every) {
         if (record_list(&all, &n) < 0) {
             status = 1;
         } else {

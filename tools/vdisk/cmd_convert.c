@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * vdisk convert [-p] [-m THREADS] [-t CACHE] [-T CACHE] [-f FMT] -O FMT [-o KEY=VAL,...]
- *               SRC DST
+ * vdisk convert [-p | --progress=json] [-m THREADS] [-t CACHE] [-T CACHE] [-f FMT] -O FMT [-o
+ * KEY=VAL,...] SRC DST
  *
  * Copies SRC, of any format, into a new image DST. Holes and zero blocks are
  * not written, so sparse images stay sparse. DST must not exist; if the copy
@@ -23,8 +23,8 @@
 #include "vdisk.h"
 
 #define USAGE                                                                                      \
-    "usage: vdisk convert [-p] [-m THREADS] [-t CACHE] [-T CACHE] [-f FMT] -O FMT\n"               \
-    "                     [-o KEY=VAL,...] SRC DST\n"                                              \
+    "usage: vdisk convert [-p | --progress=json] [-m THREADS] [-t CACHE] [-T CACHE] [-f FMT]\n"    \
+    "                     -O FMT [-o KEY=VAL,...] SRC DST\n"                                       \
     "CACHE: none (O_DIRECT), writeback (default) or unsafe (no flush at the end)\n"
 
 static volatile sig_atomic_t interrupted;
@@ -93,12 +93,20 @@ int cmd_convert(int argc, char **argv)
     bool progress = false;
     int src_cache = 0, dst_cache = 0;
     char msg[1024];
+    static const struct option longopts[] = {{"progress", required_argument, NULL, 'P'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
     int c, r;
 
-    while ((c = getopt(argc, argv, "pf:O:o:m:t:T:h")) != -1) {
+    while ((c = getopt_long(argc, argv, "pf:O:o:m:t:T:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'p':
             progress = true;
+            break;
+        case 'P': /* --progress=json: machine-readable, terminal or not */
+            if (strcmp(optarg, "json") != 0)
+                return err("convert: --progress takes 'json', not '%s'", optarg);
+            copt.progress_json = true;
             break;
         case 'f':
             src_fmt = optarg;

@@ -8,11 +8,15 @@
 
 int cmd_create(int argc, char **argv)
 {
+    static const struct option longopts[] = {{"format", required_argument, NULL, 'f'},
+                                             {"options", required_argument, NULL, 'o'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
     const char *format = "raw", *options = NULL;
     uint64_t size = 0;
     int c;
 
-    while ((c = getopt(argc, argv, "f:o:h")) != -1) {
+    while ((c = getopt_long(argc, argv, "f:o:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'f':
             format = optarg;
@@ -33,6 +37,9 @@ int cmd_create(int argc, char **argv)
     }
     if (argc - optind == 2 && vdisk_parse_size(argv[optind + 1], &size) < 0)
         return err("%s", vdisk_last_error());
+    /* 0 is the library's to judge: a qcow2 overlay takes its backing file's size */
+    if (size && check_disk_size(argv[optind + 1], size) < 0)
+        return 1;
     if (vdisk_create(argv[optind], format, size, options) < 0)
         return err("%s", vdisk_last_error());
     return 0;

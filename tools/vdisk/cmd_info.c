@@ -13,14 +13,19 @@ static const char *const cap_names[] = {"thread-safe", "read-only", "linear"};
 
 static void print_text(const struct vdisk_info *in, const struct disk_record *rec, bool open)
 {
-    printf("image: %s\nformat: %s\nvirtual size: %" PRIu64 "\nfile size: %" PRIu64
-           "\ndisk size: %" PRIu64 "\n",
-           in->path, in->format, in->virtual_size, in->file_size, in->allocated_bytes);
+    /* paths escaped: a newline in one must not make a line of its own */
+    printf("image: ");
+    fput_escaped(stdout, in->path);
+    printf("\nformat: %s\nvirtual size: %" PRIu64 "\nfile size: %" PRIu64 "\ndisk size: %" PRIu64
+           "\n",
+           in->format, in->virtual_size, in->file_size, in->allocated_bytes);
     if (in->cluster_size)
         printf("cluster size: %u\n", in->cluster_size);
-    if (in->backing_file)
-        printf("backing file: %s (%s)\n", in->backing_file,
-               in->backing_format ? in->backing_format : "no format stated");
+    if (in->backing_file) {
+        printf("backing file: ");
+        fput_escaped(stdout, in->backing_file);
+        printf(" (%s)\n", in->backing_format ? in->backing_format : "no format stated");
+    }
     if (in->dirty)
         printf("dirty: yes\n");
     printf("capabilities:");
@@ -35,11 +40,16 @@ static void print_text(const struct vdisk_info *in, const struct disk_record *re
 
         for (const char *k = d->key; *k; k++)
             putchar(*k == '_' ? ' ' : *k);
-        printf(": %s\n", d->value);
+        printf(": ");
+        fput_escaped(stdout, d->value);
+        putchar('\n');
     }
     printf("format from: %s\n", in->format_probed ? "probe" : "stated or remembered");
-    for (const char *const *f = in->files; f && *f; f++)
-        printf("reads file: %s\n", *f); /* every file the image reads, top first */
+    for (const char *const *f = in->files; f && *f; f++) { /* every file it reads, top first */
+        printf("reads file: ");
+        fput_escaped(stdout, *f);
+        putchar('\n');
+    }
     if (open)
         printf("device: %s\nvia: %s\nid: %s\nread-only: %s\n", rec->device, rec->via, rec->id,
                rec->read_only ? "yes" : "no");

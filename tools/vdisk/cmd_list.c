@@ -70,10 +70,13 @@ int cmd_list(int argc, char **argv)
     } else if (n) {
         printf("%-16s  %-12s  %-4s  %-6s  %-2s  %10s  %-5s  %s\n", "ID", "DEVICE", "VIA", "FORMAT",
                "RO", "SIZE", "STATE", "IMAGE");
-        for (size_t i = 0; i < n; i++)
-            printf("%-16s  %-12s  %-4s  %-6s  %-2s  %10" PRIu64 "  %-5s  %s\n", recs[i].id,
+        for (size_t i = 0; i < n; i++) {
+            printf("%-16s  %-12s  %-4s  %-6s  %-2s  %10" PRIu64 "  %-5s  ", recs[i].id,
                    recs[i].device, recs[i].via, recs[i].format, recs[i].read_only ? "ro" : "rw",
-                   recs[i].size, record_state(&recs[i]), recs[i].image);
+                   recs[i].size, record_state(&recs[i]));
+            fput_escaped(stdout, recs[i].image); /* a path may hold any byte but NUL */
+            putchar('\n');
+        }
     }
     free(recs);
     return 0;

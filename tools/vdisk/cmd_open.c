@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * vdisk open [-r] [-f FMT] [-o KEY=VAL,...] [--via WAY] [--no-direct] IMAGE [SIZE]
+ * vdisk open [-r] [-f FMT] [-o KEY=VAL,...] [--via WAY] [--no-direct] [--persist] IMAGE [SIZE]
+ * vdisk open --all-persistent
  * The seed's "open <file> [MB]": create the image when missing (100 MiB by
  * default), give it a block device, record it, print the device.
  */
@@ -13,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "persist.h"
 #include "vdisk.h"
 #include "vdisk_ublk.h"
 #include "../../lib/format/foreign.h" /* no raw file named .vhdx */
@@ -86,68 +88,34 @@ static int check_not_open(const char *id, const char *image)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: vdisk open [-r] [-f FMT] [-o KEY=VAL,...] "
-                    "[--via auto|kmod|loop|ublk|nbd|fuse] [--no-direct] IMAGE [SIZE]\n");
+    print_usage(stderr, "open");
 }
 
-int cmd_open(int argc, char **argv)
+/* What one open asks for: the command line, or a line of the persistent table. */
+struct open_args {
+    const char *image;
+    const char *format;  /* NULL: probe */
+    const char *options; /* -o */
+    const char *via;     /* "auto" or a way */
+    bool read_only, direct;
+    bool may_create; /* create a missing image (not for the persistent table) */
+    bool size_given;
+    uint64_t size;
+};
+
+/* Open one disk and print its device: 0, or 1 with a message. */
+static int open_one(const struct open_args *a)
 {
-    static const struct option longopts[] = {
-        {"read-only", no_argument, NULL, 'r'},
-        {"format", required_argument, NULL, 'f'},
-        {"options", required_argument, NULL, 'o'},
-        {"via", required_argument, NULL, 'v'},
-        {"no-direct", no_argument, NULL, 'D'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    struct open_request req = {.direct = true};
+    struct open_request req = {
+        .direct = a->direct, .read_only = a->read_only, .options = a->options};
     struct disk_record rec = {0};
-    const char *format = NULL, *via_name = "auto", *image;
+    const char *format = a->format, *via_name = a->via, *image = a->image;
     const struct via *via;
     char canonical[PATH_MAX];
-    uint64_t size = 0;
-    bool created = false, size_given = false;
+    bool created = false;
     struct stat st;
-    int c, lock, r, status = 1;
+    int lock, r, status = 1;
 
-    while ((c = getopt_long(argc, argv, "rf:o:h", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'r':
-            req.read_only = true;
-            break;
-        case 'f':
-            format = optarg;
-            break;
-        case 'o':
-            req.options = optarg;
-            break;
-        case 'v':
-            via_name = optarg;
-            break;
-        case 'D':
-            req.direct = false;
-            break;
-        case 'h':
-            usage();
-            return 0;
-        default:
-            usage();
-            return 2;
-        }
-    }
-    if (argc - optind < 1 || argc - optind > 2) {
-        usage();
-        return 2;
-    }
-    image = argv[optind];
-    if (argc - optind == 2) {
-        if (vdisk_parse_size(argv[optind + 1], &size) < 0)
-            return err("%s", vdisk_last_error());
-        if (size == 0)
-            return err("%s: size must be greater than zero", argv[optind + 1]);
-        size_given = true;
-    }
     if (strcmp(via_name, "auto") != 0 && !via_find(via_name))
         return err("--via %s: unknown way (ways: auto, kmod, loop, ublk, nbd, fuse)", via_name);
 
@@ -155,7 +123,7 @@ int cmd_open(int argc, char **argv)
     if (lock < 0)
         return 1;
     if (stat(image, &st) < 0) {
-        if (errno != ENOENT) {
+        if (errno != ENOENT || !a->may_create) {
             err("%s: %m", image);
             goto out;
         }
@@ -165,18 +133,12 @@ int cmd_open(int argc, char **argv)
         }
         if (!format)
             format = format_from_name(image);
-        if (vdisk_create(image, format, size_given ? size : DEFAULT_SIZE, NULL) < 0) {
+        if (vdisk_create(image, format, a->size_given ? a->size : DEFAULT_SIZE, NULL) < 0) {
             err("%s", vdisk_last_error());
             goto out;
         }
         created = true;
-    } else if (S_ISDIR(st.st_mode)) {
-        err("%s: is a directory, not a disk image", image);
-        goto out;
-    } else if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
-        err("%s: not a regular file or block device", image);
-        goto out;
-    }
+    } /* not a regular file or block device: the library says what it is */
     if (!realpath(image, canonical)) {
         err("%s: %m", image);
         goto out;
@@ -191,13 +153,21 @@ int cmd_open(int argc, char **argv)
     req.format_stated = format != NULL;
     if (inspect(&req, format))
         goto out;
-    if (size_given && size != req.size && !created) { /* new: the format may round (VHD CHS) */
+    if (!created && !req.read_only && !(req.caps & VDISK_CAP_READ_ONLY) &&
+        check_writable(canonical) < 0)
+        goto out;
+    if (a->size_given && a->size != req.size &&
+        !created) { /* new: the format may round (VHD CHS) */
         err("%s: image is %llu bytes, not the %llu asked for; leave SIZE out to open it as "
             "it is",
-            canonical, (unsigned long long)req.size, (unsigned long long)size);
+            canonical, (unsigned long long)req.size, (unsigned long long)a->size);
         goto out;
     }
-
+    if (req.size < 512) {
+        err("%s: image is %llu bytes, below one 512-byte sector: too small for a disk", canonical,
+            (unsigned long long)req.size);
+        goto out;
+    }
     if (strcmp(via_name, "auto") == 0) {
         via = via_auto(req.caps);
         if (via && req.linear_offset && strcmp(via->name, "kmod") == 0)
@@ -230,8 +200,10 @@ int cmd_open(int argc, char **argv)
     rec.read_only = req.read_only || (req.caps & VDISK_CAP_READ_ONLY);
     req.read_only = rec.read_only;
     rec.size = req.size;
-    if (via->start(&req, &rec) < 0)
+    if (via->start(&req, &rec) < 0) {
+        lock_hint(canonical);
         goto out;
+    }
     if (record_save(&rec) < 0) {
         via->stop(&rec);
         goto out;
@@ -243,4 +215,123 @@ out:
         unlink(image); /* nothing half-made is left behind */
     record_unlock(lock);
     return status;
+}
+
+int open_entry(const struct persist_entry *e)
+{
+    struct open_args a = {.image = e->image,
+                          .format = e->format[0] ? e->format : NULL,
+                          .options = e->options[0] ? e->options : NULL,
+                          .via = e->via,
+                          .read_only = e->read_only,
+                          .direct = e->direct};
+
+    return open_one(&a);
+}
+
+/* Open every disk of the persistent table, in order; a failure does not stop the others. */
+static int open_all_persistent(void)
+{
+    struct persist_entry *all;
+    struct disk_record rec;
+    int status = 0;
+    size_t n;
+
+    if (persist_load(&all, &n) < 0)
+        return 1;
+    for (size_t i = 0; i < n; i++) {
+        const struct via *via;
+
+        if (access(all[i].image, F_OK) < 0) {
+            status = err("%s: %m; skipped (%s:%u)", all[i].image, persist_table(), all[i].line);
+            continue;
+        }
+        record_id(all[i].image, rec.id);
+        if (record_load(rec.id, &rec) == 1 && (via = via_find(rec.via)) && via->alive(&rec)) {
+            printf("%s\n", rec.device); /* already open: nothing to do */
+            continue;
+        }
+        if (open_entry(&all[i]) != 0)
+            status = err("%s: not opened (%s:%u)", all[i].image, persist_table(), all[i].line);
+    }
+    free(all);
+    return status;
+}
+
+int cmd_open(int argc, char **argv)
+{
+    enum { OPT_PERSIST = 256, OPT_ALL_PERSISTENT };
+    static const struct option longopts[] = {
+        {"read-only", no_argument, NULL, 'r'},
+        {"format", required_argument, NULL, 'f'},
+        {"options", required_argument, NULL, 'o'},
+        {"via", required_argument, NULL, 'v'},
+        {"no-direct", no_argument, NULL, 'D'},
+        {"persist", no_argument, NULL, OPT_PERSIST},
+        {"all-persistent", no_argument, NULL, OPT_ALL_PERSISTENT},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    struct open_args a = {.via = "auto", .direct = true, .may_create = true};
+    bool persist = false, all_persistent = false;
+    struct persist_entry e;
+    int c;
+
+    while ((c = getopt_long(argc, argv, "rf:o:h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'r':
+            a.read_only = true;
+            break;
+        case 'f':
+            a.format = optarg;
+            break;
+        case 'o':
+            a.options = optarg;
+            break;
+        case 'v':
+            a.via = optarg;
+            break;
+        case 'D':
+            a.direct = false;
+            break;
+        case OPT_PERSIST:
+            persist = true;
+            break;
+        case OPT_ALL_PERSISTENT:
+            all_persistent = true;
+            break;
+        case 'h':
+            fputs(command_help("open"), stdout);
+            return 0;
+        default:
+            usage();
+            return 2;
+        }
+    }
+    if (all_persistent) {
+        if (optind != argc || persist) {
+            usage();
+            return 2;
+        }
+        return open_all_persistent();
+    }
+    if (argc - optind < 1 || argc - optind > 2) {
+        usage();
+        return 2;
+    }
+    a.image = argv[optind];
+    if (argc - optind == 2) {
+        if (vdisk_parse_size(argv[optind + 1], &a.size) < 0)
+            return err("%s", vdisk_last_error());
+        if (check_disk_size(argv[optind + 1], a.size) < 0)
+            return 1;
+        a.size_given = true;
+    }
+    if (open_one(&a) != 0)
+        return 1;
+    if (persist &&
+        (persist_entry_set(&e, a.image, a.format, a.options, a.via, a.read_only, a.direct) < 0 ||
+         persist_add(&e) < 0))
+        return err("%s: open, but not recorded in %s", a.image, persist_table());
+    return 0;
 }

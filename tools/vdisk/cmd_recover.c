@@ -14,12 +14,17 @@ int cmd_recover(int argc, char **argv)
     struct disk_record rec;
     int c, lock, r, status = 1;
 
-    while ((c = getopt(argc, argv, "h")) != -1) {
-        fprintf(stderr, "usage: vdisk recover IMAGE|DEVICE|ID\n");
+    static const struct option longopts[] = {{"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        if (c == 'h')
+            fputs(command_help("recover"), stdout);
+        else
+            print_usage(stderr, "recover");
         return c == 'h' ? 0 : 2;
     }
     if (argc - optind != 1) {
-        fprintf(stderr, "usage: vdisk recover IMAGE|DEVICE|ID\n");
+        print_usage(stderr, "recover");
         return 2;
     }
     lock = record_lock();

@@ -108,8 +108,11 @@ int cmd_serve(int argc, char **argv)
     }
     if (opts.export_name && strlen(opts.export_name) > 4096)
         return err("--name: longer than 4096 bytes");
-    if (vdisk_open(argv[optind], format, flags, NULL, &img) < 0)
-        return err("%s", vdisk_last_error());
+    if (vdisk_open(argv[optind], format, flags, NULL, &img) < 0) {
+        err("%s", vdisk_last_error());
+        lock_hint(argv[optind]);
+        return 1;
+    }
     if (nbd_server_new(img, &opts, &the_server) < 0) {
         err("%s: cannot set up the server", argv[optind]);
         goto out_close;

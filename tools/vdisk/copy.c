@@ -33,9 +33,10 @@ struct copy {
     uint64_t next;        /* first byte no worker has taken yet */
     uint64_t done;        /* bytes finished, for the progress bar */
     uint64_t written;
-    int wb_fd; /* DST's file, read-only, to start its writeback; or -1 */
-    int shown; /* last progress shown, in hundredths of a percent */
-    int error; /* first error, -errno */
+    int wb_fd;      /* DST's file, read-only, to start its writeback; or -1 */
+    int shown;      /* last progress shown, in hundredths of a percent */
+    int json_shown; /* last whole percent printed as JSON */
+    int error;      /* first error, -errno */
     char *msg;
     size_t msg_len;
 };
@@ -97,6 +98,13 @@ static void show_progress(struct copy *c)
 {
     int now = c->size ? (int)(c->done * 10000 / c->size) : 10000;
 
+    if (c->opts->progress_json && now / 100 != c->json_shown) {
+        c->json_shown = now / 100;
+        /* one line a percent, for scripts and GUIs; stdout carries nothing else */
+        printf("{\"done\": %llu, \"total\": %llu, \"percent\": %d.%02d}\n",
+               (unsigned long long)c->done, (unsigned long long)c->size, now / 100, now % 100);
+        fflush(stdout);
+    }
     if (!c->opts->progress || now == c->shown)
         return;
     c->shown = now;
@@ -203,6 +211,7 @@ int copy_image(struct vdisk_image *src, struct vdisk_image *dst, struct copy_opt
     c.size = vdisk_get_size(src);
     c.chunk = opts->chunk ? opts->chunk : DEFAULT_CHUNK;
     c.shown = -1;
+    c.json_shown = -1;
     if (n > MAX_THREADS || c.chunk > MAX_CHUNK || c.chunk % COPY_ZERO_BLOCK) {
         snprintf(msg, msg_len, "bad copy parameters (%u threads, %zu-byte chunks)", n, c.chunk);
         return -EINVAL;
@@ -231,11 +240,12 @@ int copy_image(struct vdisk_image *src, struct vdisk_image *dst, struct copy_opt
         c.error = -EINTR;
         snprintf(msg, msg_len, "interrupted");
     }
-    if (opts->progress && !c.error) {
+    if ((opts->progress || opts->progress_json) && !c.error) {
         c.done = c.size;
         c.shown = -1;
         show_progress(&c);
-        fputc('\n', stderr);
+        if (opts->progress)
+            fputc('\n', stderr);
     } else if (opts->progress) {
         fputc('\n', stderr);
     }

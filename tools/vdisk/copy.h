@@ -20,6 +20,7 @@ struct copy_options {
     unsigned threads;                   /* requests in flight; 0 means the default */
     size_t chunk;                       /* bytes per request; 0 means the default */
     bool progress;                      /* print "    (xx.xx/100%)\r" on stderr */
+    bool progress_json;                 /* print {"done":..} lines on stdout, every 1% */
     bool unsafe;                        /* DST won't be flushed: don't start its writeback */
     volatile sig_atomic_t *interrupted; /* stop early when it becomes non-zero */
     uint64_t bytes_written;             /* out: data bytes written to DST */

@@ -4,6 +4,7 @@
  * lines, replaced atomically. The id is a hash of the canonical image path,
  * as the seed's instance id is a hash of the file path.
  */
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -27,8 +28,11 @@ const char *run_dir(void)
 /* Create the run directory (root only) if needed. */
 static int ensure_run_dir(void)
 {
-    if (mkdir(run_dir(), 0700) < 0 && errno != EEXIST)
+    if (mkdir(run_dir(), 0700) < 0 && errno != EEXIST) {
+        if ((errno == EACCES || errno == EPERM) && geteuid() != 0)
+            return err("must be root (%s: %m)", run_dir());
         return err("%s: %m", run_dir());
+    }
     return 0;
 }
 
@@ -49,6 +53,23 @@ static void record_path(const char *id, const char *suffix, char *buf, size_t le
     snprintf(buf, len, "%s/%s.rec%s", run_dir(), id, suffix);
 }
 
+/* Write "KEY=VALUE\n" with VALUE escaped (\\, \n, \xHH): a record holds any path. */
+static void put_field(FILE *f, const char *key, const char *value)
+{
+    fprintf(f, "%s=", key);
+    for (const unsigned char *p = (const unsigned char *)value; *p; p++) {
+        if (*p == '\\')
+            fputs("\\\\", f);
+        else if (*p == '\n')
+            fputs("\\n", f);
+        else if (*p < 0x20 || *p == 0x7f)
+            fprintf(f, "\\x%02x", *p);
+        else
+            fputc(*p, f);
+    }
+    fputc('\n', f);
+}
+
 int record_save(const struct disk_record *rec)
 {
     char tmp[4200], path[4200];
@@ -60,31 +81,58 @@ int record_save(const struct disk_record *rec)
     record_path(rec->id, "", path, sizeof(path));
     f = fopen(tmp, "w");
     if (!f)
-        return err("%s: %m", tmp);
-    fprintf(f,
-            "id=%s\nimage=%s\nformat=%s\nvia=%s\ndevice=%s\nbacking=%s\nmountpoint=%s\n"
-            "socket=%s\nread_only=%d\nsize=%" PRIu64 "\npid=%d\n",
-            rec->id, rec->image, rec->format, rec->via, rec->device, rec->backing, rec->mountpoint,
-            rec->socket, rec->read_only, rec->size, (int)rec->pid);
+        return -err("%s: %m", tmp);
+    put_field(f, "id", rec->id);
+    put_field(f, "image", rec->image);
+    put_field(f, "format", rec->format);
+    put_field(f, "via", rec->via);
+    put_field(f, "device", rec->device);
+    put_field(f, "backing", rec->backing);
+    put_field(f, "mountpoint", rec->mountpoint);
+    put_field(f, "socket", rec->socket);
+    fprintf(f, "read_only=%d\nsize=%" PRIu64 "\npid=%d\n", rec->read_only, rec->size,
+            (int)rec->pid);
     if (fflush(f) != 0 || fsync(fileno(f)) < 0) {
         fclose(f);
         unlink(tmp);
-        return err("%s: %m", tmp);
+        return -err("%s: %m", tmp);
     }
     fclose(f);
     if (rename(tmp, path) < 0) {
         unlink(tmp);
-        return err("%s: %m", path);
+        return -err("%s: %m", path);
     }
     return 0;
 }
 
-/* Copy VALUE into a fixed field, refusing overlong values. */
+/* Unescape VALUE (as put_field wrote it) into a fixed field; -1 if malformed or too long. */
 static int set_field(char *field, size_t size, const char *value)
 {
-    if (strlen(value) >= size)
-        return -1;
-    strcpy(field, value);
+    size_t n = 0;
+
+    for (const char *p = value; *p; p++) {
+        char c = *p;
+
+        if (c == '\\') {
+            p++;
+            if (*p == '\\')
+                c = '\\';
+            else if (*p == 'n')
+                c = '\n';
+            else if (*p == 'x' && isxdigit((unsigned char)p[1]) && isxdigit((unsigned char)p[2])) {
+                char hex[3] = {p[1], p[2], 0};
+
+                c = (char)strtoul(hex, NULL, 16);
+                p += 2;
+            } else {
+                return -1;
+            }
+        }
+        if (n + 1 >= size)
+            return -1;
+        field[n++] = c;
+    }
+    field[n] = '\0';
     return 0;
 }
 
@@ -120,7 +168,7 @@ static int parse_line(struct disk_record *rec, char *line)
 
 int record_load(const char *id, struct disk_record *rec)
 {
-    char path[4200], line[4200];
+    char path[4200], line[4 * 4096 + 64]; /* an escaped path takes up to 4 bytes a byte */
     FILE *f;
     int r = 1;
 
@@ -128,8 +176,12 @@ int record_load(const char *id, struct disk_record *rec)
         return 0;
     record_path(id, "", path, sizeof(path));
     f = fopen(path, "r");
-    if (!f)
-        return errno == ENOENT ? 0 : -err("%s: %m", path);
+    if (!f) {
+        /* a user who may not read the records sees no open disk (info still works) */
+        if (errno == ENOENT || ((errno == EACCES || errno == EPERM) && geteuid() != 0))
+            return 0;
+        return -err("%s: %m", path);
+    }
     memset(rec, 0, sizeof(*rec));
     while (fgets(line, sizeof(line), f)) {
         line[strcspn(line, "\n")] = '\0';
@@ -162,8 +214,13 @@ int record_list(struct disk_record **recs, size_t *n)
     *recs = NULL;
     *n = 0;
     d = opendir(run_dir());
-    if (!d)
-        return errno == ENOENT ? 0 : -err("%s: %m", run_dir());
+    if (!d) {
+        if (errno == ENOENT)
+            return 0;
+        if ((errno == EACCES || errno == EPERM) && geteuid() != 0)
+            return -err("must be root (%s: %m)", run_dir());
+        return -err("%s: %m", run_dir());
+    }
     while ((de = readdir(d))) {
         size_t len = strlen(de->d_name);
         char id[17];
@@ -198,8 +255,11 @@ int record_lock(void)
         return -1;
     snprintf(path, sizeof(path), "%s/.lock", run_dir());
     fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0)
+    if (fd < 0) {
+        if ((errno == EACCES || errno == EPERM) && geteuid() != 0)
+            return -err("must be root (%s: %m)", path);
         return -err("%s: %m", path);
+    }
     if (flock(fd, LOCK_EX) < 0) {
         close(fd);
         return -err("%s: %m", path);

@@ -93,6 +93,19 @@ int kernel_way_allowed(const struct open_request *req, struct vdisk_image *img);
 /* Messages: "vdisk: WHAT: WHY" on stderr. err() returns 1 (exit status). */
 int err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Write S with control characters escaped (\n, \t, \xHH): text output of any path. */
+void fput_escaped(FILE *out, const char *s);
+/* Checks (checks.c). A SIZE (TEXT as given) a disk can have: 0, or -1 with a message. */
+int check_disk_size(const char *text, uint64_t size);
+/* May PATH be opened read-write (mode, read-only mount, immutable)? 0, or -1 with a hint to use -r.
+ */
+int check_writable(const char *path);
+/* After a failed open of PATH: if a lock stopped it, say which open disk holds it. */
+void lock_hint(const char *path);
+/* The --help text of a command (help.c). */
+const char *command_help(const char *name);
+/* Print the usage lines of a command's help (for a usage error). */
+void print_usage(FILE *out, const char *name);
 
 /* Records (record.c). Each returns 0 or -1 with a message printed. */
 void record_id(const char *canonical_path, char id[17]);
@@ -111,6 +124,17 @@ int find_record(const char *what, struct disk_record *rec);
 /* Write S as a JSON string. */
 void json_string(FILE *out, const char *s);
 
+struct persist_entry;
+/* Fill a persistent-table entry from open's options (cmd_persist.c). 0 or -1 with a message. */
+int persist_entry_set(struct persist_entry *e, const char *image, const char *format,
+                      const char *options, const char *via, bool read_only, bool direct);
+
+/* Open the disk of a persistent-table entry (cmd_open.c): 0, or 1 with a message. */
+int open_entry(const struct persist_entry *e);
+/* Stop one disk and drop its record, record lock held; FORCE: kill its server first (cmd_close.c).
+ */
+int close_disk(const struct disk_record *rec, bool force);
+
 /* Commands (cmd_*.c): argc/argv start at the command name; return the exit status. */
 int cmd_create(int argc, char **argv);
 int cmd_open(int argc, char **argv);
@@ -122,5 +146,8 @@ int cmd_convert(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_recover(int argc, char **argv);
+int cmd_persist(int argc, char **argv);
+int cmd_formats(int argc, char **argv);
+int cmd_supervise(int argc, char **argv);
 
 #endif

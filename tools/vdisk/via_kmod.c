@@ -28,7 +28,7 @@ static int ctl_open(void)
     int fd = open(VDISK_CTL_DEVICE, O_RDWR | O_CLOEXEC);
 
     if (fd < 0)
-        return err("%s: %m (is vdisk.ko loaded?)", VDISK_CTL_DEVICE);
+        return -err("%s: %m (is vdisk.ko loaded?)", VDISK_CTL_DEVICE);
     return fd;
 }
 
@@ -77,7 +77,7 @@ static int wait_node(const char *device)
             return 0;
         nanosleep(&tick, NULL);
     }
-    return err("%s: device node did not appear", device);
+    return -err("%s: device node did not appear", device);
 }
 
 static int kmod_start(const struct open_request *req, struct disk_record *rec)

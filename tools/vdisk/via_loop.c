@@ -69,10 +69,12 @@ int loopdev_attach(int file_fd, uint64_t offset, uint64_t size, const char *name
     return -1;
 }
 
-/* The loop device's backing file as sysfs shows it, or "" when unbound. */
+/* The loop device's backing file as sysfs shows it (any bytes, newlines too), or "" when unbound.
+ */
 static void loop_backing_file(const char *device, char *buf, size_t len)
 {
     char path[128];
+    size_t n;
     FILE *f;
 
     buf[0] = '\0';
@@ -80,10 +82,11 @@ static void loop_backing_file(const char *device, char *buf, size_t len)
     f = fopen(path, "r");
     if (!f)
         return;
-    if (!fgets(buf, (int)len, f))
-        buf[0] = '\0';
-    buf[strcspn(buf, "\n")] = '\0';
+    n = fread(buf, 1, len - 1, f);
     fclose(f);
+    if (n && buf[n - 1] == '\n') /* the one sysfs adds */
+        n--;
+    buf[n] = '\0';
 }
 
 bool loopdev_serves(const char *device, const char *file)
