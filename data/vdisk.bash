@@ -34,7 +34,7 @@ _vdisk() {
         if [[ $cur == -* ]]; then
             COMPREPLY=($(compgen -W '--help --version' -- "$cur"))
         else
-            COMPREPLY=($(compgen -W 'create open close list info serve convert check bench persist supervise formats' -- "$cur"))
+            COMPREPLY=($(compgen -W 'create open recover close list info serve convert check bench persist supervise formats' -- "$cur"))
         fi
         return
     fi
@@ -68,7 +68,7 @@ _vdisk() {
         return
     fi
     case $cmd in
-    close)
+    close | recover)
         COMPREPLY=($(compgen -W "$(_vdisk_open_disks)" -- "$cur")) ;;
     info)
         COMPREPLY=($(compgen -W "$(_vdisk_open_disks)" -- "$cur"))

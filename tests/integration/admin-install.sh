@@ -89,11 +89,15 @@ help_opts() { "$VDISK" "$1" --help | grep -oE '(^|[ [|,])--?[A-Za-z][-A-Za-z]*' 
 man_opts() {
     awk '/^# /{s=($0=="# OPTIONS")} s && /^\*-/' "$ROOT/man/vdisk-$1.8.scd" | grep -oE -- '--?[A-Za-z][-A-Za-z]*' | sort -u
 }
-for c in create open close list info serve convert check bench persist supervise formats; do
+# the commands, as vdisk --help lists them
+commands=$("$VDISK" --help | awk '/^commands:/{s=1; next} s && /^  [a-z]/{print $1} s && !/^  /{s=0}')
+[ "$(echo "$commands" | wc -l)" -ge 13 ] && pass "vdisk --help lists the commands" || fail "commands: $commands"
+for c in $commands; do
     h=$(help_opts "$c" | tr '\n' ' ') m=$(man_opts "$c" | tr '\n' ' ')
     eq "vdisk-$c(8) lists the options of vdisk $c --help" "$m" "$h"
 done
-[ "$(ls "$ROOT"/man/vdisk-*.8.scd | wc -l)" = 12 ] && pass "a page per command" || fail "pages: $(ls "$ROOT/man")"
+eq "a page per command" "$(ls "$ROOT"/man/vdisk-*.8.scd | sed 's|.*/vdisk-||; s|\.8\.scd$||' | sort | tr '\n' ' ')" \
+    "$(echo "$commands" | sort | tr '\n' ' ')"
 for f in $("$VDISK" formats); do
     [ -f "$ROOT/man/formats/vdisk-$f.5.scd" ] && pass "format $f has a page" || fail "no man/formats/vdisk-$f.5.scd"
 done
@@ -115,7 +119,7 @@ if [ -f /usr/share/bash-completion/bash_completion ]; then
             _vdisk vdisk "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
             printf "%s\n" "${COMPREPLY[@]}"' _ "$ROOT/data/vdisk.bash" "$1" | sort | tr '\n' ' '
     }
-    eq "vdisk <TAB>: commands" "$(complete_line 'vdisk ')" "bench check close convert create formats info list open persist serve supervise "
+    eq "vdisk <TAB>: commands" "$(complete_line 'vdisk ')" "$(echo "$commands" | sort | tr '\n' ' ')"
     eq "vdisk c<TAB>" "$(complete_line 'vdisk c')" "check close convert create "
     eq "vdisk open --<TAB>: its options" "$(complete_line 'vdisk open --')" "--all-persistent --format --help --no-direct --options --persist --read-only --via "
     eq "vdisk open --via <TAB>: the ways" "$(complete_line 'vdisk open --via ')" "auto fuse kmod loop nbd ublk "
