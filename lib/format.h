@@ -140,6 +140,7 @@ struct vdisk_format {
 extern const struct vdisk_format vdisk_format_raw;
 extern const struct vdisk_format vdisk_format_iso;
 extern const struct vdisk_format vdisk_format_qcow2;
+extern const struct vdisk_format vdisk_format_luks;
 
 /* ---- the image layer's services to drivers (node.c) ---- */
 

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* vdisk create [-f FMT] [-o KEY=VAL,...] IMAGE SIZE */
+/* vdisk create [-f FMT] [-o KEY=VAL,...] [--key-file F|--key-stdin] IMAGE SIZE */
 #include <getopt.h>
 #include <stdio.h>
 
@@ -11,8 +11,15 @@ int cmd_create(int argc, char **argv)
     uint64_t size;
     int c;
 
-    while ((c = getopt(argc, argv, "f:o:h")) != -1) {
+    static const struct option longopts[] = {KEY_LONGOPTS, {NULL, 0, NULL, 0}};
+
+    while ((c = getopt_long(argc, argv, "f:o:h", longopts, NULL)) != -1) {
         switch (c) {
+        case OPT_KEY_FILE:
+        case OPT_KEY_STDIN:
+            if (key_option(c, optarg))
+                return 1;
+            break;
         case 'f':
             format = optarg;
             break;
@@ -30,7 +37,7 @@ int cmd_create(int argc, char **argv)
     }
     if (vdisk_parse_size(argv[optind + 1], &size) < 0)
         return err("%s", vdisk_last_error());
-    if (vdisk_create(argv[optind], format, size, options) < 0)
+    if (vdisk_create(argv[optind], format, size, key_options(options)) < 0)
         return err("%s", vdisk_last_error());
     return 0;
 }

@@ -82,13 +82,10 @@ static void usage(void)
 int cmd_open(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"read-only", no_argument, NULL, 'r'},
-        {"format", required_argument, NULL, 'f'},
-        {"options", required_argument, NULL, 'o'},
-        {"via", required_argument, NULL, 'v'},
-        {"no-direct", no_argument, NULL, 'D'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"read-only", no_argument, NULL, 'r'},     {"format", required_argument, NULL, 'f'},
+        {"options", required_argument, NULL, 'o'}, {"via", required_argument, NULL, 'v'},
+        {"no-direct", no_argument, NULL, 'D'},     KEY_LONGOPTS,
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
     };
     struct open_request req = {.direct = true};
     struct disk_record rec = {0};
@@ -102,6 +99,11 @@ int cmd_open(int argc, char **argv)
 
     while ((c = getopt_long(argc, argv, "rf:o:h", longopts, NULL)) != -1) {
         switch (c) {
+        case OPT_KEY_FILE:
+        case OPT_KEY_STDIN:
+            if (key_option(c, optarg))
+                return 1;
+            break;
         case 'r':
             req.read_only = true;
             break;
@@ -130,6 +132,7 @@ int cmd_open(int argc, char **argv)
         return 2;
     }
     image = argv[optind];
+    req.options = key_options(req.options); /* key-fd=N: the servers keep the descriptor */
     if (argc - optind == 2) {
         if (vdisk_parse_size(argv[optind + 1], &size) < 0)
             return err("%s", vdisk_last_error());
@@ -156,7 +159,7 @@ int cmd_open(int argc, char **argv)
         }
         if (!format)
             format = format_from_name(image);
-        if (vdisk_create(image, format, size_given ? size : DEFAULT_SIZE, NULL) < 0) {
+        if (vdisk_create(image, format, size_given ? size : DEFAULT_SIZE, key_options(NULL)) < 0) {
             err("%s", vdisk_last_error());
             goto out;
         }

@@ -104,6 +104,23 @@ int find_record(const char *what, struct disk_record *rec);
 /* Write S as a JSON string. */
 void json_string(FILE *out, const char *s);
 
+/* --key-file FILE and --key-stdin (key.c): getopt_long entries and their codes. */
+#define OPT_KEY_FILE  0x4b01
+#define OPT_KEY_STDIN 0x4b02
+#define KEY_LONGOPTS                                                                               \
+    {"key-file", required_argument, NULL, OPT_KEY_FILE},                                           \
+    {                                                                                              \
+        "key-stdin", no_argument, NULL, OPT_KEY_STDIN                                              \
+    }
+/* Read the key for option C (ARG: its file) into a memfd; 0, or 1 with a message printed. */
+int key_option(int c, const char *arg);
+/* OPTIONS plus key-fd=N when a key was given (a static buffer), else OPTIONS as is. */
+const char *key_options(const char *options);
+/* Did call result R fail only because the image's format takes no key? */
+bool key_not_taken(int r);
+/* The key's descriptor (servers keep it open), or -1. */
+int key_descriptor(void);
+
 /* Commands (cmd_*.c): argc/argv start at the command name; return the exit status. */
 int cmd_create(int argc, char **argv);
 int cmd_open(int argc, char **argv);
