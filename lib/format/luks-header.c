@@ -218,10 +218,14 @@ static int read_luks2(struct vdisk_file *file, const char *path, uint64_t file_s
     free(best);
     if (r < 0)
         return r;
-    for (int i = 0; i < m->nslots; i++)
-        if (m->slots[i].offset < 2 * best_size || check_area(path, m, &m->slots[i], file_size) < 0)
-            return vdisk_error(EINVAL, "%s: keyslot %d: area out of place or past the file end",
-                               path, m->slots[i].id);
+    for (int i = 0; i < m->nslots; i++) {
+        if (m->slots[i].offset < 2 * best_size)
+            return vdisk_error(EINVAL, "%s: keyslot %d: area out of place (in the headers)", path,
+                               m->slots[i].id);
+        r = check_area(path, m, &m->slots[i], file_size);
+        if (r < 0)
+            return r;
+    }
     return 0;
 }
 

@@ -68,7 +68,11 @@ static int load(int in, const char *what, bool strip, bool once)
     fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL);
     if (key_fd >= 0)
         close(key_fd);
-    key_fd = fd;
+    /* above the descriptors a forked server sets up (0-3, server.c) */
+    key_fd = fcntl(fd, F_DUPFD_CLOEXEC, 10);
+    close(fd);
+    if (key_fd < 0)
+        return err("%s: memfd: %m", what);
     return 0;
 fail:
     explicit_bzero(buf, sizeof(buf));
@@ -113,6 +117,13 @@ int key_option(int c, const char *arg)
 bool key_not_taken(int r)
 {
     return r == -EINVAL && key_fd >= 0 && strstr(vdisk_last_error(), "no option 'key-fd'");
+}
+
+void key_forget(void)
+{
+    if (key_fd >= 0)
+        close(key_fd);
+    key_fd = -1;
 }
 
 int key_descriptor(void)

@@ -113,6 +113,7 @@ void server_ready(const char *detail)
 {
     int fd;
 
+    key_forget(); /* the image is open: its key lives on only inside the library */
     if (dprintf(READY_FD, "up %s", detail) < 0)
         fprintf(stderr, "ready pipe: %m\n");
     close(READY_FD);

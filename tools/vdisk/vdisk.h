@@ -118,6 +118,8 @@ int key_option(int c, const char *arg);
 const char *key_options(const char *options);
 /* Did call result R fail only because the image's format takes no key? */
 bool key_not_taken(int r);
+/* Close the key's descriptor (a server, once its image is open). */
+void key_forget(void);
 /* The key's descriptor (servers keep it open), or -1. */
 int key_descriptor(void);
 
