@@ -19,7 +19,7 @@
 #include "../error.h"
 #include "luks.h"
 
-#define BOUNCE_MAX (1u << 20)
+#define BOUNCE_MAX ((1u << 20) + 8192) /* a 1 MiB request and its partial sectors */
 
 static const char *const luks_open_options[] = {"key-file", "key-fd", "keyslot", NULL};
 static const char *const luks_create_options[] = {
@@ -165,12 +165,26 @@ static int luks_map(struct vdisk_node *node, uint64_t off, uint64_t len, unsigne
     return 0;
 }
 
-/* A buffer for N bytes of whole sectors, aligned for O_DIRECT. */
-static uint8_t *bounce_alloc(size_t n)
+static pthread_key_t bounce_key;
+static pthread_once_t bounce_once = PTHREAD_ONCE_INIT;
+
+static void bounce_key_init(void)
+{
+    pthread_key_create(&bounce_key, free);
+}
+
+/* This thread's bounce buffer (BOUNCE_MAX, aligned for O_DIRECT), kept for its next request. */
+static uint8_t *bounce_get(void)
 {
     void *p;
 
-    return posix_memalign(&p, 4096, n) == 0 ? p : NULL;
+    pthread_once(&bounce_once, bounce_key_init);
+    p = pthread_getspecific(bounce_key);
+    if (!p && posix_memalign(&p, 4096, BOUNCE_MAX) == 0 && pthread_setspecific(bounce_key, p)) {
+        free(p);
+        p = NULL;
+    }
+    return p;
 }
 
 /* Read and decrypt whole sectors [OFF, OFF+LEN) of the payload into BUF. */
@@ -191,7 +205,7 @@ static int luks_read(struct vdisk_node *node, void *buf, size_t len, uint64_t of
 
     if (off % ss == 0 && len % ss == 0)
         return read_sectors(node, buf, len, off); /* in place */
-    bounce = bounce_alloc(BOUNCE_MAX);
+    bounce = bounce_get();
     if (!bounce)
         return vdisk_error(ENOMEM, "%s: out of memory", node->path);
     while (len && r == 0) {
@@ -204,7 +218,6 @@ static int luks_read(struct vdisk_node *node, void *buf, size_t len, uint64_t of
             memcpy(buf, bounce + (off - start), n);
         buf = (uint8_t *)buf + n, off += n, len -= n;
     }
-    free(bounce);
     return r;
 }
 
@@ -234,8 +247,8 @@ static int luks_write(struct vdisk_node *node, const void *buf, size_t len, uint
     struct luks *l = node->priv;
     uint32_t ss = l->m.sector_size;
     bool partial = off % ss || len % ss;
-    size_t cap = len + 2 * ss < BOUNCE_MAX ? len + 2 * ss : BOUNCE_MAX;
-    uint8_t *bounce = bounce_alloc(cap);
+    size_t cap = BOUNCE_MAX;
+    uint8_t *bounce = bounce_get();
     int r = 0;
 
     if (!bounce)
@@ -251,7 +264,6 @@ static int luks_write(struct vdisk_node *node, const void *buf, size_t len, uint
     }
     if (partial)
         pthread_mutex_unlock(&l->rmw);
-    free(bounce);
     if (r == 0 && (flags & VDISK_WRITE_FUA))
         r = vdisk_file_flush(node->file);
     return r;
