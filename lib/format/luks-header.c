@@ -132,8 +132,8 @@ static int read_luks1(const uint8_t *h, const char *path, uint64_t file_size, st
 }
 
 /* Is the LUKS2 binary header copy at OFF in the file valid? Its JSON (malloc'd) in *JSON. */
-static int luks2_copy(struct vdisk_file *file, uint64_t off, uint64_t file_size, uint8_t *bin,
-                      char **json, uint64_t *hdr_size)
+static int luks2_copy(struct vdisk_file *file, uint64_t base, uint64_t off, uint64_t file_size,
+                      uint8_t *bin, char **json, uint64_t *hdr_size)
 {
     const EVP_MD *md;
     uint8_t csum[64], calc[EVP_MAX_MD_SIZE];
@@ -141,7 +141,8 @@ static int luks2_copy(struct vdisk_file *file, uint64_t off, uint64_t file_size,
     uint8_t *all;
     unsigned int n;
 
-    if (off + LUKS2_HDR_BIN > file_size || vdisk_file_pread(file, bin, LUKS2_HDR_BIN, off) < 0)
+    if (off + LUKS2_HDR_BIN > file_size ||
+        vdisk_file_pread(file, bin, LUKS2_HDR_BIN, base + off) < 0)
         return -EINVAL;
     if (memcmp(bin, off ? LUKS_MAGIC2 : LUKS_MAGIC, 6) != 0 || (bin[6] << 8 | bin[7]) != 2 ||
         be64_at(bin + 256) != off)
@@ -156,7 +157,7 @@ static int luks2_copy(struct vdisk_file *file, uint64_t off, uint64_t file_size,
     all = malloc(*hdr_size + 1);
     if (!all)
         return -ENOMEM;
-    if (vdisk_file_pread(file, all, *hdr_size, off) < 0) {
+    if (vdisk_file_pread(file, all, *hdr_size, base + off) < 0) {
         free(all);
         return -EINVAL;
     }
@@ -185,7 +186,7 @@ static int read_luks2(struct vdisk_file *file, const char *path, uint64_t file_s
     int r;
 
     for (size_t i = 0; i < sizeof(offs) / sizeof(offs[0]); i++) {
-        r = luks2_copy(file, offs[i], file_size, bin, &json, &hdr_size);
+        r = luks2_copy(file, m->base, offs[i], file_size, bin, &json, &hdr_size);
         if (r == -ENOMEM) {
             free(best);
             return vdisk_error(ENOMEM, "%s: LUKS2 header: out of memory", path);
@@ -229,14 +230,15 @@ static int read_luks2(struct vdisk_file *file, const char *path, uint64_t file_s
     return 0;
 }
 
-int luks_read_header(struct vdisk_file *file, const char *path, uint64_t file_size,
+int luks_read_header(struct vdisk_file *file, const char *path, uint64_t base, uint64_t file_size,
                      struct luks_meta *m)
 {
     uint8_t h[L1_HDR_SIZE];
     int r;
 
     memset(m, 0, sizeof(*m));
-    if (file_size < L1_HDR_SIZE || vdisk_file_pread(file, h, sizeof(h), 0) < 0)
+    m->base = base;
+    if (file_size < L1_HDR_SIZE || vdisk_file_pread(file, h, sizeof(h), base) < 0)
         return vdisk_error(EINVAL, "%s: LUKS header: file too short", path);
     if (memcmp(h, LUKS_MAGIC, 6) != 0)
         return vdisk_error(EINVAL, "%s: not a LUKS image (no magic)", path);

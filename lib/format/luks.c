@@ -11,10 +11,9 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <openssl/crypto.h>
 
 #include "../error.h"
 #include "luks.h"
@@ -40,75 +39,6 @@ static int luks_probe(const uint8_t *head, size_t head_len, const uint8_t *tail,
     return (head[6] == 0 && (head[7] == 1 || head[7] == 2)) ? 100 : 0;
 }
 
-/* 1 if PASS opens slot S (volume key in VK), 0 if not, -errno on I/O or header trouble. */
-static int try_slot(struct vdisk_node *node, const struct luks_meta *m, const struct luks_slot *s,
-                    const uint8_t *pass, size_t pass_len, uint8_t *vk)
-{
-    size_t af_len = (size_t)s->key_size * s->stripes, area = (af_len + 511) / 512 * 512;
-    uint8_t *dk = luks_secret_alloc(s->area_key_size), *buf = luks_secret_alloc(area);
-    uint8_t calc[64];
-    struct luks_cipher c;
-    int r = -ENOMEM;
-
-    if (!dk || !buf)
-        goto out;
-    r = luks_kdf_run(&s->kdf, pass, pass_len, dk, s->area_key_size);
-    if (r < 0)
-        goto out;
-    r = vdisk_file_pread(node->file, buf, area, s->offset);
-    if (r < 0)
-        goto out;
-    r = luks_cipher_init(&c, s->cipher, dk, s->area_key_size, 512, 0);
-    if (r < 0)
-        goto out;
-    r = luks_cipher_run(&c, buf, area, 0, false);
-    luks_cipher_free(&c);
-    if (r == 0)
-        r = luks_af_merge(buf, s->key_size, s->stripes, s->af_hash, vk);
-    if (r == 0)
-        r = luks_pbkdf2(m->digest.hash, vk, m->key_size, m->digest.salt, m->digest.salt_len,
-                        m->digest.iterations, calc, m->digest.len);
-    if (r == 0)
-        r = CRYPTO_memcmp(calc, m->digest.value, m->digest.len) == 0;
-    explicit_bzero(calc, sizeof(calc));
-out:
-    luks_secret_free(dk, s->area_key_size);
-    luks_secret_free(buf, area);
-    if (r == -ENOMEM)
-        return vdisk_error(ENOMEM, "%s: keyslot %d: out of memory", node->path, s->id);
-    return r < 0 ? vdisk_error_prefix(-r, "%s: keyslot %d", node->path, s->id) : r;
-}
-
-/* Find the volume key: try every active keyslot (or only keyslot=N) with the passphrase. */
-static int unlock(struct vdisk_node *node, struct luks *l, uint8_t *vk)
-{
-    const char *only = vdisk_options_get(&node->opts, "keyslot");
-    uint8_t *pass;
-    size_t pass_len, alloc;
-    int r, tried = 0;
-
-    r = luks_key_read(node->path, &node->opts, &pass, &pass_len, &alloc);
-    if (r < 0)
-        return r;
-    r = 0;
-    for (int i = 0; i < l->m.nslots && r == 0; i++) {
-        if (only && atoi(only) != l->m.slots[i].id)
-            continue;
-        tried++;
-        r = try_slot(node, &l->m, &l->m.slots[i], pass, pass_len, vk);
-    }
-    luks_secret_free(pass, alloc);
-    if (r < 0)
-        return r;
-    if (r == 0 && tried == 0)
-        return vdisk_error(ENOKEY, "%s: no active keyslot%s%s", node->path, only ? " " : "",
-                           only ? only : "");
-    if (r == 0)
-        return vdisk_error(EACCES, "%s: wrong key: it opens none of the %d active keyslot%s",
-                           node->path, tried, tried == 1 ? "" : "s");
-    return 0;
-}
-
 static int luks_open(struct vdisk_node *node)
 {
     struct luks *l = calloc(1, sizeof(*l));
@@ -121,10 +51,10 @@ static int luks_open(struct vdisk_node *node)
     r = vdisk_file_get_size(node->file, &file_size);
     if (r < 0)
         goto err;
-    r = luks_read_header(node->file, node->path, file_size, &l->m);
+    r = luks_read_header(node->file, node->path, 0, file_size, &l->m);
     if (r < 0)
         goto err;
-    r = unlock(node, l, vk);
+    r = luks_unlock(node->file, node->path, &l->m, &node->opts, vk);
     if (r < 0)
         goto err;
     r = luks_cipher_init(&l->c, l->m.cipher, vk, l->m.key_size, l->m.sector_size, l->m.iv_tweak);

@@ -68,6 +68,7 @@ struct luks_digest {
 /* What a header says, LUKS1 or LUKS2 alike. */
 struct luks_meta {
     int version;
+    uint64_t base;   /* file offset of the header (0, or where qcow2 keeps it) */
     char cipher[64]; /* payload: "aes-xts-plain64" */
     uint32_t key_size;
     uint64_t offset; /* payload, bytes */
@@ -98,8 +99,11 @@ struct luks_cipher {
 #define LUKS_IV_ESSIV   2
 
 /* luks-header.c */
-/* Read and check the header of FILE (PATH names it in errors) into *M. */
-int luks_read_header(struct vdisk_file *file, const char *path, uint64_t file_size,
+/*
+ * Read and check the header at BASE in FILE (PATH names it in errors) into *M;
+ * SIZE bytes from BASE belong to it (offsets in the header are relative to BASE).
+ */
+int luks_read_header(struct vdisk_file *file, const char *path, uint64_t base, uint64_t size,
                      struct luks_meta *m);
 /* Parse LUKS2 JSON text (LEN bytes, NUL within) into *M; PATH names it in errors. */
 int luks2_parse_json(const char *json, size_t len, const char *path, struct luks_meta *m);
@@ -130,6 +134,15 @@ int luks_af_merge(const uint8_t *src, size_t len, uint32_t stripes, const char *
 int luks_af_split(const uint8_t *key, size_t len, uint32_t stripes, const char *hash, uint8_t *dst);
 /* Bytes of digest HASH, or 0 if unknown. */
 size_t luks_hash_len(const char *hash);
+
+/* luks-unlock.c */
+/*
+ * The volume key of M (in FILE, PATH in errors) in VK (LUKS_MAX_KEY bytes):
+ * the passphrase of OPTS (key-file=, key-fd=; keyslot= picks one) tried on
+ * every active keyslot; -EACCES when none opens.
+ */
+int luks_unlock(struct vdisk_file *file, const char *path, const struct luks_meta *m,
+                const struct vdisk_options *opts, uint8_t *vk);
 
 /* luks-key.c */
 /* The passphrase the options give (key-file= or key-fd=): LEN bytes in locked memory of ALLOC. */

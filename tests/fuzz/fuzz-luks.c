@@ -83,7 +83,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     r = vdisk_file_get_size(f, &fsize);
     if (r == 0)
-        r = luks_read_header(f, path, fsize, &m);
+        r = luks_read_header(f, path, 0, fsize, &m);
     vdisk_file_close(f);
     if (r < 0 || costly(&m))
         return 0;
