@@ -183,6 +183,8 @@ static int read_run(struct qcow2 *s, uint8_t *buf, const struct qc_map *m, uint6
 {
     switch (m->type) {
     case QC_DATA:
+        if (s->crypt)
+            return qcow2_crypt_read(s, buf, m->len, m->host);
         return vdisk_file_pread(s->file, buf, m->len, m->host);
     case QC_ZERO:
         memset(buf, 0, m->len);
@@ -804,6 +806,8 @@ static int map_read(struct qcow2 *s, uint64_t off, uint64_t len, struct vdisk_ma
     if (r < 0)
         return r;
     m->type = types[q.type];
+    if (q.type == QC_DATA && s->crypt)
+        m->type = VDISK_MAP_OTHER; /* ciphertext: qcow2_read decrypts */
     m->len = q.len;
     m->host = q.type == QC_DATA ? q.host : 0;
     return 0;

@@ -24,6 +24,9 @@ static const char *const qcow2_open_options[] = {
     "l2-cache-size",
     "refcount-cache-size",
     "backing_fmt",
+    "key-file", /* encrypt.format=luks: the passphrase (qcow2-crypt.c) */
+    "key-fd",
+    "keyslot",
     NULL,
 };
 
@@ -80,6 +83,10 @@ static int read_extensions(struct qcow2 *s, const uint8_t *hdr, uint64_t off, ui
                                "%s: header extension 0x%x of %u bytes overruns the "
                                "header cluster",
                                s->node->path, type, len);
+        if (type == QCOW2_EXT_FDE && len == 16) {
+            s->fde_offset = get_be64(hdr + off);
+            s->fde_len = get_be64(hdr + off + 8);
+        }
         if (type == QCOW2_EXT_BACKING_FMT) {
             free(s->backing_fmt);
             s->backing_fmt = strndup((const char *)hdr + off, len);
@@ -104,6 +111,7 @@ static void qcow2_free(struct qcow2 *s)
     free(s->inflight);
     free(s->backing_name);
     free(s->backing_fmt);
+    qcow2_crypt_close(s);
     pthread_rwlock_destroy(&s->lock);
     pthread_mutex_destroy(&s->inflight_lock);
     pthread_cond_destroy(&s->inflight_done);
@@ -148,8 +156,14 @@ static int parse_header(struct qcow2 *s, const uint8_t *h, uint64_t file_size, u
     s->cluster_size = 1ull << s->cluster_bits;
     size = get_be64(h + 24);
     crypt = get_be32(h + 32);
-    if (crypt)
-        return vdisk_error(ENOTSUP, "%s: encrypted qcow2 images are not supported", path);
+    if (crypt == 1)
+        return vdisk_error(ENOTSUP,
+                           "%s: qcow2 AES encryption (crypt_method 1, broken by design) "
+                           "is not supported; encrypt.format=luks is",
+                           path);
+    if (crypt > 2)
+        return vdisk_error(ENOTSUP, "%s: qcow2 crypt_method %u is not supported", path, crypt);
+    s->crypt_method = crypt;
     *hlen = QCOW2_V2_HEADER;
     s->refcount_order = 4;
     if (s->version == 3) {
@@ -296,6 +310,15 @@ static int qcow2_open(struct vdisk_node *node)
         goto err;
     }
     node->dirty_at_open = s->incompat & QCOW2_INCOMPAT_DIRTY;
+    if (s->crypt_method == 2) {
+        r = node->read_only ? qcow2_crypt_open(s)
+                            : vdisk_error(ENOTSUP,
+                                          "%s: writing encrypted (LUKS) qcow2 images is not "
+                                          "supported yet: open it read-only",
+                                          node->path);
+        if (r < 0)
+            goto err;
+    }
 
     r = read_table(s, s->l1_offset, s->l1_size, &s->l1);
     if (r == 0)
@@ -405,6 +428,10 @@ static int qcow2_get_info(struct vdisk_node *node, struct vdisk_info *info)
     vdisk_info_add(info, "lazy_refcounts", "%s", s->lazy ? "true" : "false");
     vdisk_info_add(info, "extended_l2", "%s", s->ext_l2 ? "true" : "false");
     vdisk_info_add(info, "snapshots", "%u", s->nb_snapshots);
+    if (s->crypt) {
+        vdisk_info_add(info, "encrypt_format", "luks");
+        vdisk_info_add(info, "encrypt_cipher", "%s", s->crypt_cipher);
+    }
     return 0;
 }
 
