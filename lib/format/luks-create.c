@@ -25,18 +25,7 @@
 #define HDR_SIZE    16384u
 #define AREA_OFFSET (2 * HDR_SIZE)
 #define DATA_OFFSET (16u << 20)
-#define STRIPES     4000u
 #define SALT_LEN    32u
-
-/* What the create options ask for. */
-struct params {
-    const char *cipher;
-    uint32_t key_size;
-    uint32_t sector_size;
-    const char *hash;
-    struct luks_kdf kdf;
-    uint32_t iter_ms;
-};
 
 /* PBKDF2 iterations of HASH that take about MS milliseconds here (at least 1000). */
 static uint32_t pbkdf2_bench(const char *hash, uint32_t ms)
@@ -83,9 +72,8 @@ static int opt_u32(const struct vdisk_options *o, const char *key, uint32_t def,
     return 0;
 }
 
-/* The create options into *P. */
-static int get_params(struct vdisk_node *node, uint64_t size, const struct vdisk_options *o,
-                      struct params *p)
+int luks_params_get(const char *path, uint64_t size, const struct vdisk_options *o,
+                    struct luks_params *p)
 {
     const char *pbkdf = vdisk_options_get(o, "pbkdf");
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -107,18 +95,18 @@ static int get_params(struct vdisk_node *node, uint64_t size, const struct vdisk
     if (r == 0)
         r = opt_u32(o, "argon2-cpus", cpus > 4 ? 4 : cpus < 1 ? 1 : (uint32_t)cpus, &p->kdf.cpus);
     if (r < 0)
-        return vdisk_error_prefix(-r, "%s", node->path);
+        return vdisk_error_prefix(-r, "%s", path);
     p->key_size = bits / 8;
-    if (bits % 8 || luks_cipher_check(node->path, p->cipher, p->key_size) < 0)
-        return vdisk_error(EINVAL, "%s: cipher %s with a %u-bit key is not supported", node->path,
+    if (bits % 8 || luks_cipher_check(path, p->cipher, p->key_size) < 0)
+        return vdisk_error(EINVAL, "%s: cipher %s with a %u-bit key is not supported", path,
                            p->cipher, bits);
     if (luks_hash_len(p->hash) == 0)
-        return vdisk_error(EINVAL, "%s: unknown hash %s", node->path, p->hash);
+        return vdisk_error(EINVAL, "%s: unknown hash %s", path, p->hash);
     if ((p->sector_size != 512 && p->sector_size != 1024 && p->sector_size != 2048 &&
          p->sector_size != 4096) ||
         size % p->sector_size)
-        return vdisk_error(EINVAL, "%s: size %llu is not a multiple of the sector size %u",
-                           node->path, (unsigned long long)size, p->sector_size);
+        return vdisk_error(EINVAL, "%s: size %llu is not a multiple of the sector size %u", path,
+                           (unsigned long long)size, p->sector_size);
     if (!pbkdf || strcmp(pbkdf, "argon2id") == 0)
         p->kdf.type = LUKS_KDF_ARGON2ID;
     else if (strcmp(pbkdf, "argon2i") == 0)
@@ -126,19 +114,19 @@ static int get_params(struct vdisk_node *node, uint64_t size, const struct vdisk
     else if (strcmp(pbkdf, "pbkdf2") == 0)
         p->kdf.type = LUKS_KDF_PBKDF2;
     else
-        return vdisk_error(EINVAL, "%s: pbkdf must be argon2id, argon2i or pbkdf2, not '%s'",
-                           node->path, pbkdf);
+        return vdisk_error(EINVAL, "%s: pbkdf must be argon2id, argon2i or pbkdf2, not '%s'", path,
+                           pbkdf);
     if (p->kdf.type != LUKS_KDF_PBKDF2 &&
         (p->kdf.memory < 32 || p->kdf.memory > LUKS_MAX_ARGON_MEM ||
          p->kdf.time > LUKS_MAX_ARGON_T || p->kdf.cpus > 16))
         return vdisk_error(EINVAL,
                            "%s: argon2 cost out of range (memory 32 KiB to 4 GiB, time "
                            "up to %u, cpus up to 16)",
-                           node->path, LUKS_MAX_ARGON_T);
+                           path, LUKS_MAX_ARGON_T);
     snprintf(p->kdf.hash, sizeof(p->kdf.hash), "%s", p->hash);
     p->kdf.salt_len = SALT_LEN;
     if (RAND_bytes(p->kdf.salt, SALT_LEN) != 1)
-        return vdisk_error(EIO, "%s: no random bytes", node->path);
+        return vdisk_error(EIO, "%s: no random bytes", path);
     if (p->kdf.type == LUKS_KDF_PBKDF2)
         p->kdf.iterations = pbkdf2_bench(p->hash, p->iter_ms);
     return 0;
@@ -171,23 +159,19 @@ static json_object *ids0(void)
 }
 
 /* The JSON metadata for P with digest D and a keyslot area of AREA bytes. */
-static json_object *make_json(const struct params *p, const struct luks_digest *d, uint64_t area)
+struct json_object *luks_keyslot_json(const struct luks_params *p, uint64_t off, uint64_t area)
 {
-    json_object *root = json_object_new_object(), *slots = json_object_new_object();
     json_object *slot = json_object_new_object(), *af = json_object_new_object();
     json_object *ar = json_object_new_object(), *kdf = json_object_new_object();
-    json_object *segs = json_object_new_object(), *seg = json_object_new_object();
-    json_object *digs = json_object_new_object(), *dig = json_object_new_object();
-    json_object *cfg = json_object_new_object();
 
     json_object_object_add(slot, "type", json_object_new_string("luks2"));
     json_object_object_add(slot, "key_size", json_object_new_int(p->key_size));
     json_object_object_add(af, "type", json_object_new_string("luks1"));
-    json_object_object_add(af, "stripes", json_object_new_int(STRIPES));
+    json_object_object_add(af, "stripes", json_object_new_int(LUKS_STRIPES));
     json_object_object_add(af, "hash", json_object_new_string(p->hash));
     json_object_object_add(slot, "af", af);
     json_object_object_add(ar, "type", json_object_new_string("raw"));
-    json_object_object_add(ar, "offset", u64s(AREA_OFFSET));
+    json_object_object_add(ar, "offset", u64s(off));
     json_object_object_add(ar, "size", u64s(area));
     json_object_object_add(ar, "encryption", json_object_new_string(p->cipher));
     json_object_object_add(ar, "key_size", json_object_new_int(p->key_size));
@@ -206,7 +190,19 @@ static json_object *make_json(const struct params *p, const struct luks_digest *
     }
     json_object_object_add(kdf, "salt", b64(p->kdf.salt, p->kdf.salt_len));
     json_object_object_add(slot, "kdf", kdf);
-    json_object_object_add(slots, "0", slot);
+    return slot;
+}
+
+/* The JSON metadata for P with digest D and keyslot 0 in an area of AREA bytes. */
+static json_object *make_json(const struct luks_params *p, const struct luks_digest *d,
+                              uint64_t area)
+{
+    json_object *root = json_object_new_object(), *slots = json_object_new_object();
+    json_object *segs = json_object_new_object(), *seg = json_object_new_object();
+    json_object *digs = json_object_new_object(), *dig = json_object_new_object();
+    json_object *cfg = json_object_new_object();
+
+    json_object_object_add(slots, "0", luks_keyslot_json(p, AREA_OFFSET, area));
     json_object_object_add(root, "keyslots", slots);
     json_object_object_add(root, "tokens", json_object_new_object());
     json_object_object_add(seg, "type", json_object_new_string("crypt"));
@@ -232,29 +228,51 @@ static json_object *make_json(const struct params *p, const struct luks_digest *
     return root;
 }
 
-/* Fill HDR (HDR_SIZE bytes) as the copy at OFF of a header holding JSON, and checksum it. */
-static int make_header(uint8_t *hdr, uint64_t off, const char *json, const char *uuid)
+/* Fill HDR (SIZE bytes) as the copy at OFF of a header holding JSON, and checksum it. */
+static int make_header(uint8_t *hdr, uint64_t size, uint64_t seqid, uint64_t off, const char *json,
+                       const char *uuid)
 {
     uint64_t be;
     unsigned int n;
 
-    memset(hdr, 0, HDR_SIZE);
+    memset(hdr, 0, size);
     memcpy(hdr, off ? LUKS_MAGIC2 : LUKS_MAGIC, 6);
     hdr[7] = 2;
-    be = htobe64(HDR_SIZE);
+    be = htobe64(size);
     memcpy(hdr + 8, &be, 8);
-    be = htobe64(1); /* seqid */
+    be = htobe64(seqid);
     memcpy(hdr + 16, &be, 8);
     strcpy((char *)hdr + 72, "sha256");
     if (RAND_bytes(hdr + 104, 64) != 1)
         return vdisk_error(EIO, "LUKS2 header: no random bytes");
-    memcpy(hdr + 168, uuid, 36);
+    memcpy(hdr + 168, uuid, strnlen(uuid, 40));
     be = htobe64(off);
     memcpy(hdr + 256, &be, 8);
     memcpy(hdr + LUKS2_HDR_BIN, json, strlen(json));
-    if (!EVP_Digest(hdr, HDR_SIZE, hdr + 448, &n, EVP_sha256(), NULL))
+    if (!EVP_Digest(hdr, size, hdr + 448, &n, EVP_sha256(), NULL))
         return vdisk_error(EIO, "LUKS2 header: checksum failed");
     return 0;
+}
+
+int luks2_write_headers(struct vdisk_file *f, const char *path, uint64_t size, uint64_t seqid,
+                        const char *uuid, const char *json)
+{
+    uint8_t *hdr;
+    int r = 0;
+
+    if (strlen(json) >= size - LUKS2_HDR_BIN)
+        return vdisk_error(E2BIG, "%s: LUKS2 JSON metadata does not fit its %llu-byte area", path,
+                           (unsigned long long)(size - LUKS2_HDR_BIN));
+    hdr = malloc(size);
+    if (!hdr)
+        return vdisk_error(ENOMEM, "%s: out of memory", path);
+    for (uint64_t off = 0; r == 0 && off <= size; off += size) {
+        r = make_header(hdr, size, seqid, off, json, uuid);
+        if (r == 0)
+            r = vdisk_file_pwrite(f, hdr, size, off);
+    }
+    free(hdr);
+    return r == 0 ? vdisk_file_flush(f) : r;
 }
 
 /* A random (version 4) UUID string. */
@@ -272,9 +290,8 @@ static int make_uuid(char *out)
     return 0;
 }
 
-/* Encrypt the split volume key VK with the passphrase's key into the area buffer AREA. */
-static int make_keyslot(struct vdisk_node *node, const struct params *p, const uint8_t *pass,
-                        size_t pass_len, const uint8_t *vk, uint8_t *area, size_t area_len)
+int luks_keyslot_make(const char *path, int id, const struct luks_params *p, const uint8_t *pass,
+                      size_t pass_len, const uint8_t *vk, uint8_t *area, size_t area_len)
 {
     uint8_t *dk = luks_secret_alloc(p->key_size);
     struct luks_cipher c;
@@ -285,7 +302,7 @@ static int make_keyslot(struct vdisk_node *node, const struct params *p, const u
     memset(area, 0, area_len);
     r = luks_kdf_run(&p->kdf, pass, pass_len, dk, p->key_size);
     if (r == 0)
-        r = luks_af_split(vk, p->key_size, STRIPES, p->hash, area);
+        r = luks_af_split(vk, p->key_size, LUKS_STRIPES, p->hash, area);
     if (r == 0)
         r = luks_cipher_init(&c, p->cipher, dk, p->key_size, 512, 0);
     if (r == 0) {
@@ -294,30 +311,29 @@ static int make_keyslot(struct vdisk_node *node, const struct params *p, const u
     }
 out:
     luks_secret_free(dk, p->key_size);
-    return r < 0 ? vdisk_error_prefix(-r, "%s: keyslot 0", node->path) : 0;
+    return r < 0 ? vdisk_error_prefix(-r, "%s: keyslot %d", path, id) : 0;
 }
 
 int luks_create(struct vdisk_node *node, uint64_t size, const struct vdisk_options *opts)
 {
     uint64_t area_len = 0;
-    uint8_t *pass = NULL, *vk = luks_secret_alloc(LUKS_MAX_KEY), *area = NULL, *hdr = NULL;
+    uint8_t *pass = NULL, *vk = luks_secret_alloc(LUKS_MAX_KEY), *area = NULL;
     size_t pass_len, alloc = 0;
     struct luks_digest d = {.len = 32, .salt_len = SALT_LEN};
-    struct params p;
+    struct luks_params p;
     json_object *json = NULL;
     char uuid[37];
     int r;
 
-    r = get_params(node, size, opts, &p);
+    r = luks_params_get(node->path, size, opts, &p);
     if (r == 0)
         r = luks_key_read(node->path, opts, &pass, &pass_len, &alloc);
     if (r < 0)
         goto out;
-    area_len = ((uint64_t)p.key_size * STRIPES + 4095) / 4096 * 4096;
+    area_len = ((uint64_t)p.key_size * LUKS_STRIPES + 4095) / 4096 * 4096;
     area = luks_secret_alloc(area_len);
-    hdr = malloc(HDR_SIZE);
     r = vdisk_error(ENOMEM, "%s: out of memory", node->path);
-    if (!vk || !area || !hdr)
+    if (!vk || !area)
         goto out;
     snprintf(d.hash, sizeof(d.hash), "%s", p.hash);
     d.iterations = pbkdf2_bench(p.hash, p.iter_ms < 125 ? p.iter_ms : 125);
@@ -326,7 +342,7 @@ int luks_create(struct vdisk_node *node, uint64_t size, const struct vdisk_optio
         goto out;
     r = luks_pbkdf2(d.hash, vk, p.key_size, d.salt, SALT_LEN, d.iterations, d.value, d.len);
     if (r == 0)
-        r = make_keyslot(node, &p, pass, pass_len, vk, area, area_len);
+        r = luks_keyslot_make(node->path, 0, &p, pass, pass_len, vk, area, area_len);
     if (r < 0)
         goto out;
     json = make_json(&p, &d, area_len);
@@ -340,18 +356,12 @@ int luks_create(struct vdisk_node *node, uint64_t size, const struct vdisk_optio
         r = vdisk_file_pwrite(node->file, area, area_len, AREA_OFFSET);
     if (r == 0)
         r = vdisk_file_flush(node->file);
-    for (uint64_t off = 0; r == 0 && off <= HDR_SIZE; off += HDR_SIZE) {
-        r = make_header(hdr, off, json_object_to_json_string_ext(json, JSON_C_TO_STRING_PLAIN),
-                        uuid);
-        if (r == 0)
-            r = vdisk_file_pwrite(node->file, hdr, HDR_SIZE, off);
-    }
     if (r == 0)
-        r = vdisk_file_flush(node->file);
+        r = luks2_write_headers(node->file, node->path, HDR_SIZE, 1, uuid,
+                                json_object_to_json_string_ext(json, JSON_C_TO_STRING_PLAIN));
 out:
     if (json)
         json_object_put(json);
-    free(hdr);
     luks_secret_free(area, area_len);
     luks_secret_free(vk, LUKS_MAX_KEY);
     luks_secret_free(pass, alloc);

@@ -174,19 +174,18 @@ static int luks2_copy(struct vdisk_file *file, uint64_t base, uint64_t off, uint
     return 0;
 }
 
-/* The valid LUKS2 header copy with the highest seqid. */
-static int read_luks2(struct vdisk_file *file, const char *path, uint64_t file_size,
-                      struct luks_meta *m)
+int luks2_read_raw(struct vdisk_file *file, const char *path, uint64_t base, uint64_t file_size,
+                   uint8_t *best_bin, char **jsonp, uint64_t *sizep)
 {
     static const uint64_t offs[] = {0,      16384,  32768,   65536,   131072,
                                     262144, 524288, 1048576, 2097152, 4194304};
-    uint8_t bin[LUKS2_HDR_BIN], best_bin[LUKS2_HDR_BIN];
+    uint8_t bin[LUKS2_HDR_BIN];
     char *json = NULL, *best = NULL;
     uint64_t hdr_size, best_size = 0;
     int r;
 
     for (size_t i = 0; i < sizeof(offs) / sizeof(offs[0]); i++) {
-        r = luks2_copy(file, m->base, offs[i], file_size, bin, &json, &hdr_size);
+        r = luks2_copy(file, base, offs[i], file_size, bin, &json, &hdr_size);
         if (r == -ENOMEM) {
             free(best);
             return vdisk_error(ENOMEM, "%s: LUKS2 header: out of memory", path);
@@ -210,6 +209,22 @@ static int read_luks2(struct vdisk_file *file, const char *path, uint64_t file_s
     if (!best)
         return vdisk_error(EINVAL, "%s: LUKS2 header: no copy with a valid checksum (damaged)",
                            path);
+    *jsonp = best;
+    *sizep = best_size;
+    return 0;
+}
+
+/* The valid LUKS2 header copy with the highest seqid, parsed. */
+static int read_luks2(struct vdisk_file *file, const char *path, uint64_t file_size,
+                      struct luks_meta *m)
+{
+    uint8_t best_bin[LUKS2_HDR_BIN];
+    uint64_t best_size;
+    char *best;
+    int r = luks2_read_raw(file, path, m->base, file_size, best_bin, &best, &best_size);
+
+    if (r < 0)
+        return r;
     m->version = 2;
     m->hdr_size = best_size;
     m->seqid = be64_at(best_bin + 16);

@@ -54,7 +54,7 @@ out:
 }
 
 int luks_unlock(struct vdisk_file *file, const char *path, const struct luks_meta *m,
-                const struct vdisk_options *opts, uint8_t *vk)
+                const struct vdisk_options *opts, uint8_t *vk, int *slot)
 {
     const char *only = vdisk_options_get(opts, "keyslot");
     uint8_t *pass;
@@ -70,6 +70,8 @@ int luks_unlock(struct vdisk_file *file, const char *path, const struct luks_met
             continue;
         tried++;
         r = try_slot(file, path, m, &m->slots[i], pass, pass_len, vk);
+        if (r == 1 && slot)
+            *slot = m->slots[i].id;
     }
     luks_secret_free(pass, alloc);
     if (r < 0)

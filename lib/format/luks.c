@@ -54,7 +54,7 @@ static int luks_open(struct vdisk_node *node)
     r = luks_read_header(node->file, node->path, 0, file_size, &l->m);
     if (r < 0)
         goto err;
-    r = luks_unlock(node->file, node->path, &l->m, &node->opts, vk);
+    r = luks_unlock(node->file, node->path, &l->m, &node->opts, vk, NULL);
     if (r < 0)
         goto err;
     r = luks_cipher_init(&l->c, l->m.cipher, vk, l->m.key_size, l->m.sector_size, l->m.iv_tweak);

@@ -105,6 +105,12 @@ struct luks_cipher {
  */
 int luks_read_header(struct vdisk_file *file, const char *path, uint64_t base, uint64_t size,
                      struct luks_meta *m);
+/*
+ * The valid LUKS2 header copy with the highest seqid: its binary header in BIN
+ * (LUKS2_HDR_BIN bytes), its JSON text (malloc'd, NUL terminated) and its size.
+ */
+int luks2_read_raw(struct vdisk_file *file, const char *path, uint64_t base, uint64_t size,
+                   uint8_t *bin, char **json, uint64_t *hdr_size);
 /* Parse LUKS2 JSON text (LEN bytes, NUL within) into *M; PATH names it in errors. */
 int luks2_parse_json(const char *json, size_t len, const char *path, struct luks_meta *m);
 
@@ -142,7 +148,7 @@ size_t luks_hash_len(const char *hash);
  * every active keyslot; -EACCES when none opens.
  */
 int luks_unlock(struct vdisk_file *file, const char *path, const struct luks_meta *m,
-                const struct vdisk_options *opts, uint8_t *vk);
+                const struct vdisk_options *opts, uint8_t *vk, int *slot);
 
 /* luks-key.c */
 /* The passphrase the options give (key-file= or key-fd=): LEN bytes in locked memory of ALLOC. */
@@ -151,5 +157,27 @@ int luks_key_read(const char *path, const struct vdisk_options *opts, uint8_t **
 
 /* luks-create.c */
 int luks_create(struct vdisk_node *node, uint64_t size, const struct vdisk_options *opts);
+
+/* What create (and add-key) take from their options. */
+struct luks_params {
+    const char *cipher;
+    uint32_t key_size;
+    uint32_t sector_size;
+    const char *hash;
+    struct luks_kdf kdf; /* with a fresh salt */
+    uint32_t iter_ms;
+};
+#define LUKS_STRIPES 4000u
+/* Options O (cipher, key-size, sector-size, hash, pbkdf, iter-time, argon2-*) for SIZE bytes. */
+int luks_params_get(const char *path, uint64_t size, const struct vdisk_options *o,
+                    struct luks_params *p);
+/* Keyslot ID's material in AREA: VK split, encrypted with PASS's key (P's KDF and cipher). */
+int luks_keyslot_make(const char *path, int id, const struct luks_params *p, const uint8_t *pass,
+                      size_t pass_len, const uint8_t *vk, uint8_t *area, size_t area_len);
+/* The JSON object of a keyslot with P's KDF, its area at OFF of AREA bytes. */
+struct json_object *luks_keyslot_json(const struct luks_params *p, uint64_t off, uint64_t area);
+/* Both LUKS2 header copies (SIZE bytes each, at 0 and SIZE) holding JSON, then a flush. */
+int luks2_write_headers(struct vdisk_file *f, const char *path, uint64_t size, uint64_t seqid,
+                        const char *uuid, const char *json);
 
 #endif

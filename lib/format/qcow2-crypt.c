@@ -37,7 +37,7 @@ int qcow2_crypt_open(struct qcow2 *s)
         r = vdisk_error(ENOTSUP, "%s: LUKS sector size %u inside qcow2", node->path,
                         m->sector_size);
     if (r == 0)
-        r = luks_unlock(s->file, node->path, m, &node->opts, vk);
+        r = luks_unlock(s->file, node->path, m, &node->opts, vk, NULL);
     if (r == 0)
         r = luks_cipher_init(s->crypt, m->cipher, vk, m->key_size, 512, 0);
     if (r == 0)
