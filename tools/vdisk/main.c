@@ -22,6 +22,8 @@ static const struct command {
      "serve [--socket PATH | --listen [HOST:]PORT] [-r] [-f FMT] [--direct] [--name NAME] IMAGE"},
     {"convert", cmd_convert, "convert [-p] [-m THREADS] [-f FMT] -O FMT [-o KEY=VAL,...] SRC DST"},
     {"check", cmd_check, "check [-q] [-f FMT] [-r leaks|all] [--json] IMAGE"},
+    {"luks", cmd_luks,
+     "luks dump|add-key|remove-key [--key-file F|--key-stdin] [--new-key-file N] IMAGE"},
     {"bench", cmd_bench,
      "bench [-c COUNT] [-d DEPTH] [-f FMT] [-n] [-o OFFSET] [-s SIZE] [-S STEP] [-t CACHE]\n"
      "              [-w] [--pattern=BYTE] [--flush-interval=N] [--no-drain] [--random] IMAGE"},

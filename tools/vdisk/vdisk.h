@@ -133,5 +133,6 @@ int cmd_serve(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_luks(int argc, char **argv);
 
 #endif
