@@ -59,6 +59,9 @@ static void usage(FILE *out)
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
         fprintf(out, "  vdisk %s\n", commands[i].usage);
     fputs("SIZE takes K, M, G, T suffixes (binary); a bare number means MiB.\n", out);
+    fputs("An encrypted image (luks, qcow2 encrypt.format=luks) takes its key with --key-file F\n"
+          "or --key-stdin on create, open, info, serve, convert, check and bench.\n",
+          out);
 }
 
 int main(int argc, char **argv)
