@@ -28,7 +28,7 @@ for kind in vdisk cryptsetup; do
         cryptsetup luksFormat -q --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 \
             --key-file k1 "$img"
     fi
-    echo 'w 0 1M 0x42' | VDISK_TEST_OPEN_OPTIONS=key-file=k1 "$IO" script "$img" >/dev/null
+    echo 'w 0 1048576 0x42' | VDISK_TEST_OPEN_OPTIONS=key-file=k1 "$IO" script "$img" >/dev/null
     before=$(sum "$img" k1)
     ok "$kind: add-key" "$VDISK" luks add-key --key-file k1 --new-key-file k2 \
         -o pbkdf=argon2id,argon2-memory=8192 "$img"

@@ -36,12 +36,12 @@ qraw() {
         -O raw "$2" 2>"$T/.qerr"
 }
 
-# WRITES: unaligned, partial-sector and multi-sector writes (vdisk-test-io script)
-WRITES='w 0 64K 0x11
+# WRITES: unaligned, partial-sector and multi-sector writes (vdisk-test-io script: plain numbers)
+WRITES='w 0 65536 0x11
 w 5000 3000 0x22
-w 1M 1M 0x33
-w 1536K 512 0x44
-w 3M 100 0x55
+w 1048576 1048576 0x33
+w 1572864 512 0x44
+w 3145728 100 0x55
 w 4190000 4000 0x66
 f'
 
@@ -151,6 +151,14 @@ for v in "aes-xts-plain64 16M" "aes-xts-plain64 6001K" "aes-cbc-essiv:sha256 16M
         --test-passphrase --key-file k v2.luks
     vdisk_writes "vdisk luks $v" v2.luks
     second_reader "vdisk luks $v" v2.luks
+done
+
+# threads racing on interleaved 4k blocks of a zeroed image read back what each wrote
+for ss in 4096 512; do
+    rm -f mt.luks
+    "$VDISK" create -f luks --key-file k -o argon2-memory=8192,sector-size=$ss mt.luks 16M
+    echo "w 0 16777216 0" | "$IO" script mt.luks >/dev/null
+    ok "4 threads race on a LUKS2 image with $ss-byte sectors" "$IO" mt mt.luks 4 3000
 done
 
 # the plaintext never reaches the file
