@@ -5,7 +5,9 @@
  * extension points at them; keyslot offsets are relative to it), and every
  * data cluster is encrypted with the LUKS header's cipher, the IV being the
  * *physical* 512-byte sector: host offset / 512 (qcow2.txt, "Data
- * encryption"). Metadata is never encrypted. Read-only for now.
+ * encryption"). Metadata is never encrypted. Writes come here in whole
+ * sectors (qcow2-cluster.c merges partial ones under the lock), encrypted in a
+ * copy: the caller's buffer stays as it was.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -82,6 +84,26 @@ int qcow2_crypt_read(struct qcow2 *s, uint8_t *buf, uint64_t len, uint64_t host)
         r = luks_cipher_run(s->crypt, tmp, end - start, start / 512, false);
     if (r == 0)
         memcpy(buf, tmp + (host - start), len);
+    free(tmp);
+    return r;
+}
+
+/* Encrypt LEN bytes of BUF (whole sectors) into a copy and write it at HOST. */
+int qcow2_crypt_write(struct qcow2 *s, const uint8_t *buf, uint64_t len, uint64_t host)
+{
+    uint8_t *tmp;
+    int r;
+
+    if ((host | len) & 511)
+        return vdisk_error(EIO, "%s: encrypted write of part of a sector at %llu", s->node->path,
+                           (unsigned long long)host);
+    tmp = qcow2_alloc_buf(len);
+    if (!tmp)
+        return vdisk_error(ENOMEM, "%s: out of memory", s->node->path);
+    memcpy(tmp, buf, len);
+    r = luks_cipher_run(s->crypt, tmp, len, host / 512, true);
+    if (r == 0)
+        r = vdisk_file_pwrite(s->file, tmp, len, host);
     free(tmp);
     return r;
 }

@@ -311,11 +311,7 @@ static int qcow2_open(struct vdisk_node *node)
     }
     node->dirty_at_open = s->incompat & QCOW2_INCOMPAT_DIRTY;
     if (s->crypt_method == 2) {
-        r = node->read_only ? qcow2_crypt_open(s)
-                            : vdisk_error(ENOTSUP,
-                                          "%s: writing encrypted (LUKS) qcow2 images is not "
-                                          "supported yet: open it read-only",
-                                          node->path);
+        r = qcow2_crypt_open(s);
         if (r < 0)
             goto err;
     }

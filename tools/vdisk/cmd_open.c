@@ -95,7 +95,7 @@ int cmd_open(int argc, char **argv)
     uint64_t size = 0;
     bool created = false, size_given = false;
     struct stat st;
-    int c, lock, status = 1;
+    int c, r, lock, status = 1;
 
     while ((c = getopt_long(argc, argv, "rf:o:h", longopts, NULL)) != -1) {
         switch (c) {
@@ -159,7 +159,10 @@ int cmd_open(int argc, char **argv)
         }
         if (!format)
             format = format_from_name(image);
-        if (vdisk_create(image, format, size_given ? size : DEFAULT_SIZE, key_options(NULL)) < 0) {
+        r = vdisk_create(image, format, size_given ? size : DEFAULT_SIZE, key_options(NULL));
+        if (key_not_taken(r)) /* a key for a format that takes none on create */
+            r = vdisk_create(image, format, size_given ? size : DEFAULT_SIZE, NULL);
+        if (r < 0) {
             err("%s", vdisk_last_error());
             goto out;
         }
