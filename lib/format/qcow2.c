@@ -158,8 +158,8 @@ static int parse_header(struct qcow2 *s, const uint8_t *h, uint64_t file_size, u
     crypt = get_be32(h + 32);
     if (crypt == 1)
         return vdisk_error(ENOTSUP,
-                           "%s: qcow2 AES encryption (crypt_method 1, broken by design) "
-                           "is not supported; encrypt.format=luks is",
+                           "%s: AES-encrypted qcow2 images (crypt_method 1, broken by "
+                           "design) are not supported; encrypt.format=luks is",
                            path);
     if (crypt > 2)
         return vdisk_error(ENOTSUP, "%s: qcow2 crypt_method %u is not supported", path, crypt);

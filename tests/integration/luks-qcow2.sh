@@ -69,7 +69,7 @@ eq "essiv: the cipher" "$("$VDISK" info --key-file k essiv.qcow2 | sed -n 's/^en
 fails_with "no key: refused" "xts.qcow2: encrypted \(LUKS\): give the key" "$VDISK" info xts.qcow2
 fails_with "wrong key: refused" "xts.qcow2: wrong key" "$VDISK" info --key-file /etc/hostname xts.qcow2
 qemu-img create -q -f qcow2 "${SEC[@]}" -o encrypt.format=aes,encrypt.key-secret=s0 aes.qcow2 1M \
-    2>/dev/null && fails_with "QEMU's old AES method: refused" "AES encryption .*not supported" \
+    2>/dev/null && fails_with "QEMU's old AES method: refused" "AES-encrypted qcow2 images .*not supported" \
     "$VDISK" info --key-file k aes.qcow2
 dev=$("$VDISK" open -r --via fuse --key-file k xts.qcow2) && pass "open -r --via fuse" ||
     fail "open -r: $dev"
