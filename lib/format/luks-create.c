@@ -28,7 +28,7 @@
 #define SALT_LEN    32u
 
 /* PBKDF2 iterations of HASH that take about MS milliseconds here (at least 1000). */
-static uint32_t pbkdf2_bench(const char *hash, uint32_t ms)
+uint32_t luks_pbkdf2_bench(const char *hash, uint32_t ms)
 {
     const uint32_t trial = 20000;
     uint8_t out[32];
@@ -128,7 +128,7 @@ int luks_params_get(const char *path, uint64_t size, const struct vdisk_options 
     if (RAND_bytes(p->kdf.salt, SALT_LEN) != 1)
         return vdisk_error(EIO, "%s: no random bytes", path);
     if (p->kdf.type == LUKS_KDF_PBKDF2)
-        p->kdf.iterations = pbkdf2_bench(p->hash, p->iter_ms);
+        p->kdf.iterations = luks_pbkdf2_bench(p->hash, p->iter_ms);
     return 0;
 }
 
@@ -276,7 +276,7 @@ int luks2_write_headers(struct vdisk_file *f, const char *path, uint64_t size, u
 }
 
 /* A random (version 4) UUID string. */
-static int make_uuid(char *out)
+int luks_make_uuid(char *out)
 {
     uint8_t u[16];
 
@@ -336,9 +336,10 @@ int luks_create(struct vdisk_node *node, uint64_t size, const struct vdisk_optio
     if (!vk || !area)
         goto out;
     snprintf(d.hash, sizeof(d.hash), "%s", p.hash);
-    d.iterations = pbkdf2_bench(p.hash, p.iter_ms < 125 ? p.iter_ms : 125);
+    d.iterations = luks_pbkdf2_bench(p.hash, p.iter_ms < 125 ? p.iter_ms : 125);
     r = vdisk_error(EIO, "%s: no random bytes", node->path);
-    if (RAND_bytes(vk, p.key_size) != 1 || RAND_bytes(d.salt, SALT_LEN) != 1 || make_uuid(uuid))
+    if (RAND_bytes(vk, p.key_size) != 1 || RAND_bytes(d.salt, SALT_LEN) != 1 ||
+        luks_make_uuid(uuid))
         goto out;
     r = luks_pbkdf2(d.hash, vk, p.key_size, d.salt, SALT_LEN, d.iterations, d.value, d.len);
     if (r == 0)

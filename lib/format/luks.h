@@ -176,6 +176,18 @@ int luks_keyslot_make(const char *path, int id, const struct luks_params *p, con
                       size_t pass_len, const uint8_t *vk, uint8_t *area, size_t area_len);
 /* The JSON object of a keyslot with P's KDF, its area at OFF of AREA bytes. */
 struct json_object *luks_keyslot_json(const struct luks_params *p, uint64_t off, uint64_t area);
+/* PBKDF2 iterations of HASH that take about MS milliseconds here (at least 1000). */
+uint32_t luks_pbkdf2_bench(const char *hash, uint32_t ms);
+/* A random (version 4) UUID string into OUT (37 bytes). */
+int luks_make_uuid(char *out);
+/* luks1-create.c: bytes a LUKS1 header of KEY_SIZE-byte keys takes (QEMU's layout). */
+uint64_t luks1_layout_size(uint32_t key_size);
+/*
+ * A LUKS1 header at BASE of F (aes-xts-plain64, 512-bit key, sha256, PBKDF2
+ * taking about ITER_MS), keyslot 0 for the key OPTS give (key-file=/key-fd=).
+ */
+int luks1_format(struct vdisk_file *f, const char *path, uint64_t base, uint32_t iter_ms,
+                 const struct vdisk_options *opts);
 /* Both LUKS2 header copies (SIZE bytes each, at 0 and SIZE) holding JSON, then a flush. */
 int luks2_write_headers(struct vdisk_file *f, const char *path, uint64_t size, uint64_t seqid,
                         const char *uuid, const char *json);

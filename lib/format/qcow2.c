@@ -12,11 +12,24 @@
 #include <unistd.h>
 
 #include "../error.h"
+#include "luks.h"
 #include "qcow2.h"
 
 static const char *const qcow2_create_options[] = {
-    "cluster_size", "compat",           "backing_file",  "backing_fmt",   "lazy_refcounts",
-    "extended_l2",  "compression_type", "preallocation", "refcount_bits", NULL,
+    "cluster_size",
+    "compat",
+    "backing_file",
+    "backing_fmt",
+    "lazy_refcounts",
+    "extended_l2",
+    "compression_type",
+    "preallocation",
+    "refcount_bits",
+    "encrypt.format",
+    "encrypt.iter-time",
+    "key-file",
+    "key-fd", /* LUKS: qcow2-crypt.c */
+    NULL,
 };
 
 /* As QEMU names them; backing_fmt states the backing file's format where the header does not. */
@@ -438,6 +451,11 @@ struct create_opts {
     bool lazy, ext_l2, prealloc;
     unsigned compression;
     const char *backing, *backing_fmt;
+    bool luks;          /* encrypt.format=luks */
+    uint64_t iter_ms;   /* its PBKDF2 time (encrypt.iter-time, QEMU's default 2 s) */
+    uint64_t fde_bytes; /* the LUKS header's bytes */
+    size_t fde_ext;     /* where its header extension lies in the header cluster */
+    uint64_t fde_off;   /* where write_layout put it */
 };
 
 static int parse_create_opts(const char *path, const struct vdisk_options *o, struct create_opts *c)
@@ -479,6 +497,15 @@ static int parse_create_opts(const char *path, const struct vdisk_options *o, st
         c->prealloc = true;
     else if (v && strcmp(v, "off"))
         return vdisk_error(EINVAL, "%s: preallocation must be off or metadata", path);
+    v = vdisk_options_get(o, "encrypt.format");
+    if (v && strcmp(v, "luks"))
+        return vdisk_error(EINVAL, "%s: encrypt.format must be luks, not '%s'", path, v);
+    c->luks = v != NULL;
+    r = vdisk_options_get_size(o, "encrypt.iter-time", 2000, &c->iter_ms);
+    if (r < 0 || c->iter_ms == 0 || c->iter_ms > 100000)
+        return vdisk_error(EINVAL, "%s: encrypt.iter-time must be 1 to 100000 ms", path);
+    if (c->luks)
+        c->fde_bytes = luks1_layout_size(64);
     c->backing = vdisk_options_get(o, "backing_file");
     c->backing_fmt = vdisk_options_get(o, "backing_fmt");
     if (c->version == 2 && (c->lazy || c->ext_l2 || c->compression || bits != 16))
@@ -494,12 +521,12 @@ static int parse_create_opts(const char *path, const struct vdisk_options *o, st
 }
 
 /* Fill refcount blocks, L1 and L2 tables of a new image and write them. */
-static int write_layout(struct vdisk_file *f, const struct create_opts *c, uint64_t size,
-                        uint8_t *hdr)
+static int write_layout(struct vdisk_file *f, struct create_opts *c, uint64_t size, uint8_t *hdr)
 {
     uint64_t cs = c->cs, E = cs * 8 >> c->order, l2e = cs / (c->ext_l2 ? 16 : 8);
     uint64_t ndata = (size + cs - 1) / cs, l1_size = (ndata + l2e - 1) / l2e;
     uint64_t l1c = (l1_size * 8 + cs - 1) / cs, nl2 = 0, nd = 0, rtc = 1, nrb = 1, total;
+    uint64_t nfde = (c->fde_bytes + cs - 1) / cs; /* the LUKS header's clusters, after the rest */
     uint64_t rt_at, rb_at, l1_at, l2_at, data_at;
     uint8_t *buf = NULL;
     int r = 0;
@@ -518,7 +545,7 @@ static int write_layout(struct vdisk_file *f, const struct create_opts *c, uint6
     for (;;) {
         uint64_t nnrb, nrtc;
 
-        total = 1 + rtc + nrb + l1c + nl2 + nd;
+        total = 1 + rtc + nrb + l1c + nl2 + nd + nfde;
         nnrb = (total + E - 1) / E;
         nrtc = (nnrb * 8 + cs - 1) / cs;
         if (nnrb == nrb && nrtc == rtc)
@@ -538,6 +565,11 @@ static int write_layout(struct vdisk_file *f, const struct create_opts *c, uint6
     put_be64(hdr + 48, rt_at * cs);
     put_be32(hdr + 56, (uint32_t)rtc);
     put_be64(hdr + 24, size);
+    if (nfde) {
+        c->fde_off = (data_at + nd) * cs;
+        put_be64(hdr + c->fde_ext + 8, c->fde_off);
+        put_be64(hdr + c->fde_ext + 16, c->fde_bytes);
+    }
 
     buf = qcow2_alloc_buf(cs);
     if (!buf)
@@ -648,6 +680,15 @@ static int qcow2_create(struct vdisk_node *node, uint64_t size, const struct vdi
         hdr[104] = (uint8_t)c.compression;
         off = 112;
     }
+    if (c.luks) { /* crypt_method 2 and the full disk encryption header pointer */
+        put_be32(hdr + 32, 2);
+        c.fde_ext = off;
+        put_be32(hdr + off, QCOW2_EXT_FDE);
+        put_be32(hdr + off + 4, 16);
+        off += 8 + 16;
+        if (!c.backing)
+            off += 8; /* end of extensions: zeroes */
+    }
     if (c.backing) {
         size_t flen = strlen(fmt), blen = strlen(c.backing);
 
@@ -666,6 +707,8 @@ static int qcow2_create(struct vdisk_node *node, uint64_t size, const struct vdi
         put_be32(hdr + 16, (uint32_t)blen);
     }
     r = write_layout(f, &c, size, hdr);
+    if (r == 0 && c.luks)
+        r = luks1_format(f, f->path, c.fde_off, (uint32_t)c.iter_ms, o);
 out:
     free(hdr);
     free(bpath);

@@ -122,6 +122,48 @@ echo "w 0 8388608 0" | VDISK_TEST_OPEN_OPTIONS=key-file=$T/k "$IO" script mt.qco
 ok "4 threads race on an encrypted qcow2" env VDISK_TEST_OPEN_OPTIONS=key-file=$T/k "$IO" mt mt.qcow2 4 2000
 ok "qemu-img check after the race" qcheck mt.qcow2
 
+# vdisk's own encrypted qcow2 (create, convert): QEMU opens, checks and reads it
+for v in "v3 encrypt.format=luks,encrypt.iter-time=10" \
+    "v2 encrypt.format=luks,encrypt.iter-time=10,compat=0.10,cluster_size=4096" \
+    "backed encrypt.format=luks,encrypt.iter-time=10,backing_file=base.raw,backing_fmt=raw"; do
+    set -- $v
+    n=v-$1
+    rm -f "$n.qcow2" twin.raw
+    ok "$n: vdisk create -f qcow2 -o $2 --key-file" "$VDISK" create -f qcow2 -o "$2" --key-file k \
+        "$n.qcow2" 8M
+    eq "$n: qemu-img info: encrypted with luks" \
+        "$(qemu-img info --output=json "$n.qcow2" | python3 -c \
+            'import json,sys; d=json.load(sys.stdin); print(d["encrypted"], d["format-specific"]["data"]["encrypt"]["format"])')" \
+        "True luks"
+    ok "$n: qemu-img check of the new image" qcheck "$n.qcow2"
+    if [ "$1" = backed ]; then cp base.raw twin.raw; else truncate -s 8M twin.raw; fi
+    echo "$WRITES" | VDISK_TEST_OPEN_OPTIONS=key-file=$T/k "$IO" script "$n.qcow2" >/dev/null ||
+        fail "$n: vdisk writes"
+    echo "$WRITES" | "$IO" -f raw script twin.raw >/dev/null
+    rm -f "$n.want"
+    qemu-img convert "${SEC[@]}" --image-opts \
+        "driver=qcow2,encrypt.key-secret=s0,file.filename=$n.qcow2" -O raw "$n.want"
+    same "$n: qemu-img reads what vdisk wrote" "$n.want" twin.raw
+    ok "$n: qemu-img check after the writes" qcheck "$n.qcow2"
+    qemu-io "${SEC[@]}" --image-opts "driver=qcow2,encrypt.key-secret=s0,file.filename=$n.qcow2" \
+        -c "write -P 0x5a 6M 70000" >/dev/null
+    ok "$n: vdisk reads what qemu-io wrote" env VDISK_TEST_OPEN_OPTIONS=key-file=$T/k \
+        "$IO" script "$n.qcow2" <<<"r 6291456 70000 0x5a"
+done
+fails_with "create: encrypt.format=aes refused" "encrypt.format must be luks" \
+    "$VDISK" create -f qcow2 -o encrypt.format=aes --key-file k x.qcow2 8M
+fails_with "create: encrypt.format=luks without a key" "give the key" \
+    "$VDISK" create -f qcow2 -o encrypt.format=luks y.qcow2 8M
+eq "create failures leave no file" "$(ls x.qcow2 y.qcow2 2>/dev/null)" ""
+rm -f conv.qcow2
+ok "convert --key-file -O qcow2 -o encrypt.format=luks" "$VDISK" convert --key-file k -O qcow2 \
+    -o encrypt.format=luks,encrypt.iter-time=10 base.raw conv.qcow2
+rm -f conv.want
+qemu-img convert "${SEC[@]}" --image-opts "driver=qcow2,encrypt.key-secret=s0,file.filename=conv.qcow2" \
+    -O raw conv.want
+same "convert: qemu-img reads the plaintext back" conv.want base.raw
+ok "convert: qemu-img check" qcheck conv.qcow2
+
 # the user's cycle through fuse
 rm -f c.qcow2
 qcreate -o encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10 c.qcow2 64M
