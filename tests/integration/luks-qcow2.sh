@@ -71,6 +71,34 @@ fails_with "wrong key: refused" "xts.qcow2: wrong key" "$VDISK" info --key-file 
 qemu-img create -q -f qcow2 "${SEC[@]}" -o encrypt.format=aes,encrypt.key-secret=s0 aes.qcow2 1M \
     2>/dev/null && fails_with "QEMU's old AES method: refused" "AES-encrypted qcow2 images .*not supported" \
     "$VDISK" info --key-file k aes.qcow2
+# hostile headers: crypt_method 2 without the encryption header extension, or pointing outside
+qemu-img create -q -f qcow2 plain.qcow2 1M
+cp plain.qcow2 h1.qcow2
+printf '\0\0\0\2' | dd of=h1.qcow2 bs=1 seek=32 conv=notrunc status=none
+fails_with "crypt_method 2 without the header extension" "no valid encryption header extension" \
+    "$VDISK" info --key-file k h1.qcow2
+cp xts.qcow2 h2.qcow2
+/usr/bin/python3 - h2.qcow2 <<'EOF'
+import struct, sys
+d = bytearray(open(sys.argv[1], "rb").read())
+i = d.find(struct.pack(">I", 0x0537BE77), 72, 4096)
+d[i + 8:i + 16] = struct.pack(">Q", 1 << 40)  # the LUKS header 1 TiB away
+open(sys.argv[1], "wb").write(d)
+EOF
+fails_with "encryption header extension pointing past the file" \
+    "no valid encryption header extension" "$VDISK" info --key-file k h2.qcow2
+cp xts.qcow2 h3.qcow2
+/usr/bin/python3 - h3.qcow2 <<'EOF'
+import struct, sys
+d = bytearray(open(sys.argv[1], "rb").read())
+i = d.find(struct.pack(">I", 0x0537BE77), 72, 4096)
+off = struct.unpack(">Q", d[i + 8:i + 16])[0]
+d[off:off + 6] = b"XXXXXX"  # the LUKS magic gone
+open(sys.argv[1], "wb").write(d)
+EOF
+fails_with "a damaged LUKS header inside the qcow2" "h3.qcow2: not a LUKS image" \
+    "$VDISK" info --key-file k h3.qcow2
+
 dev=$("$VDISK" open -r --via fuse --key-file k xts.qcow2) && pass "open -r --via fuse" ||
     fail "open -r: $dev"
 if [ -b "$dev" ]; then
