@@ -165,7 +165,9 @@ int luks_cipher_run(const struct luks_cipher *c, uint8_t *buf, size_t len, uint6
         EVP_CIPHER_CTX_set_padding(ectx, 0);
     }
     for (size_t done = 0; done < len; done += c->sector_size, sector++) {
-        uint64_t n = sector + c->iv_tweak;
+        /* dm-crypt counts IVs in 512-byte units whatever the sector size (LUKS2 does not
+         * set iv_large_sectors; checked against dm-crypt in tests/vm) */
+        uint64_t n = sector * (c->sector_size / 512) + c->iv_tweak;
 
         memset(iv, 0, sizeof(iv));
         if (c->iv_mode == LUKS_IV_PLAIN) {

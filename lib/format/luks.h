@@ -125,7 +125,10 @@ int luks_cipher_check(const char *path, const char *spec, size_t key_len);
 int luks_cipher_init(struct luks_cipher *c, const char *spec, const uint8_t *key, size_t key_len,
                      uint32_t sector_size, uint64_t iv_tweak);
 void luks_cipher_free(struct luks_cipher *c);
-/* En- or decrypt LEN bytes (whole sectors) in place; SECTOR numbers the first. */
+/*
+ * En- or decrypt LEN bytes (whole sectors) in place; SECTOR numbers the first
+ * in sector_size units. The IV is its offset in 512-byte units plus iv_tweak.
+ */
 int luks_cipher_run(const struct luks_cipher *c, uint8_t *buf, size_t len, uint64_t sector,
                     bool enc);
 /* The keyslot key for PASS: OUT_LEN bytes. */

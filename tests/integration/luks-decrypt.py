@@ -5,8 +5,9 @@
 # with the volume key cryptsetup dumps (luksDump --dump-volume-key), sector by
 # sector, with python3-cryptography (Debian).
 #   luks-decrypt.py IMAGE KEYHEX OFFSET SECTOR CIPHER OUT
-# CIPHER: aes-xts-plain64 or aes-cbc-essiv:sha256. The IV is the sector number
-# in SECTOR-byte units (LUKS2 with 4096-byte sectors: dm-crypt's iv_large_sectors).
+# CIPHER: aes-xts-plain64 or aes-cbc-essiv:sha256. The IV is the sector's
+# offset in 512-byte units, whatever SECTOR is (LUKS2 leaves dm-crypt's
+# iv_large_sectors off; tests/vm/tests/85-luks-dmcrypt.sh checks it on dm-crypt).
 import hashlib
 import struct
 import sys
@@ -24,7 +25,7 @@ essiv = None
 if cipher == "aes-cbc-essiv:sha256":
     essiv = Cipher(algorithms.AES(hashlib.sha256(key).digest()), modes.ECB()).encryptor()
 for n in range(len(data) // sector):
-    iv = struct.pack("<Q", n) + bytes(8)
+    iv = struct.pack("<Q", n * (sector // 512)) + bytes(8)
     blk = data[n * sector:(n + 1) * sector]
     if cipher == "aes-xts-plain64":
         c = Cipher(algorithms.AES(key), modes.XTS(iv)).decryptor()
