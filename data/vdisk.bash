@@ -34,11 +34,14 @@ _vdisk() {
         if [[ $cur == -* ]]; then
             COMPREPLY=($(compgen -W '--help --version' -- "$cur"))
         else
-            COMPREPLY=($(compgen -W 'create open recover close list info serve convert check bench persist supervise formats' -- "$cur"))
+            COMPREPLY=($(compgen -W 'create open recover close list info serve convert check luks bench persist supervise formats' -- "$cur"))
         fi
         return
     fi
     case $prev in
+    --key-file | --new-key-file)
+        _filedir
+        return ;;
     -f | --format | -O)
         COMPREPLY=($(compgen -W "$(vdisk formats 2>/dev/null)" -- "$cur"))
         return ;;

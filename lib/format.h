@@ -143,6 +143,7 @@ extern const struct vdisk_format vdisk_format_qcow2;
 extern const struct vdisk_format vdisk_format_vhdx;
 extern const struct vdisk_format vdisk_format_vpc;
 extern const struct vdisk_format vdisk_format_vdi;
+extern const struct vdisk_format vdisk_format_luks;
 
 /* ---- the image layer's services to drivers (node.c) ---- */
 

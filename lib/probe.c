@@ -26,6 +26,7 @@ static const struct vdisk_format *const formats[] = {
     &vdisk_format_vhdx,
     &vdisk_format_vpc,
     &vdisk_format_vdi,
+    &vdisk_format_luks,
     &vdisk_format_raw,
 };
 #define N_FORMATS (sizeof(formats) / sizeof(formats[0]))

@@ -151,7 +151,7 @@ static int bochs_probe(const uint8_t *head, size_t head_len, const uint8_t *tail
                : 60;
 }
 
-/* LUKS: "LUKS\xba\xbe" and version 1 or 2 (be16); LUKS2 keeps the magic. */
+/* LUKS of a version luks.c does not serve (it serves 1 and 2): never raw. */
 static int luks_probe(const uint8_t *head, size_t head_len, const uint8_t *tail, uint64_t file_size)
 {
     unsigned version;
@@ -160,7 +160,7 @@ static int luks_probe(const uint8_t *head, size_t head_len, const uint8_t *tail,
     if (!head_has(head, head_len, 0, "LUKS\xba\xbe", 6))
         return 0;
     version = head_len >= 8 ? (unsigned)head[6] << 8 | head[7] : 0;
-    return version == 1 || version == 2 ? 100 : 60;
+    return version == 1 || version == 2 ? 0 : 60;
 }
 
 /* QCOW version 1: the qcow2 magic "QFI\xfb" with version 1 (be32); qcow2.c serves 2 and 3. */

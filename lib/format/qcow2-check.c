@@ -165,6 +165,8 @@ static int count_refs(struct check *c, unsigned flags)
     for (unsigned i = 0; i < s->ninflight; i++) /* being filled by a write: in use */
         inc(c, s->inflight[i].host, s->cluster_size);
     inc(c, s->rt_offset, (uint64_t)s->rt_clusters << s->cluster_bits);
+    if (s->crypt_method == 2 && s->fde_len) /* the LUKS header's clusters */
+        inc(c, s->fde_offset, s->fde_len);
     for (uint64_t i = 0; i < s->rt_size; i++) {
         uint64_t off = s->reftable[i] & QCOW2_RT_OFFSET_MASK;
 

@@ -183,6 +183,8 @@ static int read_run(struct qcow2 *s, uint8_t *buf, const struct qc_map *m, uint6
 {
     switch (m->type) {
     case QC_DATA:
+        if (s->crypt)
+            return qcow2_crypt_read(s, buf, m->len, m->host);
         return vdisk_file_pread(s->file, buf, m->len, m->host);
     case QC_ZERO:
         memset(buf, 0, m->len);
@@ -404,7 +406,8 @@ static int fill_cluster(struct qcow2 *s, const uint8_t *src, uint64_t lo, uint64
         free(z);
     }
     if (r == 0)
-        r = vdisk_file_pwrite(s->file, src, hi - lo, H + lo);
+        r = s->crypt ? qcow2_crypt_write(s, src, hi - lo, H + lo)
+                     : vdisk_file_pwrite(s->file, src, hi - lo, H + lo);
     return r;
 }
 
@@ -454,11 +457,15 @@ static int write_alloc(struct qcow2 *s, const uint8_t *buf, uint64_t len, uint64
     } else if ((a || b < cs) && ((s->version >= 3 && (e & QCOW2_ZERO)) ||
                                  (!(e & QCOW2_COMPRESSED) && !host && !s->node->backing))) {
         /* what surrounds the new bytes reads as zeroes: zero it with fallocate, not buffers */
-        zero_cow = !s->file->is_block_device;
+        zero_cow = !s->file->is_block_device && !s->crypt; /* zeroes must be encrypted */
         if (zero_cow) {
             lo = a;
             hi = b;
         }
+    }
+    if (s->crypt) { /* whole 512-byte sectors: each is encrypted as one */
+        lo &= ~511ull;
+        hi = (hi + 511) & ~511ull;
     }
     if (lo != a || hi != b) {
         bounce = qcow2_alloc_buf(hi - lo);
@@ -588,7 +595,8 @@ static int write_alloc_run(struct qcow2 *s, const uint8_t *buf, uint64_t n, uint
     }
     if (unlocked)
         pthread_rwlock_unlock(&s->lock);
-    r = vdisk_file_pwrite_alloc(s->file, buf, k * cs, H);
+    r = s->crypt ? qcow2_crypt_write(s, buf, k * cs, H)
+                 : vdisk_file_pwrite_alloc(s->file, buf, k * cs, H);
     if (unlocked)
         qcow2_lock_excl(s);
     t = NULL;
@@ -662,6 +670,8 @@ int qcow2_write(struct vdisk_node *node, const void *buf, size_t len, uint64_t o
             n = len;
         pthread_rwlock_rdlock(&s->lock);
         r = in_place(s, off, n, &host, true);
+        if (r == 0 && host && s->crypt && ((host | n) & 511))
+            host = 0; /* part of a sector: read, merge, encrypt under the lock (write_alloc) */
         if (r == 0 && host) {
             /* extend over clusters that follow on disk */
             uint64_t h2;
@@ -673,14 +683,18 @@ int qcow2_write(struct vdisk_node *node, const void *buf, size_t len, uint64_t o
                     break;
                 n += m;
             }
-            r = vdisk_file_pwrite(s->file, p, n, host);
+            r = s->crypt ? qcow2_crypt_write(s, p, n, host)
+                         : vdisk_file_pwrite(s->file, p, n, host);
             pthread_rwlock_unlock(&s->lock);
         } else {
             pthread_rwlock_unlock(&s->lock);
             qcow2_lock_excl(s);
             r = in_place(s, off, n, &host, false);
+            if (r == 0 && host && s->crypt && ((host | n) & 511))
+                host = 0;
             if (r == 0 && host) {
-                r = vdisk_file_pwrite(s->file, p, n, host);
+                r = s->crypt ? qcow2_crypt_write(s, p, n, host)
+                             : vdisk_file_pwrite(s->file, p, n, host);
             } else if (r == 0 && n == s->cluster_size && len >= 2 * n) {
                 /* whole clusters: allocate a run of them at once, to the L2 table's end */
                 uint64_t left = ((1ull << s->l2_bits) - l2_index(s, off)) << s->cluster_bits;
@@ -775,7 +789,7 @@ static uint64_t not_in_place_run(struct qcow2 *s, uint64_t off, uint64_t len)
 static int map_write(struct qcow2 *s, uint64_t off, uint64_t len, struct vdisk_map *m)
 {
     uint64_t run = 0;
-    int r = in_place_run(s, off, len, &m->host, &run);
+    int r = s->crypt ? 0 : in_place_run(s, off, len, &m->host, &run);
 
     if (r < 0)
         return r;
@@ -804,6 +818,8 @@ static int map_read(struct qcow2 *s, uint64_t off, uint64_t len, struct vdisk_ma
     if (r < 0)
         return r;
     m->type = types[q.type];
+    if (q.type == QC_DATA && s->crypt)
+        m->type = VDISK_MAP_OTHER; /* ciphertext: qcow2_read decrypts */
     m->len = q.len;
     m->host = q.type == QC_DATA ? q.host : 0;
     return 0;

@@ -12,11 +12,24 @@
 #include <unistd.h>
 
 #include "../error.h"
+#include "luks.h"
 #include "qcow2.h"
 
 static const char *const qcow2_create_options[] = {
-    "cluster_size", "compat",           "backing_file",  "backing_fmt",   "lazy_refcounts",
-    "extended_l2",  "compression_type", "preallocation", "refcount_bits", NULL,
+    "cluster_size",
+    "compat",
+    "backing_file",
+    "backing_fmt",
+    "lazy_refcounts",
+    "extended_l2",
+    "compression_type",
+    "preallocation",
+    "refcount_bits",
+    "encrypt.format",
+    "encrypt.iter-time",
+    "key-file",
+    "key-fd", /* LUKS: qcow2-crypt.c */
+    NULL,
 };
 
 /* As QEMU names them; backing_fmt states the backing file's format where the header does not. */
@@ -24,6 +37,9 @@ static const char *const qcow2_open_options[] = {
     "l2-cache-size",
     "refcount-cache-size",
     "backing_fmt",
+    "key-file", /* encrypt.format=luks: the passphrase (qcow2-crypt.c) */
+    "key-fd",
+    "keyslot",
     NULL,
 };
 
@@ -80,6 +96,10 @@ static int read_extensions(struct qcow2 *s, const uint8_t *hdr, uint64_t off, ui
                                "%s: header extension 0x%x of %u bytes overruns the "
                                "header cluster",
                                s->node->path, type, len);
+        if (type == QCOW2_EXT_FDE && len == 16) {
+            s->fde_offset = get_be64(hdr + off);
+            s->fde_len = get_be64(hdr + off + 8);
+        }
         if (type == QCOW2_EXT_BACKING_FMT) {
             free(s->backing_fmt);
             s->backing_fmt = strndup((const char *)hdr + off, len);
@@ -104,6 +124,7 @@ static void qcow2_free(struct qcow2 *s)
     free(s->inflight);
     free(s->backing_name);
     free(s->backing_fmt);
+    qcow2_crypt_close(s);
     pthread_rwlock_destroy(&s->lock);
     pthread_mutex_destroy(&s->inflight_lock);
     pthread_cond_destroy(&s->inflight_done);
@@ -148,8 +169,14 @@ static int parse_header(struct qcow2 *s, const uint8_t *h, uint64_t file_size, u
     s->cluster_size = 1ull << s->cluster_bits;
     size = get_be64(h + 24);
     crypt = get_be32(h + 32);
-    if (crypt)
-        return vdisk_error(ENOTSUP, "%s: encrypted qcow2 images are not supported", path);
+    if (crypt == 1)
+        return vdisk_error(ENOTSUP,
+                           "%s: AES-encrypted qcow2 images (crypt_method 1, broken by "
+                           "design) are not supported; encrypt.format=luks is",
+                           path);
+    if (crypt > 2)
+        return vdisk_error(ENOTSUP, "%s: qcow2 crypt_method %u is not supported", path, crypt);
+    s->crypt_method = crypt;
     *hlen = QCOW2_V2_HEADER;
     s->refcount_order = 4;
     if (s->version == 3) {
@@ -296,6 +323,11 @@ static int qcow2_open(struct vdisk_node *node)
         goto err;
     }
     node->dirty_at_open = s->incompat & QCOW2_INCOMPAT_DIRTY;
+    if (s->crypt_method == 2) {
+        r = qcow2_crypt_open(s);
+        if (r < 0)
+            goto err;
+    }
 
     r = read_table(s, s->l1_offset, s->l1_size, &s->l1);
     if (r == 0)
@@ -405,6 +437,10 @@ static int qcow2_get_info(struct vdisk_node *node, struct vdisk_info *info)
     vdisk_info_add(info, "lazy_refcounts", "%s", s->lazy ? "true" : "false");
     vdisk_info_add(info, "extended_l2", "%s", s->ext_l2 ? "true" : "false");
     vdisk_info_add(info, "snapshots", "%u", s->nb_snapshots);
+    if (s->crypt) {
+        vdisk_info_add(info, "encrypt_format", "luks");
+        vdisk_info_add(info, "encrypt_cipher", "%s", s->crypt_cipher);
+    }
     return 0;
 }
 
@@ -415,6 +451,11 @@ struct create_opts {
     bool lazy, ext_l2, prealloc;
     unsigned compression;
     const char *backing, *backing_fmt;
+    bool luks;          /* encrypt.format=luks */
+    uint64_t iter_ms;   /* its PBKDF2 time (encrypt.iter-time, QEMU's default 2 s) */
+    uint64_t fde_bytes; /* the LUKS header's bytes */
+    size_t fde_ext;     /* where its header extension lies in the header cluster */
+    uint64_t fde_off;   /* where write_layout put it */
 };
 
 static int parse_create_opts(const char *path, const struct vdisk_options *o, struct create_opts *c)
@@ -456,6 +497,15 @@ static int parse_create_opts(const char *path, const struct vdisk_options *o, st
         c->prealloc = true;
     else if (v && strcmp(v, "off"))
         return vdisk_error(EINVAL, "%s: preallocation must be off or metadata", path);
+    v = vdisk_options_get(o, "encrypt.format");
+    if (v && strcmp(v, "luks"))
+        return vdisk_error(EINVAL, "%s: encrypt.format must be luks, not '%s'", path, v);
+    c->luks = v != NULL;
+    r = vdisk_options_get_size(o, "encrypt.iter-time", 2000, &c->iter_ms);
+    if (r < 0 || c->iter_ms == 0 || c->iter_ms > 100000)
+        return vdisk_error(EINVAL, "%s: encrypt.iter-time must be 1 to 100000 ms", path);
+    if (c->luks)
+        c->fde_bytes = luks1_layout_size(64);
     c->backing = vdisk_options_get(o, "backing_file");
     c->backing_fmt = vdisk_options_get(o, "backing_fmt");
     if (c->version == 2 && (c->lazy || c->ext_l2 || c->compression || bits != 16))
@@ -471,12 +521,12 @@ static int parse_create_opts(const char *path, const struct vdisk_options *o, st
 }
 
 /* Fill refcount blocks, L1 and L2 tables of a new image and write them. */
-static int write_layout(struct vdisk_file *f, const struct create_opts *c, uint64_t size,
-                        uint8_t *hdr)
+static int write_layout(struct vdisk_file *f, struct create_opts *c, uint64_t size, uint8_t *hdr)
 {
     uint64_t cs = c->cs, E = cs * 8 >> c->order, l2e = cs / (c->ext_l2 ? 16 : 8);
     uint64_t ndata = (size + cs - 1) / cs, l1_size = (ndata + l2e - 1) / l2e;
     uint64_t l1c = (l1_size * 8 + cs - 1) / cs, nl2 = 0, nd = 0, rtc = 1, nrb = 1, total;
+    uint64_t nfde = (c->fde_bytes + cs - 1) / cs; /* the LUKS header's clusters, after the rest */
     uint64_t rt_at, rb_at, l1_at, l2_at, data_at;
     uint8_t *buf = NULL;
     int r = 0;
@@ -495,7 +545,7 @@ static int write_layout(struct vdisk_file *f, const struct create_opts *c, uint6
     for (;;) {
         uint64_t nnrb, nrtc;
 
-        total = 1 + rtc + nrb + l1c + nl2 + nd;
+        total = 1 + rtc + nrb + l1c + nl2 + nd + nfde;
         nnrb = (total + E - 1) / E;
         nrtc = (nnrb * 8 + cs - 1) / cs;
         if (nnrb == nrb && nrtc == rtc)
@@ -515,6 +565,11 @@ static int write_layout(struct vdisk_file *f, const struct create_opts *c, uint6
     put_be64(hdr + 48, rt_at * cs);
     put_be32(hdr + 56, (uint32_t)rtc);
     put_be64(hdr + 24, size);
+    if (nfde) {
+        c->fde_off = (data_at + nd) * cs;
+        put_be64(hdr + c->fde_ext + 8, c->fde_off);
+        put_be64(hdr + c->fde_ext + 16, c->fde_bytes);
+    }
 
     buf = qcow2_alloc_buf(cs);
     if (!buf)
@@ -625,6 +680,15 @@ static int qcow2_create(struct vdisk_node *node, uint64_t size, const struct vdi
         hdr[104] = (uint8_t)c.compression;
         off = 112;
     }
+    if (c.luks) { /* crypt_method 2 and the full disk encryption header pointer */
+        put_be32(hdr + 32, 2);
+        c.fde_ext = off;
+        put_be32(hdr + off, QCOW2_EXT_FDE);
+        put_be32(hdr + off + 4, 16);
+        off += 8 + 16;
+        if (!c.backing)
+            off += 8; /* end of extensions: zeroes */
+    }
     if (c.backing) {
         size_t flen = strlen(fmt), blen = strlen(c.backing);
 
@@ -643,6 +707,8 @@ static int qcow2_create(struct vdisk_node *node, uint64_t size, const struct vdi
         put_be32(hdr + 16, (uint32_t)blen);
     }
     r = write_layout(f, &c, size, hdr);
+    if (r == 0 && c.luks)
+        r = luks1_format(f, f->path, c.fde_off, (uint32_t)c.iter_ms, o);
 out:
     free(hdr);
     free(bpath);

@@ -61,6 +61,7 @@
 
 #define QCOW2_EXT_END         0u
 #define QCOW2_EXT_BACKING_FMT 0xe2792acau
+#define QCOW2_EXT_FDE         0x0537be77u /* full disk encryption header pointer */
 
 /* Header field offsets. */
 #define QCOW2_HDR_RT_OFFSET 48
@@ -145,6 +146,12 @@ struct qcow2 {
     _Atomic unsigned pins;
     pthread_mutex_t pin_lock;
     pthread_cond_t pin_done;
+
+    /* encrypt.format=luks (qcow2-crypt.c): LUKS header clusters, the data cipher */
+    uint32_t crypt_method;
+    uint64_t fde_offset, fde_len;
+    struct luks_cipher *crypt; /* NULL: not encrypted */
+    char crypt_cipher[64];
 
     uint16_t *check_refs; /* during repair: clusters in use, not to be allocated */
     uint64_t check_nb;
@@ -231,6 +238,12 @@ int qcow2_l2_peek(struct qcow2 *s, uint64_t l1i, struct qcow2_table **tp);
 int qcow2_flush_locked(struct qcow2 *s);
 int qcow2_mark_dirty(struct qcow2 *s);
 int qcow2_read(struct vdisk_node *node, void *buf, size_t len, uint64_t off);
+
+/* qcow2-crypt.c */
+int qcow2_crypt_open(struct qcow2 *s);
+void qcow2_crypt_close(struct qcow2 *s);
+int qcow2_crypt_read(struct qcow2 *s, uint8_t *buf, uint64_t len, uint64_t host);
+int qcow2_crypt_write(struct qcow2 *s, const uint8_t *buf, uint64_t len, uint64_t host);
 int qcow2_write(struct vdisk_node *node, const void *buf, size_t len, uint64_t off, unsigned flags);
 int qcow2_flush(struct vdisk_node *node);
 int qcow2_discard(struct vdisk_node *node, uint64_t off, uint64_t len);

@@ -15,7 +15,8 @@ command -v clang >/dev/null || skip_all clang "no clang to build the fuzz target
 srcs=("$ROOT"/lib/*.c "$ROOT"/lib/io/*.c "$ROOT"/lib/format/*.c)
 ok "fuzz target builds" clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
     -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -I"$ROOT/include" -I"$ROOT/lib" \
-    -o "$T/fuzz" "$ROOT/tests/fuzz/fuzz-open-read.c" "${srcs[@]}" -lz -lzstd -luring -lpthread
+    -o "$T/fuzz" "$ROOT/tests/fuzz/fuzz-open-read.c" "${srcs[@]}" -lz -lzstd -luring -lpthread \
+    -lcrypto -ljson-c -largon2
 [ -x "$T/fuzz" ] || finish
 mkdir -p "$T/corpus"
 if command -v qemu-img >/dev/null; then

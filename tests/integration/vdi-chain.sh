@@ -124,17 +124,17 @@ mv vm/vm.vdi vm.away && rm vm/Snapshots/decoy.vdi && mkfifo vm/fifo.vdi vm/Snaps
 fails_with "no parent name and no file with the UUID (FIFOs named .vdi left alone): refused" \
     "no .vdi file beside it or one directory up has its parent's UUID: give it with -o backing_file=" \
     "$IO" dump vm/Snapshots/s1.vdi got.raw
-VDISK_TEST_OPEN_OPTS=backing_file=../../vm.away "$IO" dump vm/Snapshots/s1.vdi got.raw 2>.err &&
+VDISK_TEST_OPEN_OPTIONS=backing_file=../../vm.away "$IO" dump vm/Snapshots/s1.vdi got.raw 2>.err &&
     pass "-o backing_file= names a parent anywhere" || fail "-o backing_file: $(cat .err)"
 "$VDISK" create -f vdi -o backing_file=base.vdi vbox.vdi
 dd if=/dev/zero of=vbox.vdi bs=1 seek=84 count=256 conv=notrunc status=none
-VDISK_TEST_OPEN_OPTS=backing_file=base.vdi "$IO" dump vbox.vdi got.raw 2>.err &&
+VDISK_TEST_OPEN_OPTIONS=backing_file=base.vdi "$IO" dump vbox.vdi got.raw 2>.err &&
     "$IO" dump base.vdi base.raw && cmp -s got.raw base.raw &&
     pass "-o backing_file= names the parent" || fail "-o backing_file: $(cat .err)"
-VDISK_TEST_OPEN_OPTS=backing_file=sub/mid.vdi fails_with "-o backing_file= with the wrong parent: refused" \
+VDISK_TEST_OPEN_OPTIONS=backing_file=sub/mid.vdi fails_with "-o backing_file= with the wrong parent: refused" \
     "is not this image's parent" "$IO" dump vbox.vdi got.raw
 fails_with "backing_file= on a plain image refused" "only a differencing VDI image has a parent" \
-    env VDISK_TEST_OPEN_OPTS=backing_file=base.vdi "$IO" dump base.vdi got.raw
+    env VDISK_TEST_OPEN_OPTIONS=backing_file=base.vdi "$IO" dump base.vdi got.raw
 # A header naming an absolute path is refused before the file is opened.
 printf 'vdisk-parent:/etc/shadow\0' | dd of=vbox.vdi bs=1 seek=84 conv=notrunc status=none
 fails_with "a header naming an absolute path is refused" "is not a relative path" "$IO" dump vbox.vdi got.raw

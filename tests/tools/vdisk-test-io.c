@@ -13,7 +13,7 @@
  *   vdisk-test-io map IMAGE                    block status runs: OFF LEN FLAGS
  *   vdisk-test-io mt IMAGE THREADS OPS         threads race on interleaved 4k blocks; verify
  * Sizes and offsets take vdisk_parse_size suffixes (a bare number is bytes here).
- * VDISK_TEST_OPEN_OPTS: open options for every image opened (e.g. backing_file=...).
+ * $VDISK_TEST_OPEN_OPTIONS: the open options of every image (key-file=K for luks).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -51,8 +51,8 @@ static uint64_t num(const char *s)
 static struct vdisk_image *open_img(const char *path, const char *fmt, unsigned flags)
 {
     struct vdisk_image *img;
-    /* open options (e.g. a parent the header does not name) from the environment */
-    int r = vdisk_open(path, fmt, flags, getenv("VDISK_TEST_OPEN_OPTS"), &img);
+    /* open options for every open: e.g. key-file=PATH of an encrypted image */
+    int r = vdisk_open(path, fmt, flags, getenv("VDISK_TEST_OPEN_OPTIONS"), &img);
 
     if (r < 0)
         die(path, r);

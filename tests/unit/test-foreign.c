@@ -75,8 +75,7 @@ static const struct sample samples[] = {
      S("#!/bin/sh\n#V2.0 Format\nmodprobe cloop file=$0 && mount -r -t iso9660 /dev/cloop $1\n"),
      23},
     {"bochs", "bochs", 1024, 0, S("Bochs Virtual HD Image\0\0\0\0\0\0\0\0\0\0Redolog\0"), 22},
-    {"luks1", "luks", 4096, 0, S("LUKS\xba\xbe\0\1"), 6},
-    {"luks2", "luks", 4096, 0, S("LUKS\xba\xbe\0\2"), 6},
+    {"luks version 3", "luks", 4096, 0, S("LUKS\xba\xbe\0\3"), 6}, /* luks.c serves 1 and 2 */
     {"qcow version 1", "qcow", 4096, 0, S("QFI\xfb\0\0\0\1"), 8},
 };
 
@@ -166,6 +165,8 @@ static void test_near_misses(void **state)
         {S("Bochs Virtual HD Imag")},
         {S("WithoutFreeSpac")},
         {S("LUKS\xba")},
+        {S("LUKS\xba\xbe\0\1")}, /* LUKS1 and LUKS2: served natively */
+        {S("LUKS\xba\xbe\0\2")},
         {S("\xeb\x63\x90MSDOS5.0\0\2")}, /* a boot sector */
     };
 

@@ -205,6 +205,7 @@ int cmd_bench(int argc, char **argv)
                                              {"flush-interval", required_argument, NULL, OPT_FLUSH},
                                              {"no-drain", no_argument, NULL, OPT_NO_DRAIN},
                                              {"random", no_argument, NULL, OPT_RANDOM},
+                                             KEY_LONGOPTS,
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     struct bench b = {.count = 75000, .depth = 64, .bufsize = 4096, .drain = true};
@@ -218,6 +219,11 @@ int cmd_bench(int argc, char **argv)
 
     while ((c = getopt_long(argc, argv, "c:d:f:i:no:qs:S:t:wUh", longopts, NULL)) != -1) {
         switch (c) {
+        case OPT_KEY_FILE:
+        case OPT_KEY_STDIN:
+            if (key_option(c, optarg))
+                return 1;
+            break;
         case 'c':
             if (parse_num(optarg, false, &v) < 0 || v == 0)
                 return err("bench: invalid request count '%s' (want a number above 0)", optarg);
@@ -310,7 +316,7 @@ int cmd_bench(int argc, char **argv)
     if (vdisk_open(path, format,
                    (b.write ? 0 : VDISK_OPEN_RDONLY) | (direct ? VDISK_OPEN_DIRECT : 0) |
                        (nolock ? VDISK_OPEN_NOLOCK : 0),
-                   NULL, &b.img) < 0)
+                   key_options(NULL), &b.img) < 0)
         return err("%s", vdisk_last_error());
     b.image_size = vdisk_get_size(b.img);
     if (b.offset > b.image_size || b.bufsize > b.image_size - b.offset) {

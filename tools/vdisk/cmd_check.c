@@ -69,6 +69,7 @@ int cmd_check(int argc, char **argv)
 {
     static const struct option longopts[] = {{"json", no_argument, NULL, 'j'},
                                              {"repair", required_argument, NULL, 'r'},
+                                             KEY_LONGOPTS,
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     const char *format = NULL, *path;
@@ -81,6 +82,11 @@ int cmd_check(int argc, char **argv)
 
     while ((c = getopt_long(argc, argv, "qf:r:h", longopts, NULL)) != -1) {
         switch (c) {
+        case OPT_KEY_FILE:
+        case OPT_KEY_STDIN:
+            if (key_option(c, optarg))
+                return 1;
+            break;
         case 'j':
             json = true;
             break;
@@ -108,7 +114,7 @@ int cmd_check(int argc, char **argv)
         return CHECK_ERROR;
     }
     path = argv[optind];
-    if (vdisk_open(path, format, flags ? 0 : VDISK_OPEN_RDONLY, NULL, &img) < 0) {
+    if (vdisk_open(path, format, flags ? 0 : VDISK_OPEN_RDONLY, key_options(NULL), &img) < 0) {
         err("%s", vdisk_last_error());
         lock_hint(path);
         return CHECK_ERROR;

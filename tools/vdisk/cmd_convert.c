@@ -60,6 +60,19 @@ static int parse_threads(const char *s, unsigned *n)
     return 0;
 }
 
+/*
+ * The source, with the key when it takes one: one --key-file serves an
+ * encrypted source, an encrypted target, or both (the same key).
+ */
+static int open_source(const char *path, const char *fmt, unsigned flags, struct vdisk_image **img)
+{
+    int r = vdisk_open(path, fmt, flags, key_options(NULL), img);
+
+    if (key_not_taken(r))
+        r = vdisk_open(path, fmt, flags, NULL, img);
+    return r;
+}
+
 /* A cache mode's vdisk_open() flags, or -1. */
 static int parse_cache(const char *mode)
 {
@@ -90,16 +103,22 @@ int cmd_convert(int argc, char **argv)
     const char *src_fmt = NULL, *dst_fmt = NULL, *options = NULL, *src_path, *dst_path;
     struct copy_options copt = {.interrupted = &interrupted};
     struct vdisk_image *src, *dst;
-    bool progress = false;
+    bool progress = false, dst_key;
     int src_cache = 0, dst_cache = 0;
     char msg[1024];
     static const struct option longopts[] = {{"progress", required_argument, NULL, 'P'},
                                              {"help", no_argument, NULL, 'h'},
+                                             KEY_LONGOPTS,
                                              {NULL, 0, NULL, 0}};
     int c, r;
 
     while ((c = getopt_long(argc, argv, "pf:O:o:m:t:T:h", longopts, NULL)) != -1) {
         switch (c) {
+        case OPT_KEY_FILE:
+        case OPT_KEY_STDIN:
+            if (key_option(c, optarg))
+                return 1;
+            break;
         case 'p':
             progress = true;
             break;
@@ -146,15 +165,19 @@ int cmd_convert(int argc, char **argv)
     copt.progress = progress && isatty(STDERR_FILENO);
     copt.unsafe = dst_cache & VDISK_OPEN_UNSAFE;
 
-    if (vdisk_open(src_path, src_fmt, VDISK_OPEN_RDONLY | (src_cache & VDISK_OPEN_DIRECT), NULL,
-                   &src) < 0)
+    if (open_source(src_path, src_fmt, VDISK_OPEN_RDONLY | (src_cache & VDISK_OPEN_DIRECT), &src) <
+        0)
         return err("%s", vdisk_last_error());
     catch_signals();
-    if (create_target(dst_path, dst_fmt, vdisk_get_size(src), options) < 0) {
+    r = create_target(dst_path, dst_fmt, vdisk_get_size(src), key_options(options));
+    dst_key = key_descriptor() >= 0 && !key_not_taken(r);
+    if (!dst_key && key_descriptor() >= 0) /* the key was the source's */
+        r = create_target(dst_path, dst_fmt, vdisk_get_size(src), options);
+    if (r < 0) {
         r = err("%s", vdisk_last_error());
         goto out_src;
     }
-    if (vdisk_open(dst_path, dst_fmt, dst_cache, NULL, &dst) < 0) {
+    if (vdisk_open(dst_path, dst_fmt, dst_cache, dst_key ? key_options(NULL) : NULL, &dst) < 0) {
         r = err("%s", vdisk_last_error());
         goto err_unlink;
     }

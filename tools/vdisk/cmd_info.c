@@ -116,8 +116,10 @@ static void print_json(const struct vdisk_info *in, const struct disk_record *re
 
 int cmd_info(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"json", no_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {{"json", no_argument, NULL, 'j'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             KEY_LONGOPTS,
+                                             {NULL, 0, NULL, 0}};
     struct disk_record rec;
     struct vdisk_image *img;
     struct vdisk_info info;
@@ -126,8 +128,13 @@ int cmd_info(int argc, char **argv)
     int c, open;
 
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        if (c == OPT_KEY_FILE || c == OPT_KEY_STDIN) {
+            if (key_option(c, optarg))
+                return 1;
+            continue;
+        }
         if (c != 'j') {
-            fprintf(stderr, "usage: vdisk info [--json] IMAGE|DEVICE\n");
+            fprintf(stderr, "usage: vdisk info [--json] [--key-file F|--key-stdin] IMAGE|DEVICE\n");
             return c == 'h' ? 0 : 2;
         }
         json = true;
@@ -143,8 +150,8 @@ int cmd_info(int argc, char **argv)
     if (open)
         path = rec.image;
     /* like qemu-img info -U: read metadata even while another process writes */
-    if (vdisk_open(path, open ? rec.format : NULL, VDISK_OPEN_RDONLY | VDISK_OPEN_NOLOCK, NULL,
-                   &img) < 0)
+    if (vdisk_open(path, open ? rec.format : NULL, VDISK_OPEN_RDONLY | VDISK_OPEN_NOLOCK,
+                   key_options(NULL), &img) < 0)
         return err("%s", vdisk_last_error());
     if (vdisk_get_info(img, &info) < 0) {
         vdisk_close(img);

@@ -106,8 +106,9 @@ struct open_args {
 /* Open one disk and print its device: 0, or 1 with a message. */
 static int open_one(const struct open_args *a)
 {
-    struct open_request req = {
-        .direct = a->direct, .read_only = a->read_only, .options = a->options};
+    struct open_request req = {.direct = a->direct,
+                               .read_only = a->read_only,
+                               .options = key_options(a->options)}; /* key-fd=N: servers keep it */
     struct disk_record rec = {0};
     const char *format = a->format, *via_name = a->via, *image = a->image;
     const struct via *via;
@@ -133,7 +134,10 @@ static int open_one(const struct open_args *a)
         }
         if (!format)
             format = format_from_name(image);
-        if (vdisk_create(image, format, a->size_given ? a->size : DEFAULT_SIZE, NULL) < 0) {
+        r = vdisk_create(image, format, a->size_given ? a->size : DEFAULT_SIZE, key_options(NULL));
+        if (key_not_taken(r)) /* a key for a format that takes none on create */
+            r = vdisk_create(image, format, a->size_given ? a->size : DEFAULT_SIZE, NULL);
+        if (r < 0) {
             err("%s", vdisk_last_error());
             goto out;
         }
@@ -270,6 +274,7 @@ int cmd_open(int argc, char **argv)
         {"persist", no_argument, NULL, OPT_PERSIST},
         {"all-persistent", no_argument, NULL, OPT_ALL_PERSISTENT},
         {"help", no_argument, NULL, 'h'},
+        KEY_LONGOPTS,
         {NULL, 0, NULL, 0},
     };
     struct open_args a = {.via = "auto", .direct = true, .may_create = true};
@@ -279,6 +284,11 @@ int cmd_open(int argc, char **argv)
 
     while ((c = getopt_long(argc, argv, "rf:o:h", longopts, NULL)) != -1) {
         switch (c) {
+        case OPT_KEY_FILE:
+        case OPT_KEY_STDIN:
+            if (key_option(c, optarg))
+                return 1;
+            break;
         case 'r':
             a.read_only = true;
             break;

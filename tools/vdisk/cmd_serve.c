@@ -45,17 +45,12 @@ static void trap_signals(void)
 int cmd_serve(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"socket", required_argument, NULL, 's'},
-        {"listen", required_argument, NULL, 'l'},
-        {"read-only", no_argument, NULL, 'r'},
-        {"format", required_argument, NULL, 'f'},
-        {"direct", no_argument, NULL, 'D'},
-        {"name", required_argument, NULL, 'n'},
-        {"threads", required_argument, NULL, 't'},
-        {"quiet", no_argument, NULL, 'q'},
-        {"verbose", no_argument, NULL, 'v'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"socket", required_argument, NULL, 's'},  {"listen", required_argument, NULL, 'l'},
+        {"read-only", no_argument, NULL, 'r'},     {"format", required_argument, NULL, 'f'},
+        {"direct", no_argument, NULL, 'D'},        {"name", required_argument, NULL, 'n'},
+        {"threads", required_argument, NULL, 't'}, {"quiet", no_argument, NULL, 'q'},
+        {"verbose", no_argument, NULL, 'v'},       KEY_LONGOPTS,
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
     };
     struct nbd_server_opts opts = {0};
     const char *sock = NULL, *listen_addr = NULL, *format = NULL;
@@ -65,6 +60,11 @@ int cmd_serve(int argc, char **argv)
 
     while ((c = getopt_long(argc, argv, "s:l:rf:n:t:qvh", longopts, NULL)) != -1) {
         switch (c) {
+        case OPT_KEY_FILE:
+        case OPT_KEY_STDIN:
+            if (key_option(c, optarg))
+                return 1;
+            break;
         case 's':
             sock = optarg;
             break;
@@ -108,7 +108,7 @@ int cmd_serve(int argc, char **argv)
     }
     if (opts.export_name && strlen(opts.export_name) > 4096)
         return err("--name: longer than 4096 bytes");
-    if (vdisk_open(argv[optind], format, flags, NULL, &img) < 0) {
+    if (vdisk_open(argv[optind], format, flags, key_options(NULL), &img) < 0) {
         err("%s", vdisk_last_error());
         lock_hint(argv[optind]);
         return 1;

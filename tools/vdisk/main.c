@@ -25,6 +25,7 @@ static const struct command {
     {"serve", cmd_serve, "export an image over NBD"},
     {"convert", cmd_convert, "copy an image into a new one of any format"},
     {"check", cmd_check, "check and repair an image's metadata"},
+    {"luks", cmd_luks, "dump, add or remove a key of a LUKS image"},
     {"bench", cmd_bench, "measure I/O on an image"},
     {"persist", cmd_persist, "edit the table of disks opened at boot"},
     {"supervise", cmd_supervise, "keep a persistent disk open (vdisk@ID.service)"},
@@ -87,7 +88,9 @@ static void usage(FILE *out)
     for (size_t i = 0; i < N_COMMANDS; i++)
         fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
     fputs("SIZE is a decimal number (1.5G allowed) with an optional suffix B, K, M, G, T, P, E\n"
-          "(binary); a bare number means MiB. See vdisk(8) and vdisk-COMMAND(8).\n",
+          "(binary); a bare number means MiB. See vdisk(8) and vdisk-COMMAND(8).\n"
+          "An encrypted image (luks, qcow2 encrypt.format=luks) takes its key with --key-file F\n"
+          "or --key-stdin on create, open, info, serve, convert, check and bench.\n",
           out);
 }
 

@@ -49,7 +49,13 @@ child(const char *name, const char *log, int ready_fd, server_main_fn fn, void *
         dup2(ready_fd, READY_FD);
         close(ready_fd);
     }
-    close_range(READY_FD + 1, ~0u, 0);
+    /* all but the key of an encrypted image (key.c), kept at its number */
+    if (key_descriptor() > READY_FD) {
+        close_range(READY_FD + 1, key_descriptor() - 1, 0);
+        close_range(key_descriptor() + 1, ~0u, 0);
+    } else {
+        close_range(READY_FD + 1, ~0u, 0);
+    }
     prctl(PR_SET_NAME, name);
     prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0);
     signal(SIGPIPE, SIG_IGN);
@@ -107,6 +113,7 @@ void server_ready(const char *detail)
 {
     int fd;
 
+    key_forget(); /* the image is open: its key lives on only inside the library */
     if (dprintf(READY_FD, "up %s", detail) < 0)
         fprintf(stderr, "ready pipe: %m\n");
     close(READY_FD);

@@ -134,6 +134,24 @@ int open_entry(const struct persist_entry *e);
 /* Stop one disk and drop its record, record lock held; FORCE: kill its server first (cmd_close.c).
  */
 int close_disk(const struct disk_record *rec, bool force);
+/* --key-file FILE and --key-stdin (key.c): getopt_long entries and their codes. */
+#define OPT_KEY_FILE  0x4b01
+#define OPT_KEY_STDIN 0x4b02
+#define KEY_LONGOPTS                                                                               \
+    {"key-file", required_argument, NULL, OPT_KEY_FILE},                                           \
+    {                                                                                              \
+        "key-stdin", no_argument, NULL, OPT_KEY_STDIN                                              \
+    }
+/* Read the key for option C (ARG: its file) into a memfd; 0, or 1 with a message printed. */
+int key_option(int c, const char *arg);
+/* OPTIONS plus key-fd=N when a key was given (a static buffer), else OPTIONS as is. */
+const char *key_options(const char *options);
+/* Did call result R fail only because the image's format takes no key? */
+bool key_not_taken(int r);
+/* Close the key's descriptor (a server, once its image is open). */
+void key_forget(void);
+/* The key's descriptor (servers keep it open), or -1. */
+int key_descriptor(void);
 
 /* Commands (cmd_*.c): argc/argv start at the command name; return the exit status. */
 int cmd_create(int argc, char **argv);
@@ -149,5 +167,6 @@ int cmd_recover(int argc, char **argv);
 int cmd_persist(int argc, char **argv);
 int cmd_formats(int argc, char **argv);
 int cmd_supervise(int argc, char **argv);
+int cmd_luks(int argc, char **argv);
 
 #endif

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# vdisk luks add-key / remove-key / dump on LUKS2 images (vdisk's own and
+# cryptsetup's), checked with cryptsetup: luksDump lists the keyslots vdisk
+# says, open --test-passphrase takes the new key and refuses a removed one;
+# the data reads the same through every key; the last keyslot, a wrong key
+# and LUKS1 images are refused clearly. Runtime: about 10 s.
+. "$(dirname "$0")/../lib.sh"
+export VDISK_RUN_DIR=$T/run
+IO=$BUILD/tests/tools/vdisk-test-io
+command -v cryptsetup >/dev/null || { fail "cryptsetup missing: run scripts/install-deps"; finish; }
+cd "$T" || exit 1
+printf 'first key' >k1
+printf 'second key' >k2
+printf 'third key' >k3
+
+# slots IMG: cryptsetup's keyslot ids of IMG, on one line
+slots() { cryptsetup luksDump "$1" | sed -n 's/^  \([0-9]*\): luks2$/\1/p' | tr '\n' ' '; }
+# sum IMG KEYFILE: md5 of the plaintext vdisk reads with KEYFILE
+sum() { VDISK_TEST_OPEN_OPTIONS=key-file=$2 "$IO" dump "$1" - 2>/dev/null | md5sum | cut -d' ' -f1; }
+
+for kind in vdisk cryptsetup; do
+    img=$kind.luks
+    if [ $kind = vdisk ]; then
+        "$VDISK" create -f luks --key-file k1 -o argon2-memory=8192,iter-time=10 "$img" 8M
+    else
+        truncate -s 24M "$img"
+        cryptsetup luksFormat -q --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 \
+            --key-file k1 "$img"
+    fi
+    echo 'w 0 1048576 0x42' | VDISK_TEST_OPEN_OPTIONS=key-file=k1 "$IO" script "$img" >/dev/null
+    before=$(sum "$img" k1)
+    ok "$kind: add-key" "$VDISK" luks add-key --key-file k1 --new-key-file k2 \
+        -o pbkdf=argon2id,argon2-memory=8192 "$img"
+    eq "$kind: add-key names the keyslot" "$(cat "$T/.out")" "key added to keyslot 1"
+    eq "$kind: cryptsetup sees keyslots 0 and 1" "$(slots "$img")" "0 1 "
+    ok "$kind: cryptsetup takes the new key" cryptsetup open --test-passphrase --key-file k2 "$img"
+    ok "$kind: cryptsetup still takes the old key" cryptsetup open --test-passphrase --key-file k1 "$img"
+    eq "$kind: the data reads the same through the new key" "$(sum "$img" k2)" "$before"
+    ok "$kind: a third key, added with the second" "$VDISK" luks add-key --key-file k2 \
+        --new-key-file k3 -o pbkdf=pbkdf2,iter-time=10 "$img"
+    eq "$kind: keyslots 0 1 2" "$(slots "$img")" "0 1 2 "
+    ok "$kind: vdisk luks dump" "$VDISK" luks dump "$img"
+    eq "$kind: dump lists the same keyslots" \
+        "$(sed -n 's/^keyslot \([0-9]*\):.*/\1/p' "$T/.out" | tr '\n' ' ')" "0 1 2 "
+    ok "$kind: remove-key with the first key" "$VDISK" luks remove-key --key-file k1 "$img"
+    eq "$kind: remove-key names keyslot 0" "$(cat "$T/.out")" "keyslot 0 removed"
+    eq "$kind: cryptsetup sees keyslots 1 and 2" "$(slots "$img")" "1 2 "
+    fails "$kind: cryptsetup refuses the removed key" cryptsetup open --test-passphrase \
+        --key-file k1 "$img"
+    fails_with "$kind: vdisk refuses the removed key" "wrong key" "$VDISK" info --key-file k1 "$img"
+    eq "$kind: the data reads the same through the third key" "$(sum "$img" k3)" "$before"
+    ok "$kind: remove-key with the third key" "$VDISK" luks remove-key --key-file k3 "$img"
+    fails_with "$kind: the last keyslot stays" "keyslot 1 is the last one" \
+        "$VDISK" luks remove-key --key-file k2 "$img"
+    ok "$kind: cryptsetup still takes the second key" cryptsetup open --test-passphrase \
+        --key-file k2 "$img"
+    fails_with "$kind: add-key with a wrong key" "wrong key" \
+        "$VDISK" luks add-key --key-file k1 --new-key-file k3 "$img"
+    eq "$kind: still one keyslot" "$(slots "$img")" "1 "
+done
+for _ in 1 2 3; do # qemu-img times its KDF on a busy clock: retry
+    qemu-img create -q -f luks --object secret,id=s0,file=k1 -o key-secret=s0,iter-time=10 \
+        q1.luks 1M 2>/dev/null && break
+done
+fails_with "LUKS1: add-key refused clearly" "LUKS1: vdisk changes keyslots of LUKS2 images only" \
+    "$VDISK" luks add-key --key-file k1 --new-key-file k2 q1.luks
+ok "LUKS1: dump works" "$VDISK" luks dump q1.luks
+fails_with "add-key without a key" "give an existing key" "$VDISK" luks add-key \
+    --new-key-file k2 vdisk.luks
+finish
