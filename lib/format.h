@@ -66,6 +66,7 @@ struct vdisk_node {
     unsigned nfiles;
     uint64_t size;          /* virtual size; the driver sets it in open() */
     uint64_t linear_offset; /* VDISK_CAP_LINEAR: file offset of guest byte 0 */
+    struct vdisk_file *linear_file; /* LINEAR: the file holding the guest bytes; NULL: file */
     unsigned caps;          /* VDISK_CAP_*, from the driver, adjusted by open() */
     unsigned flags;         /* VDISK_OPEN_* */
     bool read_only;
@@ -140,6 +141,7 @@ struct vdisk_format {
 extern const struct vdisk_format vdisk_format_raw;
 extern const struct vdisk_format vdisk_format_iso;
 extern const struct vdisk_format vdisk_format_qcow2;
+extern const struct vdisk_format vdisk_format_vmdk;
 
 /* ---- the image layer's services to drivers (node.c) ---- */
 

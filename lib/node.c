@@ -678,7 +678,7 @@ int node_open(const char *path, const struct vdisk_format *fmt, unsigned flags, 
         n->fmt->close(n);
         goto err;
     }
-    n->guard_probe = n->probed && (n->caps & VDISK_CAP_LINEAR) && !n->read_only;
+    n->guard_probe = n->probed && (n->caps & VDISK_CAP_LINEAR) && !n->linear_file && !n->read_only;
     *np = n;
     return 0;
 

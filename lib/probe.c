@@ -23,6 +23,7 @@
 static const struct vdisk_format *const formats[] = {
     &vdisk_format_iso,
     &vdisk_format_qcow2,
+    &vdisk_format_vmdk,
     &vdisk_format_raw,
 };
 #define N_FORMATS (sizeof(formats) / sizeof(formats[0]))
