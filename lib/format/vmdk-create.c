@@ -81,7 +81,7 @@ static int make_desc(struct vdisk_node *node, struct plan *p, uint64_t size)
 
         if (!name ||
             asprintf(&t, "%sRW %llu %s \"%s\"%s\n", ext, (unsigned long long)(n / VMDK_SECTOR),
-                     p->type, name, p->sparse ? "" : " 0") < 0)
+                     p->type, name, p->sparse || strcmp(p->type, "VMFS") == 0 ? "" : " 0") < 0)
             t = NULL;
         free(name);
         free(ext);

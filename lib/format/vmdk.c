@@ -595,10 +595,12 @@ static int vmdk_get_info(struct vdisk_node *n, struct vdisk_info *info)
         vdisk_info_add(info, "zeroed_grain", "%s", sp->zero_gte ? "true" : "false");
     }
     vdisk_info_add(info, "extents", "%u", s->n_ext);
-    for (unsigned i = 0; i < s->n_ext; i++) {
+    for (unsigned i = 0; i < s->desc.n_ext && i < 9; i++) {
         const struct vmdk_desc_extent *x = &s->desc.ext[i];
+        char key[16];
 
-        vdisk_info_add(info, "extent", "%s %llu %s%s%s%s", vmdk_access_name(x->access),
+        snprintf(key, sizeof(key), "extent_%u", i + 1);
+        vdisk_info_add(info, key, "%s %llu %s%s%s%s", vmdk_access_name(x->access),
                        (unsigned long long)x->sectors, vmdk_type_name(x->type),
                        x->file ? " \"" : "", x->file ? x->file : "", x->file ? "\"" : "");
     }
