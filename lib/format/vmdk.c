@@ -230,7 +230,7 @@ static int open_parent(struct vmdk *s)
 
     if (r < 0)
         return r;
-    r = vdisk_node_open_backing(n, path, "vmdk");
+    r = vdisk_node_open_backing(n, s->desc.parent_hint, "vmdk"); /* the rule checked it */
     free(path);
     if (r < 0)
         return r;
