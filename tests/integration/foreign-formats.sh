@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# Images in formats vdisk does not serve (VHD, VHDX, VMDK, VDI, ...) are never
+# Images in formats vdisk does not serve (VHD, VHDX, VDI, ...) are never
 # opened as raw: every command refuses them with a message naming the format,
 # leaves no device or record behind and never writes to them. -f raw still
 # opens any file as raw, because the user asked for it.
@@ -56,10 +56,6 @@ made() {
 made vhdx vhdx t.vhdx -f vhdx
 made vpc-dynamic vpc t.vhd -f vpc
 made vpc-fixed vpc t.vhd -f vpc -o subformat=fixed
-made vmdk-sparse vmdk t.vmdk -f vmdk
-made vmdk-flat vmdk t.vmdk -f vmdk -o subformat=monolithicFlat
-made vmdk-2gb vmdk t.vmdk -f vmdk -o subformat=twoGbMaxExtentSparse
-made vmdk-stream vmdk t.vmdk -f vmdk -o subformat=streamOptimized
 made vdi vdi t.vdi -f vdi
 made qed qed t.qed -f qed
 made parallels parallels t.hdd -f parallels
@@ -95,8 +91,6 @@ fails_with "open new.vhdx refuses to make a raw .vhdx" "format vhdx.*cannot crea
     "$VDISK" open "$T/new.vhdx" 16M
 fails_with "open new.vhd refuses to make a raw .vhd" "format vpc.*cannot create vpc images" \
     "$VDISK" open "$T/new.vhd"
-fails_with "create -f vmdk refuses" "format vmdk.*cannot create vmdk images" \
-    "$VDISK" create -f vmdk "$T/new.vmdk" 16M
 eq "no file made for them" "$(ls "$T"/new.* 2>/dev/null)" ""
 ok "open new.img still makes a raw image" "$VDISK" open "$T/new.img" 16M
 ok "close new.img" "$VDISK" close "$T/new.img"
@@ -127,9 +121,6 @@ afl5.img.bz2 vpc
 iotest-dynamic-1G.vhdx.bz2 vhdx
 test-disk2vhd.vhdx.bz2 vhdx
 iotest-dirtylog-10G-4M.vhdx.bz2 vhdx
-iotest-version3.vmdk.bz2 vmdk
-ext2.vmdk.xz vmdk
-afl9.vmdk.bz2 vmdk
 LIST
     eq "real images: no record" "$("$VDISK" list)" ""
 fi
