@@ -97,7 +97,8 @@ static void remember_format(struct vdisk_image *img, bool stated)
 
     if (n->read_only)
         return;
-    if ((n->caps & VDISK_CAP_LINEAR) && n->linear_offset == 0 && !n->linear_file) {
+    /* a linear_file's guest writes another file than the probed one: remembering is harmless */
+    if ((n->caps & VDISK_CAP_LINEAR) && (n->linear_offset == 0 || n->linear_file)) {
         if (probe_remember(n->file, n->fmt))
             img->format_probed = false;
     } else if (stated && probe_remembered(n->file)) {
