@@ -633,3 +633,32 @@ int vmdk_sparse_flush(struct vmdk *s, struct vmdk_sparse *sp)
         r = vdisk_file_flush(sp->file);
     return r;
 }
+
+int vmdk_sparse_zero(struct vmdk *s, struct vmdk_extent *e, uint64_t rel, uint64_t len)
+{
+    struct vmdk_sparse *sp = e->sp;
+    uint64_t gb = sp->grain_bytes;
+    uint8_t *zero = NULL;
+    int r = 0;
+
+    while (len > 0 && r == 0) {
+        uint64_t in = rel % gb, n = gb - in < len ? gb - in : len;
+        uint32_t *gte;
+
+        if (n == gb) { /* a whole grain: the zeroed-grain entry (an old grain is left unused) */
+            r = gt_for_write(s, sp, rel / gb, &gte);
+            if (r == 0 && *gte != VMDK_GTE_ZERO) {
+                *gte = VMDK_GTE_ZERO;
+                sp->gt_dirty[rel / gb / sp->gtes] = 1;
+            }
+        } else {
+            if (!zero && !(zero = calloc(1, gb)))
+                return vdisk_error(ENOMEM, "%s: out of memory", s->node->path);
+            r = vmdk_sparse_write(s, e, zero, n, rel);
+        }
+        rel += n;
+        len -= n;
+    }
+    free(zero);
+    return r;
+}

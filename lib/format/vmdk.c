@@ -572,6 +572,37 @@ static int vmdk_write(struct vdisk_node *n, const void *buf, size_t len, uint64_
     return r;
 }
 
+/* Zeroes without data where every extent of the range has zeroed-grain entries. */
+static int vmdk_write_zeroes(struct vdisk_node *n, uint64_t off, uint64_t len, unsigned flags)
+{
+    struct vmdk *s = n->priv;
+    int r = 0;
+
+    pthread_mutex_lock(&s->lock);
+    for (uint64_t o = off; o < off + len;) {
+        struct vmdk_extent *e = find_extent(s, o);
+
+        if (e->access != VMDK_RW || !e->sp || !e->sp->zero_gte || e->sp->compressed) {
+            pthread_mutex_unlock(&s->lock);
+            return -ENOTSUP; /* the image layer writes zero buffers */
+        }
+        o = e->start + e->len;
+    }
+    r = touch(s);
+    while (len > 0 && r == 0) {
+        struct vmdk_extent *e = find_extent(s, off);
+        uint64_t rel = off - e->start, k = e->len - rel < len ? e->len - rel : len;
+
+        r = vmdk_sparse_zero(s, e, rel, k);
+        off += k;
+        len -= k;
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (r == 0 && (flags & VDISK_ZERO_FUA))
+        r = vmdk_flush(n);
+    return r;
+}
+
 static int vmdk_get_info(struct vdisk_node *n, struct vdisk_info *info)
 {
     struct vmdk *s = n->priv;
@@ -626,6 +657,7 @@ const struct vdisk_format vdisk_format_vmdk = {
     .read = vmdk_read,
     .write = vmdk_write,
     .flush = vmdk_flush,
+    .write_zeroes = vmdk_write_zeroes,
     .get_info = vmdk_get_info,
     .check = vmdk_check,
 };

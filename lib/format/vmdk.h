@@ -166,6 +166,8 @@ int vmdk_sparse_read(struct vmdk *s, struct vmdk_extent *e, uint8_t *buf, uint64
 int vmdk_sparse_write(struct vmdk *s, struct vmdk_extent *e, const uint8_t *buf, uint64_t len,
                       uint64_t rel);
 int vmdk_sparse_flush(struct vmdk *s, struct vmdk_sparse *sp);
+/* Zeroes over [REL, REL+LEN) of a sparse extent with zeroed-grain entries. */
+int vmdk_sparse_zero(struct vmdk *s, struct vmdk_extent *e, uint64_t rel, uint64_t len);
 /* The grain table of directory entry I, loaded if needed (NOWAIT: -EAGAIN instead). */
 int vmdk_sparse_gt(struct vmdk_sparse *sp, const char *path, uint32_t i, bool nowait,
                    uint32_t **gtp);

@@ -155,6 +155,18 @@ ok "vmfs: qemu-img compare with raw" qemu-img compare -q -f vmdk -F raw "$T/vmfs
 grep -q '^RW 16384 VMFS "vmfs-flat.vmdk"$' "$T/vmfs.vmdk" && pass "vmfs: a VMFS extent line" ||
     fail "vmfs: extent line: $(grep ^RW "$T/vmfs.vmdk")"
 
+# zeroed_grain: write-zeroes sets zeroed-grain entries instead of writing data
+"$IO" -f vmdk -o zeroed_grain=on create "$T/zg.vmdk" 16M
+printf 'w 0 8388608 5\nf\n' | "$IO" script "$T/zg.vmdk"
+size1=$(stat -c %s "$T/zg.vmdk")
+printf 'z 65536 8323072\nz 8388608 8388608\n' | "$IO" script "$T/zg.vmdk"
+size2=$(stat -c %s "$T/zg.vmdk")
+[ "$size2" -le $((size1 + 65536)) ] && pass "zeroed_grain: 16 MiB of zeroes allocate at most one grain ($size1 -> $size2)" ||
+    fail "zeroed_grain: zeroes grew the file $size1 -> $size2"
+qemu-io -f vmdk -c "read -P 5 0 65536" -c "read -P 0 65536 16711680" "$T/zg.vmdk" | grep -c '^read' >"$T/n"
+eq "zeroed_grain: qemu-io reads the data and the zeroes" "$(cat "$T/n")" 2
+ok "zeroed_grain: qemu-img check clean" qemu-img check -q "$T/zg.vmdk"
+
 # CID changes on the first write, not on a read-only open.
 "$IO" -f vmdk create "$T/cid.vmdk" 4M
 cid0=$(qemu-img info "$T/cid.vmdk" >/dev/null; strings "$T/cid.vmdk" | sed -n 's/^CID=//p')
