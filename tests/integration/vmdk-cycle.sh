@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # A VMDK disk's life as a user lives it: sparse, split and stream images
-# through --via fuse, a monolithicFlat image through --via loop (its one flat
+# through --via fuse (and a split one through --via nbd where the kernel has it), a monolithicFlat image through --via loop (its one flat
 # extent is a linear range of a file): create, open, mkfs, mount, write,
 # umount, close, qemu-img check, reopen, verify, fsck, close.
 . "$(dirname "$0")/../lib.sh"
@@ -45,6 +45,11 @@ cycle sparse fuse monolithicSparse
 cycle split fuse twoGbMaxExtentSparse
 cycle stream fuse streamOptimized
 cycle flat loop monolithicFlat
+if has_need kernel-nbd; then
+    cycle nbd nbd twoGbMaxExtentSparse
+else
+    skip kernel-nbd "no kernel NBD client here: the --via nbd cycle of a VMDK cannot run"
+fi
 
 # the flat image's loop device is bound to the flat extent, not to the descriptor
 img=$T/flat/disk.vmdk
