@@ -146,6 +146,15 @@ write_case twogb-flat subformat=twoGbMaxExtentFlat,compat6=on 24M
 write_case stream subformat=streamOptimized 24M
 write_case stream-odd subformat=streamOptimized 10000384
 
+# Threads racing on interleaved 4k blocks (shared grains and tables, the stream's pending set).
+for cfg in subformat=monolithicSparse subformat=monolithicSparse,zeroed_grain=on \
+    subformat=twoGbMaxExtentSparse subformat=streamOptimized subformat=monolithicFlat; do
+    rm -rf "$T/mt" && mkdir "$T/mt"
+    "$IO" -f vmdk -o "$cfg" create "$T/mt/m.vmdk" 8M
+    ok "4 threads, writes/zeroes/flushes ($cfg): every block verified" "$IO" mt "$T/mt/m.vmdk" 4 1500
+    ok "4 threads ($cfg): qemu-img check clean" qemu-img check -q "$T/mt/m.vmdk"
+done
+
 # vmfs: QEMU 7.2 reads the VMFS extent type but cannot create it; vdisk does.
 "$IO" -f vmdk -o subformat=vmfs create "$T/vmfs.vmdk" 8M
 "$IO" -f raw create "$T/vmfs.raw" 8M
