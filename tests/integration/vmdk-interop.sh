@@ -146,6 +146,27 @@ write_case twogb-flat subformat=twoGbMaxExtentFlat,compat6=on 24M
 write_case stream subformat=streamOptimized 24M
 write_case stream-odd subformat=streamOptimized 10000384
 
+# COWD (ESX vmfsSparse), made by hand: read alone and as a VMFSSPARSE extent, as qemu-img reads it
+mkdir -p "$T/cowd"
+python3 - "$T/cowd/c-delta.vmdk" <<'PY'
+import struct, sys
+cap, grain, gd, gt = 8192, 8, 4, 5            # 4 MiB, 4 KiB grains, directory, one table
+h = struct.pack('<4sIIIIIII', b'COWD', 1, 3, cap, grain, gd, 1, 64)
+f = bytearray(h.ljust(2048, b'\0'))
+f += bytes(37 * 512 - len(f))
+struct.pack_into('<I', f, gd * 512, gt)       # directory entry 0 -> table at sector 5
+for g, sec, byte in ((0, 40, 0x31), (3, 48, 0x32), (1000, 56, 0x33)):
+    struct.pack_into('<I', f, gt * 512 + 4 * g, sec)
+    f += bytes(sec * 512 - len(f)) + bytes([byte]) * (grain * 512)
+open(sys.argv[1], 'wb').write(f)
+PY
+printf '# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\ncreateType="vmfsSparse"\nRW 8192 VMFSSPARSE "c-delta.vmdk"\n' >"$T/cowd/c.vmdk"
+readback "COWD extent through a VMFSSPARSE descriptor" "$T/cowd/c.vmdk"
+# qemu-img opens a COWD file only through a descriptor; vdisk reads it alone the same
+"$IO" dump "$T/cowd/c-delta.vmdk" "$T/cowd/alone.raw" && same "COWD extent read alone" "$T/rb.want" "$T/cowd/alone.raw"
+fails_with "COWD: writes refused (read-only here)" "COWD .* read-only here" \
+    "$IO" script "$T/cowd/c.vmdk" <<<"w 0 512 1"
+
 # Threads racing on interleaved 4k blocks (shared grains and tables, the stream's pending set).
 for cfg in subformat=monolithicSparse subformat=monolithicSparse,zeroed_grain=on \
     subformat=twoGbMaxExtentSparse subformat=streamOptimized subformat=monolithicFlat; do
