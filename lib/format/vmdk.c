@@ -123,7 +123,9 @@ static int open_extent_file(struct vmdk *s, const struct vmdk_desc_extent *x,
         return r;
     real = realpath(p, NULL);
     if (real && s->node->real && strcmp(real, s->node->real) == 0) {
-        *fp = s->node->file;
+        /* a guest writing its descriptor could point it at other files */
+        r = vdisk_error(EINVAL, "%s: extent file %s is the descriptor itself", s->node->path,
+                        x->file);
     } else {
         r = vdisk_node_open_file(s->node, x->file, fp);
         if (r < 0)
@@ -135,7 +137,7 @@ static int open_extent_file(struct vmdk *s, const struct vmdk_desc_extent *x,
 }
 
 /* Open extent I of the descriptor at guest byte START. */
-static int open_extent(struct vmdk *s, unsigned i, uint64_t start, struct vmdk_sparse *self)
+static int open_extent(struct vmdk *s, unsigned i, uint64_t start)
 {
     const struct vmdk_desc_extent *x = &s->desc.ext[i];
     struct vmdk_extent *e = &s->ext[i];
@@ -165,13 +167,9 @@ static int open_extent(struct vmdk *s, unsigned i, uint64_t start, struct vmdk_s
                             (unsigned long long)e->flat_off, (unsigned long long)fsize);
         return r;
     }
-    if (e->file == s->node->file && self) {
-        e->sp = self; /* the monolithic file: already open */
-    } else {
-        r = vmdk_sparse_open(s->node, e->file, !s->node->read_only && x->access == VMDK_RW, &e->sp);
-        if (r < 0)
-            return vdisk_error_prefix(-r, "%s: extent %s", s->node->path, x->file);
-    }
+    r = vmdk_sparse_open(s->node, e->file, !s->node->read_only && x->access == VMDK_RW, &e->sp);
+    if (r < 0)
+        return vdisk_error_prefix(-r, "%s: extent %s", s->node->path, x->file);
     if (x->sectors > e->sp->capacity)
         return vdisk_error(EINVAL,
                            "%s: extent %s: the descriptor says %llu sectors, its header %llu",
@@ -333,7 +331,7 @@ static int vmdk_open(struct vdisk_node *n)
         self = NULL; /* owned by the extent now */
     }
     for (unsigned i = 0; i < s->n_ext && !mono; i++) {
-        r = open_extent(s, i, start, NULL);
+        r = open_extent(s, i, start);
         if (r < 0)
             goto err;
         start += s->ext[i].len;

@@ -56,6 +56,9 @@ fails_with "extent-paths takes inside or any" "extent-paths must be inside or an
     "$IO" -o extent-paths=sometimes dump badopt.vmdk /dev/null
 ok "a relative extent inside the directory opens" "$IO" dump badopt.vmdk /dev/null
 
+descriptor selfish.vmdk 'RW 2048 FLAT "selfish.vmdk" 0'
+refused "an extent that is the descriptor itself" "selfish.vmdk: extent file selfish.vmdk is the descriptor itself" selfish.vmdk
+
 # --- extents outside their file ---
 descriptor past.vmdk 'RW 4096 FLAT "data.raw" 0'
 refused "flat extent larger than its file" "past.vmdk: extent data.raw: 2097152 bytes at offset 0 do not fit in the file" past.vmdk
