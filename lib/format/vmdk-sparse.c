@@ -60,6 +60,109 @@ static int read_dir(struct vmdk_sparse *sp, uint64_t off, uint32_t n, uint32_t *
     return 0;
 }
 
+/* One seSparse entry E (a directory entry when DIR) as a 32-bit GD/GT value; -errno. */
+static int se_entry(struct vmdk_sparse *sp, uint64_t e, bool dir, uint32_t *out)
+{
+    uint64_t v;
+
+    if (dir) {
+        if (e == 0) {
+            *out = 0;
+            return 0;
+        }
+        if ((e & 0xffffffff00000000ull) != 0x1000000000000000ull)
+            return vdisk_error(EINVAL, "%s: bad seSparse directory entry 0x%016llx", sp->file->path,
+                               (unsigned long long)e);
+        v = sp->se_gt_off + (e & 0xffffffffull) * (sp->gtes * 8ull / VMDK_SECTOR);
+    } else {
+        switch (e >> 60) {
+        case 0:
+            if (e)
+                return vdisk_error(EINVAL, "%s: bad seSparse grain entry 0x%016llx", sp->file->path,
+                                   (unsigned long long)e);
+            *out = 0;
+            return 0;
+        case 1: /* unmapped */
+        case 2: /* zero */
+            *out = VMDK_GTE_ZERO;
+            return 0;
+        case 3:
+            v = ((e & 0x0fff000000000000ull) >> 48) | ((e & 0x0000ffffffffffffull) << 12);
+            if (v > (UINT32_MAX - sp->se_grains_off) / sp->grain)
+                return vdisk_error(EFBIG, "%s: seSparse grain past 2 TiB", sp->file->path);
+            v = sp->se_grains_off + v * sp->grain;
+            break;
+        default:
+            return vdisk_error(EINVAL, "%s: bad seSparse grain entry 0x%016llx", sp->file->path,
+                               (unsigned long long)e);
+        }
+    }
+    if (v <= VMDK_GTE_ZERO || v > UINT32_MAX)
+        return vdisk_error(EINVAL, "%s: seSparse entry 0x%016llx points out of range",
+                           sp->file->path, (unsigned long long)e);
+    *out = (uint32_t)v;
+    return 0;
+}
+
+/* Read N 64-bit seSparse entries at sector OFF, converted, into *OUT. */
+static int read_dir64(struct vmdk_sparse *sp, uint64_t off, uint32_t n, bool dir, uint32_t **out)
+{
+    uint64_t *raw = malloc((size_t)n * 8 + 8);
+    uint32_t *d = malloc((size_t)n * 4 + 4);
+    int r = raw && d ? 0 : vdisk_error(ENOMEM, "%s: out of memory", sp->file->path);
+
+    if (r == 0)
+        r = vdisk_file_pread(sp->file, raw, (size_t)n * 8, off * VMDK_SECTOR);
+    for (uint32_t i = 0; r == 0 && i < n; i++)
+        r = se_entry(sp, le64toh(raw[i]), dir, &d[i]);
+    free(raw);
+    if (r < 0) {
+        free(d);
+        return r;
+    }
+    *out = d;
+    return 0;
+}
+
+/* Parse an seSparse const header H (and its volatile header). */
+static int parse_se(struct vmdk_sparse *sp, const uint8_t *h)
+{
+    const char *path = sp->file->path;
+    uint8_t vh[VMDK_SECTOR];
+    uint64_t dir_sectors = get_le64(h + 136);
+    int r;
+
+    sp->se = true;
+    if (get_le64(h + 8) != VMDK_SE_VERSION)
+        return vdisk_error(ENOTSUP, "%s: seSparse version 0x%016llx is not supported", path,
+                           (unsigned long long)get_le64(h + 8));
+    if (get_le64(h + 24) != 8 || get_le64(h + 32) != 64 || get_le64(h + 40) != 0)
+        return vdisk_error(ENOTSUP,
+                           "%s: seSparse with grains of %llu sectors, tables of %llu sectors or "
+                           "flags 0x%llx is not supported",
+                           path, (unsigned long long)get_le64(h + 24),
+                           (unsigned long long)get_le64(h + 32),
+                           (unsigned long long)get_le64(h + 40));
+    sp->capacity = get_le64(h + 16);
+    sp->grain = 8;
+    sp->gtes = 64 * VMDK_SECTOR / 8;
+    sp->gd_off = get_le64(h + 128);
+    sp->gd_n = dir_sectors > UINT32_MAX / 64 ? UINT32_MAX : (uint32_t)(dir_sectors * 64);
+    sp->se_gt_off = get_le64(h + 144);
+    sp->se_grains_off = get_le64(h + 192);
+    sp->zero_gte = true;
+    if (sp->se_grains_off > UINT32_MAX || sp->se_gt_off > UINT32_MAX)
+        return vdisk_error(EINVAL, "%s: seSparse areas past 2 TiB", path);
+    r = vdisk_file_pread(sp->file, vh, sizeof(vh), get_le64(h + 80) * VMDK_SECTOR);
+    if (r < 0)
+        return r;
+    if (get_le64(vh) != VMDK_SE_VOL_MAGIC)
+        return vdisk_error(EINVAL, "%s: bad seSparse volatile header", path);
+    if (get_le64(vh + 24))
+        return vdisk_error(ENOTSUP, "%s: seSparse journal must be replayed (by ESXi) first", path);
+    return 0;
+}
+
 /* Parse a COWD (vmfsSparse) header. */
 static int parse_cowd(struct vmdk_sparse *sp, const uint8_t *h)
 {
@@ -145,11 +248,13 @@ static int check_geometry(struct vmdk_sparse *sp, uint64_t fsize)
     sp->grain_bytes = sp->grain * VMDK_SECTOR;
     per_gt = sp->grain * sp->gtes;
     n = (sp->capacity + per_gt - 1) / per_gt;
-    if (sp->cowd && sp->gd_n < n)
+    if ((sp->cowd || sp->se) && sp->gd_n < n)
         return vdisk_error(EINVAL, "%s: %u directory entries cannot cover %llu sectors", path,
                            sp->gd_n, (unsigned long long)sp->capacity);
-    if (!sp->cowd)
+    if (!sp->cowd && !sp->se)
         sp->gd_n = n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
+    if (sp->se)
+        n *= 2; /* 8-byte entries */
     /* the directory lies in the file: a huge one is a damaged (or hostile) header */
     if (n * 4 > fsize || sp->gd_off > fsize / VMDK_SECTOR ||
         sp->gd_off * VMDK_SECTOR + n * 4 > fsize ||
@@ -190,16 +295,22 @@ int vmdk_sparse_open(struct vdisk_node *node, struct vdisk_file *file, bool writ
         r = parse_cowd(sp, sp->hdr);
     else if (get_le32(sp->hdr) == VMDK_MAGIC)
         r = parse_kdmv(sp, sp->hdr);
+    else if (get_le64(sp->hdr) == VMDK_SE_MAGIC)
+        r = parse_se(sp, sp->hdr);
     else
-        r = vdisk_error(EINVAL, "%s: not a VMDK sparse extent (no KDMV or COWD magic)", file->path);
+        r = vdisk_error(EINVAL, "%s: not a VMDK sparse extent (no KDMV, COWD or seSparse magic)",
+                        file->path);
     if (r == 0 && !sp->cowd && sp->gd_off == VMDK_GD_AT_END) {
         sp->stream = true;
         r = read_footer(sp, fsize);
     }
     if (r == 0)
         r = check_geometry(sp, fsize);
+    if (r == 0 && sp->se) /* only the entries the capacity needs */
+        sp->gd_n = (uint32_t)((sp->capacity + sp->grain * sp->gtes - 1) / (sp->grain * sp->gtes));
     if (r == 0)
-        r = read_dir(sp, sp->gd_off, sp->gd_n, &sp->gd);
+        r = sp->se ? read_dir64(sp, sp->gd_off, sp->gd_n, true, &sp->gd)
+                   : read_dir(sp, sp->gd_off, sp->gd_n, &sp->gd);
     if (r == 0 && sp->rgd_off)
         r = read_dir(sp, sp->rgd_off, sp->gd_n, &sp->rgd);
     if (r < 0)
@@ -212,9 +323,9 @@ int vmdk_sparse_open(struct vdisk_node *node, struct vdisk_file *file, bool writ
         goto err;
     }
     sp->end = (fsize + 4095) & ~4095ull;
-    if (writable && sp->cowd) {
-        r = vdisk_error(ENOTSUP, "%s: COWD (vmfsSparse) extents are read-only here; open with -r",
-                        file->path);
+    if (writable && (sp->cowd || sp->se)) {
+        r = vdisk_error(ENOTSUP, "%s: %s extents are read-only here; open with -r", file->path,
+                        sp->se ? "seSparse" : "COWD (vmfsSparse)");
         goto err;
     }
     *spp = sp;
@@ -245,7 +356,7 @@ int vmdk_sparse_read_desc(struct vmdk_sparse *sp, char **text, size_t *len)
 
     *text = NULL;
     *len = 0;
-    if (sp->cowd || sp->desc_off == 0 || sp->desc_size == 0)
+    if (sp->cowd || sp->se || sp->desc_off == 0 || sp->desc_size == 0)
         return 0;
     r = vdisk_file_get_size(sp->file, &fsize);
     if (r < 0)
@@ -269,7 +380,7 @@ int vmdk_sparse_read_desc(struct vmdk_sparse *sp, char **text, size_t *len)
 int vmdk_sparse_gt(struct vmdk_sparse *sp, const char *path, uint32_t i, bool nowait,
                    uint32_t **gtp)
 {
-    uint64_t off = (uint64_t)sp->gd[i] * VMDK_SECTOR, bytes = (uint64_t)sp->gtes * 4;
+    uint64_t off = (uint64_t)sp->gd[i] * VMDK_SECTOR, bytes = (uint64_t)sp->gtes * (sp->se ? 8 : 4);
     uint32_t *t;
     int r;
 
@@ -282,7 +393,8 @@ int vmdk_sparse_gt(struct vmdk_sparse *sp, const char *path, uint32_t i, bool no
     if (off + bytes > sp->end)
         return vdisk_error(EIO, "%s: extent %s: grain table %u at sector %u lies outside the file",
                            path, sp->file->path, i, sp->gd[i]);
-    r = read_dir(sp, sp->gd[i], sp->gtes, &t);
+    r = sp->se ? read_dir64(sp, sp->gd[i], sp->gtes, false, &t)
+               : read_dir(sp, sp->gd[i], sp->gtes, &t);
     if (r < 0)
         return r;
     sp->gt[i] = t;

@@ -56,6 +56,8 @@ static int vmdk_probe(const uint8_t *head, size_t head_len, const uint8_t *tail,
     (void)tail, (void)file_size;
     if (head_len >= 4 && (get_le32(head) == VMDK_MAGIC || get_le32(head) == VMDK_COWD_MAGIC))
         return 100;
+    if (head_len >= 16 && get_le64(head) == VMDK_SE_MAGIC && get_le64(head + 8) == VMDK_SE_VERSION)
+        return 100;
     return probe_descriptor(head, head_len);
 }
 
@@ -150,9 +152,6 @@ static int open_extent(struct vmdk *s, unsigned i, uint64_t start)
     e->len = x->sectors * VMDK_SECTOR;
     if (x->type == VMDK_EXT_ZERO)
         return 0;
-    if (x->type == VMDK_EXT_SESPARSE)
-        return vdisk_error(ENOTSUP, "%s: extent %s: seSparse extents are not supported",
-                           s->node->path, x->file);
     r = open_extent_file(s, x, &e->file);
     if (r < 0)
         return r;
@@ -205,7 +204,7 @@ static int self_descriptor(struct vmdk *s, struct vmdk_sparse *sp)
 
     memset(d, 0, sizeof(*d));
     d->cid = d->parent_cid = VMDK_NO_PARENT;
-    d->create_type = strdup(sp->cowd ? "vmfsSparse" : "monolithicSparse");
+    d->create_type = strdup(sp->se ? "seSparse" : sp->cowd ? "vmfsSparse" : "monolithicSparse");
     d->ext = calloc(1, sizeof(*d->ext));
     d->text = strdup("");
     if (d->ext)
@@ -213,7 +212,7 @@ static int self_descriptor(struct vmdk *s, struct vmdk_sparse *sp)
     if (!d->create_type || !d->ext || !d->text || !d->ext->file)
         return vdisk_error(ENOMEM, "%s: out of memory", s->node->path);
     d->n_ext = 1;
-    d->ext->type = sp->cowd ? VMDK_EXT_VMFSSPARSE : VMDK_EXT_SPARSE;
+    d->ext->type = sp->se ? VMDK_EXT_SESPARSE : sp->cowd ? VMDK_EXT_VMFSSPARSE : VMDK_EXT_SPARSE;
     d->ext->sectors = sp->capacity;
     return 0;
 }
@@ -272,7 +271,8 @@ static int open_descriptor(struct vmdk *s, struct vmdk_sparse **selfp)
 
     if (r < 0)
         return r;
-    if (get_le32(magic) == VMDK_MAGIC || get_le32(magic) == VMDK_COWD_MAGIC) {
+    if (get_le32(magic) == VMDK_MAGIC || get_le32(magic) == VMDK_COWD_MAGIC ||
+        get_le32(magic) == (uint32_t)VMDK_SE_MAGIC) {
         r = vmdk_sparse_open(n, n->file, !n->read_only, selfp);
         if (r == 0)
             r = vmdk_sparse_read_desc(*selfp, &text, &len);

@@ -18,8 +18,11 @@
 #include "../format.h"
 
 #define VMDK_SECTOR          512u
-#define VMDK_MAGIC           0x564d444bu /* "KDMV" little endian */
-#define VMDK_COWD_MAGIC      0x44574f43u /* "COWD" little endian */
+#define VMDK_MAGIC           0x564d444bu   /* "KDMV" little endian */
+#define VMDK_COWD_MAGIC      0x44574f43u   /* "COWD" little endian */
+#define VMDK_SE_MAGIC        0xcafebabeull /* seSparse const header, u64 */
+#define VMDK_SE_VOL_MAGIC    0xcafecafeull /* seSparse volatile header, u64 */
+#define VMDK_SE_VERSION      0x0000000200000001ull
 #define VMDK_GD_AT_END       UINT64_MAX  /* gdOffset of a stream: the footer has it */
 #define VMDK_NO_PARENT       0xffffffffu /* parentCID of a disk without a parent */
 #define VMDK_GTES            512u        /* grain table entries per table, as VMware makes them */
@@ -92,9 +95,11 @@ struct vmdk_sparse {
     uint8_t *gt_dirty; /* tables to write at the next flush */
     bool gd_dirty;
     bool cowd, compressed, markers, zero_gte, stream;
-    uint64_t end;           /* bytes: where the next grain goes */
-    uint8_t hdr[512];       /* the header as read (a stream's footer copies it) */
-    struct vmdk_stream *ws; /* stream writer state, when written */
+    bool se; /* seSparse: 64-bit entries, converted when read (read-only) */
+    uint64_t se_gt_off, se_grains_off; /* seSparse: sectors of the tables and the grains */
+    uint64_t end;                      /* bytes: where the next grain goes */
+    uint8_t hdr[512];                  /* the header as read (a stream's footer copies it) */
+    struct vmdk_stream *ws;            /* stream writer state, when written */
 };
 
 /* One extent of the open image. */

@@ -29,6 +29,16 @@ if command -v qemu-img >/dev/null; then
         rm -f "$T/s.vmdk"
     done
 fi
+python3 - "$T/corpus/sesparse" <<'PY'
+import struct, sys
+h = struct.pack('<QQQQQQ', 0xcafebabe, 0x200000001, 8192, 8, 64, 0) + bytes(32)
+h += struct.pack('<16Q', 1, 1, 2, 1, 3, 1, 4, 1, 8, 64, 72, 1, 73, 1, 100, 64)
+f = bytearray(h.ljust(512, b'\0')) + struct.pack('<QQQQ', 0xcafecafe, 1, 1, 0).ljust(512, b'\0')
+f += bytes(100 * 512 - len(f))
+struct.pack_into('<QQ', f, 4 * 512, 0x1000000000000000, 0)
+struct.pack_into('<QQQ', f, 8 * 512, 0x3000000000000000, 0x2000000000000000, 0x3001000000000000)
+open(sys.argv[1], 'wb').write(f + bytes([7]) * 8192)
+PY
 printf '# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType="monolithicFlat"\n\nRW 2048 ZERO\nRDONLY 16 FLAT "x" 0\nNOACCESS 8 ZERO\nddb.adapterType = "ide"\n' >"$T/corpus/desc1"
 printf '# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=2\nparentFileNameHint="p.vmdk"\ncreateType="twoGbMaxExtentSparse"\nRW 4 SPARSE "s.vmdk"\n' >"$T/corpus/desc2"
 mkdir -p "$ROOT/tests/out"

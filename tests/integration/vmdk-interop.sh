@@ -167,6 +167,38 @@ readback "COWD extent through a VMFSSPARSE descriptor" "$T/cowd/c.vmdk"
 fails_with "COWD: writes refused (read-only here)" "COWD .* read-only here" \
     "$IO" script "$T/cowd/c.vmdk" <<<"w 0 512 1"
 
+# seSparse (ESXi 6.5+ snapshots; nothing here writes them), made by hand from QEMU's reading of
+# the format: read through a SESPARSE descriptor and alone, as qemu-img reads it
+mkdir -p "$T/se"
+python3 - "$T/se/s-sesparse.vmdk" <<'PY'
+import struct, sys
+cap = 8192                                     # 4 MiB: 4 KiB grains, one 4096-entry table
+h = struct.pack('<QQQQQQ', 0xcafebabe, 0x200000001, cap, 8, 64, 0) + bytes(32)
+# volatile header, journal header, journal, directory, tables, free bitmap, backmap, grains
+h += struct.pack('<16Q', 1, 1, 2, 1, 3, 1, 4, 1, 8, 64, 72, 1, 73, 1, 100, 64)
+f = bytearray(h.ljust(512, b'\0'))
+f += struct.pack('<QQQQ', 0xcafecafe, 1, 1, 0).ljust(512, b'\0')
+f += bytes(100 * 512 - len(f))
+struct.pack_into('<Q', f, 4 * 512, 0x1000000000000000)
+def gte(g, e): struct.pack_into('<Q', f, 8 * 512 + 8 * g, e)
+def clus(c): return 0x3000000000000000 | ((c & 0xfff) << 48) | (c >> 12)
+gte(0, clus(0)); gte(5, clus(1)); gte(7, 0x2000000000000000); gte(9, 0x1000000000000000)
+gte(1000, clus(4097))
+for c, b in ((0, 0x41), (1, 0x42)):
+    f += bytes([b]) * 4096
+f += bytes((100 + 4097 * 8) * 512 - len(f)) + bytes([0x43]) * 4096
+open(sys.argv[1], 'wb').write(f)
+PY
+printf '# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\ncreateType="seSparse"\nRW 8192 SESPARSE "s-sesparse.vmdk"\n' >"$T/se/s.vmdk"
+readback "seSparse extent through a SESPARSE descriptor" "$T/se/s.vmdk"
+"$IO" dump "$T/se/s-sesparse.vmdk" "$T/se/alone.raw" && same "seSparse extent read alone" "$T/rb.want" "$T/se/alone.raw"
+eq "seSparse: the grain past cluster 4096 holds its bytes" "$(od -An -tx1 -j $((1000 * 4096)) -N 2 "$T/rb.want" | tr -d ' ')" 4343
+fails_with "seSparse: writes refused (read-only here)" "seSparse extents are read-only here" \
+    "$IO" script "$T/se/s.vmdk" <<<"w 0 512 1"
+python3 -c 'import sys,struct; f=open(sys.argv[1],"r+b"); f.seek(512+24); f.write(struct.pack("<Q",1))' "$T/se/s-sesparse.vmdk"
+fails_with "seSparse: a journal to replay is refused" "seSparse journal must be replayed" \
+    "$IO" dump "$T/se/s.vmdk" /dev/null
+
 # Threads racing on interleaved 4k blocks (shared grains and tables, the stream's pending set).
 for cfg in subformat=monolithicSparse subformat=monolithicSparse,zeroed_grain=on \
     subformat=twoGbMaxExtentSparse subformat=streamOptimized subformat=monolithicFlat; do

@@ -33,6 +33,8 @@ static void test_probe(void **state)
     (void)state;
     assert_int_equal(probe(S("KDMV\1\0\0\0")), 100);
     assert_int_equal(probe(S("COWD\1\0\0\0")), 100);
+    assert_int_equal(probe(S("\xbe\xba\xfe\xca\0\0\0\0\1\0\0\0\2\0\0\0")), 100); /* seSparse */
+    assert_int_equal(probe(S("\xbe\xba\xfe\xca\0\0\0\0\1\0\0\0\3\0\0\0")), 0);
     assert_int_equal(probe(S("# Disk DescriptorFile\nversion=1\nCID=fffffffe\n")), 100);
     assert_int_equal(probe(S("\n   \r\n\t# Disk DescriptorFile\r\nversion=1\r\n")), 100);
     assert_int_equal(probe(S("# made by hand\n#\nversion=3\nCID=1\n")), 100);
