@@ -79,31 +79,7 @@ measure() {
     printf '%-6s%s   %s\n' "$1" "$line" "$2"
 }
 
-dio() { cat "/sys/block/${1#/dev/}/loop/dio"; }
-
-start_qsd() { # qemu-storage-daemon's FUSE export of the qcow2, its best I/O settings, loop on top
-    touch "$B/qsd.fuse"
-    qemu-storage-daemon \
-        --blockdev driver=file,node-name=file0,filename="$IMG",cache.direct=on,aio=native \
-        --blockdev driver=qcow2,node-name=disk0,file=file0 \
-        --export type=fuse,id=exp0,node-name=disk0,mountpoint="$B/qsd.fuse",writable=on \
-        >"$B/qsd.log" 2>&1 &
-    QSD_PID=$!
-    for _ in $(seq 100); do
-        grep -q " $B/qsd.fuse fuse" /proc/mounts && break
-        sleep 0.1
-    done
-    QSD_LOOP=$(losetup --find --show --direct-io=on "$B/qsd.fuse")
-    DEV=$QSD_LOOP
-}
-
-stop_qsd() {
-    losetup -d "$QSD_LOOP"
-    QSD_LOOP=
-    kill "$QSD_PID"
-    wait "$QSD_PID" || true
-    QSD_PID=
-}
+. "$(dirname "$0")/qsd.bash"
 
 wants() { [[ " $ONLY " == *" $1 "* ]]; }
 
@@ -129,7 +105,7 @@ for round in $(seq "$ROUNDS"); do
         "$VDISK" close "$IMG"
     fi
     if wants qsd; then
-        start_qsd
+        start_qsd qcow2
         measure qsd "qemu-storage-daemon qcow2 fuse + losetup --direct-io=on ($DEV, dio=$(dio "$DEV"))"
         stop_qsd
     fi

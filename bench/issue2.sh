@@ -69,31 +69,7 @@ measure() {
         "${R[$1.sw]}" "$2"
 }
 
-dio() { cat "/sys/block/${1#/dev/}/loop/dio"; }
-
-start_qsd() { # qemu-storage-daemon's FUSE export, its best I/O settings, loop on top
-    touch "$B/qsd.fuse"
-    qemu-storage-daemon \
-        --blockdev driver=file,node-name=file0,filename="$IMG",cache.direct=on,aio=native \
-        --blockdev driver=raw,node-name=disk0,file=file0 \
-        --export type=fuse,id=exp0,node-name=disk0,mountpoint="$B/qsd.fuse",writable=on \
-        >"$B/qsd.log" 2>&1 &
-    QSD_PID=$!
-    for _ in $(seq 100); do
-        grep -q " $B/qsd.fuse fuse" /proc/mounts && break
-        sleep 0.1
-    done
-    QSD_LOOP=$(losetup --find --show --direct-io=on "$B/qsd.fuse")
-    DEV=$QSD_LOOP
-}
-
-stop_qsd() {
-    losetup -d "$QSD_LOOP"
-    QSD_LOOP=
-    kill "$QSD_PID"
-    wait "$QSD_PID" || true
-    QSD_PID=
-}
+. "$(dirname "$0")/qsd.bash"
 
 ROUNDS=${ROUNDS:-2}
 echo "image: $SIZE_MIB MiB raw on $(df --output=source "$B" | tail -1), ${RUNTIME}s per job," \
@@ -119,7 +95,7 @@ for round in $(seq "$ROUNDS"); do
     measure fuse "vdisk --via fuse ($DEV, dio=$(dio "$DEV"), threads ${VDISK_FUSE_THREADS:-default})"
     "$VDISK" close "$IMG"
 
-    start_qsd
+    start_qsd raw
     measure qsd "qemu-storage-daemon fuse + losetup --direct-io=on ($DEV, dio=$(dio "$DEV"))"
     stop_qsd
 done

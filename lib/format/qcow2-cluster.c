@@ -2,13 +2,11 @@
 /*
  * qcow2 data path: guest offsets to host clusters through L1 and cached L2
  * tables (standard or extended entries), reads (data, zero, compressed,
- * backing), writes (in place, or allocate with copy-on-write), discard,
- * write-zeroes, block status and the ordered flush.
+ * backing), writes (in place, or allocate with copy-on-write), block status
+ * and the ordered flush.
  */
 #include <errno.h>
 #include <stdlib.h>
-#include <zlib.h>
-#include <zstd.h>
 
 #include "../error.h"
 #include "qcow2.h"
@@ -21,41 +19,6 @@ struct qc_map {
     uint64_t host; /* DATA: host offset of the first byte; COMPRESSED: the L2 entry */
     uint64_t len;
 };
-
-static uint64_t l1_index(struct qcow2 *s, uint64_t off)
-{
-    return off >> (s->cluster_bits + s->l2_bits);
-}
-
-static uint64_t l2_index(struct qcow2 *s, uint64_t off)
-{
-    return (off >> s->cluster_bits) & ((1ull << s->l2_bits) - 1);
-}
-
-static void l2_get(struct qcow2 *s, const struct qcow2_table *t, uint64_t i, uint64_t *e,
-                   uint64_t *bm)
-{
-    const uint8_t *p = t->buf + i * s->l2_entry_bytes;
-
-    *e = get_be64(p);
-    *bm = s->ext_l2 ? get_be64(p + 8) : 0;
-}
-
-static void l2_set(struct qcow2 *s, struct qcow2_table *t, uint64_t i, uint64_t e, uint64_t bm)
-{
-    uint8_t *p = t->buf + i * s->l2_entry_bytes;
-
-    put_be64(p, e);
-    if (s->ext_l2)
-        put_be64(p + 8, bm);
-    t->dirty = true;
-}
-
-/* Bits [A, B) of a 32-bit subcluster mask. */
-static uint64_t sc_mask(unsigned a, unsigned b)
-{
-    return ((b >= 32 ? 0x100000000ull : (1ull << b)) - (1ull << a));
-}
 
 /* Does host cluster H overlap the header, L1, refcount or snapshot table? */
 static bool hits_metadata(struct qcow2 *s, uint64_t h)
@@ -215,87 +178,6 @@ static int map_range(struct qcow2 *s, uint64_t off, uint64_t len, struct qc_map 
     return 0;
 }
 
-/* Inflate a compressed cluster (entry E) into OUT (one cluster). */
-static int decompress(struct qcow2 *s, uint64_t e, uint8_t *out)
-{
-    unsigned x = 62 - (s->cluster_bits - 8);
-    uint64_t host = e & ((1ull << x) - 1);
-    uint64_t nsec = ((e >> x) & ((1ull << (s->cluster_bits - 8)) - 1)) + 1;
-    uint64_t csize = nsec * 512 - (host & 511);
-    uint8_t *in;
-    int r = 0;
-
-    if (host >= s->file_size)
-        return vdisk_error(EIO, "%s: compressed cluster at %llu is past the end", s->node->path,
-                           (unsigned long long)host);
-    if (csize > s->file_size - host)
-        csize = s->file_size - host;
-    in = malloc(csize);
-    if (!in)
-        return vdisk_error(ENOMEM, "%s: out of memory", s->node->path);
-    r = vdisk_file_pread(s->file, in, csize, host);
-    if (r < 0)
-        goto out;
-    if (s->compression == 0) {
-        z_stream z = {0};
-        int zr;
-
-        if (inflateInit2(&z, -12) != Z_OK) {
-            r = vdisk_error(ENOMEM, "%s: zlib init failed", s->node->path);
-            goto out;
-        }
-        z.next_in = in;
-        z.avail_in = (uInt)csize;
-        z.next_out = out;
-        z.avail_out = (uInt)s->cluster_size;
-        zr = inflate(&z, Z_FINISH);
-        if (zr != Z_STREAM_END && !(zr == Z_BUF_ERROR && z.avail_out == 0))
-            r = -1;
-        if (z.avail_out != 0)
-            r = -1;
-        inflateEnd(&z);
-    } else {
-        ZSTD_DCtx *d = ZSTD_createDCtx();
-        ZSTD_inBuffer ib = {in, csize, 0};
-        ZSTD_outBuffer ob = {out, s->cluster_size, 0};
-
-        if (!d) {
-            r = vdisk_error(ENOMEM, "%s: zstd init failed", s->node->path);
-            goto out;
-        }
-        while (ob.pos < ob.size) {
-            size_t zr = ZSTD_decompressStream(d, &ob, &ib);
-
-            if (ZSTD_isError(zr) || zr == 0 || ib.pos == ib.size)
-                break;
-        }
-        if (ob.pos != ob.size)
-            r = -1;
-        ZSTD_freeDCtx(d);
-    }
-    if (r == -1)
-        r = vdisk_error(EIO, "%s: compressed cluster at %llu does not decompress", s->node->path,
-                        (unsigned long long)host);
-out:
-    free(in);
-    return r;
-}
-
-/* Bytes of a compressed cluster: [IN, IN+LEN) of the cluster with entry E. */
-static int read_compressed(struct qcow2 *s, uint64_t e, uint8_t *buf, uint64_t in, uint64_t len)
-{
-    uint8_t *out = malloc(s->cluster_size);
-    int r;
-
-    if (!out)
-        return vdisk_error(ENOMEM, "%s: out of memory", s->node->path);
-    r = decompress(s, e, out);
-    if (r == 0)
-        memcpy(buf, out + in, len);
-    free(out);
-    return r;
-}
-
 /* Read one mapped run M of guest bytes at OFF. */
 static int read_run(struct qcow2 *s, uint8_t *buf, const struct qc_map *m, uint64_t off)
 {
@@ -308,7 +190,7 @@ static int read_run(struct qcow2 *s, uint8_t *buf, const struct qc_map *m, uint6
     case QC_UNALLOC:
         return vdisk_node_read_backing(s->node, buf, m->len, off);
     default:
-        return read_compressed(s, m->host, buf, off & (s->cluster_size - 1), m->len);
+        return qcow2_read_compressed(s, m->host, buf, off & (s->cluster_size - 1), m->len);
     }
 }
 
@@ -384,7 +266,7 @@ static void l1_set(struct qcow2 *s, uint64_t l1i, uint64_t e)
  * The L2 table of L1I, ready to be changed: allocated when missing, copied
  * when shared with a snapshot (the old copy loses a reference after flush).
  */
-static int l2_for_write(struct qcow2 *s, uint64_t l1i, struct qcow2_table **tp)
+int qcow2_l2_for_write(struct qcow2 *s, uint64_t l1i, struct qcow2_table **tp)
 {
     uint64_t e = s->l1[l1i], old = e & QCOW2_OFFSET_MASK, noff;
     struct qcow2_table *t = NULL;
@@ -426,7 +308,7 @@ out:
 }
 
 /* Host bytes an entry holds (to release): a cluster, or a compressed run. */
-static int free_entry(struct qcow2 *s, uint64_t e)
+int qcow2_free_entry(struct qcow2 *s, uint64_t e)
 {
     if (e & QCOW2_COMPRESSED) {
         unsigned x = 62 - (s->cluster_bits - 8);
@@ -591,7 +473,7 @@ static int write_alloc(struct qcow2 *s, const uint8_t *buf, uint64_t len, uint64
         memcpy(bounce + (a - lo), buf, len);
         src = bounce;
     }
-    r = l2_for_write(s, l1i, &t);
+    r = qcow2_l2_for_write(s, l1i, &t);
     if (r < 0)
         goto out;
     if (reuse) {
@@ -608,7 +490,7 @@ static int write_alloc(struct qcow2 *s, const uint8_t *buf, uint64_t len, uint64
         else if (!reuse)
             qcow2_rc_update(s, H >> s->cluster_bits, -1);
         if (r == 0 && old_data)
-            r = free_entry(s, e);
+            r = qcow2_free_entry(s, e);
         goto out;
     }
     /*
@@ -638,7 +520,7 @@ static int write_alloc(struct qcow2 *s, const uint8_t *buf, uint64_t len, uint64
     }
     l2_set(s, t, l2i, H | QCOW2_COPIED, nbm);
     if (old_data)
-        r = free_entry(s, e);
+        r = qcow2_free_entry(s, e);
 out_inflight:
     inflight_del(s, H); /* linked (or given back): waiters may look again */
 out:
@@ -665,7 +547,7 @@ static int write_alloc_run(struct qcow2 *s, const uint8_t *buf, uint64_t n, uint
         return 0;
     r = qcow2_mark_dirty(s);
     if (r == 0)
-        r = l2_for_write(s, l1i, &t);
+        r = qcow2_l2_for_write(s, l1i, &t);
     if (r < 0)
         return r;
     pthread_mutex_lock(&s->inflight_lock);
@@ -1057,152 +939,5 @@ int qcow2_flush(struct vdisk_node *node)
     qcow2_lock_excl(s);
     r = qcow2_flush_locked(s);
     pthread_rwlock_unlock(&s->lock);
-    return r;
-}
-
-/*
- * Set whole clusters of [OFF, OFF+LEN) to read as zeroes (ZERO) or to be
- * unallocated, releasing their clusters. Locked.
- */
-static int clear_clusters(struct qcow2 *s, uint64_t off, uint64_t len, bool zero)
-{
-    uint64_t cs = s->cluster_size, end = off + len;
-    uint64_t ne = (zero && !s->ext_l2) ? QCOW2_ZERO : 0;
-    uint64_t nbm = (zero && s->ext_l2) ? 0xffffffff00000000ull : 0;
-    int r = qcow2_mark_dirty(s);
-
-    qcow2_wait_pins(s);
-
-    while (r == 0 && off < end) {
-        uint64_t l1i = l1_index(s, off), e, bm;
-        struct qcow2_table *t;
-
-        if (!zero && !(s->l1[l1i] & QCOW2_OFFSET_MASK)) { /* nothing to free here */
-            off = (l1i + 1) << (s->cluster_bits + s->l2_bits);
-            continue;
-        }
-        r = qcow2_l2_load(s, l1i, &t);
-        if (r < 0)
-            break;
-        e = bm = 0;
-        if (t)
-            l2_get(s, t, l2_index(s, off), &e, &bm);
-        if (e != ne || bm != nbm) {
-            r = l2_for_write(s, l1i, &t);
-            if (r == 0) {
-                l2_set(s, t, l2_index(s, off), ne, nbm);
-                r = free_entry(s, e);
-            }
-        }
-        off += cs;
-    }
-    if (r == 0 && s->nfrees > QCOW2_MAX_FREES)
-        r = qcow2_flush_locked(s);
-    return r;
-}
-
-/* Discard whole clusters: unallocated, or zero where a backing file shows through. */
-int qcow2_discard(struct vdisk_node *node, uint64_t off, uint64_t len)
-{
-    struct qcow2 *s = node->priv;
-    uint64_t cs = s->cluster_size, a = (off + cs - 1) & ~(cs - 1), b = (off + len) & ~(cs - 1);
-    int r;
-
-    if (off + len == node->size)
-        b = (off + len + cs - 1) & ~(cs - 1);
-    if (a >= b || (s->node->backing && s->version < 3))
-        return 0; /* discard is advisory */
-    qcow2_lock_excl(s);
-    r = clear_clusters(s, a, b - a, s->node->backing != NULL);
-    pthread_rwlock_unlock(&s->lock);
-    return r;
-}
-
-/* Zero whole subclusters [A, B) of one cluster with extended L2; -ENOTSUP if shared. */
-static int zero_subclusters(struct qcow2 *s, uint64_t off, uint64_t len)
-{
-    uint64_t l1i = l1_index(s, off), l2i = l2_index(s, off), e = 0, bm = 0;
-    unsigned sa = (unsigned)((off & (s->cluster_size - 1)) >> s->sc_bits);
-    unsigned sb = sa + (unsigned)(len >> s->sc_bits);
-    struct qcow2_table *t;
-    int r = qcow2_mark_dirty(s);
-
-    qcow2_wait_pins(s);
-
-    if (r == 0)
-        r = qcow2_l2_load(s, l1i, &t);
-    if (r < 0)
-        return r;
-    if (t)
-        l2_get(s, t, l2i, &e, &bm);
-    if ((e & QCOW2_COMPRESSED) || ((e & QCOW2_OFFSET_MASK) && !(e & QCOW2_COPIED)))
-        return -ENOTSUP;
-    r = l2_for_write(s, l1i, &t);
-    if (r == 0)
-        l2_set(s, t, l2i, e, (bm & ~sc_mask(sa, sb)) | (sc_mask(sa, sb) << 32));
-    return r;
-}
-
-int qcow2_write_zeroes(struct vdisk_node *node, uint64_t off, uint64_t len, unsigned flags)
-{
-    struct qcow2 *s = node->priv;
-    uint64_t cs = s->cluster_size, unit = 1ull << s->sc_bits, end = off + len;
-    uint8_t *zero = NULL;
-    int r = 0;
-
-    if (s->version < 3 && s->node->backing)
-        return -ENOTSUP; /* no zero flag: unallocated would show the backing file */
-    if ((flags & VDISK_ZERO_NO_FALLBACK) && ((off | len) & (unit - 1)) && end != node->size)
-        return -ENOTSUP;
-    while (r == 0 && off < end) {
-        uint64_t cend = (off | (cs - 1)) + 1, n;
-
-        if (cend > end)
-            cend = end;
-        n = cend - off;
-        if (!(off & (cs - 1)) && (n == cs || cend == node->size)) {
-            uint64_t run = (end - off) & ~(cs - 1);
-
-            if (!run)
-                run = n;
-            qcow2_lock_excl(s);
-            /* unallocated reads as zeroes unless a backing file shows through */
-            r = clear_clusters(s, off, run, s->node->backing != NULL);
-            pthread_rwlock_unlock(&s->lock);
-            off += run;
-            continue;
-        }
-        if (s->ext_l2) {
-            uint64_t a = (off + unit - 1) & ~(unit - 1), b = cend & ~(unit - 1);
-
-            if (cend == node->size)
-                b = (cend + unit - 1) & ~(unit - 1);
-            if (a < b) {
-                qcow2_lock_excl(s);
-                r = zero_subclusters(s, a, b - a);
-                pthread_rwlock_unlock(&s->lock);
-                if (r == 0) {
-                    if (a > off)
-                        r = qcow2_write_zeroes(node, off, a - off, flags & ~VDISK_ZERO_FUA);
-                    if (r == 0 && cend > b && b < node->size)
-                        r = qcow2_write_zeroes(node, b, cend - b, flags & ~VDISK_ZERO_FUA);
-                    off = cend;
-                    continue;
-                }
-                if (r != -ENOTSUP || (flags & VDISK_ZERO_NO_FALLBACK))
-                    break;
-                r = 0;
-            }
-        }
-        if (!zero && !(zero = calloc(1, cs))) {
-            r = vdisk_error(ENOMEM, "%s: out of memory", node->path);
-            break;
-        }
-        r = qcow2_write(node, zero, n, off, 0);
-        off = cend;
-    }
-    free(zero);
-    if (r == 0 && (flags & VDISK_ZERO_FUA))
-        r = qcow2_flush(node);
     return r;
 }

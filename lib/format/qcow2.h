@@ -2,7 +2,8 @@
 /*
  * qcow2 internals shared by qcow2.c (header, open, create), qcow2-cache.c and
  * qcow2-refcount.c (metadata caches, refcounts, allocation), qcow2-cluster.c
- * (mapping and the data path) and qcow2-check.c (check and repair).
+ * (mapping and the data path), qcow2-compress.c (compressed clusters),
+ * qcow2-zero.c (discard, write-zeroes) and qcow2-check.c (check and repair).
  *
  * Locking: s->lock (a writer-preferring rwlock) guards all metadata: L1, the
  * caches, the reftable, the free list. The image layer's reads and in-place
@@ -220,6 +221,12 @@ int qcow2_sync(struct qcow2 *s);
 
 /* qcow2-cluster.c */
 int qcow2_l2_load(struct qcow2 *s, uint64_t l1i, struct qcow2_table **tp);
+/* The L2 table of L1I ready to change: allocated if missing, copied if shared. */
+int qcow2_l2_for_write(struct qcow2 *s, uint64_t l1i, struct qcow2_table **tp);
+/* Bytes [IN, IN+LEN) of the compressed cluster with L2 entry E, into BUF. */
+int qcow2_read_compressed(struct qcow2 *s, uint64_t e, uint8_t *buf, uint64_t in, uint64_t len);
+/* Queue the host bytes L2 entry E holds to be freed at the next flush. */
+int qcow2_free_entry(struct qcow2 *s, uint64_t e);
 int qcow2_l2_peek(struct qcow2 *s, uint64_t l1i, struct qcow2_table **tp);
 int qcow2_flush_locked(struct qcow2 *s);
 int qcow2_mark_dirty(struct qcow2 *s);
@@ -240,5 +247,45 @@ int qcow2_check(struct vdisk_node *node, unsigned flags, struct vdisk_check_resu
 
 /* qcow2.c */
 int qcow2_write_header_u64(struct qcow2 *s, unsigned field, uint64_t v);
+
+/* L1 index of guest offset OFF. */
+static inline uint64_t l1_index(struct qcow2 *s, uint64_t off)
+{
+    return off >> (s->cluster_bits + s->l2_bits);
+}
+
+/* L2 index of guest offset OFF. */
+static inline uint64_t l2_index(struct qcow2 *s, uint64_t off)
+{
+    return (off >> s->cluster_bits) & ((1ull << s->l2_bits) - 1);
+}
+
+/* Entry I of L2 table T (and its subcluster bitmap with extended L2). */
+static inline void l2_get(struct qcow2 *s, const struct qcow2_table *t, uint64_t i, uint64_t *e,
+                          uint64_t *bm)
+{
+    const uint8_t *p = t->buf + i * s->l2_entry_bytes;
+
+    *e = get_be64(p);
+    *bm = s->ext_l2 ? get_be64(p + 8) : 0;
+}
+
+/* Set entry I of L2 table T, marking it dirty. */
+static inline void l2_set(struct qcow2 *s, struct qcow2_table *t, uint64_t i, uint64_t e,
+                          uint64_t bm)
+{
+    uint8_t *p = t->buf + i * s->l2_entry_bytes;
+
+    put_be64(p, e);
+    if (s->ext_l2)
+        put_be64(p + 8, bm);
+    t->dirty = true;
+}
+
+/* Bits [A, B) of a 32-bit subcluster mask. */
+static inline uint64_t sc_mask(unsigned a, unsigned b)
+{
+    return ((b >= 32 ? 0x100000000ull : (1ull << b)) - (1ull << a));
+}
 
 #endif
