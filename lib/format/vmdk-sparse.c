@@ -497,7 +497,7 @@ int vmdk_sparse_map(struct vmdk *s, struct vmdk_extent *e, uint64_t rel, uint64_
 }
 
 int vmdk_read_compressed(struct vmdk_sparse *sp, const char *path, uint64_t g, uint32_t gte,
-                         uint8_t *buf)
+                         uint64_t end, uint8_t *buf)
 {
     uint64_t off = (uint64_t)gte * VMDK_SECTOR, max = sp->grain_bytes * 2 + 4096;
     uLongf out = sp->grain_bytes;
@@ -511,11 +511,11 @@ int vmdk_read_compressed(struct vmdk_sparse *sp, const char *path, uint64_t g, u
             return r;
         zlen = get_le32(mk + 8);
         off += sizeof(mk);
-        if (zlen == 0 || zlen > max || off + zlen > sp->end)
+        if (zlen == 0 || zlen > max || off + zlen > end)
             return vdisk_error(EIO, "%s: extent %s: grain %llu has a bad marker (%llu bytes)", path,
                                sp->file->path, (unsigned long long)g, (unsigned long long)zlen);
-    } else if (off + zlen > sp->end) {
-        zlen = sp->end - off;
+    } else if (off + zlen > end) {
+        zlen = end - off;
     }
     z = malloc(zlen);
     if (!z)
@@ -535,7 +535,7 @@ int vmdk_read_compressed(struct vmdk_sparse *sp, const char *path, uint64_t g, u
 }
 
 int vmdk_sparse_read(struct vmdk *s, struct vmdk_extent *e, uint8_t *buf, uint64_t len,
-                     uint64_t rel)
+                     uint64_t rel, bool locked)
 {
     struct vmdk_sparse *sp = e->sp;
     uint64_t gb = sp->grain_bytes;
@@ -545,19 +545,29 @@ int vmdk_sparse_read(struct vmdk *s, struct vmdk_extent *e, uint8_t *buf, uint64
     if (!tmp)
         return vdisk_error(ENOMEM, "%s: out of memory", s->node->path);
     while (len > 0 && r == 0) {
-        uint64_t g = rel / gb, in = rel % gb, n = gb - in < len ? gb - in : len;
+        uint64_t g = rel / gb, in = rel % gb, n = gb - in < len ? gb - in : len, end;
         uint32_t gte;
+        int pend = 0;
 
+        /* the tables and the writer's pending grains under the lock; grains never move */
+        if (!locked)
+            pthread_mutex_lock(&s->lock);
         r = lookup(s, sp, g, false, &gte);
+        if (r == 0 && sp->ws && (pend = vmdk_stream_read_pending(sp, g, tmp)) < 0)
+            r = pend;
+        end = sp->end;
+        if (!locked)
+            pthread_mutex_unlock(&s->lock);
         if (r < 0)
             break;
-        if (sp->ws && vmdk_stream_read_pending(sp, g, tmp) == 1)
+        if (pend == 1)
             memcpy(buf, tmp + in, n);
         else if (gte == 0)
             r = vdisk_node_read_backing(s->node, buf, n, e->start + rel);
         else if (gte == VMDK_GTE_ZERO && sp->zero_gte)
             memset(buf, 0, n);
-        else if (sp->compressed && (r = vmdk_read_compressed(sp, s->node->path, g, gte, tmp)) == 0)
+        else if (sp->compressed &&
+                 (r = vmdk_read_compressed(sp, s->node->path, g, gte, end, tmp)) == 0)
             memcpy(buf, tmp + in, n);
         else if (!sp->compressed)
             r = vdisk_file_pread(sp->file, buf, n, (uint64_t)gte * VMDK_SECTOR + in);

@@ -320,7 +320,7 @@ static int write_part(struct vmdk *s, struct vmdk_extent *e, uint64_t g, uint64_
     pg.buf = malloc(sp->grain_bytes);
     if (!pg.buf)
         return vdisk_error(ENOMEM, "%s: out of memory", s->node->path);
-    r = vmdk_sparse_read(s, e, pg.buf, sp->grain_bytes, g * sp->grain_bytes);
+    r = vmdk_sparse_read(s, e, pg.buf, sp->grain_bytes, g * sp->grain_bytes, true);
     if (r < 0) {
         free(pg.buf);
         return r;

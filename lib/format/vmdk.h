@@ -166,8 +166,9 @@ void vmdk_sparse_close(struct vmdk_sparse *sp);
 int vmdk_sparse_read_desc(struct vmdk_sparse *sp, char **text, size_t *len);
 int vmdk_sparse_map(struct vmdk *s, struct vmdk_extent *e, uint64_t rel, uint64_t len,
                     unsigned flags, struct vdisk_map *m);
+/* OTHER bytes of a sparse extent; LOCKED: the caller holds s->lock (else taken per grain). */
 int vmdk_sparse_read(struct vmdk *s, struct vmdk_extent *e, uint8_t *buf, uint64_t len,
-                     uint64_t rel);
+                     uint64_t rel, bool locked);
 int vmdk_sparse_write(struct vmdk *s, struct vmdk_extent *e, const uint8_t *buf, uint64_t len,
                       uint64_t rel);
 int vmdk_sparse_flush(struct vmdk *s, struct vmdk_sparse *sp);
@@ -195,7 +196,7 @@ void vmdk_stream_free(struct vmdk_sparse *sp);
 int vmdk_stream_write_tail(struct vmdk_sparse *sp, const char *path, uint64_t at);
 /* Read grain G of a compressed extent into BUF (grain_bytes). */
 int vmdk_read_compressed(struct vmdk_sparse *sp, const char *path, uint64_t g, uint32_t gte,
-                         uint8_t *buf);
+                         uint64_t end, uint8_t *buf);
 
 /* vmdk-create.c */
 extern const char *const vmdk_create_options[];
