@@ -263,6 +263,11 @@ static int read_options(struct vdisk_node *node, const struct vdisk_options *o, 
     if (fmt && strcmp(fmt, "vmdk") != 0)
         return vdisk_error(EINVAL, "%s: a VMDK's parent must be a VMDK, not %s", node->path, fmt);
     p->parent = vdisk_options_get(o, "backing_file");
+    if (p->parent && !p->sparse)
+        return vdisk_error(EINVAL,
+                           "%s: a %s image has no unallocated bytes: it cannot have a "
+                           "backing file",
+                           node->path, p->subformat);
     return 0;
 }
 

@@ -45,6 +45,10 @@ grep -q '^parentFileNameHint="mid.vmdk"$' top.vmdk && pass "top names its parent
 eq "info: backing file" "$(grep '^backing file:' info)" "backing file: mid.vmdk (vmdk)"
 eq "info: the files of the chain" "$(grep -c '^reads file:' info)" 4
 
+fails_with "a flat image cannot have a parent" "cannot have a backing file" \
+    "$VDISK" create -f vmdk -o subformat=monolithicFlat,backing_file=base.vmdk flat.vmdk 32M
+eq "nothing made for it" "$(ls flat* 2>/dev/null)" ""
+
 # qemu-img makes a chain; vdisk reads it
 mkdir q && cd q || exit 1
 qemu-img create -q -f vmdk b.vmdk 16M
