@@ -66,7 +66,6 @@ struct vdisk_node {
     unsigned nfiles;
     uint64_t size;          /* virtual size; the driver sets it in open() */
     uint64_t linear_offset; /* VDISK_CAP_LINEAR: file offset of guest byte 0 */
-    struct vdisk_file *linear_file; /* LINEAR: the file holding the guest bytes; NULL: file */
     unsigned caps;          /* VDISK_CAP_*, from the driver, adjusted by open() */
     unsigned flags;         /* VDISK_OPEN_* */
     bool read_only;
@@ -84,6 +83,8 @@ struct vdisk_node {
     pthread_mutex_t pin_lock;
     pthread_cond_t pin_done;
     void *priv; /* the driver's state */
+    /* LINEAR: the file holding the guest bytes when it is not node->file (a flat VMDK) */
+    struct vdisk_file *linear_file;
 };
 
 /* vdisk_format.flags */
