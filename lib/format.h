@@ -143,6 +143,8 @@ extern const struct vdisk_format vdisk_format_raw;
 extern const struct vdisk_format vdisk_format_iso;
 extern const struct vdisk_format vdisk_format_qcow2;
 extern const struct vdisk_format vdisk_format_vmdk;
+extern const struct vdisk_format vdisk_format_vpc;
+extern const struct vdisk_format vdisk_format_vdi;
 
 /* ---- the image layer's services to drivers (node.c) ---- */
 

@@ -24,12 +24,16 @@ static const struct vdisk_format *const formats[] = {
     &vdisk_format_iso,
     &vdisk_format_qcow2,
     &vdisk_format_vmdk,
+    &vdisk_format_vpc,
+    &vdisk_format_vdi,
     &vdisk_format_raw,
 };
 #define N_FORMATS (sizeof(formats) / sizeof(formats[0]))
 
 const struct vdisk_format *vdisk_format_find(const char *name)
 {
+    if (strcmp(name, "vhd") == 0) /* what users call vpc */
+        name = "vpc";
     for (size_t i = 0; i < N_FORMATS; i++)
         if (strcmp(formats[i]->name, name) == 0)
             return formats[i];

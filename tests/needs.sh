@@ -13,6 +13,7 @@ has_need() {
     kernel-nbd) [ -e /sys/module/nbd ] || [ -e /dev/nbd0 ] || { has_need kmod-load && modprobe -nq nbd; } ;;
     no-kernel-nbd) ! has_need kernel-nbd ;; # for checks of what happens without it
     no-vdisk-ko) [ ! -e /dev/vdisk-control ] ;;
+    no-ublk) [ ! -e /dev/ublk-control ] ;;
     clang) command -v clang >/dev/null ;;
     testdata) [ -d "$(testdata_dir)" ] ;;
     *) return 2 ;;

@@ -51,13 +51,6 @@ static int vpc_probe(const uint8_t *head, size_t head_len, const uint8_t *tail, 
     return 0;
 }
 
-/* VDI: signature 0xbeda107f, little endian, after the 64-byte text at the start. */
-static int vdi_probe(const uint8_t *head, size_t head_len, const uint8_t *tail, uint64_t file_size)
-{
-    (void)tail, (void)file_size;
-    return head && head_len >= 68 && le32(head + 64) == 0xbeda107f ? 100 : 0;
-}
-
 /* QED: magic "QED\0". */
 static int qed_probe(const uint8_t *head, size_t head_len, const uint8_t *tail, uint64_t file_size)
 {
@@ -138,7 +131,6 @@ static const struct foreign_entry {
 } foreign[] = {
     {{"vhdx", "VHDX (Hyper-V)", vhdx_probe}, {"vhdx"}},
     {{"vpc", "VHD (Virtual PC)", vpc_probe}, {"vhd", "vpc"}},
-    {{"vdi", "VDI (VirtualBox)", vdi_probe}, {"vdi"}},
     {{"qed", "QED (QEMU enhanced disk)", qed_probe}, {"qed"}},
     {{"parallels", "Parallels", parallels_probe}, {"hdd", "hds", "parallels"}},
     {{"dmg", "DMG (Apple disk image)", dmg_probe}, {"dmg"}},

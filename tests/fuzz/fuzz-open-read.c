@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * libFuzzer target: open a fuzzed qcow2 image read-only through libvdisk, read
+ * libFuzzer target: open a fuzzed image (qcow2, or FUZZ_FORMAT) read-only through libvdisk, read
  * from a few places (synchronously and through a vdisk_queue, whose mapped
  * reads go straight to io_uring), ask block status and run a check. Any crash, hang or
  * sanitizer report is a bug; errors are expected.
@@ -13,6 +13,10 @@
 #include <unistd.h>
 
 #include "vdisk/vdisk.h"
+
+#ifndef FUZZ_FORMAT /* another format: -DFUZZ_FORMAT='"vpc"' */
+#define FUZZ_FORMAT "qcow2"
+#endif
 
 static char path[4096];
 
@@ -47,7 +51,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (fd < 0 || write(fd, data, size) != (ssize_t)size)
         abort();
     close(fd);
-    if (vdisk_open(path, "qcow2", VDISK_OPEN_RDONLY | VDISK_OPEN_NOLOCK, NULL, &img) < 0)
+    if (vdisk_open(path, FUZZ_FORMAT, VDISK_OPEN_RDONLY | VDISK_OPEN_NOLOCK, NULL, &img) < 0)
         return 0;
     vsize = vdisk_get_size(img);
     if (vsize) {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# Images in formats vdisk does not serve (VHD, VHDX, VDI, ...) are never
+# Images in formats vdisk does not serve (VHDX, ...) are never
 # opened as raw: every command refuses them with a message naming the format,
 # leaves no device or record behind and never writes to them. -f raw still
 # opens any file as raw, because the user asked for it.
@@ -54,9 +54,6 @@ made() {
 }
 
 made vhdx vhdx t.vhdx -f vhdx
-made vpc-dynamic vpc t.vhd -f vpc
-made vpc-fixed vpc t.vhd -f vpc -o subformat=fixed
-made vdi vdi t.vdi -f vdi
 made qed qed t.qed -f qed
 made parallels parallels t.hdd -f parallels
 made qcow qcow t.qcow -f qcow
@@ -73,7 +70,6 @@ handmade dmg dmg $(((1 << 20) - 512)) 'koly\0\0\0\4\0\0\2\0'
 handmade cloop cloop 0 '#!/bin/sh\n#V2.0 Format\nmodprobe cloop file=$0 && mount -r -t iso9660 /dev/cloop $1\n'
 handmade bochs bochs 0 'Bochs Virtual HD Image\0\0\0\0\0\0\0\0\0\0Redolog\0\0\0\0\0\0\0\0\0Growing\0\0\0\0\0\0\0\0\0\0\0\2\0'
 handmade luks2 luks 0 'LUKS\272\276\0\2'
-handmade vhd-511 vpc $(((1 << 20) - 511)) 'conectix\0\0\0\2'
 
 # -f raw: the user said raw, so any file opens as raw (and writes land in it)
 img=$T/vhdx/t.vhdx
@@ -89,8 +85,6 @@ eq "-f raw: closed, no loop device left" "$(losetup -j "$img")" ""
 # a new image named for a foreign format is not made as raw
 fails_with "open new.vhdx refuses to make a raw .vhdx" "format vhdx.*cannot create vhdx images" \
     "$VDISK" open "$T/new.vhdx" 16M
-fails_with "open new.vhd refuses to make a raw .vhd" "format vpc.*cannot create vpc images" \
-    "$VDISK" open "$T/new.vhd"
 eq "no file made for them" "$(ls "$T"/new.* 2>/dev/null)" ""
 ok "open new.img still makes a raw image" "$VDISK" open "$T/new.img" 16M
 ok "close new.img" "$VDISK" close "$T/new.img"
@@ -112,12 +106,6 @@ else
         eq "$file: no loop device over it" "$(losetup -j "$img")" ""
         rm -f "$img"
     done <<'LIST'
-hyperv2012r2-dynamic.vhd.bz2 vpc
-virtualpc-dynamic.vhd.bz2 vpc
-d2v-zerofilled.vhd.bz2 vpc
-ext2.vhd.xz vpc
-image.vhd.xz vpc
-afl5.img.bz2 vpc
 iotest-dynamic-1G.vhdx.bz2 vhdx
 test-disk2vhd.vhdx.bz2 vhdx
 iotest-dirtylog-10G-4M.vhdx.bz2 vhdx

@@ -14,6 +14,7 @@
  *   vdisk-test-io mt IMAGE THREADS OPS         threads race on interleaved 4k blocks; verify
  * -o gives create options to create, open options to the other commands.
  * Sizes and offsets take vdisk_parse_size suffixes (a bare number is bytes here).
+ * VDISK_TEST_OPEN_OPTS: open options for every image opened (e.g. backing_file=...).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -53,7 +54,9 @@ static const char *open_opts; /* -o for any command but create: open options */
 static struct vdisk_image *open_img(const char *path, const char *fmt, unsigned flags)
 {
     struct vdisk_image *img;
-    int r = vdisk_open(path, fmt, flags, open_opts, &img);
+    /* open options: -o, else the environment (e.g. a parent the header does not name) */
+    int r =
+        vdisk_open(path, fmt, flags, open_opts ? open_opts : getenv("VDISK_TEST_OPEN_OPTS"), &img);
 
     if (r < 0)
         die(path, r);

@@ -1,13 +1,20 @@
 /* SPDX-License-Identifier: MIT */
-/* vdisk close IMAGE|DEVICE|ID, vdisk close --all: undo what open did. */
+/*
+ * vdisk close [--force] IMAGE|DEVICE|ID, vdisk close --all: undo what open
+ * did. --force kills the server first (no flush): its device goes away and
+ * waiting I/O fails, for a server that hangs.
+ */
 #include <getopt.h>
+#include <signal.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "vdisk.h"
+#include "server.h"
 
 int find_record(const char *what, struct disk_record *rec)
 {
@@ -40,13 +47,20 @@ int find_record(const char *what, struct disk_record *rec)
     return record_load(id, rec);
 }
 
-/* Stop one disk and drop its record. */
-static int close_disk(const struct disk_record *rec)
+/* Stop one disk and drop its record; FORCE: kill its server first. */
+static int close_disk(const struct disk_record *rec, bool force)
 {
     const struct via *via = via_find(rec->via);
+    char name[32];
 
     if (!via)
         return err("%s: recorded with an unknown way '%s'", rec->image, rec->via);
+    snprintf(name, sizeof(name), "vdisk-%s", rec->via); /* the server's comm */
+    if (force && server_running(rec->pid, name)) {
+        kill(rec->pid, SIGKILL);
+        for (int i = 0; i < 500 && server_running(rec->pid, name); i++)
+            usleep(10000);
+    }
     if (via->stop(rec) < 0)
         return 1;
     return record_remove(rec->id) < 0;
@@ -56,11 +70,12 @@ int cmd_close(int argc, char **argv)
 {
     static const struct option longopts[] = {
         {"all", no_argument, NULL, 'a'},
+        {"force", no_argument, NULL, 'F'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     struct disk_record rec, *all;
-    bool every = false;
+    bool every = false, force = false;
     int c, lock, status = 0;
     size_t n;
 
@@ -69,14 +84,17 @@ int cmd_close(int argc, char **argv)
         case 'a':
             every = true;
             break;
+        case 'F':
+            force = true;
+            break;
         case 'h':
         default:
-            fprintf(stderr, "usage: vdisk close IMAGE|DEVICE|ID | --all\n");
+            fprintf(stderr, "usage: vdisk close [--force] IMAGE|DEVICE|ID | --all\n");
             return c == 'h' ? 0 : 2;
         }
     }
     if (every == (optind < argc) || argc - optind > 1) {
-        fprintf(stderr, "usage: vdisk close IMAGE|DEVICE|ID | --all\n");
+        fprintf(stderr, "usage: vdisk close [--force] IMAGE|DEVICE|ID | --all\n");
         return 2;
     }
     lock = record_lock();
@@ -87,7 +105,7 @@ int cmd_close(int argc, char **argv)
             status = 1;
         } else {
             for (size_t i = 0; i < n; i++)
-                status |= close_disk(&all[i]);
+                status |= close_disk(&all[i], force);
             free(all);
         }
     } else {
@@ -98,7 +116,7 @@ int cmd_close(int argc, char **argv)
         else if (r == 0)
             status = err("%s: not open (see vdisk list)", argv[optind]);
         else
-            status = close_disk(&rec);
+            status = close_disk(&rec, force);
     }
     record_unlock(lock);
     return status;

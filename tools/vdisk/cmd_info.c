@@ -45,6 +45,13 @@ static void print_text(const struct vdisk_info *in, const struct disk_record *re
                rec->read_only ? "yes" : "no");
     if (open && rec->pid)
         printf("server pid: %d\n", (int)rec->pid);
+    if (open && strcmp(rec->via, "ublk") == 0) {
+        unsigned queues;
+        const char *state = ublk_kernel_state(rec, &queues);
+
+        printf("ublk device: %s, %u queue%s%s\n", state, queues, queues == 1 ? "" : "s",
+               strcmp(state, "quiesced") == 0 ? " (I/O waits: vdisk recover)" : "");
+    }
 }
 
 static void print_json(const struct vdisk_info *in, const struct disk_record *rec, bool open)
@@ -87,6 +94,12 @@ static void print_json(const struct vdisk_info *in, const struct disk_record *re
         json_string(stdout, rec->via);
         printf(", \"id\": \"%s\", \"read_only\": %s, \"pid\": %d", rec->id,
                rec->read_only ? "true" : "false", (int)rec->pid);
+        if (strcmp(rec->via, "ublk") == 0) {
+            unsigned queues;
+            const char *state = ublk_kernel_state(rec, &queues);
+
+            printf(", \"ublk_state\": \"%s\", \"queues\": %u", state, queues);
+        }
     }
     printf("}\n");
 }

@@ -5,14 +5,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "vdisk.h"
 
-static bool record_alive(const struct disk_record *rec)
+/* open; wait (a ublk device whose server died: its I/O waits for vdisk recover); dead. */
+static const char *record_state(const struct disk_record *rec)
 {
     const struct via *via = via_find(rec->via);
 
-    return via && via->alive(rec);
+    if (via && via->alive(rec))
+        return "open";
+    if (via == &via_ublk && rec->device[0] && access(rec->device, F_OK) == 0)
+        return "wait";
+    return "dead";
 }
 
 static void print_json(const struct disk_record *recs, size_t n)
@@ -32,8 +38,7 @@ static void print_json(const struct disk_record *recs, size_t n)
         printf(", \"image\": ");
         json_string(stdout, r->image);
         printf(", \"read_only\": %s, \"size\": %" PRIu64 ", \"pid\": %d, \"state\": \"%s\"}",
-               r->read_only ? "true" : "false", r->size, (int)r->pid,
-               record_alive(r) ? "open" : "dead");
+               r->read_only ? "true" : "false", r->size, (int)r->pid, record_state(r));
     }
     printf("%s]\n", n ? "\n" : "");
 }
@@ -68,7 +73,7 @@ int cmd_list(int argc, char **argv)
         for (size_t i = 0; i < n; i++)
             printf("%-16s  %-12s  %-4s  %-6s  %-2s  %10" PRIu64 "  %-5s  %s\n", recs[i].id,
                    recs[i].device, recs[i].via, recs[i].format, recs[i].read_only ? "ro" : "rw",
-                   recs[i].size, record_alive(&recs[i]) ? "open" : "dead", recs[i].image);
+                   recs[i].size, record_state(&recs[i]), recs[i].image);
     }
     free(recs);
     return 0;

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "vdisk.h"
+#include "vdisk_ublk.h"
 #include "../../lib/format/foreign.h" /* no raw file named .vhdx */
 
 #define DEFAULT_SIZE (100ull << 20) /* the seed's default */
@@ -51,11 +52,15 @@ static int inspect(struct open_request *req, const char *format)
     req->format = info.format; /* static strings of the format table */
     req->caps = info.caps;
     req->size = info.virtual_size;
+    req->linear_offset = info.linear_offset;
     vdisk_close(img);
     return 0;
 }
 
-/* Refuse an image that is already recorded as open, alive or not. */
+/*
+ * Refuse an image that is already recorded as open, alive or not; a ublk
+ * device whose server died is taken over instead (-1: done, print it).
+ */
 static int check_not_open(const char *id, const char *image)
 {
     struct disk_record rec;
@@ -69,6 +74,12 @@ static int check_not_open(const char *id, const char *image)
     via = via_find(rec.via);
     if (via && via->alive(&rec))
         return err("%s: already open as %s (id %s); close it first", image, rec.device, id);
+    if (via == &via_ublk && rec.device[0] && access(rec.device, F_OK) == 0) {
+        if (ublk_recover(&rec) < 0 || record_save(&rec) < 0)
+            return 1;
+        printf("%s\n", rec.device);
+        return -1;
+    }
     return err("%s: recorded as open on %s but its %s server is gone; run 'vdisk close %s'", image,
                rec.device[0] ? rec.device : "(no device)", rec.via, id);
 }
@@ -76,7 +87,7 @@ static int check_not_open(const char *id, const char *image)
 static void usage(void)
 {
     fprintf(stderr, "usage: vdisk open [-r] [-f FMT] [-o KEY=VAL,...] "
-                    "[--via auto|kmod|loop|nbd|fuse] [--no-direct] IMAGE [SIZE]\n");
+                    "[--via auto|kmod|loop|ublk|nbd|fuse] [--no-direct] IMAGE [SIZE]\n");
 }
 
 int cmd_open(int argc, char **argv)
@@ -98,7 +109,7 @@ int cmd_open(int argc, char **argv)
     uint64_t size = 0;
     bool created = false, size_given = false;
     struct stat st;
-    int c, lock, status = 1;
+    int c, lock, r, status = 1;
 
     while ((c = getopt_long(argc, argv, "rf:o:h", longopts, NULL)) != -1) {
         switch (c) {
@@ -138,9 +149,7 @@ int cmd_open(int argc, char **argv)
         size_given = true;
     }
     if (strcmp(via_name, "auto") != 0 && !via_find(via_name))
-        return err("--via %s: %s (ways: auto, kmod, loop, nbd, fuse)", via_name,
-                   strcmp(via_name, "ublk") == 0 ? "this vdisk has no ublk frontend yet"
-                                                 : "unknown way");
+        return err("--via %s: unknown way (ways: auto, kmod, loop, ublk, nbd, fuse)", via_name);
 
     lock = record_lock();
     if (lock < 0)
@@ -173,13 +182,16 @@ int cmd_open(int argc, char **argv)
         goto out;
     }
     record_id(canonical, rec.id);
-    if (check_not_open(rec.id, canonical))
+    r = check_not_open(rec.id, canonical);
+    if (r < 0)
+        status = 0; /* a ublk server took its device over again */
+    if (r)
         goto out;
     req.image = canonical;
     req.format_stated = format != NULL;
     if (inspect(&req, format))
         goto out;
-    if (size_given && size != req.size) {
+    if (size_given && size != req.size && !created) { /* new: the format may round (VHD CHS) */
         err("%s: image is %llu bytes, not the %llu asked for; leave SIZE out to open it as "
             "it is",
             canonical, (unsigned long long)req.size, (unsigned long long)size);
@@ -188,6 +200,8 @@ int cmd_open(int argc, char **argv)
 
     if (strcmp(via_name, "auto") == 0) {
         via = via_auto(req.caps);
+        if (via && req.linear_offset && strcmp(via->name, "kmod") == 0)
+            via = via_find("loop"); /* vdisk.ko serves whole files; loop takes an offset */
         if (!via) {
             err("%s: no way to serve a %s image on this machine", canonical, req.format);
             goto out;
@@ -201,7 +215,12 @@ int cmd_open(int argc, char **argv)
             goto out;
         }
         if (!via->available()) {
-            err("--via %s: not available on this machine", via->name);
+            if (via == &via_ublk)
+                err("--via ublk: %s: %m (this kernel has no ublk driver: modprobe ublk_drv, "
+                    "Linux 6.0 or later)",
+                    VDISK_UBLK_CONTROL);
+            else
+                err("--via %s: not available on this machine", via->name);
             goto out;
         }
     }

@@ -14,8 +14,9 @@ static const struct command {
 } commands[] = {
     {"create", cmd_create, "create [-f FMT] [-o KEY=VAL,...] IMAGE SIZE"},
     {"open", cmd_open,
-     "open [-r] [-f FMT] [--no-direct] [--via auto|kmod|loop|nbd|fuse] IMAGE [SIZE]"},
-    {"close", cmd_close, "close IMAGE|DEVICE|ID | --all"},
+     "open [-r] [-f FMT] [--no-direct] [--via auto|kmod|loop|ublk|nbd|fuse] IMAGE [SIZE]"},
+    {"recover", cmd_recover, "recover IMAGE|DEVICE|ID"},
+    {"close", cmd_close, "close [--force] IMAGE|DEVICE|ID | --all"},
     {"list", cmd_list, "list [--json]"},
     {"info", cmd_info, "info [--json] IMAGE|DEVICE"},
     {"serve", cmd_serve,

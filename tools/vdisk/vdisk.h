@@ -41,7 +41,8 @@ struct open_request {
     unsigned caps;       /* VDISK_CAP_* of the image */
     bool read_only;
     bool direct;
-    uint64_t size; /* virtual size */
+    uint64_t size;          /* virtual size */
+    uint64_t linear_offset; /* VDISK_CAP_LINEAR: where the data starts in the file */
 };
 
 /*
@@ -63,6 +64,12 @@ extern const struct via via_loop;
 extern const struct via via_nbd;
 extern const struct via via_kmod;
 extern const struct via via_fuse;
+extern const struct via via_ublk;
+
+/* Start a server that takes over REC's ublk device (its server died); updates rec->pid. */
+int ublk_recover(struct disk_record *rec);
+/* What the kernel says of REC's ublk device: live, quiesced (I/O waits), dead, gone. */
+const char *ublk_kernel_state(const struct disk_record *rec, unsigned *queues);
 
 /* The via called NAME, or NULL. */
 const struct via *via_find(const char *name);
@@ -114,5 +121,6 @@ int cmd_serve(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_recover(int argc, char **argv);
 
 #endif

@@ -5,10 +5,7 @@
 #include "vdisk.h"
 
 static const struct via *const vias[] = {
-    &via_kmod,
-    &via_loop,
-    &via_nbd,
-    &via_fuse,
+    &via_kmod, &via_loop, &via_ublk, &via_nbd, &via_fuse,
 };
 
 const struct via *via_find(const char *name)
@@ -40,6 +37,8 @@ int kernel_way_allowed(const struct open_request *req, struct vdisk_image *img)
     struct vdisk_info info;
 
     if (req->read_only || vdisk_get_info(img, &info) < 0 || !info.format_probed)
+        return 0;
+    if (info.linear_offset > 0) /* the guest's bytes start after the header it cannot reach */
         return 0;
     return -err("%s: its format was probed and cannot be remembered here (no user xattrs on "
                 "this file system?), so a guest could turn it into another format: give -f %s, "

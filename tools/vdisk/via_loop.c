@@ -152,7 +152,8 @@ static int loop_start(const struct open_request *req, struct disk_record *rec)
 {
     unsigned flags = (req->read_only ? VDISK_OPEN_RDONLY : 0);
     struct vdisk_image *img;
-    uint64_t offset;
+    uint64_t offset, limit;
+    struct stat st;
     int fd, r;
 
     r = vdisk_open(req->image, open_format(req), flags, req->options, &img);
@@ -167,11 +168,13 @@ static int loop_start(const struct open_request *req, struct disk_record *rec)
         vdisk_close(img);
         return -1;
     }
+    limit = vdisk_get_size(img);
+    if (offset == 0 && fstat(fd, &st) == 0 && (uint64_t)st.st_size <= limit)
+        limit = 0; /* the whole file: loop follows it; else stop before a footer (fixed VHD) */
     r = linear_path(fd, req->image, rec);
     if (r == 0)
-        r = loopdev_attach(fd, offset, offset || rec->backing[0] ? vdisk_get_size(img) : 0,
-                           loop_file(rec), req->read_only, req->direct, rec->device,
-                           sizeof(rec->device));
+        r = loopdev_attach(fd, offset, limit, loop_file(rec), req->read_only, req->direct,
+                           rec->device, sizeof(rec->device));
     vdisk_close(img); /* the loop device holds the file, and the lock, now */
     return r;
 }

@@ -16,7 +16,7 @@ auto_way() {
     if $VDISK open --via ublk "$1" >$T/ublk.out 2>$T/ublk.err; then
         $VDISK close "$1" || fail "$1: close after open --via ublk"
         WAY=ublk
-    elif grep -Eqx 'vdisk: --via ublk: (this vdisk has no ublk frontend yet|not available on this machine)( \(.*\))?' \
+    elif grep -Eqx 'vdisk: --via ublk: (/dev/ublk-control: .*|not available on this machine)( \(.*\))?' \
         $T/ublk.err; then
         WAY=nbd
     else

@@ -1,0 +1,66 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+# In the VM (bench/vm-ublk.sh): fio on vdisk's ublk device and on its peers,
+# same files, same boot, in rounds; prints
+# "BENCH: PAIR JOB ublk=… peer=… UNIT ratio=…" (ratio = ublk / peer).
+#   raw:   ublk (vdisk, raw, O_DIRECT) vs loop (direct I/O)         target >= 1.0
+#   qcow2: ublk vs qemu-nbd --cache=none --aio=native + kernel NBD  target >= 3 on 4k
+#   qcow2: ublk vs vdisk's own NBD way (--via nbd)                  reported
+. /vm/lib.sh
+RUNTIME=${BENCH_RUNTIME:-8}
+ROUNDS=${BENCH_ROUNDS:-2}
+SIZE_MB=${BENCH_SIZE_MB:-512}
+JOBS=("randread 4k 32" "randwrite 4k 32" "read 1M 4" "write 1M 4")
+at_exit "$VDISK close --all; qemu-nbd -d /dev/nbd15 >/dev/null 2>&1; losetup -D"
+command -v qemu-nbd >/dev/null || { fail "no qemu-nbd in the VM"; finish; }
+mkdir -p /var/lock # qemu-nbd -c keeps its socket there
+
+dd if=/dev/urandom of=img.raw bs=1M count=$SIZE_MB 2>/dev/null && sync
+ok "make the qcow2 image (every cluster allocated)" qemu-img convert -O qcow2 img.raw img.qcow2
+declare -A sum
+
+# run DEV RW BS QD: IOPS (4k) or MiB/s (1M) of one fio run.
+run() {
+    fio --name=b --filename=$1 --ioengine=libaio --direct=1 --rw=$2 --bs=$3 --iodepth=$4 \
+        --runtime=$RUNTIME --time_based --ramp_time=1 --norandommap --randrepeat=0 \
+        --size=${SIZE_MB}M --minimal 2>/dev/null |
+        awk -F';' -v bs=$3 '{ if (bs == "4k") print $8 + $49; else printf "%.1f\n", ($7 + $48) / 1024 }'
+}
+# all WHO DEV: every job on DEV, added to sum[WHO,JOB].
+all() {
+    local j v
+    for j in "${JOBS[@]}"; do
+        v=$(run $2 $j)
+        sum[$1,$j]=$(awk -v a="${sum[$1,$j]:-0}" -v b="${v:-0}" 'BEGIN { print a + b }')
+    done
+}
+for r in $(seq $ROUNDS); do
+    dev=$($VDISK open --via ublk -f raw img.raw) || fail "ublk open raw"
+    all ublk-raw $dev
+    $VDISK close img.raw
+    lo=$(losetup --direct-io=on -f --show img.raw) || fail "losetup"
+    all loop $lo
+    losetup -d $lo
+    dev=$($VDISK open --via ublk img.qcow2) || fail "ublk open qcow2"
+    all ublk-qcow2 $dev
+    $VDISK close img.qcow2
+    qemu-nbd -f qcow2 --cache=none --aio=native -c /dev/nbd15 img.qcow2 || fail "qemu-nbd -c"
+    sleep 1
+    all qemu-nbd /dev/nbd15
+    qemu-nbd -d /dev/nbd15 >/dev/null
+    sleep 1
+    dev=$($VDISK open --via nbd img.qcow2) || fail "vdisk nbd open"
+    all vdisk-nbd $dev
+    $VDISK close img.qcow2
+done
+for pair in "ublk-raw loop" "ublk-qcow2 qemu-nbd" "ublk-qcow2 vdisk-nbd"; do
+    set -- $pair
+    for j in "${JOBS[@]}"; do
+        unit=IOPS; case $j in *1M*) unit=MiB/s ;; esac
+        awk -v p="$1/$2" -v j="$(echo $j | tr ' ' -)" -v u=$unit -v a="${sum[$1,$j]}" \
+            -v b="${sum[$2,$j]}" -v n=$ROUNDS 'BEGIN {
+            printf "BENCH: %-22s %-18s ublk=%.1f peer=%.1f %s ratio=%.2f\n", p, j, a / n, b / n,
+                u, b ? a / b : 0 }'
+    done
+done
+finish
