@@ -83,6 +83,8 @@ struct vdisk_node {
     pthread_mutex_t pin_lock;
     pthread_cond_t pin_done;
     void *priv; /* the driver's state */
+    /* LINEAR: the file holding the guest bytes when it is not node->file (a flat VMDK) */
+    struct vdisk_file *linear_file;
 };
 
 /* vdisk_format.flags */
@@ -141,6 +143,7 @@ extern const struct vdisk_format vdisk_format_raw;
 extern const struct vdisk_format vdisk_format_iso;
 extern const struct vdisk_format vdisk_format_qcow2;
 extern const struct vdisk_format vdisk_format_vhdx;
+extern const struct vdisk_format vdisk_format_vmdk;
 extern const struct vdisk_format vdisk_format_vpc;
 extern const struct vdisk_format vdisk_format_vdi;
 extern const struct vdisk_format vdisk_format_luks;

@@ -97,7 +97,8 @@ static void remember_format(struct vdisk_image *img, bool stated)
 
     if (n->read_only)
         return;
-    if ((n->caps & VDISK_CAP_LINEAR) && n->linear_offset == 0) {
+    /* a linear_file's guest writes another file than the probed one: remembering is harmless */
+    if ((n->caps & VDISK_CAP_LINEAR) && (n->linear_offset == 0 || n->linear_file)) {
         if (probe_remember(n->file, n->fmt))
             img->format_probed = false;
     } else if (stated && probe_remembered(n->file)) {
@@ -173,7 +174,7 @@ int vdisk_get_linear(struct vdisk_image *img, int *fd, uint64_t *offset)
     if (!(n->caps & VDISK_CAP_LINEAR))
         return vdisk_error(ENOTSUP, "%s: a %s image is not one linear range of a file", n->path,
                            n->fmt->name);
-    *fd = n->file->fd_buffered;
+    *fd = (n->linear_file ? n->linear_file : n->file)->fd_buffered;
     *offset = n->linear_offset;
     return 0;
 }

@@ -678,9 +678,10 @@ int node_open(const char *path, const struct vdisk_format *fmt, unsigned flags, 
         n->fmt->close(n);
         goto err;
     }
-    /* data after a header (linear_offset > 0) cannot rewrite what the file probes as */
-    n->guard_probe =
-        n->probed && (n->caps & VDISK_CAP_LINEAR) && n->linear_offset == 0 && !n->read_only;
+    /* data after a header (linear_offset > 0), or in another file than the probed one
+     * (linear_file), cannot rewrite what the file probes as */
+    n->guard_probe = n->probed && (n->caps & VDISK_CAP_LINEAR) && n->linear_offset == 0 &&
+                     !n->linear_file && !n->read_only;
     *np = n;
     return 0;
 

@@ -24,6 +24,7 @@ static const struct vdisk_format *const formats[] = {
     &vdisk_format_iso,
     &vdisk_format_qcow2,
     &vdisk_format_vhdx,
+    &vdisk_format_vmdk,
     &vdisk_format_vpc,
     &vdisk_format_vdi,
     &vdisk_format_luks,

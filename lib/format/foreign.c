@@ -44,60 +44,6 @@ static int vpc_probe(const uint8_t *head, size_t head_len, const uint8_t *tail, 
     return 0;
 }
 
-/* Is [P, END) a line of only blanks (ends at '\n' or END)? */
-static bool blank_line(const char *p, const char *end)
-{
-    for (; p < end && *p != '\n'; p++)
-        if (*p != ' ' && *p != '\t' && *p != '\r')
-            return false;
-    return true;
-}
-
-/*
- * A VMDK descriptor file: text whose first lines, past blank lines and
- * comments, are the "# Disk DescriptorFile" comment or a "version=N" line
- * (QEMU takes the latter alone as a descriptor). Binary data ends the search.
- */
-static int vmdk_descriptor(const uint8_t *head, size_t head_len)
-{
-    static const char title[] = "disk descriptorfile";
-    const char *p = (const char *)head, *end = p + (head_len < 4096 ? head_len : 4096);
-
-    while (p < end) {
-        const char *nl = memchr(p, '\n', end - p), *eol = nl ? nl : end;
-
-        if (memchr(p, '\0', eol - p))
-            return 0;
-        while (p < eol && (*p == ' ' || *p == '\t'))
-            p++;
-        if (p < eol && *p == '#') {
-            for (p++; p < eol && (*p == ' ' || *p == '\t'); p++)
-                ;
-            if ((size_t)(eol - p) >= sizeof(title) - 1 &&
-                strncasecmp(p, title, sizeof(title) - 1) == 0)
-                return 100;
-        } else if (eol - p >= 9 && strncmp(p, "version=", 8) == 0 && p[8] >= '1' && p[8] <= '3' &&
-                   blank_line(p + 9, eol)) {
-            return 100;
-        } else if (!blank_line(p, eol)) {
-            return 0;
-        }
-        if (!nl)
-            break;
-        p = nl + 1;
-    }
-    return 0;
-}
-
-/* VMDK: hosted sparse extent "KDMV", ESX sparse "COWD", or a text descriptor. */
-static int vmdk_probe(const uint8_t *head, size_t head_len, const uint8_t *tail, uint64_t file_size)
-{
-    (void)tail, (void)file_size;
-    if (head_has(head, head_len, 0, "KDMV", 4) || head_has(head, head_len, 0, "COWD", 4))
-        return 100;
-    return head ? vmdk_descriptor(head, head_len) : 0;
-}
-
 /* QED: magic "QED\0". */
 static int qed_probe(const uint8_t *head, size_t head_len, const uint8_t *tail, uint64_t file_size)
 {
@@ -177,7 +123,6 @@ static const struct foreign_entry {
     const char *ext[3];
 } foreign[] = {
     {{"vpc", "VHD (Virtual PC)", vpc_probe}, {"vhd", "vpc"}},
-    {{"vmdk", "VMDK (VMware)", vmdk_probe}, {"vmdk"}},
     {{"qed", "QED (QEMU enhanced disk)", qed_probe}, {"qed"}},
     {{"parallels", "Parallels", parallels_probe}, {"hdd", "hds", "parallels"}},
     {{"dmg", "DMG (Apple disk image)", dmg_probe}, {"dmg"}},

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# Images in formats vdisk does not serve (VMDK, QED, ...) are never
+# Images in formats vdisk does not serve (QED, Parallels, ...) are never
 # opened as raw: every command refuses them with a message naming the format,
 # leaves no device or record behind and never writes to them. -f raw still
 # opens any file as raw, because the user asked for it.
@@ -52,10 +52,6 @@ made() {
     fi
 }
 
-made vmdk-sparse vmdk t.vmdk -f vmdk
-made vmdk-flat vmdk t.vmdk -f vmdk -o subformat=monolithicFlat
-made vmdk-2gb vmdk t.vmdk -f vmdk -o subformat=twoGbMaxExtentSparse
-made vmdk-stream vmdk t.vmdk -f vmdk -o subformat=streamOptimized
 made qed qed t.qed -f qed
 made parallels parallels t.hdd -f parallels
 made qcow qcow t.qcow -f qcow
@@ -89,8 +85,6 @@ fi
 eq "-f raw: closed, no loop device left" "$(losetup -j "$img")" ""
 
 # a new image named for a foreign format is not made as raw
-fails_with "create -f vmdk refuses" "format vmdk.*cannot create vmdk images" \
-    "$VDISK" create -f vmdk "$T/new.vmdk" 16M
 eq "no file made for them" "$(ls "$T"/new.* 2>/dev/null)" ""
 ok "open new.img still makes a raw image" "$VDISK" open "$T/new.img" 16M
 ok "close new.img" "$VDISK" close "$T/new.img"
@@ -112,9 +106,6 @@ else
         eq "$file: no loop device over it" "$(losetup -j "$img")" ""
         rm -f "$img"
     done <<'LIST'
-iotest-version3.vmdk.bz2 vmdk
-ext2.vmdk.xz vmdk
-afl9.vmdk.bz2 vmdk
 LIST
     eq "real images: no record" "$("$VDISK" list)" ""
 fi

@@ -12,6 +12,7 @@
  *   vdisk-test-io info IMAGE                   key=value lines from vdisk_get_info/check
  *   vdisk-test-io map IMAGE                    block status runs: OFF LEN FLAGS
  *   vdisk-test-io mt IMAGE THREADS OPS         threads race on interleaved 4k blocks; verify
+ * -o gives create options to create, open options to the other commands.
  * Sizes and offsets take vdisk_parse_size suffixes (a bare number is bytes here).
  * $VDISK_TEST_OPEN_OPTIONS: the open options of every image (key-file=K for luks).
  */
@@ -48,11 +49,14 @@ static uint64_t num(const char *s)
     return v;
 }
 
+static const char *open_opts; /* -o for any command but create: open options */
+
 static struct vdisk_image *open_img(const char *path, const char *fmt, unsigned flags)
 {
     struct vdisk_image *img;
-    /* open options for every open: e.g. key-file=PATH of an encrypted image */
-    int r = vdisk_open(path, fmt, flags, getenv("VDISK_TEST_OPEN_OPTIONS"), &img);
+    /* open options: -o, else the environment (e.g. a parent the header does not name) */
+    int r = vdisk_open(path, fmt, flags, open_opts ? open_opts : getenv("VDISK_TEST_OPEN_OPTIONS"),
+                       &img);
 
     if (r < 0)
         die(path, r);
@@ -454,6 +458,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: see the comment at the top of vdisk-test-io.c\n");
         return 2;
     }
+    if (strcmp(argv[1], "create") != 0)
+        open_opts = opts;
     if (!strcmp(argv[1], "dump") && argc == 4)
         return cmd_dump(fmt, argv[2], argv[3]);
     if (!strcmp(argv[1], "create") && argc == 4) {

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <linux/loop.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -129,6 +130,27 @@ int loopdev_detach(const char *device, const char *file)
     return 0;
 }
 
+/* The file loop reads: the image, or the data file of a descriptor (a flat VMDK). */
+static const char *loop_file(const struct disk_record *rec)
+{
+    return rec->backing[0] ? rec->backing : rec->image;
+}
+
+/* Record in rec->backing the file behind FD when it is not IMAGE itself. */
+static int linear_path(int fd, const char *image, struct disk_record *rec)
+{
+    char link[64], *real;
+
+    snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+    real = realpath(link, NULL);
+    if (!real)
+        return -err("%s: cannot name its data file: %m", image);
+    if (strcmp(real, image) != 0)
+        snprintf(rec->backing, sizeof(rec->backing), "%s", real);
+    free(real);
+    return 0;
+}
+
 static int loop_start(const struct open_request *req, struct disk_record *rec)
 {
     unsigned flags = (req->read_only ? VDISK_OPEN_RDONLY : 0);
@@ -152,20 +174,22 @@ static int loop_start(const struct open_request *req, struct disk_record *rec)
     limit = vdisk_get_size(img);
     if (offset == 0 && fstat(fd, &st) == 0 && (uint64_t)st.st_size <= limit)
         limit = 0; /* the whole file: loop follows it; else stop before a footer (fixed VHD) */
-    r = loopdev_attach(fd, offset, limit, req->image, req->read_only, req->direct, rec->device,
-                       sizeof(rec->device));
+    r = linear_path(fd, req->image, rec);
+    if (r == 0)
+        r = loopdev_attach(fd, offset, limit, loop_file(rec), req->read_only, req->direct,
+                           rec->device, sizeof(rec->device));
     vdisk_close(img); /* the loop device holds the file, and the lock, now */
     return r;
 }
 
 static int loop_stop(const struct disk_record *rec)
 {
-    return loopdev_detach(rec->device, rec->image);
+    return loopdev_detach(rec->device, loop_file(rec));
 }
 
 static bool loop_alive(const struct disk_record *rec)
 {
-    return loopdev_serves(rec->device, rec->image);
+    return loopdev_serves(rec->device, loop_file(rec));
 }
 
 const struct via via_loop = {
