@@ -13,11 +13,7 @@ SEED=${LUKS_FUZZ_SEED:-1}
 [ "$SEED" = random ] && SEED=0
 command -v clang >/dev/null || skip_all clang "no clang to build the fuzz target (scripts/install-deps test installs it)"
 command -v cryptsetup >/dev/null || { fail "cryptsetup missing: run scripts/install-deps"; finish; }
-srcs=("$ROOT"/lib/*.c "$ROOT"/lib/io/*.c "$ROOT"/lib/format/*.c)
-ok "fuzz target builds" clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-    -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -I"$ROOT/include" -I"$ROOT/lib" \
-    -o "$T/fuzz" "$ROOT/tests/fuzz/fuzz-luks.c" "${srcs[@]}" \
-    -lz -lzstd -luring -lpthread -lcrypto -ljson-c -largon2
+build_fuzz "fuzz target builds" "$T/fuzz" "$ROOT/tests/fuzz/fuzz-luks.c"
 [ -x "$T/fuzz" ] || finish
 mkdir -p "$T/corpus"
 cd "$T" || exit 1

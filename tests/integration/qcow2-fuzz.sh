@@ -12,10 +12,7 @@ RUNS=${QCOW2_FUZZ_RUNS:-15000}
 SEED=${QCOW2_FUZZ_SEED:-1}
 [ "$SEED" = random ] && SEED=0 # libFuzzer picks one
 command -v clang >/dev/null || skip_all clang "no clang to build the fuzz target (scripts/install-deps test installs it)"
-srcs=("$ROOT"/lib/*.c "$ROOT"/lib/io/*.c "$ROOT"/lib/format/*.c)
-ok "fuzz target builds" clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-    -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -I"$ROOT/include" -I"$ROOT/lib" \
-    -o "$T/fuzz" "$ROOT/tests/fuzz/fuzz-open-read.c" "${srcs[@]}" -lz -lzstd -luring -lpthread \
+build_fuzz "fuzz target builds" "$T/fuzz" "$ROOT/tests/fuzz/fuzz-open-read.c"
     -lcrypto -ljson-c -largon2
 [ -x "$T/fuzz" ] || finish
 mkdir -p "$T/corpus"

@@ -12,10 +12,7 @@ RUNS=${VDI_FUZZ_RUNS:-20000}
 SEED=${VDI_FUZZ_SEED:-1}
 [ "$SEED" = random ] && SEED=0
 command -v clang >/dev/null || skip_all clang "no clang to build the fuzz target (scripts/install-deps test installs it)"
-srcs=("$ROOT"/lib/*.c "$ROOT"/lib/io/*.c "$ROOT"/lib/format/*.c)
-ok "fuzz target builds (vdi)" clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-    -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -DFUZZ_FORMAT='"vdi"' -I"$ROOT/include" -I"$ROOT/lib" \
-    -o "$T/fuzz" "$ROOT/tests/fuzz/fuzz-open-read.c" "${srcs[@]}" -lz -lzstd -luring -lpthread
+build_fuzz "fuzz target builds (vdi)" "$T/fuzz" "$ROOT/tests/fuzz/fuzz-open-read.c" -DFUZZ_FORMAT='"vdi"'
 [ -x "$T/fuzz" ] || finish
 mkdir -p "$T/corpus"
 seed() { head -c 65536 "$1" >"$T/corpus/$2"; }

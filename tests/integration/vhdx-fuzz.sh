@@ -14,10 +14,7 @@ RUNS=${VHDX_FUZZ_RUNS:-2000}
 SEED=${VHDX_FUZZ_SEED:-1}
 [ "$SEED" = random ] && SEED=0
 command -v clang >/dev/null || skip_all clang "no clang to build the fuzz target (scripts/install-deps test installs it)"
-srcs=("$ROOT"/lib/*.c "$ROOT"/lib/io/*.c "$ROOT"/lib/format/*.c)
-ok "fuzz target builds" clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-    -DFUZZ_FORMAT='"vhdx"' -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -I"$ROOT/include" -I"$ROOT/lib" \
-    -o "$T/fuzz" "$ROOT/tests/fuzz/fuzz-open-read.c" "${srcs[@]}" -lz -lzstd -luring -lpthread
+build_fuzz "fuzz target builds" "$T/fuzz" "$ROOT/tests/fuzz/fuzz-open-read.c" -DFUZZ_FORMAT='"vhdx"'
 [ -x "$T/fuzz" ] || finish
 mkdir -p "$T/corpus"
 # VHDX regions are MiB aligned: the smallest image is 4 MiB (headers, log, metadata, BAT)

@@ -12,10 +12,7 @@ SEED=${VPC_FUZZ_SEED:-1}
 IO=$BUILD/tests/tools/vdisk-test-io
 [ "$SEED" = random ] && SEED=0 # libFuzzer picks one
 command -v clang >/dev/null || skip_all clang "no clang to build the fuzz target (scripts/install-deps test installs it)"
-srcs=("$ROOT"/lib/*.c "$ROOT"/lib/io/*.c "$ROOT"/lib/format/*.c)
-ok "fuzz target builds" clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-    -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -DFUZZ_FORMAT='"vpc"' -I"$ROOT/include" -I"$ROOT/lib" \
-    -o "$T/fuzz" "$ROOT/tests/fuzz/fuzz-open-read.c" "${srcs[@]}" -lz -lzstd -luring -lpthread
+build_fuzz "fuzz target builds" "$T/fuzz" "$ROOT/tests/fuzz/fuzz-open-read.c" -DFUZZ_FORMAT='"vpc"'
 [ -x "$T/fuzz" ] || finish
 mkdir -p "$T/corpus" "$T/seed"
 "$IO" -f vpc -o block_size=4K create "$T/seed/dyn.vhd" 256K
