@@ -187,6 +187,18 @@ int vdisk_node_read(struct vdisk_node *node, void *buf, size_t len, uint64_t off
 void vdisk_info_add(struct vdisk_info *info, const char *key, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* A writer-preferring rwlock for a driver's metadata: a stream of readers cannot starve a writer.
+ */
+static inline void vdisk_rwlock_init(pthread_rwlock_t *lock)
+{
+    pthread_rwlockattr_t a;
+
+    pthread_rwlockattr_init(&a);
+    pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(lock, &a);
+    pthread_rwlockattr_destroy(&a);
+}
+
 /* Look a format up by name; NULL if unknown. */
 const struct vdisk_format *vdisk_format_find(const char *name);
 

@@ -276,18 +276,11 @@ static int qcow2_open(struct vdisk_node *node)
 
     if (!s)
         return vdisk_error(ENOMEM, "%s: out of memory", node->path);
-    {
-        pthread_rwlockattr_t a;
-
-        pthread_rwlockattr_init(&a);
-        pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-        pthread_rwlock_init(&s->lock, &a);
-        pthread_mutex_init(&s->inflight_lock, NULL);
-        pthread_cond_init(&s->inflight_done, NULL);
-        pthread_mutex_init(&s->pin_lock, NULL);
-        pthread_cond_init(&s->pin_done, NULL);
-        pthread_rwlockattr_destroy(&a);
-    }
+    vdisk_rwlock_init(&s->lock);
+    pthread_mutex_init(&s->inflight_lock, NULL);
+    pthread_cond_init(&s->inflight_done, NULL);
+    pthread_mutex_init(&s->pin_lock, NULL);
+    pthread_cond_init(&s->pin_done, NULL);
     s->node = node;
     s->file = node->file;
     r = vdisk_file_get_size(s->file, &file_size);

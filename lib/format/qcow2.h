@@ -33,6 +33,7 @@
 #include <string.h>
 
 #include "../format.h"
+#include "bytes.h"
 
 #define QCOW2_MAGIC            0x514649fbu
 #define QCOW2_V2_HEADER        72
@@ -156,48 +157,6 @@ struct qcow2 {
     uint16_t *check_refs; /* during repair: clusters in use, not to be allocated */
     uint64_t check_nb;
 };
-
-static inline uint64_t get_be64(const void *p)
-{
-    uint64_t v;
-
-    memcpy(&v, p, 8);
-    return be64toh(v);
-}
-
-static inline uint32_t get_be32(const void *p)
-{
-    uint32_t v;
-
-    memcpy(&v, p, 4);
-    return be32toh(v);
-}
-
-static inline uint16_t get_be16(const void *p)
-{
-    uint16_t v;
-
-    memcpy(&v, p, 2);
-    return be16toh(v);
-}
-
-static inline void put_be64(void *p, uint64_t v)
-{
-    v = htobe64(v);
-    memcpy(p, &v, 8);
-}
-
-static inline void put_be32(void *p, uint32_t v)
-{
-    v = htobe32(v);
-    memcpy(p, &v, 4);
-}
-
-static inline void put_be16(void *p, uint16_t v)
-{
-    v = htobe16(v);
-    memcpy(p, &v, 2);
-}
 
 /* qcow2-cache.c */
 int qcow2_cache_init(struct qcow2_cache *c, unsigned n, size_t size, uint64_t nslot);

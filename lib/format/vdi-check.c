@@ -37,8 +37,8 @@ void vdi_scan(struct vdi *s)
     s->allocated = used;
     /* a new block goes past every used slot and past the header's count (as QEMU's would) */
     s->next = end;
-    if (vdi_le32(s->hdr + VDI_OFF_ALLOCATED) > s->next)
-        s->next = vdi_le32(s->hdr + VDI_OFF_ALLOCATED);
+    if (get_le32(s->hdr + VDI_OFF_ALLOCATED) > s->next)
+        s->next = get_le32(s->hdr + VDI_OFF_ALLOCATED);
 }
 
 /* Give BLOCK, whose slot E is out of range or shared, a slot of its own (or ZERO). */
@@ -83,7 +83,7 @@ static int check_locked(struct vdisk_node *node, unsigned flags, struct vdisk_ch
     bool repair = !node->read_only && (flags & VDISK_CHECK_REPAIR_ALL);
     bool fix_leaks =
         !node->read_only && (flags & (VDISK_CHECK_REPAIR_ALL | VDISK_CHECK_REPAIR_LEAKS));
-    uint32_t header_count = vdi_le32(s->hdr + VDI_OFF_ALLOCATED);
+    uint32_t header_count = get_le32(s->hdr + VDI_OFF_ALLOCATED);
     int r = 0;
 
     if (!node->read_only && s->dirty) {

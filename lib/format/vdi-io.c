@@ -120,7 +120,7 @@ int vdi_write_metadata(struct vdi *s)
     r = vdisk_file_flush(s->file);
     if (r < 0)
         return r;
-    vdi_put_le32(s->hdr + VDI_OFF_ALLOCATED, s->allocated);
+    put_le32(s->hdr + VDI_OFF_ALLOCATED, s->allocated);
     if (s->off_bmap <= 4096 && span <= (1u << 20)) {
         buf = malloc(span);
         if (!buf)
@@ -129,7 +129,7 @@ int vdi_write_metadata(struct vdi *s)
         r = vdisk_file_pread(s->file, buf + VDI_HEADER_END, s->off_bmap - VDI_HEADER_END,
                              VDI_HEADER_END);
         for (uint32_t i = 0; i <= s->dirty_hi; i++)
-            vdi_put_le32(buf + s->off_bmap + 4 * i, s->bmap[i]);
+            put_le32(buf + s->off_bmap + 4 * i, s->bmap[i]);
         if (r == 0)
             r = vdisk_file_pwrite(s->file, buf, span, 0);
     } else {
@@ -139,7 +139,7 @@ int vdi_write_metadata(struct vdi *s)
         if (!buf)
             return vdisk_error(ENOMEM, "%s: out of memory", s->node->path);
         for (uint32_t i = 0; i < n; i++)
-            vdi_put_le32(buf + 4 * i, s->bmap[s->dirty_lo + i]);
+            put_le32(buf + 4 * i, s->bmap[s->dirty_lo + i]);
         r = vdisk_file_pwrite(s->file, buf, 4ull * n, s->off_bmap + 4ull * s->dirty_lo);
         if (r == 0)
             r = vdisk_file_pwrite(s->file, s->hdr, VDI_HEADER_END, 0);

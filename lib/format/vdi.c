@@ -26,14 +26,14 @@ static const char vdi_text[] = "<<< Oracle VM VirtualBox Disk Image >>>\n";
 static int vdi_probe(const uint8_t *head, size_t head_len, const uint8_t *tail, uint64_t file_size)
 {
     (void)tail, (void)file_size;
-    if (head_len < VDI_PRE_HEADER || vdi_le32(head + VDI_OFF_SIGNATURE) != VDI_SIGNATURE)
+    if (head_len < VDI_PRE_HEADER || get_le32(head + VDI_OFF_SIGNATURE) != VDI_SIGNATURE)
         return 0;
     return 100;
 }
 
 void vdi_uuid_str(const uint8_t *u, char out[37])
 {
-    snprintf(out, 37, "%08x-%04x-%04x-%02x%02x-%02x%02x%02x%02x%02x%02x", vdi_le32(u),
+    snprintf(out, 37, "%08x-%04x-%04x-%02x%02x-%02x%02x%02x%02x%02x%02x", get_le32(u),
              u[4] | u[5] << 8, u[6] | u[7] << 8, u[8], u[9], u[10], u[11], u[12], u[13], u[14],
              u[15]);
 }
@@ -67,14 +67,14 @@ static void convert_v0(struct vdi *s)
 
     memcpy(old, h, sizeof(old));
     memset(h + VDI_PRE_HEADER, 0, VDI_HEADER_END - VDI_PRE_HEADER);
-    blocks = vdi_le32(old + 364);
-    vdi_put_le32(h + VDI_OFF_HDR_SIZE, VDI_V0_HEADER);
+    blocks = get_le32(old + 364);
+    put_le32(h + VDI_OFF_HDR_SIZE, VDI_V0_HEADER);
     memcpy(h + VDI_OFF_TYPE, old + 72, 8 + VDI_COMMENT_LEN); /* type, flags, comment */
-    vdi_put_le32(h + VDI_OFF_BMAP, VDI_PRE_HEADER + VDI_V0_HEADER);
-    vdi_put_le32(h + VDI_OFF_DATA, VDI_PRE_HEADER + VDI_V0_HEADER + 4 * blocks);
+    put_le32(h + VDI_OFF_BMAP, VDI_PRE_HEADER + VDI_V0_HEADER);
+    put_le32(h + VDI_OFF_DATA, VDI_PRE_HEADER + VDI_V0_HEADER + 4 * blocks);
     memcpy(h + VDI_OFF_DATA + 4, old + 336, 16); /* legacy geometry, sector size last */
-    if (vdi_le32(h + VDI_OFF_SECTOR) == 0)
-        vdi_put_le32(h + VDI_OFF_SECTOR, 512);
+    if (get_le32(h + VDI_OFF_SECTOR) == 0)
+        put_le32(h + VDI_OFF_SECTOR, 512);
     memcpy(h + VDI_OFF_DISK_SIZE, old + 352, 12); /* disk size, block size */
     memcpy(h + VDI_OFF_BLOCKS, old + 364, 8);     /* blocks, allocated */
     memcpy(h + VDI_OFF_UUID, old + 372, 48);      /* image, modification, link */
@@ -85,10 +85,10 @@ static int parse_header(struct vdi *s)
 {
     const char *path = s->node->path;
     const uint8_t *h = s->hdr;
-    uint32_t version = vdi_le32(h + VDI_OFF_VERSION), sector;
+    uint32_t version = get_le32(h + VDI_OFF_VERSION), sector;
     uint64_t bmap_end, blocks_bytes;
 
-    if (vdi_le32(h + VDI_OFF_SIGNATURE) != VDI_SIGNATURE)
+    if (get_le32(h + VDI_OFF_SIGNATURE) != VDI_SIGNATURE)
         return vdisk_error(EINVAL, "%s: not a VDI image (bad signature)", path);
     if ((version >> 16) == 0) {
         s->v0 = true;
@@ -96,16 +96,16 @@ static int parse_header(struct vdi *s)
     } else if (version != VDI_VERSION_1_1)
         return vdisk_error(ENOTSUP, "%s: VDI version %u.%u is not supported", path, version >> 16,
                            version & 0xffff);
-    s->hdr_size = vdi_le32(h + VDI_OFF_HDR_SIZE);
-    s->type = vdi_le32(h + VDI_OFF_TYPE);
-    s->off_bmap = vdi_le32(h + VDI_OFF_BMAP);
-    s->off_data = vdi_le32(h + VDI_OFF_DATA);
-    sector = vdi_le32(h + VDI_OFF_SECTOR);
-    s->disk_size = vdi_le64(h + VDI_OFF_DISK_SIZE);
-    s->block_size = vdi_le32(h + VDI_OFF_BLOCK_SIZE);
-    s->block_extra = vdi_le32(h + VDI_OFF_BLOCK_XTRA);
-    s->blocks = vdi_le32(h + VDI_OFF_BLOCKS);
-    s->allocated = vdi_le32(h + VDI_OFF_ALLOCATED);
+    s->hdr_size = get_le32(h + VDI_OFF_HDR_SIZE);
+    s->type = get_le32(h + VDI_OFF_TYPE);
+    s->off_bmap = get_le32(h + VDI_OFF_BMAP);
+    s->off_data = get_le32(h + VDI_OFF_DATA);
+    sector = get_le32(h + VDI_OFF_SECTOR);
+    s->disk_size = get_le64(h + VDI_OFF_DISK_SIZE);
+    s->block_size = get_le32(h + VDI_OFF_BLOCK_SIZE);
+    s->block_extra = get_le32(h + VDI_OFF_BLOCK_XTRA);
+    s->blocks = get_le32(h + VDI_OFF_BLOCKS);
+    s->allocated = get_le32(h + VDI_OFF_ALLOCATED);
 
     if ((s->hdr_size < VDI_HDR_SIZE_MIN && !s->v0) || s->hdr_size > 4096)
         return vdisk_error(EINVAL, "%s: VDI header size %u is invalid", path, s->hdr_size);
@@ -205,7 +205,7 @@ static int parent_candidate(const struct vdi *s, const char *dir, const char *na
     if (stat(path, &st) == 0 && S_ISREG(st.st_mode) &&
         vdisk_file_open(path, VDISK_FILE_RDONLY, &f) == 0) {
         if (vdisk_file_pread(f, h, sizeof(h), 0) == 0 &&
-            vdi_le32(h + VDI_OFF_SIGNATURE) == VDI_SIGNATURE &&
+            get_le32(h + VDI_OFF_SIGNATURE) == VDI_SIGNATURE &&
             memcmp(h + VDI_OFF_UUID, vdi_uuid(s, VDI_UUID_LINK), 16) == 0)
             score = memcmp(h + VDI_OFF_UUID + 16 * VDI_UUID_MODIFY,
                            vdi_uuid(s, VDI_UUID_PARENT_MODIFY), 16) == 0
@@ -369,18 +369,11 @@ static int vdi_open(struct vdisk_node *node)
 
     if (!s)
         return vdisk_error(ENOMEM, "%s: out of memory", node->path);
-    {
-        pthread_rwlockattr_t a;
-
-        pthread_rwlockattr_init(&a);
-        pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-        pthread_rwlock_init(&s->lock, &a);
-        pthread_rwlockattr_destroy(&a);
-        pthread_mutex_init(&s->alloc_lock, NULL);
-        pthread_cond_init(&s->alloc_done, NULL);
-        pthread_mutex_init(&s->pin_lock, NULL);
-        pthread_cond_init(&s->pin_done, NULL);
-    }
+    vdisk_rwlock_init(&s->lock);
+    pthread_mutex_init(&s->alloc_lock, NULL);
+    pthread_cond_init(&s->alloc_done, NULL);
+    pthread_mutex_init(&s->pin_lock, NULL);
+    pthread_cond_init(&s->pin_done, NULL);
     s->node = node;
     s->file = node->file;
     node->priv = s;
@@ -625,10 +618,10 @@ static int vdi_create(struct vdisk_node *node, uint64_t size, const struct vdisk
     /* the map right after the header (one write updates both); data 1 MiB aligned */
     off_data = (512 + bmap_bytes + (1u << 20) - 1) & ~((1ull << 20) - 1);
     memcpy(buf, vdi_text, sizeof(vdi_text) - 1);
-    vdi_put_le32(buf + VDI_OFF_SIGNATURE, VDI_SIGNATURE);
-    vdi_put_le32(buf + VDI_OFF_VERSION, VDI_VERSION_1_1);
-    vdi_put_le32(buf + VDI_OFF_HDR_SIZE, VDI_HDR_SIZE_PLUS);
-    vdi_put_le32(buf + VDI_OFF_TYPE, c.backing ? VDI_TYPE_DIFF
+    put_le32(buf + VDI_OFF_SIGNATURE, VDI_SIGNATURE);
+    put_le32(buf + VDI_OFF_VERSION, VDI_VERSION_1_1);
+    put_le32(buf + VDI_OFF_HDR_SIZE, VDI_HDR_SIZE_PLUS);
+    put_le32(buf + VDI_OFF_TYPE, c.backing ? VDI_TYPE_DIFF
                                      : c.fixed ? VDI_TYPE_STATIC
                                                : VDI_TYPE_DYNAMIC);
     if (c.backing) {
@@ -645,13 +638,13 @@ static int vdi_create(struct vdisk_node *node, uint64_t size, const struct vdisk
         snprintf((char *)buf + VDI_OFF_COMMENT, VDI_COMMENT_LEN, "%s%s", VDI_PARENT_TAG, rel);
         free(rel);
     }
-    vdi_put_le32(buf + VDI_OFF_BMAP, 512);
-    vdi_put_le32(buf + VDI_OFF_DATA, (uint32_t)off_data);
-    vdi_put_le32(buf + VDI_OFF_SECTOR, 512);
-    vdi_put_le64(buf + VDI_OFF_DISK_SIZE, size);
-    vdi_put_le32(buf + VDI_OFF_BLOCK_SIZE, 1u << 20);
-    vdi_put_le32(buf + VDI_OFF_BLOCKS, (uint32_t)blocks);
-    vdi_put_le32(buf + VDI_OFF_ALLOCATED, c.fixed ? (uint32_t)blocks : 0);
+    put_le32(buf + VDI_OFF_BMAP, 512);
+    put_le32(buf + VDI_OFF_DATA, (uint32_t)off_data);
+    put_le32(buf + VDI_OFF_SECTOR, 512);
+    put_le64(buf + VDI_OFF_DISK_SIZE, size);
+    put_le32(buf + VDI_OFF_BLOCK_SIZE, 1u << 20);
+    put_le32(buf + VDI_OFF_BLOCKS, (uint32_t)blocks);
+    put_le32(buf + VDI_OFF_ALLOCATED, c.fixed ? (uint32_t)blocks : 0);
     r = uuid_generate(f->path, buf + VDI_OFF_UUID + 16 * VDI_UUID_IMAGE);
     if (r == 0)
         r = uuid_generate(f->path, buf + VDI_OFF_UUID + 16 * VDI_UUID_MODIFY);
@@ -662,7 +655,7 @@ static int vdi_create(struct vdisk_node *node, uint64_t size, const struct vdisk
         uint64_t n = bmap_bytes - done < (1u << 20) ? bmap_bytes - done : (1u << 20);
 
         for (uint64_t i = 0; i < n / 4; i++)
-            vdi_put_le32(buf + 4 * i, c.fixed ? (uint32_t)(done / 4 + i) : VDI_FREE);
+            put_le32(buf + 4 * i, c.fixed ? (uint32_t)(done / 4 + i) : VDI_FREE);
         r = vdisk_file_pwrite(f, buf, n, 512 + done);
         done += n;
     }

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "../format.h"
+#include "bytes.h"
 
 #define VDI_SIGNATURE   0xbeda107fu
 #define VDI_VERSION_1_1 0x00010001u
@@ -105,34 +106,6 @@ struct vdi {
     pthread_mutex_t pin_lock;
     pthread_cond_t pin_done;
 };
-
-static inline uint32_t vdi_le32(const uint8_t *p)
-{
-    uint32_t v;
-
-    memcpy(&v, p, 4);
-    return le32toh(v);
-}
-
-static inline uint64_t vdi_le64(const uint8_t *p)
-{
-    uint64_t v;
-
-    memcpy(&v, p, 8);
-    return le64toh(v);
-}
-
-static inline void vdi_put_le32(uint8_t *p, uint32_t v)
-{
-    v = htole32(v);
-    memcpy(p, &v, 4);
-}
-
-static inline void vdi_put_le64(uint8_t *p, uint64_t v)
-{
-    v = htole64(v);
-    memcpy(p, &v, 8);
-}
 
 static inline const uint8_t *vdi_uuid(const struct vdi *s, int which)
 {

@@ -38,7 +38,7 @@ static int check_copies(struct vhdx *s, bool repair, struct vdisk_check_result *
     for (int i = 0; i < 2 && r == 0; i++) {
         r = vdisk_file_pread(s->file, b, VHDX_HDR_SIZE, hoff[i]);
         if (r == 0 &&
-            (memcmp(b, "head", 4) || le32_at(b + 4) != vhdx_checksum(b, VHDX_HDR_SIZE, 4))) {
+            (memcmp(b, "head", 4) || get_le32(b + 4) != vhdx_checksum(b, VHDX_HDR_SIZE, 4))) {
             fprintf(stderr, "ERROR: VHDX header %d is invalid (signature or CRC-32C)\n", i + 1);
             bad_hdr = true;
         }
@@ -46,7 +46,7 @@ static int check_copies(struct vhdx *s, bool repair, struct vdisk_check_result *
     for (int i = 0; i < 2 && r == 0; i++) {
         r = vhdx_pread_meta(s, b, VHDX_RT_SIZE, roff[i]);
         if (r == 0 &&
-            (memcmp(b, "regi", 4) || le32_at(b + 4) != vhdx_checksum(b, VHDX_RT_SIZE, 4))) {
+            (memcmp(b, "regi", 4) || get_le32(b + 4) != vhdx_checksum(b, VHDX_RT_SIZE, 4))) {
             fprintf(stderr, "ERROR: VHDX region table %d is invalid (signature or CRC-32C)\n",
                     i + 1);
             bad_rt = i;

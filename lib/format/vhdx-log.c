@@ -64,12 +64,12 @@ static int entry_read(struct vhdx *s, uint32_t pos, struct entry *e)
     if (r < 0)
         return r;
     e->pos = pos;
-    e->len = le32_at(h + 8);
-    e->tail = le32_at(h + 12);
-    e->seq = le64_at(h + 16);
-    e->ndesc = le32_at(h + 24);
-    e->flushed = le64_at(h + 48);
-    e->last = le64_at(h + 56);
+    e->len = get_le32(h + 8);
+    e->tail = get_le32(h + 12);
+    e->seq = get_le64(h + 16);
+    e->ndesc = get_le32(h + 24);
+    e->flushed = get_le64(h + 48);
+    e->last = get_le64(h + 56);
     if (memcmp(h, "loge", 4) != 0 || memcmp(h + 32, &s->log_guid, 16) != 0 || e->len == 0 ||
         e->len % VHDX_PAGE || e->len > s->log_len || e->tail % VHDX_PAGE || e->tail >= s->log_len ||
         e->seq == 0)
@@ -82,7 +82,7 @@ static int entry_read(struct vhdx *s, uint32_t pos, struct entry *e)
     if (!e->buf)
         return vdisk_error(ENOMEM, "%s: out of memory for a log entry", s->node->path);
     r = log_read(s, e->buf, e->len, pos);
-    if (r < 0 || le32_at(e->buf + 4) != vhdx_checksum(e->buf, e->len, 4))
+    if (r < 0 || get_le32(e->buf + 4) != vhdx_checksum(e->buf, e->len, 4))
         goto bad;
     /* from here on the entry is whole (its CRC holds): a bad one is an error, not a torn write */
     r = -EINVAL;
@@ -90,16 +90,16 @@ static int entry_read(struct vhdx *s, uint32_t pos, struct entry *e)
         const uint8_t *d = e->buf + LOG_HDR + LOG_DESC * i;
 
         if (memcmp(d, "zero", 4) == 0) {
-            if (!target_ok(s, le64_at(d + 16), le64_at(d + 8), e->last) ||
-                le64_at(d + 24) != e->seq)
+            if (!target_ok(s, get_le64(d + 16), get_le64(d + 8), e->last) ||
+                get_le64(d + 24) != e->seq)
                 goto bad;
         } else if (memcmp(d, "desc", 4) == 0) {
             const uint8_t *sec = e->buf + (uint64_t)(dsect + ndata) * VHDX_PAGE;
 
-            if (dsect + ndata >= nsect || le64_at(d + 24) != e->seq ||
-                !target_ok(s, le64_at(d + 16), VHDX_PAGE, e->last) || memcmp(sec, "data", 4) != 0 ||
-                le32_at(sec + 4) != (uint32_t)(e->seq >> 32) ||
-                le32_at(sec + 4092) != (uint32_t)e->seq)
+            if (dsect + ndata >= nsect || get_le64(d + 24) != e->seq ||
+                !target_ok(s, get_le64(d + 16), VHDX_PAGE, e->last) || memcmp(sec, "data", 4) != 0 ||
+                get_le32(sec + 4) != (uint32_t)(e->seq >> 32) ||
+                get_le32(sec + 4092) != (uint32_t)e->seq)
                 goto bad;
             ndata++;
         } else {
@@ -131,7 +131,7 @@ static int entry_apply(struct vhdx *s, const struct entry *e, bool to_disk)
 
     for (uint32_t i = 0; i < e->ndesc && r == 0; i++) {
         const uint8_t *d = e->buf + LOG_HDR + LOG_DESC * i;
-        uint64_t off = le64_at(d + 16), len = VHDX_PAGE;
+        uint64_t off = get_le64(d + 16), len = VHDX_PAGE;
         uint8_t *page = NULL;
 
         if (memcmp(d, "desc", 4) == 0) {
@@ -144,7 +144,7 @@ static int entry_apply(struct vhdx *s, const struct entry *e, bool to_disk)
             memcpy(page + 8, sec + 8, 4084); /* the sector's data */
             memcpy(page + 4092, d + 4, 4);   /* trailing bytes */
         } else {
-            len = le64_at(d + 8);
+            len = get_le64(d + 8);
         }
         if (to_disk) {
             r = page ? vdisk_file_pwrite(s->file, page, len, off)

@@ -95,8 +95,8 @@ void vhdx_guid_format(const vhdx_guid *g, char out[39])
 {
     const uint8_t *b = g->b;
 
-    snprintf(out, 39, "{%08X-%04X-%04X-%02X%02X-%02X%02X%02X%02X%02X%02X}", le32_at(b),
-             le16_at(b + 4), le16_at(b + 6), b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+    snprintf(out, 39, "{%08X-%04X-%04X-%02X%02X-%02X%02X%02X%02X%02X%02X}", get_le32(b),
+             get_le16(b + 4), get_le16(b + 6), b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
 }
 
 int vhdx_guid_parse(const char *t, vhdx_guid *g)
@@ -192,8 +192,8 @@ int vhdx_pread_meta(struct vhdx *s, void *buf, size_t len, uint64_t off)
 /* Is the header in H (4 KiB) valid? */
 static bool header_valid(const uint8_t *h)
 {
-    return memcmp(h, "head", 4) == 0 && le32_at(h + 4) == vhdx_checksum(h, VHDX_HDR_SIZE, 4) &&
-           le16_at(h + 66) == 1;
+    return memcmp(h, "head", 4) == 0 && get_le32(h + 4) == vhdx_checksum(h, VHDX_HDR_SIZE, 4) &&
+           get_le16(h + 66) == 1;
 }
 
 int vhdx_read_headers(struct vhdx *s)
@@ -228,17 +228,17 @@ int vhdx_read_headers(struct vhdx *s)
                         path);
         goto out;
     }
-    s->hdr_slot = (!v0 || (v1 && le64_at(h + VHDX_HDR_SIZE + 8) > le64_at(h + 8))) ? 1 : 0;
+    s->hdr_slot = (!v0 || (v1 && get_le64(h + VHDX_HDR_SIZE + 8) > get_le64(h + 8))) ? 1 : 0;
     cur = h + s->hdr_slot * VHDX_HDR_SIZE;
-    s->hdr_seq = le64_at(cur + 8);
+    s->hdr_seq = get_le64(cur + 8);
     memcpy(&s->file_write_guid, cur + 16, 16);
     memcpy(&s->data_write_guid, cur + 32, 16);
     memcpy(&s->log_guid, cur + 48, 16);
-    s->log_len = le32_at(cur + 68);
-    s->log_off = le64_at(cur + 72);
-    if (le16_at(cur + 64) != 0) {
+    s->log_len = get_le32(cur + 68);
+    s->log_off = get_le64(cur + 72);
+    if (get_le16(cur + 64) != 0) {
         r = vdisk_error(ENOTSUP, "%s: VHDX log version %u is not supported", path,
-                        le16_at(cur + 64));
+                        get_le16(cur + 64));
         goto out;
     }
     if (s->log_len % MiB || s->log_off % MiB || s->log_off < MiB ||
@@ -295,10 +295,10 @@ static bool overlaps(uint64_t a, uint64_t al, uint64_t b, uint64_t bl)
 /* Parse one region table (64 KiB at T); 0, or -EINVAL with *why set. */
 static int parse_regions(struct vhdx *s, const uint8_t *t, const char **why)
 {
-    uint32_t n = le32_at(t + 8);
+    uint32_t n = get_le32(t + 8);
     bool bat = false, meta = false;
 
-    if (memcmp(t, "regi", 4) != 0 || le32_at(t + 4) != vhdx_checksum(t, VHDX_RT_SIZE, 4)) {
+    if (memcmp(t, "regi", 4) != 0 || get_le32(t + 4) != vhdx_checksum(t, VHDX_RT_SIZE, 4)) {
         *why = "bad signature or CRC-32C";
         return -EINVAL;
     }
@@ -308,9 +308,9 @@ static int parse_regions(struct vhdx *s, const uint8_t *t, const char **why)
     }
     for (uint32_t i = 0; i < n; i++) {
         const uint8_t *e = t + 16 + 32 * i;
-        uint64_t off = le64_at(e + 16);
-        uint32_t len = le32_at(e + 24);
-        bool required = le32_at(e + 28) & 1;
+        uint64_t off = get_le64(e + 16);
+        uint32_t len = get_le32(e + 24);
+        bool required = get_le32(e + 28) & 1;
 
         if (off % MiB || len % MiB || off < MiB || len == 0 || off + len > s->file_size) {
             *why = "a region lies outside the file or is not MiB aligned";
@@ -367,13 +367,13 @@ static int parse_locator(struct vhdx *s, const uint8_t *p, uint32_t len)
 
     if (len < 20 || memcmp(p, &VHDX_GUID_LOCATOR_TYPE, 16) != 0)
         return vdisk_error(ENOTSUP, "%s: unknown VHDX parent locator type", path);
-    n = le16_at(p + 18);
+    n = get_le16(p + 18);
     if (20 + 12ull * n > len)
         return vdisk_error(EINVAL, "%s: VHDX parent locator entries overrun the item", path);
     for (unsigned i = 0; i < n; i++) {
         const uint8_t *e = p + 20 + 12 * i;
-        uint32_t ko = le32_at(e), vo = le32_at(e + 4);
-        uint16_t kl = le16_at(e + 8), vl = le16_at(e + 10);
+        uint32_t ko = get_le32(e), vo = get_le32(e + 4);
+        uint16_t kl = get_le16(e + 8), vl = get_le16(e + 10);
         char *key, *val;
 
         if ((uint64_t)ko + kl > len || (uint64_t)vo + vl > len || kl == 0 || vl == 0)
@@ -399,8 +399,8 @@ static int parse_locator(struct vhdx *s, const uint8_t *p, uint32_t len)
 static int parse_item(struct vhdx *s, const uint8_t *e, unsigned *seen)
 {
     const char *path = s->node->path;
-    uint32_t off = le32_at(e + 16), len = le32_at(e + 20);
-    bool required = le32_at(e + 24) & 4;
+    uint32_t off = get_le32(e + 16), len = get_le32(e + 20);
+    bool required = get_le32(e + 24) & 4;
     uint8_t small[8] = {0}, *big = NULL;
     int r;
 
@@ -429,18 +429,18 @@ static int parse_item(struct vhdx *s, const uint8_t *e, unsigned *seen)
     if (r < 0)
         return r;
     if (memcmp(e, &VHDX_GUID_FILE_PARAMS, 16) == 0 && len >= 8) {
-        s->block_size = le32_at(small);
-        s->leave_alloc = le32_at(small + 4) & 1;
-        s->has_parent = le32_at(small + 4) & 2;
+        s->block_size = get_le32(small);
+        s->leave_alloc = get_le32(small + 4) & 1;
+        s->has_parent = get_le32(small + 4) & 2;
         *seen |= 1;
     } else if (memcmp(e, &VHDX_GUID_DISK_SIZE, 16) == 0 && len >= 8) {
-        s->vsize = le64_at(small);
+        s->vsize = get_le64(small);
         *seen |= 2;
     } else if (memcmp(e, &VHDX_GUID_LOGICAL_SS, 16) == 0 && len >= 4) {
-        s->lss = le32_at(small);
+        s->lss = get_le32(small);
         *seen |= 4;
     } else if (memcmp(e, &VHDX_GUID_PHYSICAL_SS, 16) == 0 && len >= 4) {
-        s->pss = le32_at(small);
+        s->pss = get_le32(small);
         *seen |= 8;
     } else if (memcmp(e, &VHDX_GUID_PAGE83, 16) == 0 && len >= 16) {
         r = vhdx_pread_meta(s, &s->page83, 16, s->meta_off + off);
@@ -466,7 +466,7 @@ int vhdx_read_metadata(struct vhdx *s)
     r = vhdx_pread_meta(s, t, VHDX_RT_SIZE, s->meta_off);
     if (r < 0)
         goto out;
-    n = le16_at(t + 10);
+    n = get_le16(t + 10);
     if (memcmp(t, "metadata", 8) != 0 || n > VHDX_META_MAX) {
         r = vdisk_error(EINVAL, "%s: invalid VHDX metadata table", path);
         goto out;

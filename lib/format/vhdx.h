@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "../format.h"
+#include "bytes.h"
 
 #define MiB (1ull << 20)
 
@@ -115,40 +116,6 @@ struct vhdx {
     uint64_t *punch;
     unsigned npunch, punch_cap;
 };
-
-static inline uint16_t le16_at(const void *p)
-{
-    uint16_t v;
-    memcpy(&v, p, 2);
-    return le16toh(v);
-}
-static inline uint32_t le32_at(const void *p)
-{
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return le32toh(v);
-}
-static inline uint64_t le64_at(const void *p)
-{
-    uint64_t v;
-    memcpy(&v, p, 8);
-    return le64toh(v);
-}
-static inline void put_le16(void *p, uint16_t v)
-{
-    v = htole16(v);
-    memcpy(p, &v, 2);
-}
-static inline void put_le32(void *p, uint32_t v)
-{
-    v = htole32(v);
-    memcpy(p, &v, 4);
-}
-static inline void put_le64(void *p, uint64_t v)
-{
-    v = htole64(v);
-    memcpy(p, &v, 8);
-}
 
 /* BAT index of payload block I, and of the sector bitmap of chunk C. */
 static inline uint64_t vhdx_bat_index(const struct vhdx *s, uint64_t i)

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "../format.h"
+#include "bytes.h"
 
 #define VMDK_SECTOR          512u
 #define VMDK_MAGIC           0x564d444bu   /* "KDMV" little endian */
@@ -123,32 +124,6 @@ struct vmdk {
     uint64_t desc_off, desc_max; /* bytes: where the descriptor is, room it has */
     bool cid_changed;            /* first write done: the CID is new */
 };
-
-static inline uint32_t get_le32(const void *p)
-{
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return le32toh(v);
-}
-
-static inline uint64_t get_le64(const void *p)
-{
-    uint64_t v;
-    memcpy(&v, p, 8);
-    return le64toh(v);
-}
-
-static inline void put_le32(void *p, uint32_t v)
-{
-    v = htole32(v);
-    memcpy(p, &v, 4);
-}
-
-static inline void put_le64(void *p, uint64_t v)
-{
-    v = htole64(v);
-    memcpy(p, &v, 8);
-}
 
 /* vmdk-descriptor.c */
 int vmdk_desc_parse(const char *path, const char *text, size_t len, struct vmdk_desc *d);

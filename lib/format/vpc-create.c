@@ -71,9 +71,9 @@ static int set_size(uint8_t *f, uint64_t *size, bool force, const char *path)
     if (total == 0 || total > VPC_MAX_SECTORS)
         return vdisk_error(EFBIG, "%s: a VHD holds 512 bytes to 2040 GiB", path);
     *size = total * VPC_SECTOR;
-    vpc_put64(f + VF_ORIG, *size);
-    vpc_put64(f + VF_CURRENT, *size);
-    vpc_put16(f + VF_CYLS, c);
+    put_be64(f + VF_ORIG, *size);
+    put_be64(f + VF_CURRENT, *size);
+    put_be16(f + VF_CYLS, c);
     f[VF_HEADS] = h;
     f[VF_SECS] = s;
     return 0;
@@ -92,14 +92,14 @@ static int new_footer(uint8_t *f, uint32_t type, const char *path)
 {
     memset(f, 0, VPC_FOOTER_SIZE);
     memcpy(f + VF_COOKIE, "conectix", 8);
-    vpc_put32(f + VF_FEATURES, 2);
-    vpc_put32(f + VF_VERSION, 0x00010000);
-    vpc_put64(f + VF_DATA_OFF, type == VPC_TYPE_FIXED ? VPC_NO_OFFSET : VPC_FOOTER_SIZE);
-    vpc_put32(f + VF_TIME, vpc_now());
+    put_be32(f + VF_FEATURES, 2);
+    put_be32(f + VF_VERSION, 0x00010000);
+    put_be64(f + VF_DATA_OFF, type == VPC_TYPE_FIXED ? VPC_NO_OFFSET : VPC_FOOTER_SIZE);
+    put_be32(f + VF_TIME, vpc_now());
     memcpy(f + VF_APP, "vdsk", 4);
-    vpc_put32(f + VF_APP_VER, 0x00010000);
+    put_be32(f + VF_APP_VER, 0x00010000);
     memcpy(f + VF_APP_OS, "Wi2k", 4); /* as QEMU: the spec knows Wi2k and Mac only */
-    vpc_put32(f + VF_TYPE, type);
+    put_be32(f + VF_TYPE, type);
     if (getrandom(f + VF_UUID, 16, 0) != 16)
         return vdisk_error(errno, "%s: no random bytes for the disk's UUID: %m", path);
     f[VF_UUID + 6] = (f[VF_UUID + 6] & 0x0f) | 0x40; /* version 4 */
@@ -109,8 +109,8 @@ static int new_footer(uint8_t *f, uint32_t type, const char *path)
 
 static void seal(uint8_t *p, size_t len, size_t field)
 {
-    vpc_put32(p + field, 0);
-    vpc_put32(p + field, vpc_checksum(p, len, field));
+    put_be32(p + field, 0);
+    put_be32(p + field, vpc_checksum(p, len, field));
 }
 
 /* Parent of a differencing disk: its footer, real path and modification time. */
@@ -168,10 +168,10 @@ static int put_locator(struct vdisk_file *f, uint8_t *d, int i, uint32_t code, c
     space = ((uint32_t)n + 511) & ~511u;
     r = vdisk_file_pwrite(f, buf, space, *at);
     free(buf);
-    vpc_put32(l, code);
-    vpc_put32(l + 4, space / VPC_SECTOR); /* the spec counts sectors */
-    vpc_put32(l + 8, (uint32_t)n);
-    vpc_put64(l + 16, *at);
+    put_be32(l, code);
+    put_be32(l + 4, space / VPC_SECTOR); /* the spec counts sectors */
+    put_be32(l + 8, (uint32_t)n);
+    put_be64(l + 16, *at);
     *at += space;
     return r;
 }
@@ -202,7 +202,7 @@ static int set_parent(struct vdisk_file *f, uint8_t *d, const char *name, const 
     if (!rel)
         return vdisk_error(ENOMEM, "%s: out of memory", f->path);
     memcpy(d + VD_PARENT_UUID, p->footer + VF_UUID, 16);
-    vpc_put32(d + VD_PARENT_TIME, p->mtime);
+    put_be32(d + VD_PARENT_TIME, p->mtime);
     n = vpc_to_utf16(name, true, d + VD_PARENT_NAME, 510);
     r = n < 0 ? vdisk_error(-n, "%s: parent name '%s' does not fit the header", f->path, name) : 0;
     if (r == 0 && name[0] != '/') /* a name given absolute has only the absolute locator */
@@ -226,11 +226,11 @@ static int write_dynamic(struct vdisk_file *f, uint8_t *foot, uint64_t size, uin
         return vdisk_error(ENOMEM, "%s: out of memory", f->path);
     memset(bat, 0xff, bat_bytes);
     memcpy(d, "cxsparse", 8);
-    vpc_put64(d + VD_DATA_OFF, VPC_NO_OFFSET);
-    vpc_put64(d + VD_TABLE_OFF, 1536);
-    vpc_put32(d + VD_VERSION, 0x00010000);
-    vpc_put32(d + VD_ENTRIES, entries);
-    vpc_put32(d + VD_BLOCK_SIZE, bs);
+    put_be64(d + VD_DATA_OFF, VPC_NO_OFFSET);
+    put_be64(d + VD_TABLE_OFF, 1536);
+    put_be32(d + VD_VERSION, 0x00010000);
+    put_be32(d + VD_ENTRIES, entries);
+    put_be32(d + VD_BLOCK_SIZE, bs);
     r = vdisk_file_pwrite(f, bat, bat_bytes, 1536);
     if (r == 0 && parent_name)
         r = set_parent(f, d, parent_name, p, &at);

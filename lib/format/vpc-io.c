@@ -172,7 +172,7 @@ static int write_bat(struct vpc *s, uint32_t blk, uint32_t v)
 {
     uint8_t e[4];
 
-    vpc_put32(e, v);
+    put_be32(e, v);
     return vdisk_file_pwrite(s->file, e, 4, s->bat_off + (uint64_t)blk * 4);
 }
 

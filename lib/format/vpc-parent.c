@@ -78,8 +78,8 @@ static char *utf16_path(const uint8_t *p, size_t len, bool be)
 static int read_locator(struct vpc *s, int i, uint32_t want, char **out)
 {
     const uint8_t *l = s->dyn + VD_LOCATORS + 24 * i;
-    uint32_t code = vpc_be32(l), len = vpc_be32(l + 8);
-    uint64_t off = vpc_be64(l + 16);
+    uint32_t code = get_be32(l), len = get_be32(l + 8);
+    uint64_t off = get_be64(l + 16);
     uint8_t *buf;
     int r;
 

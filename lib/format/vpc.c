@@ -45,7 +45,7 @@ uint32_t vpc_checksum(const uint8_t *p, size_t len, size_t skip)
 static bool footer_ok(const uint8_t *f)
 {
     return memcmp(f + VF_COOKIE, "conectix", 8) == 0 &&
-           vpc_checksum(f, VPC_FOOTER_SIZE, VF_CHECKSUM) == vpc_be32(f + VF_CHECKSUM);
+           vpc_checksum(f, VPC_FOOTER_SIZE, VF_CHECKSUM) == get_be32(f + VF_CHECKSUM);
 }
 
 int vpc_read_footer(struct vdisk_file *file, uint64_t file_size, uint8_t *footer,
@@ -64,7 +64,7 @@ int vpc_read_footer(struct vdisk_file *file, uint64_t file_size, uint8_t *footer
         return r;
     *end_footer_bad = false;
     /* a fixed disk's footer wins over a guest's data that looks like a copy at 0 */
-    if (footer_ok(end) && vpc_be32(end + VF_TYPE) == VPC_TYPE_FIXED) {
+    if (footer_ok(end) && get_be32(end + VF_TYPE) == VPC_TYPE_FIXED) {
         memcpy(footer, end, VPC_FOOTER_SIZE);
         return 0;
     }
@@ -74,7 +74,7 @@ int vpc_read_footer(struct vdisk_file *file, uint64_t file_size, uint8_t *footer
             return 0;
         if (!footer_ok(end))
             return vdisk_error(EINVAL, "%s: VHD footer: bad checksum 0x%08x (expected 0x%08x)",
-                               file->path, vpc_be32(footer + VF_CHECKSUM),
+                               file->path, get_be32(footer + VF_CHECKSUM),
                                vpc_checksum(footer, VPC_FOOTER_SIZE, VF_CHECKSUM));
     }
     memcpy(footer, end, VPC_FOOTER_SIZE);
@@ -87,7 +87,7 @@ int vpc_read_footer(struct vdisk_file *file, uint64_t file_size, uint8_t *footer
         return vdisk_error(EINVAL, "%s: not a VHD image (no \"conectix\" footer)", file->path);
     if (!footer_ok(footer))
         return vdisk_error(EINVAL, "%s: VHD footer: bad checksum 0x%08x (expected 0x%08x)",
-                           file->path, vpc_be32(footer + VF_CHECKSUM),
+                           file->path, get_be32(footer + VF_CHECKSUM),
                            vpc_checksum(footer, VPC_FOOTER_SIZE, VF_CHECKSUM));
     return 0;
 }
@@ -101,7 +101,7 @@ int vpc_read_footer(struct vdisk_file *file, uint64_t file_size, uint8_t *footer
 uint64_t vpc_footer_size(const uint8_t *f, const char *force, bool *chs)
 {
     static const char *const by_size[] = {"win ", "qem2", "d2v ", "CTXS"};
-    uint64_t sectors = (uint64_t)vpc_be16(f + VF_CYLS) * f[VF_HEADS] * f[VF_SECS];
+    uint64_t sectors = (uint64_t)get_be16(f + VF_CYLS) * f[VF_HEADS] * f[VF_SECS];
     bool use_chs = memcmp(f + VF_APP, "tap\0", 4) != 0;
 
     for (size_t i = 0; i < sizeof(by_size) / sizeof(by_size[0]); i++)
@@ -114,7 +114,7 @@ uint64_t vpc_footer_size(const uint8_t *f, const char *force, bool *chs)
     if (sectors == VPC_MAX_GEOMETRY)
         use_chs = false;
     *chs = use_chs;
-    return use_chs ? sectors * VPC_SECTOR : vpc_be64(f + VF_CURRENT);
+    return use_chs ? sectors * VPC_SECTOR : get_be64(f + VF_CURRENT);
 }
 
 /* Free everything open() made. */
@@ -144,7 +144,7 @@ bool vpc_block_ok(const struct vpc *s, uint32_t blk)
 static int open_dynamic(struct vpc *s)
 {
     const char *path = s->node->path;
-    uint64_t dyn_off = vpc_be64(s->footer + VF_DATA_OFF), bat_bytes;
+    uint64_t dyn_off = get_be64(s->footer + VF_DATA_OFF), bat_bytes;
     uint32_t bs;
     int r;
 
@@ -156,19 +156,19 @@ static int open_dynamic(struct vpc *s)
         return r;
     if (memcmp(s->dyn, "cxsparse", 8) != 0)
         return vdisk_error(EINVAL, "%s: VHD dynamic header: bad cookie", path);
-    if (vpc_checksum(s->dyn, VPC_DYN_SIZE, VD_CHECKSUM) != vpc_be32(s->dyn + VD_CHECKSUM))
+    if (vpc_checksum(s->dyn, VPC_DYN_SIZE, VD_CHECKSUM) != get_be32(s->dyn + VD_CHECKSUM))
         return vdisk_error(EINVAL, "%s: VHD dynamic header: bad checksum 0x%08x (expected 0x%08x)",
-                           path, vpc_be32(s->dyn + VD_CHECKSUM),
+                           path, get_be32(s->dyn + VD_CHECKSUM),
                            vpc_checksum(s->dyn, VPC_DYN_SIZE, VD_CHECKSUM));
-    bs = vpc_be32(s->dyn + VD_BLOCK_SIZE);
+    bs = get_be32(s->dyn + VD_BLOCK_SIZE);
     if (bs < 4096 || bs > VPC_MAX_BLOCK || (bs & (bs - 1)))
         return vdisk_error(EINVAL, "%s: VHD block size %u is not a power of two from 4K to 256M",
                            path, bs);
     s->block_size = bs;
     s->spb = bs / VPC_SECTOR;
     s->bm_size = ((s->spb / 8) + 511) & ~511u;
-    s->max_entries = vpc_be32(s->dyn + VD_ENTRIES);
-    s->bat_off = vpc_be64(s->dyn + VD_TABLE_OFF);
+    s->max_entries = get_be32(s->dyn + VD_ENTRIES);
+    s->bat_off = get_be64(s->dyn + VD_TABLE_OFF);
     bat_bytes = (uint64_t)s->max_entries * 4;
     if (s->max_entries > VPC_MAX_ENTRIES || bat_bytes > s->file_size ||
         s->bat_off > s->file_size - bat_bytes || (s->bat_off & 511))
@@ -195,9 +195,9 @@ static int open_dynamic(struct vpc *s)
         s->meta_end = dyn_off + VPC_DYN_SIZE;
     for (int i = 0; i < 8; i++) { /* parent locator data is metadata too */
         const uint8_t *l = s->dyn + VD_LOCATORS + 24 * i;
-        uint64_t at = vpc_be64(l + 16), end = at + ((vpc_be32(l + 8) + 511ull) & ~511ull);
+        uint64_t at = get_be64(l + 16), end = at + ((get_be32(l + 8) + 511ull) & ~511ull);
 
-        if (vpc_be32(l) && at < s->file_size && end <= s->file_size && end > s->meta_end)
+        if (get_be32(l) && at < s->file_size && end <= s->file_size && end > s->meta_end)
             s->meta_end = end;
     }
     s->next_block = s->meta_end;
@@ -227,14 +227,7 @@ static int vpc_open(struct vdisk_node *node)
 
     if (!s)
         return vdisk_error(ENOMEM, "%s: out of memory", node->path);
-    {
-        pthread_rwlockattr_t a;
-
-        pthread_rwlockattr_init(&a);
-        pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-        pthread_rwlock_init(&s->lock, &a);
-        pthread_rwlockattr_destroy(&a);
-    }
+    vdisk_rwlock_init(&s->lock);
     s->node = node;
     s->file = node->file;
     if (force && strcmp(force, "chs") && strcmp(force, "current_size")) {
@@ -247,7 +240,7 @@ static int vpc_open(struct vdisk_node *node)
         r = vpc_read_footer(s->file, s->file_size, s->footer, &s->end_footer_bad);
     if (r < 0)
         goto err;
-    s->type = vpc_be32(s->footer + VF_TYPE);
+    s->type = get_be32(s->footer + VF_TYPE);
     size = vpc_footer_size(s->footer, force, &s->use_chs);
     if (size > VPC_MAX_SECTORS * VPC_SECTOR || (size & 511)) {
         r = vdisk_error(EFBIG, "%s: VHD virtual size %llu is over 2040 GiB or not in sectors",
@@ -318,7 +311,7 @@ static int vpc_get_info(struct vdisk_node *node, struct vdisk_info *info)
     struct vpc *s = node->priv;
     const uint8_t *f = s->footer;
     char app[5], os[5], uuid[37];
-    uint32_t ver = vpc_be32(f + VF_APP_VER);
+    uint32_t ver = get_be32(f + VF_APP_VER);
 
     fourcc(f + VF_APP, app);
     fourcc(f + VF_APP_OS, os);
@@ -331,13 +324,13 @@ static int vpc_get_info(struct vdisk_node *node, struct vdisk_info *info)
     vdisk_info_add(info, "creator_version", "%u.%u", ver >> 16, ver & 0xffff);
     vdisk_info_add(info, "creator_os", "%s", os);
     vdisk_info_add(info, "uuid", "%s", uuid);
-    vdisk_info_add(info, "geometry", "%u/%u/%u", vpc_be16(f + VF_CYLS), f[VF_HEADS], f[VF_SECS]);
+    vdisk_info_add(info, "geometry", "%u/%u/%u", get_be16(f + VF_CYLS), f[VF_HEADS], f[VF_SECS]);
     vdisk_info_add(info, "size_from", "%s", s->use_chs ? "chs" : "current_size");
-    vdisk_info_add(info, "current_size", "%llu", (unsigned long long)vpc_be64(f + VF_CURRENT));
+    vdisk_info_add(info, "current_size", "%llu", (unsigned long long)get_be64(f + VF_CURRENT));
     if (s->type != VPC_TYPE_FIXED)
         vdisk_info_add(info, "block_size", "%u", s->block_size);
     if (s->type == VPC_TYPE_DIFF) {
-        uint32_t t = vpc_be32(s->dyn + VD_PARENT_TIME);
+        uint32_t t = get_be32(s->dyn + VD_PARENT_TIME);
         struct stat st;
 
         uuid_text(s->dyn + VD_PARENT_UUID, uuid);

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "../format.h"
+#include "bytes.h"
 
 #define VPC_SECTOR        512u
 #define VPC_FOOTER_SIZE   512u
@@ -92,48 +93,6 @@ struct vpc {
     char *parent;        /* differencing: the parent path as found */
     uint8_t *zero;       /* a zeroed buffer of bm_size bytes */
 };
-
-static inline uint64_t vpc_be64(const void *p)
-{
-    uint64_t v;
-
-    memcpy(&v, p, 8);
-    return be64toh(v);
-}
-
-static inline uint32_t vpc_be32(const void *p)
-{
-    uint32_t v;
-
-    memcpy(&v, p, 4);
-    return be32toh(v);
-}
-
-static inline uint16_t vpc_be16(const void *p)
-{
-    uint16_t v;
-
-    memcpy(&v, p, 2);
-    return be16toh(v);
-}
-
-static inline void vpc_put64(void *p, uint64_t v)
-{
-    v = htobe64(v);
-    memcpy(p, &v, 8);
-}
-
-static inline void vpc_put32(void *p, uint32_t v)
-{
-    v = htobe32(v);
-    memcpy(p, &v, 4);
-}
-
-static inline void vpc_put16(void *p, uint16_t v)
-{
-    v = htobe16(v);
-    memcpy(p, &v, 2);
-}
 
 /* Is sector bit I of bitmap B set (most significant bit first)? */
 static inline bool vpc_bit(const uint8_t *b, uint32_t i)

@@ -3,12 +3,14 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <linux/magic.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "file.h"
@@ -116,6 +118,47 @@ err:
     return e;
 }
 
+/* A power of two from 512 to 4096 in sysfs file PATH, or 0. */
+static unsigned sysfs_sector_size(const char *path)
+{
+    char buf[32] = "";
+    unsigned v;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0)
+        return 0;
+    if (read(fd, buf, sizeof(buf) - 1) < 0)
+        buf[0] = 0;
+    close(fd);
+    v = (unsigned)strtoul(buf, NULL, 10);
+    return (v >= 512 && v <= 4096 && !(v & (v - 1))) ? v : 0;
+}
+
+/*
+ * The alignment direct I/O on FD needs: the logical block size of the block
+ * device (or of the disk under the file system), as QEMU finds it; 4096, safe
+ * for 512e and 4Kn disks alike, where the device cannot be told. A 512 here
+ * lets images whose data lies at odd sectors (VHD, QEMU's VDI) use O_DIRECT.
+ */
+static unsigned dio_align(int fd, const struct stat *st)
+{
+    char path[96];
+    unsigned v;
+    int n;
+
+    if (S_ISBLK(st->st_mode))
+        return ioctl(fd, BLKSSZGET, &n) == 0 && n >= 512 && n <= 4096 ? (unsigned)n : 4096;
+    snprintf(path, sizeof(path), "/sys/dev/block/%u:%u/queue/logical_block_size", major(st->st_dev),
+             minor(st->st_dev));
+    v = sysfs_sector_size(path);
+    if (!v) { /* a partition: its disk's queue */
+        snprintf(path, sizeof(path), "/sys/dev/block/%u:%u/../queue/logical_block_size",
+                 major(st->st_dev), minor(st->st_dev));
+        v = sysfs_sector_size(path);
+    }
+    return v ? v : 4096;
+}
+
 /* Open PATH, with a second buffered descriptor when direct I/O is asked for. */
 int vdisk_file_open(const char *path, unsigned flags, struct vdisk_file **filep)
 {
@@ -152,7 +195,7 @@ int vdisk_file_open(const char *path, unsigned flags, struct vdisk_file **filep)
             goto err_close;
         }
         f->direct = true;
-        f->align = 4096; /* safe for 512e and 4Kn disks alike */
+        f->align = dio_align(f->fd, &st);
     }
     *filep = f;
     return 0;
