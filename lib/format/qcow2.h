@@ -3,7 +3,8 @@
  * qcow2 internals shared by qcow2.c (header, open, create), qcow2-cache.c and
  * qcow2-refcount.c (metadata caches, refcounts, allocation), qcow2-cluster.c
  * (mapping and the data path), qcow2-compress.c (compressed clusters),
- * qcow2-zero.c (discard, write-zeroes) and qcow2-check.c (check and repair).
+ * qcow2-zero.c (discard, write-zeroes), qcow2-flush.c (the ordered flush) and qcow2-check.c (check
+ * and repair).
  *
  * Locking: s->lock (a writer-preferring rwlock) guards all metadata: L1, the
  * caches, the reftable, the free list. The image layer's reads and in-place
