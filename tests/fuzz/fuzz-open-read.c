@@ -13,27 +13,11 @@
 #include <unistd.h>
 
 #include "vdisk/vdisk.h"
+#include "fuzz-file.h"
 
 #ifndef FUZZ_FORMAT /* another format: -DFUZZ_FORMAT='"vpc"' */
 #define FUZZ_FORMAT "qcow2"
 #endif
-
-static char path[4096];
-
-static void make_path(void)
-{
-    int fd;
-
-    if (path[0])
-        return;
-    /* under $TMPDIR: concurrent fuzz runs must not share or delete each other's file */
-    snprintf(path, sizeof(path), "%s/vdisk-fuzz-XXXXXX",
-             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    fd = mkstemp(path);
-    if (fd < 0)
-        abort();
-    close(fd);
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -44,13 +28,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct vdisk_request rq[3], *done[3];
     struct vdisk_queue *q;
     uint64_t vsize;
-    int fd;
+    const char *path;
 
-    make_path();
-    fd = open(path, O_WRONLY | O_TRUNC);
-    if (fd < 0 || write(fd, data, size) != (ssize_t)size)
-        abort();
-    close(fd);
+    path = fuzz_file(data, size);
     if (vdisk_open(path, FUZZ_FORMAT, VDISK_OPEN_RDONLY | VDISK_OPEN_NOLOCK, NULL, &img) < 0)
         return 0;
     vsize = vdisk_get_size(img);

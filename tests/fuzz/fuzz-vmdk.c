@@ -14,23 +14,8 @@
 #include <unistd.h>
 
 #include "vdisk/vdisk.h"
+#include "fuzz-file.h"
 #include "format/vmdk.h"
-
-static char path[4096];
-
-static void make_path(void)
-{
-    int fd;
-
-    if (path[0])
-        return;
-    snprintf(path, sizeof(path), "%s/vdisk-fuzz-XXXXXX",
-             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    fd = mkstemp(path);
-    if (fd < 0)
-        abort();
-    close(fd);
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -40,15 +25,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct vdisk_image *img;
     struct vmdk_desc d;
     uint64_t vsize;
-    int fd;
+    const char *path;
 
     if (vmdk_desc_parse("fuzz", (const char *)data, size, &d) == 0)
         vmdk_desc_free(&d);
-    make_path();
-    fd = open(path, O_WRONLY | O_TRUNC);
-    if (fd < 0 || write(fd, data, size) != (ssize_t)size)
-        abort();
-    close(fd);
+    path = fuzz_file(data, size);
     if (vdisk_open(path, "vmdk", VDISK_OPEN_RDONLY | VDISK_OPEN_NOLOCK, NULL, &img) < 0)
         return 0;
     vsize = vdisk_get_size(img);

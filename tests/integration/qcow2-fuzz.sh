@@ -13,7 +13,6 @@ SEED=${QCOW2_FUZZ_SEED:-1}
 [ "$SEED" = random ] && SEED=0 # libFuzzer picks one
 command -v clang >/dev/null || skip_all clang "no clang to build the fuzz target (scripts/install-deps test installs it)"
 build_fuzz "fuzz target builds" "$T/fuzz" "$ROOT/tests/fuzz/fuzz-open-read.c"
-    -lcrypto -ljson-c -largon2
 [ -x "$T/fuzz" ] || finish
 mkdir -p "$T/corpus"
 if command -v qemu-img >/dev/null; then
