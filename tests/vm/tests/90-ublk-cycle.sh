@@ -33,6 +33,7 @@ for img in "${imgs[@]}"; do
     fails "$img: second open refused" $VDISK open --via ublk "$img"
     eq "$img: not rotational" "$(cat /sys/block/${dev#/dev/}/queue/rotational)" 0
     eq "$img: write cache (flush reaches the image)" "$(cat /sys/block/${dev#/dev/}/queue/write_cache)" "write back"
+    eq "$img: no I/O scheduler, as loop and nbd" "$(grep -o "\[[a-z-]*\]" /sys/block/${dev#/dev/}/queue/scheduler)" "[none]"
 
     ok "$img: mkfs.ext4" mkfs.ext4 -q -F $dev
     ok "$img: mount" mount $dev m
