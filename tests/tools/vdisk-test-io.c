@@ -159,13 +159,16 @@ static void fill(char *buf, uint64_t blk, uint64_t gen)
 
 static int cmd_crash(const char *path, uint64_t seed, uint64_t blocks, const char *logpath)
 {
-    struct vdisk_image *img = open_img(path, NULL, 0);
+    /* the log first: a writer killed while it opens the image leaves an empty log, not the last
+     * run's */
     FILE *log = fopen(logpath, "w");
+    struct vdisk_image *img;
     char buf[BLK];
     uint64_t gen = 0;
 
     if (!log)
         return 1;
+    img = open_img(path, NULL, 0);
     setvbuf(log, NULL, _IONBF, 0);
     srandom((unsigned)seed);
     for (;;) {
