@@ -309,8 +309,10 @@ int tls_send(struct conn *c, struct iovec *iov, int n)
             return tls_errno(c, r);
         }
         while (left > 0) {
+            c->tls->err = 0;
             r = gnutls_record_send(s, p, left);
-            if (r == GNUTLS_E_INTERRUPTED)
+            /* a record went out in part (a signal): GnuTLS keeps the rest, to be sent again */
+            if (r == GNUTLS_E_INTERRUPTED || (r == GNUTLS_E_AGAIN && c->tls->err == 0))
                 continue;
             if (r < 0)
                 return tls_errno(c, r);

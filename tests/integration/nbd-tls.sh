@@ -36,7 +36,7 @@ psktool -u alice -p "$T/badpsk/keys.psk" >/dev/null 2>&1 || fail "psktool"
 truncate -s 16M "$T/src.raw"
 dd if=/dev/urandom of="$T/src.raw" bs=1M seek=1 count=4 conv=notrunc status=none
 truncate -s 16M "$T/src2.raw"
-dd if=/dev/urandom of="$T/src2.raw" bs=1M seek=3 count=5 conv=notrunc status=none
+dd if=/dev/urandom of="$T/src2.raw" bs=1M count=16 conv=notrunc status=none # all data: long replies
 
 # serve NAME IMAGE ARGS...: vdisk serve on a free loopback port; sets URI (as printed), PORT, SPID.
 serve() {
@@ -54,7 +54,7 @@ stop_server() { kill -TERM "$SPID"; wait "$SPID"; }
 
 # --- X.509 ---------------------------------------------------------------------------------
 cp "$T/src.raw" "$T/x509.raw"
-serve x509 "$T/x509.raw" --tls-certs "$T/certs" --name disk1
+serve x509 "$T/x509.raw" --direct --tls-certs "$T/certs" --name disk1
 ok "x509: URI is nbds://127.0.0.1:PORT/NAME" grep -Eqx 'nbds://127\.0\.0\.1:[0-9]+/disk1' "$T/x509.uri"
 fails "x509: no TCP warning under --tls=require" grep -q warning "$T/x509.log"
 X="nbds://127.0.0.1:$PORT/disk1?tls-certificates=$T/anon"
@@ -100,7 +100,7 @@ ok "verify-peer: server stops cleanly" stop_server
 
 # --- PSK, --tls=on -------------------------------------------------------------------------
 cp "$T/src.raw" "$T/psk.raw"
-serve psk "$T/psk.raw" --tls=on --tls-psk "$T/psk/keys.psk"
+serve psk "$T/psk.raw" --direct --tls=on --tls-psk "$T/psk/keys.psk" # O_DIRECT: replies wait on the disk
 ok "psk: URI is nbds://" grep -Eqx 'nbds://127\.0\.0\.1:[0-9]+/' "$T/psk.uri"
 P="nbds://alice@127.0.0.1:$PORT/?tls-psk-file=$T/psk/keys.psk"
 eq "psk: nbdinfo over TLS" "$(nbdinfo --size "$P" 2>&1)" 16777216
@@ -141,9 +141,10 @@ S=$T/lim.sock
 SPID=$!
 at_exit "kill $SPID"
 for _ in $(seq 100); do [ -S "$S" ] && break; sleep 0.05; done
-$RAW hold "$S" 5 >"$T/h1" & H1=$!
-$RAW hold "$S" 5 >"$T/h2" & H2=$!
-sleep 0.5
+$RAW hold "$S" 6 >"$T/h1" & H1=$!
+$RAW hold "$S" 6 >"$T/h2" & H2=$!
+for _ in $(seq 100); do [ "$(cat "$T/h1" "$T/h2")" = "greeted
+greeted" ] && break; sleep 0.05; done
 eq "limits: a third client over --max-connections 2 is refused" "$($RAW hold "$S" 0)" refused
 ok "limits: ... and it is said" grep -q "connection refused: 2 clients already" "$T/lim.log"
 wait $H1 $H2

@@ -15,13 +15,15 @@
 
 #define DISK_MODE 0660
 #define CTL_MODE  0600
+#define DISK_GID                                                                                   \
+    6 /* Debian's fixed gid of group disk (base-passwd), for a system without /etc/group */
 
-/* The gid of group "disk", or root's when there is none. */
+/* The gid of group "disk". */
 static gid_t disk_gid(void)
 {
     struct group *g = getgrnam("disk");
 
-    return g ? g->gr_gid : 0;
+    return g ? g->gr_gid : DISK_GID;
 }
 
 /* Give node PATH, which must be a device of TYPE (S_IFBLK or S_IFCHR), owner root:GID and MODE. */
