@@ -76,18 +76,16 @@ eq "run dir 0755: made 0700 again" "$(stat -c %a "$RUN")" 700
 ok "close" "$VDISK" close "$T/a.raw"
 
 # FUSE: the file the loop device reads, and the device
-if [ -c /dev/fuse ] && command -v qemu-img >/dev/null; then
-    qemu-img create -q -f qcow2 "$T/b.qcow2" 64M
-    dev=$("$VDISK" open --via fuse "$T/b.qcow2" 2>"$T/err") || fail "open --via fuse: $(cat "$T/err")"
-    at_exit "'$VDISK' close '$T/b.qcow2'"
-    mp=$(ls "$RUN"/*.fuse 2>/dev/null | head -1)
-    eq "fuse: $dev is root:disk 0660" "$(stat -c '%U %g %a' "$dev")" "root $DISK_GID 660"
-    eq "fuse: the FUSE file is 0600 root" "$(stat -c '%a %U' "$mp")" "600 root"
-    ok "fuse: mounted with default_permissions" grep -q "$mp fuse.vdisk .*default_permissions" /proc/mounts
-    fails "fuse: nobody cannot read the FUSE file" "${NOBODY[@]}" dd if="$mp" of=/dev/null bs=4k count=1 status=none
-    fails "fuse: nobody cannot read $dev" "${NOBODY[@]}" dd if="$dev" of=/dev/null bs=4k count=1 status=none
-    ok "fuse: mkfs.ext4" mkfs.ext4 -q -F "$dev"
-    ok "fuse: close" "$VDISK" close "$T/b.qcow2"
-    ok "fuse: qemu-img check agrees" qemu-img check -q "$T/b.qcow2"
-fi
+qemu-img create -q -f qcow2 "$T/b.qcow2" 64M
+dev=$("$VDISK" open --via fuse "$T/b.qcow2" 2>"$T/err") || fail "open --via fuse: $(cat "$T/err")"
+at_exit "'$VDISK' close '$T/b.qcow2'"
+mp=$(ls "$RUN"/*.fuse 2>/dev/null | head -1)
+eq "fuse: $dev is root:disk 0660" "$(stat -c '%U %g %a' "$dev")" "root $DISK_GID 660"
+eq "fuse: the FUSE file is 0600 root" "$(stat -c '%a %U' "$mp")" "600 root"
+ok "fuse: mounted with default_permissions" grep -q "$mp fuse.vdisk .*default_permissions" /proc/mounts
+fails "fuse: nobody cannot read the FUSE file" "${NOBODY[@]}" dd if="$mp" of=/dev/null bs=4k count=1 status=none
+fails "fuse: nobody cannot read $dev" "${NOBODY[@]}" dd if="$dev" of=/dev/null bs=4k count=1 status=none
+ok "fuse: mkfs.ext4" mkfs.ext4 -q -F "$dev"
+ok "fuse: close" "$VDISK" close "$T/b.qcow2"
+ok "fuse: qemu-img check agrees" qemu-img check -q "$T/b.qcow2"
 finish
