@@ -84,7 +84,7 @@ eq "x509: plain EXPORT_NAME is hung up on" "$(sed -n 6p "$T/notls")" "EXPORT_NAM
 eq "x509: no export name leaked in the clear" "$(sed -n 7p "$T/notls")" "not leaked"
 ok "x509: server stops cleanly" stop_server
 eq "x509: qemu-img's write is in the image" "$(md5 "$T/x509.raw")" "$(md5 "$T/src.raw")"
-ok "x509: qemu-img check agrees" qemu-img compare -f raw -F raw "$T/x509.raw" "$T/src.raw"
+ok "x509: qemu-img compare agrees" qemu-img compare -f raw -F raw "$T/x509.raw" "$T/src.raw"
 
 # client certificates: --tls-verify-peer
 cp "$T/src.raw" "$T/peer.raw"
