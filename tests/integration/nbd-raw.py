@@ -8,6 +8,9 @@
 #                                  after how many seconds the server hung up
 #   nbd-raw.py trickle ADDR SECS   send a byte of the handshake every 0.2 s
 #   nbd-raw.py hold ADDR SECS      connect, print whether a greeting came, hold
+#   nbd-raw.py garbage ADDR        STARTTLS, then random bytes as the TLS handshake:
+#                                  prints the STARTTLS reply type and whether the
+#                                  server hung up
 # ADDR is a Unix socket path or HOST:PORT.
 import socket
 import struct
@@ -118,4 +121,24 @@ def hold(addr, secs):
     time.sleep(float(secs))
 
 
-{"notls": notls, "idle": idle, "trickle": trickle, "hold": hold}[sys.argv[1]](*sys.argv[2:])
+def garbage(addr):
+    import os
+    s = connect(addr)
+    greeting(s)
+    s.sendall(struct.pack(">I", 3))
+    option(s, 5)  # STARTTLS
+    _, rtype, _ = reply(s)
+    print(f"STARTTLS 0x{rtype:08x}")
+    s.settimeout(10)
+    try:
+        s.sendall(b"\x16\x03\x01\x00\x10" + os.urandom(4096))
+        while s.recv(4096):
+            pass
+        print("closed")
+    except (ConnectionResetError, BrokenPipeError):
+        print("closed")
+    except socket.timeout:
+        print("still open")
+
+
+{"garbage": garbage, "notls": notls, "idle": idle, "trickle": trickle, "hold": hold}[sys.argv[1]](*sys.argv[2:])

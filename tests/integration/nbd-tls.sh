@@ -82,6 +82,10 @@ eq "x509: plain options get NBD_REP_ERR_TLS_REQD" "$(head -5 "$T/notls" | tr '\n
     "LIST 0x80000005 INFO 0x80000005 GO 0x80000005 STRUCTURED_REPLY 0x80000005 LIST_META_CONTEXT 0x80000005 "
 eq "x509: plain EXPORT_NAME is hung up on" "$(sed -n 6p "$T/notls")" "EXPORT_NAME closed"
 eq "x509: no export name leaked in the clear" "$(sed -n 7p "$T/notls")" "not leaked"
+eq "x509: garbage for a TLS handshake: ACKed, then hung up on" "$($RAW garbage "127.0.0.1:$PORT" | tr '\n' ' ')" \
+    "STARTTLS 0x00000001 closed "
+ok "x509: ... the server says why" grep -q "TLS handshake failed" "$T/x509.log"
+eq "x509: ... and goes on" "$(nbdinfo --size "$X" 2>&1)" 16777216
 ok "x509: server stops cleanly" stop_server
 eq "x509: qemu-img's write is in the image" "$(md5 "$T/x509.raw")" "$(md5 "$T/src.raw")"
 ok "x509: qemu-img compare agrees" qemu-img compare -f raw -F raw "$T/x509.raw" "$T/src.raw"
@@ -136,27 +140,38 @@ ok "plain: the TCP warning says who can read it" grep -q \
 ok "plain: server stops cleanly" stop_server
 
 # --- limits: connections and the handshake timeout -----------------------------------------
+# limit on connections (the default handshake timeout, 10 s, is longer than this takes)
 S=$T/lim.sock
-"$VDISK" serve --socket "$S" --max-connections 2 --handshake-timeout 2 "$T/src.raw" >/dev/null 2>"$T/lim.log" &
+"$VDISK" serve --socket "$S" --max-connections 2 "$T/src.raw" >/dev/null 2>"$T/lim.log" &
 SPID=$!
 at_exit "kill $SPID"
 for _ in $(seq 100); do [ -S "$S" ] && break; sleep 0.05; done
-$RAW hold "$S" 6 >"$T/h1" & H1=$!
-$RAW hold "$S" 6 >"$T/h2" & H2=$!
+$RAW hold "$S" 4 >"$T/h1" & H1=$!
+$RAW hold "$S" 4 >"$T/h2" & H2=$!
 for _ in $(seq 100); do [ "$(cat "$T/h1" "$T/h2")" = "greeted
 greeted" ] && break; sleep 0.05; done
 eq "limits: a third client over --max-connections 2 is refused" "$($RAW hold "$S" 0)" refused
 ok "limits: ... and it is said" grep -q "connection refused: 2 clients already" "$T/lim.log"
 wait $H1 $H2
 eq "limits: the two held clients were served" "$(cat "$T/h1" "$T/h2" | tr '\n' ' ')" "greeted greeted "
+eq "limits: once they are gone a real client gets in" "$(nbdinfo --size "nbd+unix:///?socket=$S" 2>&1)" 16777216
+ok "limits: server stops cleanly" stop_server
+# the handshake timeout: an idle client and one trickling bytes are dropped at 2 s
+cp "$T/src.raw" "$T/to.raw"
+S=$T/to.sock
+"$VDISK" serve --socket "$S" --handshake-timeout 2 "$T/to.raw" >/dev/null 2>"$T/to.log" &
+SPID=$!
+at_exit "kill $SPID"
+for _ in $(seq 100); do [ -S "$S" ] && break; sleep 0.05; done
 r=$($RAW idle "$S" 6)
 case $r in "closed after "[23].*) pass "limits: an idle client is dropped after the 2 s handshake timeout ($r)" ;;
 *) fail "limits: idle client: $r" ;; esac
 r=$($RAW trickle "$S" 6)
 case $r in "closed after "[234].*) pass "limits: a client trickling bytes is dropped too ($r)" ;;
 *) fail "limits: trickling client: $r" ;; esac
-ok "limits: the timeout is said" grep -q "handshake timeout" "$T/lim.log"
+ok "limits: the timeout is said" grep -q "handshake timeout" "$T/to.log"
 eq "limits: a real client still gets in" "$(nbdinfo --size "nbd+unix:///?socket=$S" 2>&1)" 16777216
+ok "limits: server stops cleanly" stop_server
 
 # --- another uid and the 0600 socket -------------------------------------------------------
 # a directory anyone may enter, so only the socket's own mode stands between
@@ -175,5 +190,4 @@ fails_with "uid: nobody cannot reach it through the socket" 'ermission denied' \
     setpriv --reuid nobody --regid nogroup --clear-groups nbdinfo --size "nbd+unix:///?socket=$T/pub/s.sock"
 ok "uid: root still can" nbdinfo --size "nbd+unix:///?socket=$T/pub/s.sock"
 kill -TERM $P2 && wait $P2
-ok "limits: server stops cleanly" stop_server
 finish
