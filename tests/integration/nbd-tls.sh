@@ -19,12 +19,12 @@ gen() { certtool "$@" >/dev/null 2>&1 || fail "certtool $*"; }
 printf 'cn = vdisk test CA\nca\ncert_signing_key\nexpiration_days = 2\n' >"$T/ca.info"
 printf 'cn = localhost\ndns_name = localhost\nip_address = 127.0.0.1\ntls_www_server\nencryption_key\nsigning_key\nexpiration_days = 2\n' >"$T/server.info"
 printf 'cn = vdisk client\ntls_www_client\nencryption_key\nsigning_key\nexpiration_days = 2\n' >"$T/client.info"
-gen --generate-privkey --outfile "$T/ca-key.pem"
+gen --generate-privkey --key-type ecdsa --outfile "$T/ca-key.pem"
 gen --generate-self-signed --load-privkey "$T/ca-key.pem" --template "$T/ca.info" --outfile "$T/certs/ca-cert.pem"
-gen --generate-privkey --outfile "$T/certs/server-key.pem"
+gen --generate-privkey --key-type ecdsa --outfile "$T/certs/server-key.pem"
 gen --generate-certificate --load-ca-certificate "$T/certs/ca-cert.pem" --load-ca-privkey "$T/ca-key.pem" \
     --load-privkey "$T/certs/server-key.pem" --template "$T/server.info" --outfile "$T/certs/server-cert.pem"
-gen --generate-privkey --outfile "$T/client/client-key.pem"
+gen --generate-privkey --key-type ecdsa --outfile "$T/client/client-key.pem"
 gen --generate-certificate --load-ca-certificate "$T/certs/ca-cert.pem" --load-ca-privkey "$T/ca-key.pem" \
     --load-privkey "$T/client/client-key.pem" --template "$T/client.info" --outfile "$T/client/client-cert.pem"
 cp "$T/certs/ca-cert.pem" "$T/client/"
