@@ -64,6 +64,17 @@ _vdisk() {
     --socket | -s)
         _filedir
         return ;;
+    --tls)
+        COMPREPLY=($(compgen -W 'off on require' -- "$cur"))
+        return ;;
+    --tls-certs)
+        _filedir -d
+        return ;;
+    --tls-psk)
+        _filedir
+        return ;;
+    --max-connections | --handshake-timeout)
+        return ;;
     esac
     if [[ $cur == -* ]]; then
         COMPREPLY=($(compgen -W "$(_vdisk_options "$cmd")" -- "$cur"))

@@ -12,6 +12,9 @@
 
 struct nbd_server;
 
+/* TLS (STARTTLS): none, offered (plain clients still served), or required before any export. */
+enum nbd_tls { NBD_TLS_OFF, NBD_TLS_ON, NBD_TLS_REQUIRE };
+
 struct nbd_server_opts {
     const char *export_name; /* NULL or "": the default export only */
     const char *description; /* NULL: none */
@@ -19,6 +22,11 @@ struct nbd_server_opts {
     unsigned max_conns;      /* 0: default */
     bool quiet;              /* no messages about misbehaving clients */
     bool verbose;            /* log each connection's engine counters as it ends */
+    unsigned handshake_secs; /* a client not in transmission after this long is dropped; 0: 10 */
+    enum nbd_tls tls;        /* NBD_TLS_OFF unless creds below */
+    const char *tls_certs;   /* a directory: ca-cert.pem, server-cert.pem, server-key.pem */
+    const char *tls_psk;     /* a psktool file: "identity:hexkey" lines */
+    bool tls_verify_peer;    /* ask clients for a certificate signed by ca-cert.pem */
 };
 
 /* A server for IMG (which the caller keeps open and closes after free). */

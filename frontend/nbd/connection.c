@@ -26,8 +26,8 @@
 
 #include "internal.h"
 
-#define HANDSHAKE_SECS 60   /* a client silent this long in the handshake is dropped */
-#define DEFAULT_CONNS  128  /* connections at once */
+#define HANDSHAKE_SECS 10   /* a client not in transmission after this long is dropped */
+#define DEFAULT_CONNS  16   /* connections at once (handshakes included), as qemu-nbd --shared */
 #define RING_SQ        128  /* the socket's recv and the engine's MAX_INFLIGHT + 1, with room */
 #define RING_CQ        1024 /* a request may take several file I/Os */
 #define THREAD_STACK   (256 * 1024)
@@ -75,7 +75,8 @@ static int conn_setup(struct conn *c)
     const char *no_uring = getenv("VDISK_NO_IO_URING"); /* test switch, as the engine's */
     int r = -ENOSYS;
 
-    if (!no_uring || strcmp(no_uring, "1") != 0) {
+    /* TLS reads through GnuTLS, not recv SQEs: the socket is polled, the engine on its workers */
+    if (!c->tls && (!no_uring || strcmp(no_uring, "1") != 0)) {
         r = io_uring_queue_init_params(RING_SQ, &c->ring, &p);
         if (r == -EINVAL) { /* before Linux 6.1 */
             p = (struct io_uring_params){.flags = IORING_SETUP_CQSIZE, .cq_entries = RING_CQ};
@@ -102,6 +103,10 @@ static int conn_poll(struct conn *c)
     struct pollfd p[2] = {{c->fd, POLLIN, 0}, {vdisk_queue_poll_fd(c->q), POLLIN, 0}};
     int n = c->recv_armed ? 2 : 1;
 
+    if (c->recv_armed && tls_pending(c)) { /* decrypted input waits in the session */
+        sock_recv_now(c);
+        return 0;
+    }
     if (poll(c->recv_armed ? p : p + 1, (nfds_t)n, -1) < 0)
         return errno == EINTR ? 0 : -errno;
     if (c->recv_armed && p[0].revents)
@@ -251,6 +256,7 @@ static void conn_end(struct conn *c)
     srv->nconns--;
     pthread_cond_broadcast(&srv->idle);
     pthread_mutex_unlock(&srv->lock);
+    tls_end(c, false);
     close(c->fd);
     free(c);
 }
@@ -259,21 +265,30 @@ static void conn_end(struct conn *c)
 static void *conn_main(void *arg)
 {
     struct conn *c = arg;
-    struct timeval tv = {HANDSHAKE_SECS, 0}, none = {0, 0};
+    struct timeval tv = {(time_t)c->srv->handshake_secs, 0}, none = {0, 0};
     int r;
 
-    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    /* the whole handshake, TLS included, has a deadline; a client that does not read, too */
+    c->deadline_ms = mono_ms() + 1000 * (int64_t)c->srv->handshake_secs;
+    setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     r = nbd_handshake(c);
     if (r < 0) {
-        if (r != -ECONNRESET && r != -ECONNABORTED && r != -EAGAIN)
+        if (r == -ETIMEDOUT || r == -EAGAIN)
+            log_client(c, "not in transmission after %u s (handshake timeout): dropped",
+                       c->srv->handshake_secs);
+        else if (r != -ECONNRESET && r != -ECONNABORTED)
             log_client(c, "handshake failed: %s", strerror(-r));
         conn_end(c);
         return NULL;
     }
-    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof(none));
+    c->deadline_ms = 0;
+    setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof(none));
     if (conn_setup(c) == 0) {
-        if (conn_transmit(c) < 0)
+        r = conn_transmit(c);
+        if (r < 0)
             conn_drain(c);
+        else
+            tls_end(c, true);
         if (c->srv->verbose)
             conn_log_stats(c);
         vdisk_queue_destroy(c->q); /* nothing is in flight */
@@ -295,7 +310,12 @@ int nbd_server_add_client(struct nbd_server *srv, int fd)
 
     pthread_mutex_lock(&srv->lock);
     if (srv->stopping || srv->nconns >= srv->max_conns) {
+        unsigned n = srv->nconns;
+
         pthread_mutex_unlock(&srv->lock);
+        if (!srv->stopping && !srv->quiet)
+            fprintf(stderr,
+                    "vdisk: nbd: connection refused: %u clients already (--max-connections)\n", n);
         close(fd);
         return -EBUSY;
     }
@@ -340,11 +360,21 @@ int nbd_server_new(struct vdisk_image *img, const struct nbd_server_opts *opts,
     srv->max_conns = opts && opts->max_conns ? opts->max_conns : DEFAULT_CONNS;
     srv->quiet = opts && opts->quiet;
     srv->verbose = opts && opts->verbose;
+    srv->handshake_secs = opts && opts->handshake_secs ? opts->handshake_secs : HANDSHAKE_SECS;
+    srv->tls_mode = opts ? opts->tls : NBD_TLS_OFF;
     /* the protocol's strings are at most 4096 bytes, and the handshake builds them on its stack */
     if (!srv->name || strlen(srv->name) > 4096 ||
         (opts && opts->description && !srv->description) ||
         (srv->description && strlen(srv->description) > 4096) ||
         pipe2(srv->stop_pipe, O_CLOEXEC) < 0) {
+        free(srv->name);
+        free(srv->description);
+        free(srv);
+        return -EINVAL;
+    }
+    if (srv->tls_mode != NBD_TLS_OFF && nbd_tls_creds_new(opts, &srv->tls) < 0) {
+        close(srv->stop_pipe[0]);
+        close(srv->stop_pipe[1]);
         free(srv->name);
         free(srv->description);
         free(srv);
@@ -421,6 +451,7 @@ void nbd_server_free(struct nbd_server *srv)
     close(srv->stop_pipe[1]);
     pthread_cond_destroy(&srv->idle);
     pthread_mutex_destroy(&srv->lock);
+    nbd_tls_creds_free(srv->tls);
     free(srv->name);
     free(srv->description);
     free(srv);

@@ -27,7 +27,7 @@ static int opt_reply(struct conn *c, uint32_t opt, uint32_t type, const void *da
     };
     struct iovec iov[2] = {{&h, sizeof(h)}, {(void *)data, len}};
 
-    return sock_send(c->fd, iov, len ? 2 : 1);
+    return sock_send(c, iov, len ? 2 : 1);
 }
 
 /* An NBD_REP_INFO of TYPE carrying S (at most 4096 bytes, checked at start) built in BUF. */
@@ -146,7 +146,7 @@ static int opt_export_name(struct conn *c, const uint8_t *d, uint32_t len)
     }
     memcpy(buf, &size, 8);
     memcpy(buf + 8, &flags, 2);
-    return sock_send_all(c->fd, buf, c->no_zeroes ? 10 : sizeof(buf));
+    return sock_send_all(c, buf, c->no_zeroes ? 10 : sizeof(buf));
 }
 
 /* NBD_OPT_LIST: our one export. */
@@ -228,6 +228,38 @@ static int opt_meta_context(struct conn *c, uint32_t opt, const uint8_t *d, uint
     return opt_reply(c, opt, NBD_REP_ACK, NULL, 0);
 }
 
+/* NBD_OPT_STARTTLS: 0 with TLS on from here (or an error reply sent), <0 to drop. */
+static int opt_starttls(struct conn *c, uint32_t len)
+{
+    const uint32_t opt = NBD_OPT_STARTTLS;
+    int r;
+
+    if (c->srv->tls_mode == NBD_TLS_OFF)
+        return opt_error(c, opt, NBD_REP_ERR_UNSUP, "TLS is not enabled on this server");
+    if (c->tls)
+        return opt_error(c, opt, NBD_REP_ERR_INVALID, "TLS is already on");
+    if (len != 0)
+        return opt_error(c, opt, NBD_REP_ERR_INVALID, "STARTTLS takes no data");
+    if (c->rpos != c->rlen) { /* bytes in the clear that would pass for TLS ones */
+        log_client(c, "data sent after STARTTLS before its reply");
+        return -EPROTO;
+    }
+    r = opt_reply(c, opt, NBD_REP_ACK, NULL, 0);
+    if (r == 0)
+        r = tls_start(c);
+    /* nothing negotiated in the clear carries over */
+    c->structured = false;
+    c->meta_alloc = false;
+    return r;
+}
+
+/* Whether OPT must be refused until TLS is on (--tls=require): all but STARTTLS and ABORT. */
+static bool needs_tls(const struct conn *c, uint32_t opt)
+{
+    return c->srv->tls_mode == NBD_TLS_REQUIRE && !c->tls && opt != NBD_OPT_STARTTLS &&
+           opt != NBD_OPT_ABORT;
+}
+
 /* Option haggling: 0 when the client enters transmission, <0 to drop it. */
 int nbd_handshake(struct conn *c)
 {
@@ -243,7 +275,7 @@ int nbd_handshake(struct conn *c)
     uint32_t cflags;
     int r;
 
-    r = sock_send_all(c->fd, &hello, sizeof(hello));
+    r = sock_send_all(c, &hello, sizeof(hello));
     if (r < 0)
         return r;
     r = sock_read(c, &cflags, 4);
@@ -284,6 +316,17 @@ int nbd_handshake(struct conn *c)
         r = sock_read(c, data, len);
         if (r < 0)
             goto out;
+        if (needs_tls(c, opt)) {
+            if (opt == NBD_OPT_EXPORT_NAME) { /* no error reply exists for it */
+                log_client(c, "asked for an export without TLS, which is required");
+                r = -EACCES;
+                goto out;
+            }
+            r = opt_error(c, opt, NBD_REP_ERR_TLS_REQD, "TLS is required: send NBD_OPT_STARTTLS");
+            if (r < 0)
+                goto out;
+            continue;
+        }
         switch (opt) {
         case NBD_OPT_EXPORT_NAME:
             r = opt_export_name(c, data, len);
@@ -316,7 +359,7 @@ int nbd_handshake(struct conn *c)
             r = opt_meta_context(c, opt, data, len);
             break;
         case NBD_OPT_STARTTLS:
-            r = opt_error(c, opt, NBD_REP_ERR_UNSUP, "TLS is not supported");
+            r = opt_starttls(c, len);
             break;
         default:
             r = opt_error(c, opt, NBD_REP_ERR_UNSUP, "unknown option");

@@ -6,6 +6,7 @@
  *   transmission.c  requests in, the engine's requests out, replies back
  *   connection.c    the server: connections, their thread and ring, limits, stop
  *   listen.c        Unix and TCP listening sockets
+ *   tls.c           STARTTLS: credentials, a GnuTLS session per connection
  *
  * A connection is one thread with one io_uring. The socket's input comes in
  * as recv SQEs on that ring and the image's I/O goes out on it through a
@@ -22,6 +23,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <sys/uio.h>
 
 #include "nbd-proto.h"
@@ -47,6 +49,9 @@ struct nbd_server {
     bool quiet;   /* no messages about misbehaving clients */
     bool verbose; /* each connection's engine counters when it ends */
     int stop_pipe[2];
+    unsigned handshake_secs;
+    enum nbd_tls tls_mode;
+    struct nbd_tls_creds *tls; /* NULL when TLS is off */
 
     pthread_mutex_t lock; /* protects conns, nconns, stopping */
     pthread_cond_t idle;  /* signalled when a connection goes */
@@ -76,6 +81,8 @@ struct conn {
     bool structured;          /* NBD_OPT_STRUCTURED_REPLY negotiated */
     bool meta_alloc;          /* base:allocation selected */
     bool no_zeroes;           /* client's NBD_FLAG_C_NO_ZEROES */
+    struct nbd_tls_conn *tls; /* after STARTTLS: every byte goes through it */
+    int64_t deadline_ms;      /* in the handshake: CLOCK_MONOTONIC ms by which it must be over */
 
     /* input: bytes the socket gave that no request took yet */
     uint8_t rbuf[RBUF_SIZE];
@@ -111,9 +118,12 @@ struct conn {
 void log_client(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* socket.c */
+int64_t mono_ms(void);
+ssize_t sock_recv_raw(struct conn *c, void *buf, size_t n, int flags);
 int sock_read(struct conn *c, void *buf, size_t n);
-int sock_send(int fd, struct iovec *iov, int n);
-int sock_send_all(int fd, const void *buf, size_t len);
+int sock_send(struct conn *c, struct iovec *iov, int n);
+int sock_send_raw(int fd, struct iovec *iov, int n);
+int sock_send_all(struct conn *c, const void *buf, size_t len);
 void sock_want(struct conn *c, uint8_t *dst, size_t len);
 void sock_arm_recv(struct conn *c);
 int sock_recv_now(struct conn *c);
@@ -122,6 +132,15 @@ int out_room(struct conn *c, int niov, size_t hbytes);
 void out_copy(struct conn *c, const void *data, size_t len);
 void out_ref(struct conn *c, const void *data, size_t len);
 int out_flush(struct conn *c);
+
+/* tls.c */
+int nbd_tls_creds_new(const struct nbd_server_opts *opts, struct nbd_tls_creds **credsp);
+void nbd_tls_creds_free(struct nbd_tls_creds *creds);
+int tls_start(struct conn *c);
+ssize_t tls_recv(struct conn *c, void *buf, size_t n, bool wait);
+int tls_send(struct conn *c, struct iovec *iov, int n);
+bool tls_pending(struct conn *c);
+void tls_end(struct conn *c, bool clean);
 
 /* handshake.c */
 int nbd_handshake(struct conn *c);

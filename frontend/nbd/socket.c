@@ -5,10 +5,42 @@
  * replies queued as iovecs, sent with one sendmsg.
  */
 #include <errno.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "internal.h"
+
+/* CLOCK_MONOTONIC in milliseconds. */
+int64_t mono_ms(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/*
+ * recv() from C's socket; a waiting one in the handshake gives up at its
+ * deadline (ETIMEDOUT), so a client trickling bytes cannot hold it longer.
+ */
+ssize_t sock_recv_raw(struct conn *c, void *buf, size_t n, int flags)
+{
+    if (c->deadline_ms && !(flags & MSG_DONTWAIT)) {
+        struct pollfd p = {c->fd, POLLIN, 0};
+        int64_t left = c->deadline_ms - mono_ms();
+        int r = left > 0 ? poll(&p, 1, (int)left) : 0;
+
+        if (r < 0)
+            return -1;
+        if (r == 0) {
+            errno = ETIMEDOUT;
+            return -1;
+        }
+    }
+    return recv(c->fd, buf, n, flags);
+}
 
 /* Read exactly N bytes through the input buffer, waiting for them (handshake). */
 int sock_read(struct conn *c, void *buf, size_t n)
@@ -27,21 +59,30 @@ int sock_read(struct conn *c, void *buf, size_t n)
             n -= k;
             continue;
         }
-        r = recv(c->fd, c->rbuf, RBUF_SIZE, 0);
+        if (c->tls)
+            r = tls_recv(c, c->rbuf, RBUF_SIZE, true);
+        else if ((r = sock_recv_raw(c, c->rbuf, RBUF_SIZE, 0)) < 0)
+            r = -errno;
         if (r > 0) {
             c->rpos = 0;
             c->rlen = (size_t)r;
         }
         if (r == 0)
             return -ECONNRESET;
-        if (r < 0 && errno != EINTR)
-            return -errno;
+        if (r < 0 && r != -EINTR)
+            return (int)r;
     }
     return 0;
 }
 
-/* Send all of IOV (which it consumes), waiting for room. */
-int sock_send(int fd, struct iovec *iov, int n)
+/* Send all of IOV (which it consumes) on C, through TLS once it is on. */
+int sock_send(struct conn *c, struct iovec *iov, int n)
+{
+    return c->tls ? tls_send(c, iov, n) : sock_send_raw(c->fd, iov, n);
+}
+
+/* Send all of IOV (which it consumes) on FD, waiting for room. */
+int sock_send_raw(int fd, struct iovec *iov, int n)
 {
     while (n > 0) {
         struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)n};
@@ -66,11 +107,11 @@ int sock_send(int fd, struct iovec *iov, int n)
 }
 
 /* Send LEN bytes of BUF. */
-int sock_send_all(int fd, const void *buf, size_t len)
+int sock_send_all(struct conn *c, const void *buf, size_t len)
 {
     struct iovec iov = {(void *)buf, len};
 
-    return sock_send(fd, &iov, 1);
+    return sock_send(c, &iov, 1);
 }
 
 /*
@@ -124,13 +165,17 @@ void sock_arm_recv(struct conn *c)
 /* Read the wanted input if the socket has some, without waiting: 1 if bytes (or the end) came. */
 int sock_recv_now(struct conn *c)
 {
-    ssize_t r = recv(c->fd, c->recv_dst, c->recv_len, MSG_DONTWAIT);
+    ssize_t r;
 
-    if (r < 0 && (errno == EAGAIN || errno == EINTR)) {
+    if (c->tls)
+        r = tls_recv(c, c->recv_dst, c->recv_len, false);
+    else if ((r = recv(c->fd, c->recv_dst, c->recv_len, MSG_DONTWAIT)) < 0)
+        r = -errno;
+    if (r == -EAGAIN || r == -EINTR) {
         c->recv_armed = false;
         return 0;
     }
-    sock_recv_done(c, r < 0 ? -errno : (int)r);
+    sock_recv_done(c, (int)r);
     return 1;
 }
 
@@ -158,7 +203,7 @@ int out_flush(struct conn *c)
     int r = 0;
 
     if (c->niov > 0 && !c->dead)
-        r = sock_send(c->fd, c->iov, c->niov);
+        r = sock_send(c, c->iov, c->niov);
     if (r < 0)
         c->dead = true; /* a reply went out in part: the stream is lost */
     c->niov = 0;

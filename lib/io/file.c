@@ -39,6 +39,33 @@ static const char *pseudo_fs(int fd)
     return NULL;
 }
 
+/*
+ * A second descriptor of the file FD has open, with OFLAGS: through
+ * /proc/self/fd, so it is that file even if PATH was renamed or replaced
+ * since (no check-then-use race on the path); where /proc is missing, PATH,
+ * checked to be the same file. -1 with errno.
+ */
+static int reopen_same(int fd, const char *path, int oflags)
+{
+    char proc[64];
+    struct stat a, b;
+    int nfd;
+
+    snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+    nfd = open(proc, oflags & ~(O_CREAT | O_TRUNC));
+    if (nfd < 0 && (errno == ENOENT || errno == ENOTDIR))
+        nfd = open(path, oflags & ~(O_CREAT | O_TRUNC));
+    if (nfd < 0)
+        return -1;
+    if (fstat(fd, &a) < 0 || fstat(nfd, &b) < 0 || a.st_dev != b.st_dev || a.st_ino != b.st_ino ||
+        a.st_rdev != b.st_rdev) {
+        close(nfd);
+        errno = ESTALE; /* PATH is another file now */
+        return -1;
+    }
+    return nfd;
+}
+
 /* The error of a failed writable open, with the way out when the file is read-only. */
 static int open_error(const char *path, int e, bool writable)
 {
@@ -94,7 +121,7 @@ static int open_checked(const char *path, int oflags, struct stat *st)
     }
     if (S_ISBLK(st->st_mode) && writable) {
         /* claim the device; the first, unclaimed descriptor goes */
-        int xfd = open(path, (oflags & ~O_CREAT) | O_EXCL | O_NONBLOCK | O_NOCTTY);
+        int xfd = reopen_same(fd, path, oflags | O_EXCL | O_NONBLOCK | O_NOCTTY);
 
         if (xfd < 0) {
             e = errno == EBUSY ? vdisk_error(EBUSY,
@@ -189,7 +216,7 @@ int vdisk_file_open(const char *path, unsigned flags, struct vdisk_file **filep)
     f->fd = f->fd_buffered;
     f->unsafe = flags & VDISK_FILE_UNSAFE;
     if (flags & VDISK_FILE_DIRECT) {
-        f->fd = open(path, (oflags & ~(O_CREAT | O_EXCL)) | O_DIRECT);
+        f->fd = reopen_same(f->fd_buffered, path, (oflags & ~(O_CREAT | O_EXCL)) | O_DIRECT);
         if (f->fd < 0) {
             err = vdisk_error(errno, "%s: cannot use direct I/O: %m", path);
             goto err_close;

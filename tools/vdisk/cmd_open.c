@@ -208,6 +208,7 @@ static int open_one(const struct open_args *a)
         lock_hint(canonical);
         goto out;
     }
+    nodes_secure(rec.device);
     if (record_save(&rec) < 0) {
         via->stop(&rec);
         goto out;

@@ -1,20 +1,33 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * vdisk serve [--socket PATH | --listen [HOST:]PORT] [-r] [-f FMT] IMAGE
+ * vdisk serve [--socket PATH | --listen [HOST:]PORT] [-r] [-f FMT] [--tls ...] IMAGE
  * Export an image over NBD in the foreground until SIGTERM or SIGINT; the
  * image is then flushed and unlocked.
  */
+#include <arpa/inet.h>
 #include <getopt.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "vdisk.h"
 #include "nbd-server.h"
 
 static struct nbd_server *the_server;
+
+/* long options without a short one */
+enum {
+    OPT_TLS = 0x5301,
+    OPT_TLS_CERTS,
+    OPT_TLS_PSK,
+    OPT_TLS_VERIFY,
+    OPT_MAX_CONNS,
+    OPT_HANDSHAKE,
+};
 
 static void on_signal(int sig)
 {
@@ -26,7 +39,10 @@ static void on_signal(int sig)
 static void usage(FILE *out)
 {
     fprintf(out, "usage: vdisk serve [--socket PATH | --listen [HOST:]PORT] [-r] [-f FMT] "
-                 "[--direct] [--name NAME] [--quiet] [--verbose] IMAGE\n"
+                 "[--direct] [--name NAME] [--quiet] [--verbose]\n"
+                 "       [--tls=off|on|require] [--tls-certs DIR] [--tls-psk FILE] "
+                 "[--tls-verify-peer]\n"
+                 "       [--max-connections N] [--handshake-timeout SECS] IMAGE\n"
                  "  default: --listen 127.0.0.1:10809\n");
 }
 
@@ -42,16 +58,84 @@ static void trap_signals(void)
     signal(SIGPIPE, SIG_IGN);
 }
 
+/* A count option's value, 1 to MAX; 0 (with a message) when it is not one. */
+static unsigned count_arg(const char *opt, const char *arg, unsigned max)
+{
+    char *end;
+    unsigned long v = strtoul(arg, &end, 10);
+
+    if (!*arg || *end || v < 1 || v > max || arg[0] == '-') {
+        err("%s %s: want a number from 1 to %u", opt, arg, max);
+        return 0;
+    }
+    return (unsigned)v;
+}
+
+/* The --tls mode ARG names, or -1 (with a message). */
+static int tls_mode(const char *arg)
+{
+    if (strcmp(arg, "off") == 0)
+        return NBD_TLS_OFF;
+    if (strcmp(arg, "on") == 0)
+        return NBD_TLS_ON;
+    if (strcmp(arg, "require") == 0)
+        return NBD_TLS_REQUIRE;
+    err("--tls=%s: want off, on or require", arg);
+    return -1;
+}
+
+/* Print the URI of the listening socket FD (the address it is bound to, port included). */
+static void print_uri(int fd, const char *sock, const char *name, bool tls)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    char host[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+
+    if (sock) {
+        printf("%s:///%s?socket=%s\n", tls ? "nbds+unix" : "nbd+unix", name, sock);
+        return;
+    }
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0 && ss.ss_family == AF_INET6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+
+        inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+        port = ntohs(a->sin6_port);
+        printf("%s://[%s]:%u/%s\n", tls ? "nbds" : "nbd", host, port, name);
+        return;
+    }
+    if (ss.ss_family == AF_INET) {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+
+        inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+        port = ntohs(a->sin_port);
+    }
+    printf("%s://%s:%u/%s\n", tls ? "nbds" : "nbd", host, port, name);
+}
+
 int cmd_serve(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"socket", required_argument, NULL, 's'},  {"listen", required_argument, NULL, 'l'},
-        {"read-only", no_argument, NULL, 'r'},     {"format", required_argument, NULL, 'f'},
-        {"direct", no_argument, NULL, 'D'},        {"name", required_argument, NULL, 'n'},
-        {"threads", required_argument, NULL, 't'}, {"quiet", no_argument, NULL, 'q'},
-        {"verbose", no_argument, NULL, 'v'},       KEY_LONGOPTS,
-        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+        {"socket", required_argument, NULL, 's'},
+        {"listen", required_argument, NULL, 'l'},
+        {"read-only", no_argument, NULL, 'r'},
+        {"format", required_argument, NULL, 'f'},
+        {"direct", no_argument, NULL, 'D'},
+        {"name", required_argument, NULL, 'n'},
+        {"threads", required_argument, NULL, 't'},
+        {"quiet", no_argument, NULL, 'q'},
+        {"verbose", no_argument, NULL, 'v'},
+        KEY_LONGOPTS,
+        {"help", no_argument, NULL, 'h'},
+        {"tls", required_argument, NULL, OPT_TLS},
+        {"tls-certs", required_argument, NULL, OPT_TLS_CERTS},
+        {"tls-psk", required_argument, NULL, OPT_TLS_PSK},
+        {"tls-verify-peer", no_argument, NULL, OPT_TLS_VERIFY},
+        {"max-connections", required_argument, NULL, OPT_MAX_CONNS},
+        {"handshake-timeout", required_argument, NULL, OPT_HANDSHAKE},
+        {NULL, 0, NULL, 0},
     };
+    int tls = -1; /* not given: require when credentials are */
     struct nbd_server_opts opts = {0};
     const char *sock = NULL, *listen_addr = NULL, *format = NULL;
     struct vdisk_image *img;
@@ -94,6 +178,30 @@ int cmd_serve(int argc, char **argv)
         case 'v':
             opts.verbose = true;
             break;
+        case OPT_TLS:
+            tls = tls_mode(optarg);
+            if (tls < 0)
+                return 2;
+            break;
+        case OPT_TLS_CERTS:
+            opts.tls_certs = optarg;
+            break;
+        case OPT_TLS_PSK:
+            opts.tls_psk = optarg;
+            break;
+        case OPT_TLS_VERIFY:
+            opts.tls_verify_peer = true;
+            break;
+        case OPT_MAX_CONNS:
+            opts.max_conns = count_arg("--max-connections", optarg, 1024);
+            if (!opts.max_conns)
+                return 2;
+            break;
+        case OPT_HANDSHAKE:
+            opts.handshake_secs = count_arg("--handshake-timeout", optarg, 3600);
+            if (!opts.handshake_secs)
+                return 2;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -108,13 +216,30 @@ int cmd_serve(int argc, char **argv)
     }
     if (opts.export_name && strlen(opts.export_name) > 4096)
         return err("--name: longer than 4096 bytes");
+    if (tls < 0)
+        tls = opts.tls_certs || opts.tls_psk ? NBD_TLS_REQUIRE : NBD_TLS_OFF;
+    opts.tls = (enum nbd_tls)tls;
+    if (tls != NBD_TLS_OFF && !opts.tls_certs && !opts.tls_psk) {
+        err("--tls=%s: needs --tls-certs DIR or --tls-psk FILE",
+            tls == NBD_TLS_ON ? "on" : "require");
+        return 2;
+    }
+    if (tls == NBD_TLS_OFF && (opts.tls_certs || opts.tls_psk || opts.tls_verify_peer)) {
+        err("--tls=off: TLS credentials given but TLS is off");
+        return 2;
+    }
+    if (opts.tls_verify_peer && !opts.tls_certs) {
+        err("--tls-verify-peer: needs --tls-certs DIR (its ca-cert.pem)");
+        return 2;
+    }
     if (vdisk_open(argv[optind], format, flags, key_options(NULL), &img) < 0) {
         err("%s", vdisk_last_error());
         lock_hint(argv[optind]);
         return 1;
     }
     if (nbd_server_new(img, &opts, &the_server) < 0) {
-        err("%s: cannot set up the server", argv[optind]);
+        err("%s: cannot set up the server%s", argv[optind],
+            tls != NBD_TLS_OFF ? " (TLS credentials above)" : "");
         goto out_close;
     }
     fd = sock ? nbd_listen_unix(sock)
@@ -122,11 +247,13 @@ int cmd_serve(int argc, char **argv)
     if (fd < 0)
         goto out_free;
     trap_signals();
-    if (sock)
-        printf("nbd+unix:///%s?socket=%s\n", opts.export_name ? opts.export_name : "", sock);
-    else
-        printf("nbd://%s/%s\n", listen_addr ? listen_addr : "127.0.0.1:10809",
-               opts.export_name ? opts.export_name : "");
+    if (!sock && tls != NBD_TLS_REQUIRE && !opts.quiet)
+        warn("%s: served over TCP without %s: anyone who can reach the port (every local "
+             "user on 127.0.0.1, anyone on the network otherwise) can read%s it; use "
+             "--socket PATH or --tls=require",
+             argv[optind], tls == NBD_TLS_ON ? "requiring TLS" : "TLS",
+             vdisk_is_read_only(img) ? "" : " and write");
+    print_uri(fd, sock, opts.export_name ? opts.export_name : "", tls != NBD_TLS_OFF);
     fflush(stdout);
     r = nbd_server_serve(the_server, fd);
     close(fd);

@@ -25,15 +25,45 @@ const char *run_dir(void)
     return d && *d ? d : VDISK_RUN_DIR_DEFAULT;
 }
 
-/* Create the run directory (root only) if needed. */
+/*
+ * Create the run directory (root only) if needed: 0700, ours. A symlink or a
+ * directory of another user in its place is refused (it could steer records,
+ * sockets and logs elsewhere); group or other access we left is taken away.
+ */
 static int ensure_run_dir(void)
 {
+    struct stat st;
+    int fd;
+
     if (mkdir(run_dir(), 0700) < 0 && errno != EEXIST) {
         if ((errno == EACCES || errno == EPERM) && geteuid() != 0)
             return err("must be root (%s: %m)", run_dir());
         return err("%s: %m", run_dir());
     }
+    fd = open(run_dir(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ELOOP || errno == ENOTDIR)
+            return err("%s: not a directory (a symlink?): refused", run_dir());
+        if ((errno == EACCES || errno == EPERM) && geteuid() != 0)
+            return err("must be root (%s: %m)", run_dir());
+        return err("%s: %m", run_dir());
+    }
+    if (fstat(fd, &st) < 0 || st.st_uid != geteuid()) {
+        close(fd);
+        return err("%s: owned by uid %u, not by us: refused", run_dir(), (unsigned)st.st_uid);
+    }
+    if ((st.st_mode & 077) && fchmod(fd, 0700) < 0) {
+        close(fd);
+        return err("%s: chmod 0700: %m", run_dir());
+    }
+    close(fd);
     return 0;
+}
+
+/* Open PATH in the run directory with FLAGS, never through a symlink; -1 with errno. */
+static int run_open(const char *path, int flags)
+{
+    return open(path, flags | O_NOFOLLOW | O_CLOEXEC, 0600);
 }
 
 /* FNV-1a, 64 bits: stable across runs and machines, case sensitive. */
@@ -74,14 +104,22 @@ int record_save(const struct disk_record *rec)
 {
     char tmp[4200], path[4200];
     FILE *f;
+    int fd;
 
     if (ensure_run_dir())
         return -1;
     record_path(rec->id, ".tmp", tmp, sizeof(tmp));
     record_path(rec->id, "", path, sizeof(path));
-    f = fopen(tmp, "w");
-    if (!f)
-        return -err("%s: %m", tmp);
+    /* a fresh file, 0600: whatever was left (or planted) at tmp is not written through */
+    unlink(tmp);
+    fd = run_open(tmp, O_WRONLY | O_CREAT | O_EXCL);
+    f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (!f) {
+        err("%s: %m", tmp);
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
     put_field(f, "id", rec->id);
     put_field(f, "image", rec->image);
     put_field(f, "format", rec->format);
@@ -169,17 +207,30 @@ static int parse_line(struct disk_record *rec, char *line)
 int record_load(const char *id, struct disk_record *rec)
 {
     char path[4200], line[4 * 4096 + 64]; /* an escaped path takes up to 4 bytes a byte */
+    struct stat st;
     FILE *f;
-    int r = 1;
+    int fd, r = 1;
 
     if (strlen(id) != 16 || strspn(id, "0123456789abcdef") != 16)
         return 0;
     record_path(id, "", path, sizeof(path));
-    f = fopen(path, "r");
-    if (!f) {
+    fd = run_open(path, O_RDONLY);
+    if (fd < 0) {
         /* a user who may not read the records sees no open disk (info still works) */
         if (errno == ENOENT || ((errno == EACCES || errno == EPERM) && geteuid() != 0))
             return 0;
+        if (errno == ELOOP)
+            return -err("%s: a symlink, not a record: refused", path);
+        return -err("%s: %m", path);
+    }
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid()) {
+        close(fd);
+        return -err("%s: not a record of ours (a file of uid %u): refused", path,
+                    (unsigned)st.st_uid);
+    }
+    f = fdopen(fd, "r");
+    if (!f) {
+        close(fd);
         return -err("%s: %m", path);
     }
     memset(rec, 0, sizeof(*rec));
@@ -254,8 +305,10 @@ int record_lock(void)
     if (ensure_run_dir())
         return -1;
     snprintf(path, sizeof(path), "%s/.lock", run_dir());
-    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    fd = run_open(path, O_RDWR | O_CREAT);
     if (fd < 0) {
+        if (errno == ELOOP)
+            return -err("%s: a symlink: refused", path);
         if ((errno == EACCES || errno == EPERM) && geteuid() != 0)
             return -err("must be root (%s: %m)", path);
         return -err("%s: %m", path);

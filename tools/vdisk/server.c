@@ -117,8 +117,8 @@ void server_ready(const char *detail)
     if (dprintf(READY_FD, "up %s", detail) < 0)
         fprintf(stderr, "ready pipe: %m\n");
     close(READY_FD);
-    fd = open(server_log ? server_log : "/dev/null", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
-              0600);
+    fd = open(server_log ? server_log : "/dev/null",
+              O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd >= 0) {
         dup2(fd, STDERR_FILENO);
         close(fd);

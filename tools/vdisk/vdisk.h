@@ -169,4 +169,7 @@ int cmd_formats(int argc, char **argv);
 int cmd_supervise(int argc, char **argv);
 int cmd_luks(int argc, char **argv);
 
+/* nodes.c: the disk's device node root:disk 0660, its control node (ublk) root 0600 */
+void nodes_secure(const char *device);
+
 #endif

@@ -84,7 +84,7 @@ watchdog(int id_pipe, pid_t server, const char *log, bool recoverable)
     int id, state, pid, r;
 
     prctl(PR_SET_NAME, WATCHDOG_NAME);
-    r = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    r = open(log, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (r >= 0) { /* never hold `vdisk open`'s stderr (a caller's pipe) */
         dup2(r, STDERR_FILENO);
         close(r);
