@@ -12,7 +12,9 @@
 # Each measurement is run RUNS times (default 5), the two tools alternating; the
 # median and the best run are printed (the machine may be shared: look at both).
 # The targets are qcow2's; TARGET_BENCH, TARGET_RANDOM, TARGET_CONVERT set others.
-# Usage: [FMT=vhdx] [OPTS=...] bench/format-bench.sh [DIR]   (scratch space, default a temp dir; needs ~4 GiB)
+# MAKER=vdisk makes the images with `vdisk convert` (data 4 KiB-aligned) instead of
+# qemu-img (QEMU's VHD and VDI keep data at odd sectors): both tools run on the same image.
+# Usage: [FMT=vhdx] [OPTS=...] [MAKER=qemu-img|vdisk] bench/format-bench.sh [DIR]   (scratch space, default a temp dir; needs ~4 GiB)
 set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VDISK=${VDISK:-$ROOT/build/tools/vdisk/vdisk}
@@ -26,15 +28,25 @@ OPTS=${OPTS:+-o $OPTS}
 TARGET_BENCH=${TARGET_BENCH:-1.2}
 TARGET_RANDOM=${TARGET_RANDOM:-0.95}
 TARGET_CONVERT=${TARGET_CONVERT:-0.8}
+MAKER=${MAKER:-qemu-img}
+
+# make_image: the fully allocated image of src.raw, made by MAKER
+make_image() {
+    if [ "$MAKER" = vdisk ]; then
+        "$VDISK" convert -f raw -O "$FMT" $OPTS "$DIR/src.raw" "$DIR/img.$FMT"
+    else
+        qemu-img convert -f raw -O "$FMT" $OPTS "$DIR/src.raw" "$DIR/img.$FMT"
+    fi
+}
 
 best() { sort -g | head -1; }    # smallest of the numbers on stdin
 bestmax() { sort -g | tail -1; } # largest
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
-echo "== images: 1 GiB of random data as raw and as $FMT"
+echo "== images: 1 GiB of random data as raw and as $FMT (made by $MAKER)"
 head -c 1G /dev/urandom >"$DIR/src.raw"
-qemu-img convert -f raw -O "$FMT" $OPTS "$DIR/src.raw" "$DIR/img.$FMT"
+make_image
 qemu-img info "$DIR/img.$FMT" | sed -n 's/^\(file format\|disk size\).*/  &/p'
 
 # rate TOOL RW: requests/s of one run (qemu-img prints only the time)
@@ -154,5 +166,5 @@ echo "   qemu-img unsafe (DST not flushed), vdisk writeback (DST flushed); compa
 convert_pair raw "$FMT" "$DIR/src.raw"
 # the write benchmark above overwrote most of img with zeroes: make it again
 rm -f "$DIR/img.$FMT"
-qemu-img convert -f raw -O "$FMT" $OPTS "$DIR/src.raw" "$DIR/img.$FMT"
+make_image
 convert_pair "$FMT" raw "$DIR/img.$FMT"

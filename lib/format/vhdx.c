@@ -2,8 +2,11 @@
 /*
  * VHDX (Hyper-V): probe, open (log replay, parent), map, and the writes map
  * cannot take in place: allocation, sector bitmaps of differencing images,
- * trim to UNMAPPED / ZERO states. The driver is not thread safe: the image
- * layer serialises its callbacks and pins DATA mappings.
+ * trim to UNMAPPED / ZERO states. Thread safe (s->lock, an rwlock): a map
+ * that changes nothing (reads, writes into present blocks) runs shared, in
+ * parallel; allocation, sector-bitmap loads, writes, log commits, trims and
+ * check run exclusive. DATA mappings are pinned until release(), and trims
+ * wait for the pins, as the image layer does for drivers that are not.
  *
  * Payload block states: FULLY_PRESENT is DATA; ZERO reads zeroes;
  * NOT_PRESENT is UNALLOCATED (the parent's bytes, or zeroes); UNDEFINED and
@@ -47,6 +50,9 @@ static void vhdx_free(struct vhdx *s)
     free(s->dirty);
     free(s->punch);
     free(s->parent_name);
+    pthread_rwlock_destroy(&s->lock);
+    pthread_mutex_destroy(&s->pin_lock);
+    pthread_cond_destroy(&s->pin_done);
     free(s);
 }
 
@@ -114,6 +120,9 @@ static int vhdx_open(struct vdisk_node *node)
 
     if (!s)
         return vdisk_error(ENOMEM, "%s: out of memory", node->path);
+    vdisk_rwlock_init(&s->lock);
+    pthread_mutex_init(&s->pin_lock, NULL);
+    pthread_cond_init(&s->pin_done, NULL);
     s->node = node;
     s->file = node->file;
     s->log_state = "clean";
@@ -287,7 +296,7 @@ static int block_map(struct vhdx *s, uint64_t off, uint64_t len, unsigned flags,
 }
 
 /* OTHER extents of reads: blocks the in-memory log replay touched. */
-static int vhdx_read(struct vdisk_node *node, void *buf, size_t len, uint64_t off)
+static int read_locked(struct vdisk_node *node, void *buf, size_t len, uint64_t off)
 {
     struct vhdx *s = node->priv;
 
@@ -503,8 +512,9 @@ static int map_allocate(struct vhdx *s, uint64_t off, unsigned flags)
     return r < 0 ? r : bat_set(s, idx, area | PAYLOAD_FULLY_PRESENT);
 }
 
-static int vhdx_map(struct vdisk_node *node, uint64_t off, uint64_t len, unsigned flags,
-                    struct vdisk_map *m)
+/* map(), S->lock held: shared when map_needs_change() says no, else exclusive. */
+static int map_locked(struct vdisk_node *node, uint64_t off, uint64_t len, unsigned flags,
+                      struct vdisk_map *m)
 {
     struct vhdx *s = node->priv;
 
@@ -517,8 +527,8 @@ static int vhdx_map(struct vdisk_node *node, uint64_t off, uint64_t len, unsigne
     return block_map(s, off, len, flags, m);
 }
 
-static int vhdx_write(struct vdisk_node *node, const void *buf, size_t len, uint64_t off,
-                      unsigned flags)
+static int write_locked(struct vdisk_node *node, const void *buf, size_t len, uint64_t off,
+                        unsigned flags)
 {
     struct vhdx *s = node->priv;
     int r = vhdx_session_begin(s);
@@ -536,7 +546,7 @@ static int vhdx_write(struct vdisk_node *node, const void *buf, size_t len, uint
     return r;
 }
 
-static int vhdx_flush(struct vdisk_node *node)
+static int flush_locked(struct vdisk_node *node)
 {
     struct vhdx *s = node->priv;
 
@@ -578,14 +588,14 @@ static int trim(struct vhdx *s, uint64_t off, uint64_t len, unsigned st, bool ze
     return r;
 }
 
-static int vhdx_discard(struct vdisk_node *node, uint64_t off, uint64_t len)
+static int discard_locked(struct vdisk_node *node, uint64_t off, uint64_t len)
 {
     struct vhdx *s = node->priv;
 
     return trim(s, off, len, PAYLOAD_UNMAPPED, false);
 }
 
-static int vhdx_write_zeroes(struct vdisk_node *node, uint64_t off, uint64_t len, unsigned flags)
+static int zeroes_locked(struct vdisk_node *node, uint64_t off, uint64_t len, unsigned flags)
 {
     struct vhdx *s = node->priv;
     int r;
@@ -596,7 +606,7 @@ static int vhdx_write_zeroes(struct vdisk_node *node, uint64_t off, uint64_t len
     return r;
 }
 
-static int vhdx_get_info(struct vdisk_node *node, struct vdisk_info *info)
+static int info_locked(struct vdisk_node *node, struct vdisk_info *info)
 {
     struct vhdx *s = node->priv;
     char g[39];
@@ -629,19 +639,160 @@ static int vhdx_get_info(struct vdisk_node *node, struct vdisk_info *info)
     return 0;
 }
 
+/* Does map() of OFF with FLAGS change the state (allocate, load a bitmap)? Lock held. */
+static bool map_needs_change(const struct vhdx *s, uint64_t off, unsigned flags)
+{
+    uint64_t blk = off / s->block_size, e = vhdx_entry(s, vhdx_bat_index(s, blk));
+
+    if ((flags & VDISK_MAP_WRITE) && !(flags & VDISK_MAP_FUA) && !s->has_parent &&
+        !(BAT_STATE(e) == PAYLOAD_FULLY_PRESENT && s->session))
+        return true;
+    return BAT_STATE(e) == PAYLOAD_PARTIALLY_PRESENT && !s->sb[blk / s->chunk_ratio];
+}
+
+static int vhdx_map(struct vdisk_node *node, uint64_t off, uint64_t len, unsigned flags,
+                    struct vdisk_map *m)
+{
+    struct vhdx *s = node->priv;
+    int r;
+
+    if (!(flags & VDISK_MAP_NOWAIT))
+        pthread_rwlock_rdlock(&s->lock);
+    else if (pthread_rwlock_tryrdlock(&s->lock) != 0)
+        return -EAGAIN;
+    if (map_needs_change(s, off, flags)) {
+        pthread_rwlock_unlock(&s->lock);
+        if (flags & VDISK_MAP_NOWAIT)
+            return -EAGAIN; /* a worker does it */
+        pthread_rwlock_wrlock(&s->lock);
+    }
+    r = map_locked(node, off, len, flags, m);
+    if (r == 0 && m->type == VDISK_MAP_DATA) {
+        atomic_fetch_add(&s->pins, 1); /* trims wait until it is released */
+        m->handle = 1;
+    }
+    pthread_rwlock_unlock(&s->lock);
+    return r;
+}
+
+/* The DATA mapping M is no longer in use: unpin (no lock: a trim may be waiting with it). */
+static void vhdx_release(struct vdisk_node *node, const struct vdisk_map *m)
+{
+    struct vhdx *s = node->priv;
+
+    if (m->handle && atomic_fetch_sub(&s->pins, 1) == 1) {
+        pthread_mutex_lock(&s->pin_lock);
+        pthread_cond_broadcast(&s->pin_done);
+        pthread_mutex_unlock(&s->pin_lock);
+    }
+}
+
+/* Take S->lock exclusive; with UNPINNED, also wait until no DATA mapping is in use. */
+static void exclusive(struct vhdx *s, bool unpinned)
+{
+    pthread_rwlock_wrlock(&s->lock);
+    if (!unpinned || atomic_load(&s->pins) == 0)
+        return;
+    pthread_mutex_lock(&s->pin_lock);
+    while (atomic_load(&s->pins) > 0)
+        pthread_cond_wait(&s->pin_done, &s->pin_lock);
+    pthread_mutex_unlock(&s->pin_lock);
+}
+
+static int vhdx_read(struct vdisk_node *node, void *buf, size_t len, uint64_t off)
+{
+    struct vhdx *s = node->priv;
+    int r;
+
+    exclusive(s, false); /* may load a sector bitmap */
+    r = read_locked(node, buf, len, off);
+    pthread_rwlock_unlock(&s->lock);
+    return r;
+}
+
+static int vhdx_write(struct vdisk_node *node, const void *buf, size_t len, uint64_t off,
+                      unsigned flags)
+{
+    struct vhdx *s = node->priv;
+    int r;
+
+    exclusive(s, false);
+    r = write_locked(node, buf, len, off, flags);
+    pthread_rwlock_unlock(&s->lock);
+    return r;
+}
+
+static int vhdx_flush(struct vdisk_node *node)
+{
+    struct vhdx *s = node->priv;
+    int r;
+
+    exclusive(s, false);
+    r = flush_locked(node);
+    pthread_rwlock_unlock(&s->lock);
+    return r;
+}
+
+static int vhdx_discard(struct vdisk_node *node, uint64_t off, uint64_t len)
+{
+    struct vhdx *s = node->priv;
+    int r;
+
+    exclusive(s, true); /* frees blocks: no I/O may still point into them */
+    r = discard_locked(node, off, len);
+    pthread_rwlock_unlock(&s->lock);
+    return r;
+}
+
+static int vhdx_write_zeroes(struct vdisk_node *node, uint64_t off, uint64_t len, unsigned flags)
+{
+    struct vhdx *s = node->priv;
+    int r;
+
+    exclusive(s, true);
+    r = zeroes_locked(node, off, len, flags);
+    pthread_rwlock_unlock(&s->lock);
+    return r;
+}
+
+static int vhdx_get_info(struct vdisk_node *node, struct vdisk_info *info)
+{
+    struct vhdx *s = node->priv;
+    int r;
+
+    pthread_rwlock_rdlock(&s->lock);
+    r = info_locked(node, info);
+    pthread_rwlock_unlock(&s->lock);
+    return r;
+}
+
+static int vhdx_check_locked(struct vdisk_node *node, unsigned flags,
+                             struct vdisk_check_result *res)
+{
+    struct vhdx *s = node->priv;
+    int r;
+
+    exclusive(s, true);
+    r = vhdx_check(node, flags, res);
+    pthread_rwlock_unlock(&s->lock);
+    return r;
+}
+
 const struct vdisk_format vdisk_format_vhdx = {
     .name = "vhdx",
+    .flags = VDISK_FORMAT_THREAD_SAFE,
     .create_options = vhdx_create_options,
     .probe = vhdx_probe,
     .create = vhdx_create,
     .open = vhdx_open,
     .close = vhdx_close,
     .map = vhdx_map,
+    .release = vhdx_release,
     .read = vhdx_read,
     .write = vhdx_write,
     .flush = vhdx_flush,
     .discard = vhdx_discard,
     .write_zeroes = vhdx_write_zeroes,
     .get_info = vhdx_get_info,
-    .check = vhdx_check,
+    .check = vhdx_check_locked,
 };

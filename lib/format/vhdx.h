@@ -115,6 +115,11 @@ struct vhdx {
        once the BAT that no longer uses it is durable */
     uint64_t *punch;
     unsigned npunch, punch_cap;
+    /* thread safety: map() of what needs no change runs shared; everything else exclusive */
+    pthread_rwlock_t lock;
+    atomic_uint pins; /* DATA mappings in use: trims wait for them (exclusive held) */
+    pthread_mutex_t pin_lock;
+    pthread_cond_t pin_done;
 };
 
 /* BAT index of payload block I, and of the sector bitmap of chunk C. */
