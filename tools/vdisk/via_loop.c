@@ -159,7 +159,7 @@ static int loop_start(const struct open_request *req, struct disk_record *rec)
     struct stat st;
     int fd, r;
 
-    r = vdisk_open(req->image, open_format(req), flags, req->options, &img);
+    r = open_image(req, flags, &img);
     if (r < 0)
         return -err("%s", vdisk_last_error());
     r = vdisk_get_linear(img, &fd, &offset);

@@ -178,7 +178,7 @@ static void server_process(void *arg)
     pthread_t server_thread, kernel_thread;
     int lfd;
 
-    if (vdisk_open(req->image, open_format(req), flags, req->options, &img) < 0)
+    if (open_image(req, flags, &img) < 0)
         _exit(err("%s", vdisk_last_error()));
     if (nbd_server_new(img, &opts, &server) < 0)
         _exit(err("%s: cannot set up the NBD server", req->image));
