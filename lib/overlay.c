@@ -106,7 +106,11 @@ err:
     node_close(top); /* and the base's node under it */
     if (fd >= 0)
         close(fd);
-    vdisk_close(base);
+    if (base) { /* not vdisk_close: the message stays */
+        node_close(base->root);
+        free(base->files);
+        free(base);
+    }
     return r;
 }
 

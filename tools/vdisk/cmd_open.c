@@ -59,6 +59,7 @@ static int inspect(struct open_request *req, const char *format)
     if (!req->snapshot && !req->partition)
         return 0;
     /* the disk is the overlay or the partition: its size and capabilities, the base's format */
+    img = NULL;
     if (open_image(req, VDISK_OPEN_RDONLY | VDISK_OPEN_NOLOCK, &img) < 0 ||
         vdisk_get_info(img, &info) < 0) {
         err("%s", vdisk_last_error());

@@ -86,6 +86,12 @@ int open_image(const struct open_request *req, unsigned flags, struct vdisk_imag
  */
 int overlay_prepare(const char *overlay, const char *base, const char *format, bool *created);
 
+/* IMG's partition table (partitions.c; free() it), or NULL with WHY filled. */
+struct vdisk_partition_table *partitions_read(struct vdisk_image *img, char *why, size_t len);
+/* Print it for vdisk info: text lines, or JSON members (T NULL: the error WHY). */
+void partitions_text(const struct vdisk_partition_table *t, const char *why);
+void partitions_json(const struct vdisk_partition_table *t, const char *why);
+
 /* The via called NAME, or NULL. */
 const struct via *via_find(const char *name);
 /* The preferred available via for an image with CAPS (kmod, loop for linear; ublk, nbd, fuse else).

@@ -31,7 +31,9 @@ int loopdev_attach(int file_fd, uint64_t offset, uint64_t size, const char *name
     struct loop_config cfg = {.fd = (unsigned)file_fd, .block_size = 512};
     int ctl, dev = -1;
 
-    cfg.info.lo_flags = (read_only ? LO_FLAGS_READ_ONLY : 0) | (direct ? LO_FLAGS_DIRECT_IO : 0);
+    /* partitions appear as loopNpM, as for any disk (losetup -P) */
+    cfg.info.lo_flags = (read_only ? LO_FLAGS_READ_ONLY : 0) | (direct ? LO_FLAGS_DIRECT_IO : 0) |
+                        LO_FLAGS_PARTSCAN;
     cfg.info.lo_offset = offset;
     cfg.info.lo_sizelimit = size;
     snprintf((char *)cfg.info.lo_file_name, sizeof(cfg.info.lo_file_name), "%s", name);
