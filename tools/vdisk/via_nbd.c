@@ -28,6 +28,9 @@
 #include "nbd-server.h"
 #include "server.h"
 
+#ifndef BLKRRPART
+#define BLKRRPART _IO(0x12, 95) /* <linux/fs.h>, whose BLOCK_SIZE is not ours */
+#endif
 #define NBD_DEVICES  256 /* /dev/nbd0 .. : tried in order */
 #define BLOCK_SIZE   512
 #define STOP_SECONDS 60          /* wait this long for a server to flush and go */
@@ -208,6 +211,8 @@ static void server_process(void *arg)
         _exit(1);
     }
 
+    /* partitions: the kernel scans them on a first open, and ours came first (as nbd-client) */
+    (void)ioctl(k.nbd, BLKRRPART);
     server_ready(k.device);
     server_wait_stop(NULL, NULL);
     /* the kernel first: it sends NBD_CMD_DISC after its queue drains */
