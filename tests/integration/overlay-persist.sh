@@ -84,6 +84,19 @@ fails_with "commit of an open overlay" "is open as" sh -c \
 "$VDISK" close "$T/over-raw.qcow2"
 nothing_left "refusals" "$T/base.raw"
 
+# commit keeps what the overlay is: compat 0.10 stays, internal snapshots are never dropped
+qemu-img create -q -f raw "$T/cb.raw" 16M
+qemu-img create -q -f qcow2 -o compat=0.10 -b cb.raw -F raw "$T/c.qcow2"
+qemu-io -f qcow2 -c "write -P 7 0 1M" "$T/c.qcow2" >/dev/null
+ok "commit of a compat 0.10 overlay" "$VDISK" commit --yes "$T/c.qcow2"
+eq "the emptied overlay is still compat 0.10" \
+    "$(qemu-img info --output=json "$T/c.qcow2" | python3 -c 'import json,sys; print(json.load(sys.stdin)["format-specific"]["data"]["compat"])')" 0.10
+qemu-io -f qcow2 -c "write -P 8 0 1M" "$T/c.qcow2" >/dev/null && qemu-img snapshot -c s1 "$T/c.qcow2"
+out=$("$VDISK" commit --yes "$T/c.qcow2") && grep -q "not emptied, as it has internal snapshots" <<<"$out" &&
+    pass "an overlay with internal snapshots is committed, not emptied" || fail "commit with snapshots: $out"
+eq "its snapshot is still there" "$(qemu-img snapshot -l "$T/c.qcow2" | grep -c ' s1 ')" 1
+ok "the base has the overlay's bytes" qemu-io -f raw -c "read -P 8 0 1M" "$T/cb.raw"
+
 # rebase: the overlay shows the same disk over its new base
 qemu-img create -q -f raw "$T/b1.raw" 16M
 qemu-io -f raw -c "write -P 0x11 0 4M" -c "write -P 0x22 8M 1M" "$T/b1.raw" >/dev/null

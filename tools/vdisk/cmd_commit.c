@@ -23,7 +23,18 @@ struct overlay_facts {
     char base[4096]; /* the base's path as opened */
     uint32_t cluster_size;
     uint64_t size;
+    char features[256]; /* qcow2 create options that keep its kind: compat=1.1,... */
+    const char *keep;   /* why it cannot be emptied by a new one (encrypted...), or NULL */
 };
+
+/* The detail KEY of INFO, or NULL. */
+static const char *detail(const struct vdisk_info *info, const char *key)
+{
+    for (unsigned i = 0; i < info->ndetails; i++)
+        if (strcmp(info->details[i].key, key) == 0)
+            return info->details[i].value;
+    return NULL;
+}
 
 /* Fill *F from the open overlay IMG. 0, or 1 with a message. */
 static int get_facts(const char *path, struct vdisk_image *img, struct overlay_facts *f)
@@ -41,6 +52,18 @@ static int get_facts(const char *path, struct vdisk_image *img, struct overlay_f
     snprintf(f->base, sizeof(f->base), "%s", info.files[1] ? info.files[1] : info.backing_file);
     f->cluster_size = info.cluster_size;
     f->size = info.virtual_size;
+    f->keep = NULL;
+    if (detail(&info, "encrypt_format"))
+        f->keep = "it is encrypted";
+    else if (detail(&info, "snapshots") && strcmp(detail(&info, "snapshots"), "0") != 0)
+        f->keep = "it has internal snapshots";
+    snprintf(f->features, sizeof(f->features),
+             "compat=%s,extended_l2=%s,compression_type=%s,refcount_bits=%s,lazy_refcounts=%s",
+             detail(&info, "compat") ? detail(&info, "compat") : "1.1",
+             detail(&info, "extended_l2") ? detail(&info, "extended_l2") : "false",
+             detail(&info, "compression_type") ? detail(&info, "compression_type") : "zlib",
+             detail(&info, "refcount_bits") ? detail(&info, "refcount_bits") : "16",
+             detail(&info, "lazy_refcounts") ? detail(&info, "lazy_refcounts") : "false");
     return 0;
 }
 
@@ -55,8 +78,8 @@ static int empty_overlay(const char *path, const struct overlay_facts *f)
     int r;
 
     if (asprintf(&tmp, "%s.vdisk-commit", path) < 0 ||
-        asprintf(&opts, "backing_file=%s,backing_fmt=%s,cluster_size=%u", f->backing_file,
-                 f->backing_format, f->cluster_size) < 0) {
+        asprintf(&opts, "backing_file=%s,backing_fmt=%s,cluster_size=%u,%s", f->backing_file,
+                 f->backing_format, f->cluster_size, f->features) < 0) {
         free(tmp);
         return err("%s: out of memory", path);
     }
@@ -97,7 +120,7 @@ static int explain(const char *path)
     return err("%s: would write %" PRIu64 " bytes (%" PRIu64
                " ranges) into its base %s (%s)%s; nothing done: give --yes to commit",
                path, bytes, runs, f.base, f.backing_format,
-               strcmp(f.format, "qcow2") == 0 ? " and empty the overlay" : "");
+               strcmp(f.format, "qcow2") == 0 && !f.keep ? " and empty the overlay" : "");
 }
 
 int cmd_commit(int argc, char **argv)
@@ -155,7 +178,10 @@ int cmd_commit(int argc, char **argv)
     if (r)
         return r;
     /* the base holds everything and is flushed: now the overlay may forget it */
-    if (strcmp(f.format, "qcow2") == 0) {
+    if (strcmp(f.format, "qcow2") == 0 && f.keep) {
+        printf("%s: %" PRIu64 " bytes committed into %s; not emptied, as %s\n", path, bytes, f.base,
+               f.keep);
+    } else if (strcmp(f.format, "qcow2") == 0) {
         if (empty_overlay(path, &f))
             return err("%s: committed into %s, but not emptied: it still shows the same data", path,
                        f.base);
