@@ -202,6 +202,12 @@ static int open_one(const struct open_args *a)
         }
     } else {
         via = via_find(via_name);
+        if (via->linear_only && !(req.caps & VDISK_CAP_LINEAR) && req.snapshot) {
+            err("%s: --via %s serves images whose data lies as it is in one file; a --snapshot "
+                "disk is a qcow2 overlay: use ublk, nbd or fuse",
+                canonical, via->name);
+            goto out;
+        }
         if (via->linear_only && !(req.caps & VDISK_CAP_LINEAR)) {
             err("%s: --via %s serves images whose data lies as it is in one file (raw), "
                 "this one is %s",

@@ -28,8 +28,9 @@
 #include "nbd-server.h"
 #include "server.h"
 
-#ifndef BLKRRPART
-#define BLKRRPART _IO(0x12, 95) /* <linux/fs.h>, whose BLOCK_SIZE is not ours */
+#ifndef BLKRRPART /* <linux/fs.h>, whose BLOCK_SIZE is not ours */
+#define BLKRRPART    _IO(0x12, 95)
+#define BLKGETSIZE64 _IOR(0x12, 114, size_t)
 #endif
 #define NBD_DEVICES  256 /* /dev/nbd0 .. : tried in order */
 #define BLOCK_SIZE   512
@@ -179,6 +180,7 @@ static void server_process(void *arg)
     struct kernel_link k = {-1, -1, ""};
     struct vdisk_image *img;
     pthread_t server_thread, kernel_thread;
+    uint64_t bytes = 0;
     int lfd;
 
     if (open_image(req, flags, &img) < 0)
@@ -211,8 +213,12 @@ static void server_process(void *arg)
         _exit(1);
     }
 
-    /* partitions: the kernel scans them on a first open, and ours came first (as nbd-client) */
-    (void)ioctl(k.nbd, BLKRRPART);
+    /* partitions: the kernel scans them on a first open, and ours came first (as nbd-client);
+     * the kernel names its task before it sets the capacity, and scans nothing at 0 bytes */
+    for (int i = 0; i < 500 && (ioctl(k.nbd, BLKGETSIZE64, &bytes) < 0 || bytes == 0); i++)
+        sleep_ms(10);
+    if (ioctl(k.nbd, BLKRRPART) < 0)
+        fprintf(stderr, "vdisk-nbd: %s: partition scan: %m\n", k.device);
     server_ready(k.device);
     server_wait_stop(NULL, NULL);
     /* the kernel first: it sends NBD_CMD_DISC after its queue drains */

@@ -36,6 +36,7 @@ partitions_appear() {
 
 for way in kmod loop nbd ublk fuse; do
     dev=$($VDISK open --via $way -f raw mbr.img 2>err) || { fail "$way: open: $(cat err)"; continue; }
+    [ -s err ] && echo "$way: open said: $(cat err)"
     partitions_appear "$way" mbr.img "$dev" 1:$((8 << 20)) 2:$((12 << 20)) 5:$((6 << 20))
     p=$(part_dev "$dev" 2)
     [ -b "$p" ] && cmp -n $((1 << 20)) "$p" p2.bytes &&
