@@ -225,6 +225,7 @@ static void server_process(void *arg)
     if (device_task(k.device) > 0)
         ioctl(k.nbd, NBD_DISCONNECT);
     pthread_join(kernel_thread, NULL);
+    (void)ioctl(k.nbd, BLKRRPART); /* at 0 bytes: the partition devices go with the disk */
     nbd_server_stop(server);
     pthread_join(server_thread, NULL);
     close(lfd);
