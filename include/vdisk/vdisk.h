@@ -303,10 +303,10 @@ struct vdisk_partition {
 
 /* A partition table as read from an image. */
 struct vdisk_partition_table {
-    char label[8];         /* "dos", "gpt", or "" when the image has none */
-    char id[40];           /* disk identifier: "0x1234abcd" (dos) or a GUID */
-    unsigned sector_size;  /* the table's sector size */
-    uint64_t first_lba;    /* GPT: first and last usable sectors */
+    char label[8];        /* "dos", "gpt", or "" when the image has none */
+    char id[40];          /* disk identifier: "0x1234abcd" (dos) or a GUID */
+    unsigned sector_size; /* the table's sector size */
+    uint64_t first_lba;   /* GPT: first and last usable sectors */
     uint64_t last_lba;
     unsigned count;
     struct vdisk_partition parts[VDISK_MAX_PARTITIONS];

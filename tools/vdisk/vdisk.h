@@ -30,6 +30,7 @@ struct disk_record {
     bool read_only;
     uint64_t size;
     pid_t pid; /* server process, 0 when the kernel serves it */
+
     bool snapshot;      /* writes went to a temporary overlay (gone with its server) */
     unsigned partition; /* the disk is this partition of the image; 0: all of it */
 };
@@ -45,6 +46,7 @@ struct open_request {
     bool direct;
     uint64_t size;          /* virtual size */
     uint64_t linear_offset; /* VDISK_CAP_LINEAR: where the data starts in the file */
+
     bool snapshot;            /* --snapshot: writes go to a temporary overlay (open_image.c) */
     const char *snapshot_dir; /* --snapshot-dir, or NULL */
     unsigned partition;       /* --partition N: that partition alone; 0 for the whole image */
