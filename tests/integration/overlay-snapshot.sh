@@ -35,6 +35,8 @@ snapshot_cycle() {
     dev=$("$VDISK" open --snapshot --snapshot-dir "$snap" "$@" "$img") && pass "$name: open --snapshot ($dev)" ||
         { fail "$name: open --snapshot"; return; }
     eq "$name: nothing visible in the snapshot dir" "$(ls -A "$snap")" ""
+    "$VDISK" info "$img" | grep -q "^snapshot: yes" && pass "$name: info says it is a snapshot" ||
+        fail "$name: info: $("$VDISK" info "$img" | tail -5)"
     ok "$name: mount (journal replayed)" mount "$dev" "$MNT"
     ok "$name: files written before the crash are whole" sh -c "cd '$MNT' && sha256sum -c --quiet '$T/files.sum'"
     head -c 1000000 /dev/urandom >"$MNT/new" && sync && pass "$name: write a new file" || fail "$name: write"

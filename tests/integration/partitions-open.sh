@@ -40,6 +40,8 @@ cycle() {
     dev=$("$VDISK" open --partition "$n" "$@" "$img") && pass "$name: open --partition $n ($dev)" ||
         { fail "$name: open"; return; }
     eq "$name: the device is the partition's size" "$(blockdev --getsize64 "$dev")" "$size"
+    eq "$name: info --json names the partition" \
+        "$("$VDISK" info --json "$img" | python3 -c 'import json,sys; print(json.load(sys.stdin)["partition"])')" "$n"
     mkfs.ext4 -q -L "part$n" "$dev" && mount "$dev" "$MNT" && head -c 2000000 /dev/urandom >"$MNT/data" &&
         sha256sum <"$MNT/data" >"$T/data.sum" && umount "$MNT" && pass "$name: mkfs, mount, write" ||
         fail "$name: mkfs/mount/write"

@@ -56,6 +56,10 @@ static void print_text(const struct vdisk_info *in, const struct disk_record *re
     if (open)
         printf("device: %s\nvia: %s\nid: %s\nread-only: %s\n", rec->device, rec->via, rec->id,
                rec->read_only ? "yes" : "no");
+    if (open && rec->snapshot)
+        printf("snapshot: yes (the writes go to a temporary overlay, gone at close)\n");
+    if (open && rec->partition)
+        printf("partition: %u (the disk is this partition alone)\n", rec->partition);
     if (open && rec->pid)
         printf("server pid: %d\n", (int)rec->pid);
     if (open && strcmp(rec->via, "ublk") == 0) {
@@ -109,6 +113,8 @@ static void print_json(const struct vdisk_info *in, const struct disk_record *re
         json_string(stdout, rec->via);
         printf(", \"id\": \"%s\", \"read_only\": %s, \"pid\": %d", rec->id,
                rec->read_only ? "true" : "false", (int)rec->pid);
+        printf(", \"snapshot\": %s, \"partition\": %u", rec->snapshot ? "true" : "false",
+               rec->partition);
         if (strcmp(rec->via, "ublk") == 0) {
             unsigned queues;
             const char *state = ublk_kernel_state(rec, &queues);
