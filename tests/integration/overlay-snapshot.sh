@@ -86,8 +86,16 @@ ls -l "/proc/$pid/fd" 2>/dev/null | grep -q "$T/tmpdir/.*(deleted)" && pass "the
     fail "overlay not in TMPDIR: $(ls -l /proc/"$pid"/fd 2>&1 | tail -3)"
 "$VDISK" close "$T/base.img"
 
+# a relative --snapshot-dir is the caller's, not the server's (which runs in /)
+dev=$(cd "$T" && "$VDISK" open --snapshot --snapshot-dir snap base.img) && pass "open --snapshot-dir relative" ||
+    fail "open --snapshot-dir relative"
+pid=$(rec_field "$T/base.img" pid)
+ls -l "/proc/$pid/fd" 2>/dev/null | grep -q "$snap/.*(deleted)" && pass "relative --snapshot-dir: the overlay is there" ||
+    fail "relative dir: $(ls -l /proc/"$pid"/fd 2>&1 | tail -3)"
+"$VDISK" close "$T/base.img"
+
 # bad input: clear errors, nothing opened
-fails_with "--snapshot-dir that does not exist" "$T/nodir: cannot make the snapshot's temporary file" \
+fails_with "--snapshot-dir that does not exist" "--snapshot-dir $T/nodir: No such file" \
     "$VDISK" open --snapshot --snapshot-dir "$T/nodir" "$T/base.img"
 fails_with "--snapshot-dir on a file system without O_TMPFILE" "cannot make the snapshot's temporary file" \
     "$VDISK" open --snapshot --snapshot-dir /proc "$T/base.img"

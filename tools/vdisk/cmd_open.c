@@ -319,6 +319,13 @@ static int open_checks(struct open_args *a, const char *overlay, bool persist)
         return -err("--persist takes no --snapshot, --overlay or --partition");
     if (a->snapshot || a->partition)
         a->may_create = false;
+    if (a->snapshot_dir) { /* the server runs in / */
+        static char dir[PATH_MAX];
+
+        if (!realpath(a->snapshot_dir, dir))
+            return -err("--snapshot-dir %s: %m", a->snapshot_dir);
+        a->snapshot_dir = dir;
+    }
     if (overlay && a->size_given)
         return -err("--overlay: the overlay takes its base's size; leave SIZE out");
     return 0;
