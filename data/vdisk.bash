@@ -34,7 +34,7 @@ _vdisk() {
         if [[ $cur == -* ]]; then
             COMPREPLY=($(compgen -W '--help --version' -- "$cur"))
         else
-            COMPREPLY=($(compgen -W 'create open recover close list info serve convert check luks bench persist supervise formats' -- "$cur"))
+            COMPREPLY=($(compgen -W 'create open recover close list info serve convert check luks commit rebase bench persist supervise formats' -- "$cur"))
         fi
         return
     fi
@@ -61,7 +61,7 @@ _vdisk() {
         return ;;
     -o | --options | -c | -d | -S | -m | -n | --name | --listen | -l | --pattern | --flush-interval)
         return ;;
-    --socket | -s)
+    --socket | -s | --overlay | -b | --backing)
         _filedir
         return ;;
     --tls)
@@ -74,6 +74,14 @@ _vdisk() {
         _filedir
         return ;;
     --max-connections | --handshake-timeout)
+        return ;;
+    --snapshot-dir)
+        _filedir -d
+        return ;;
+    --partition)
+        return ;;
+    -F | --backing-format)
+        COMPREPLY=($(compgen -W "$(vdisk formats 2>/dev/null)" -- "$cur"))
         return ;;
     esac
     if [[ $cur == -* ]]; then

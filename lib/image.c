@@ -69,7 +69,7 @@ out_opts:
 }
 
 /* The list of every file IMG's graph reads, top first. */
-static int list_files(struct vdisk_image *img)
+int image_list_files(struct vdisk_image *img)
 {
     size_t n = 0, i = 0;
 
@@ -129,7 +129,7 @@ int vdisk_open(const char *path, const char *format, unsigned flags, const char 
         goto err_free;
     img->format_probed = img->root->probed && !probe_remembered(img->root->file);
     remember_format(img, fmt != NULL);
-    r = list_files(img);
+    r = image_list_files(img);
     if (r < 0)
         goto err_root;
     *imgp = img;

@@ -532,6 +532,8 @@ int vdisk_node_open_backing(struct vdisk_node *n, const char *name, const char *
     char *path, *real;
     int r;
 
+    if (n->backing) /* given, already open (an overlay over an open node: node_open_over) */
+        return 0;
     path = vdisk_node_resolve(n, name);
     if (!path)
         return vdisk_error(ENOMEM, "%s: out of memory", n->path);
@@ -632,14 +634,17 @@ static int probe_node(struct vdisk_node *n)
     return 0;
 }
 
-int node_open(const char *path, const struct vdisk_format *fmt, unsigned flags, const char *options,
-              struct vdisk_node *above, struct vdisk_node **np)
+/* node_open, with BACKING (or NULL) as the node's backing node before its driver opens. */
+static int open_node(const char *path, const struct vdisk_format *fmt, unsigned flags,
+                     const char *options, struct vdisk_node *above, struct vdisk_node *backing,
+                     struct vdisk_node **np)
 {
     struct vdisk_node *n = NULL;
     int r = node_new(path, flags, above, &n);
 
     if (r < 0)
         return r;
+    n->backing = backing;
     n->fmt = fmt;
     n->probed = !fmt;
     if (fmt && (fmt->caps & VDISK_CAP_READ_ONLY))
@@ -686,8 +691,25 @@ int node_open(const char *path, const struct vdisk_format *fmt, unsigned flags, 
     return 0;
 
 err:
-    node_close(n->backing);
+    if (n->backing != backing) /* a given backing node stays the caller's */
+        node_close(n->backing);
     node_free(n);
+    return r;
+}
+
+int node_open(const char *path, const struct vdisk_format *fmt, unsigned flags, const char *options,
+              struct vdisk_node *above, struct vdisk_node **np)
+{
+    return open_node(path, fmt, flags, options, above, NULL, np);
+}
+
+int node_open_over(const char *path, const struct vdisk_format *fmt, unsigned flags,
+                   const char *options, struct vdisk_node *backing, struct vdisk_node **np)
+{
+    int r = open_node(path, fmt, flags, options, NULL, backing, np);
+
+    if (r == 0)
+        backing->above = *np;
     return r;
 }
 

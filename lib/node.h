@@ -23,6 +23,11 @@ struct vdisk_image {
 #define VDISK_PROBE_HEAD 65536u
 #define VDISK_PROBE_TAIL 512u
 
+/* ---- image.c ---- */
+
+/* Fill IMG->files: every file the graph under IMG->root reads, top first. */
+int image_list_files(struct vdisk_image *img);
+
 /* ---- node.c ---- */
 
 /*
@@ -32,6 +37,13 @@ struct vdisk_image {
  */
 int node_open(const char *path, const struct vdisk_format *fmt, unsigned flags, const char *options,
               struct vdisk_node *above, struct vdisk_node **np);
+/*
+ * node_open with the open node BACKING as the new node's backing node
+ * (whatever its header names): an overlay over a node opened by the caller.
+ * On success the new node owns BACKING; on failure the caller still does.
+ */
+int node_open_over(const char *path, const struct vdisk_format *fmt, unsigned flags,
+                   const char *options, struct vdisk_node *backing, struct vdisk_node **np);
 /* Close the node and everything below it. */
 void node_close(struct vdisk_node *n);
 

@@ -252,6 +252,72 @@ void vdisk_queue_get_stats(const struct vdisk_queue *q, struct vdisk_queue_stats
 /* Parse "10G", "1.5G", "512K", "100" (MiB, as the seed) into bytes; -EINVAL/-ERANGE. */
 int vdisk_parse_size(const char *text, uint64_t *bytes);
 
+/* ---- overlays and partitions (overlay.c, slice.c, partition.c) ---- */
+
+/*
+ * Open PATH (FORMAT NULL: probe; OPTIONS its open options) read-only as the
+ * base of a temporary qcow2 overlay that takes every write: an unlinked file
+ * (O_TMPFILE) in DIR (NULL: $TMPDIR, else /var/tmp), gone at close or crash.
+ * FLAGS as vdisk_open's (RDONLY is ignored: the overlay is writable).
+ */
+int vdisk_open_snapshot(const char *path, const char *format, unsigned flags, const char *options,
+                        const char *dir, struct vdisk_image **imgp);
+
+/*
+ * Write every range IMG's top node holds (data and zeroes) into its backing
+ * image, reopened read-write for it, and flush that: qemu-img commit without
+ * the emptying. *BYTES (may be NULL) gets the bytes written.
+ */
+int vdisk_commit(struct vdisk_image *img, uint64_t *bytes);
+
+/* Bytes (and runs of them) IMG's top node holds itself, not its backing chain. */
+int vdisk_allocated_in_top(struct vdisk_image *img, uint64_t *bytes, uint64_t *extents);
+
+/*
+ * Does IMG's top node hold [OFF, ...) itself (1) or leave it to its backing
+ * chain (0)? *RUN gets how many bytes from OFF (up to LEN) are alike.
+ */
+int vdisk_top_allocated(struct vdisk_image *img, uint64_t off, uint64_t len, uint64_t *run);
+
+/*
+ * Point the closed qcow2 image PATH at backing file NAME in FORMAT (NAME NULL
+ * or "": no backing file), rewriting its header cluster; nothing else changes.
+ */
+int vdisk_qcow2_set_backing(const char *path, const char *name, const char *format);
+
+/* From now on IMG is its range [OFF, OFF+LEN) alone (a slice node over the image). */
+int vdisk_image_slice(struct vdisk_image *img, uint64_t off, uint64_t len);
+
+#define VDISK_MAX_PARTITIONS 128
+
+/* One partition; offsets in bytes. */
+struct vdisk_partition {
+    unsigned number; /* MBR: 1-4 primary, 5+ logical; GPT: entry index + 1 */
+    uint64_t start;
+    uint64_t size;
+    char type[40]; /* MBR: the type byte in hex ("83"); GPT: the type GUID */
+    char uuid[40]; /* GPT: the partition's GUID; "" for MBR */
+    char name[80]; /* GPT: its name (UTF-8); "" for MBR */
+    bool bootable; /* MBR: the active flag */
+};
+
+/* A partition table as read from an image. */
+struct vdisk_partition_table {
+    char label[8];        /* "dos", "gpt", or "" when the image has none */
+    char id[40];          /* disk identifier: "0x1234abcd" (dos) or a GUID */
+    unsigned sector_size; /* the table's sector size */
+    uint64_t first_lba;   /* GPT: first and last usable sectors */
+    uint64_t last_lba;
+    unsigned count;
+    struct vdisk_partition parts[VDISK_MAX_PARTITIONS];
+};
+
+/* Read IMG's partition table (MBR with logical partitions, or GPT) into *T. */
+int vdisk_get_partitions(struct vdisk_image *img, struct vdisk_partition_table *t);
+
+/* Make IMG partition NUMBER alone (vdisk_image_slice); -ENOENT when there is none. */
+int vdisk_select_partition(struct vdisk_image *img, unsigned number);
+
 #ifdef __cplusplus
 }
 #endif

@@ -3,6 +3,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "vdisk.h"
@@ -11,7 +12,8 @@
 static const char *const cap_names[] = {"thread-safe", "read-only", "linear"};
 #define N_CAPS (sizeof(cap_names) / sizeof(cap_names[0]))
 
-static void print_text(const struct vdisk_info *in, const struct disk_record *rec, bool open)
+static void print_text(const struct vdisk_info *in, const struct disk_record *rec, bool open,
+                       const struct vdisk_partition_table *pt, const char *why)
 {
     /* paths escaped: a newline in one must not make a line of its own */
     printf("image: ");
@@ -50,9 +52,14 @@ static void print_text(const struct vdisk_info *in, const struct disk_record *re
         fput_escaped(stdout, *f);
         putchar('\n');
     }
+    partitions_text(pt, why);
     if (open)
         printf("device: %s\nvia: %s\nid: %s\nread-only: %s\n", rec->device, rec->via, rec->id,
                rec->read_only ? "yes" : "no");
+    if (open && rec->snapshot)
+        printf("snapshot: yes (the writes go to a temporary overlay, gone at close)\n");
+    if (open && rec->partition)
+        printf("partition: %u (the disk is this partition alone)\n", rec->partition);
     if (open && rec->pid)
         printf("server pid: %d\n", (int)rec->pid);
     if (open && strcmp(rec->via, "ublk") == 0) {
@@ -64,7 +71,8 @@ static void print_text(const struct vdisk_info *in, const struct disk_record *re
     }
 }
 
-static void print_json(const struct vdisk_info *in, const struct disk_record *rec, bool open)
+static void print_json(const struct vdisk_info *in, const struct disk_record *rec, bool open,
+                       const struct vdisk_partition_table *pt, const char *why)
 {
     printf("{\"image\": ");
     json_string(stdout, in->path);
@@ -91,6 +99,7 @@ static void print_json(const struct vdisk_info *in, const struct disk_record *re
         json_string(stdout, *f);
     }
     printf("]");
+    partitions_json(pt, why);
     for (unsigned i = 0; i < in->ndetails; i++) {
         printf(", ");
         json_string(stdout, in->details[i].key);
@@ -104,6 +113,8 @@ static void print_json(const struct vdisk_info *in, const struct disk_record *re
         json_string(stdout, rec->via);
         printf(", \"id\": \"%s\", \"read_only\": %s, \"pid\": %d", rec->id,
                rec->read_only ? "true" : "false", (int)rec->pid);
+        printf(", \"snapshot\": %s, \"partition\": %u", rec->snapshot ? "true" : "false",
+               rec->partition);
         if (strcmp(rec->via, "ublk") == 0) {
             unsigned queues;
             const char *state = ublk_kernel_state(rec, &queues);
@@ -123,6 +134,8 @@ int cmd_info(int argc, char **argv)
     struct disk_record rec;
     struct vdisk_image *img;
     struct vdisk_info info;
+    struct vdisk_partition_table *pt;
+    char why[1024];
     const char *path;
     bool json = false;
     int c, open;
@@ -157,10 +170,12 @@ int cmd_info(int argc, char **argv)
         vdisk_close(img);
         return err("%s", vdisk_last_error());
     }
+    pt = partitions_read(img, why, sizeof(why));
     if (json)
-        print_json(&info, &rec, open);
+        print_json(&info, &rec, open, pt, why);
     else
-        print_text(&info, &rec, open);
+        print_text(&info, &rec, open, pt, why);
+    free(pt);
     vdisk_close(img);
     return 0;
 }

@@ -56,6 +56,20 @@ static int inspect(struct open_request *req, const char *format)
     req->size = info.virtual_size;
     req->linear_offset = info.linear_offset;
     vdisk_close(img);
+    if (!req->snapshot && !req->partition)
+        return 0;
+    /* the disk is the overlay or the partition: its size and capabilities, the base's format */
+    img = NULL;
+    if (open_image(req, VDISK_OPEN_RDONLY | VDISK_OPEN_NOLOCK, &img) < 0 ||
+        vdisk_get_info(img, &info) < 0) {
+        err("%s", vdisk_last_error());
+        vdisk_close(img);
+        return 1;
+    }
+    req->caps = info.caps;
+    req->size = info.virtual_size;
+    req->linear_offset = info.linear_offset;
+    vdisk_close(img);
     return 0;
 }
 
@@ -101,6 +115,9 @@ struct open_args {
     bool may_create; /* create a missing image (not for the persistent table) */
     bool size_given;
     uint64_t size;
+    bool snapshot;            /* --snapshot */
+    const char *snapshot_dir; /* --snapshot-dir */
+    unsigned partition;       /* --partition N */
 };
 
 /* Open one disk and print its device: 0, or 1 with a message. */
@@ -108,7 +125,10 @@ static int open_one(const struct open_args *a)
 {
     struct open_request req = {.direct = a->direct,
                                .read_only = a->read_only,
-                               .options = key_options(a->options)}; /* key-fd=N: servers keep it */
+                               .options = key_options(a->options), /* key-fd=N: servers keep it */
+                               .snapshot = a->snapshot,
+                               .snapshot_dir = a->snapshot_dir,
+                               .partition = a->partition};
     struct disk_record rec = {0};
     const char *format = a->format, *via_name = a->via, *image = a->image;
     const struct via *via;
@@ -157,7 +177,7 @@ static int open_one(const struct open_args *a)
     req.format_stated = format != NULL;
     if (inspect(&req, format))
         goto out;
-    if (!created && !req.read_only && !(req.caps & VDISK_CAP_READ_ONLY) &&
+    if (!created && !req.read_only && !req.snapshot && !(req.caps & VDISK_CAP_READ_ONLY) &&
         check_writable(canonical) < 0)
         goto out;
     if (a->size_given && a->size != req.size &&
@@ -182,6 +202,12 @@ static int open_one(const struct open_args *a)
         }
     } else {
         via = via_find(via_name);
+        if (via->linear_only && !(req.caps & VDISK_CAP_LINEAR) && req.snapshot) {
+            err("%s: --via %s serves images whose data lies as it is in one file; a --snapshot "
+                "disk is a qcow2 overlay: use ublk, nbd or fuse",
+                canonical, via->name);
+            goto out;
+        }
         if (via->linear_only && !(req.caps & VDISK_CAP_LINEAR)) {
             err("%s: --via %s serves images whose data lies as it is in one file (raw), "
                 "this one is %s",
@@ -204,6 +230,8 @@ static int open_one(const struct open_args *a)
     rec.read_only = req.read_only || (req.caps & VDISK_CAP_READ_ONLY);
     req.read_only = rec.read_only;
     rec.size = req.size;
+    rec.snapshot = req.snapshot;
+    rec.partition = req.partition;
     if (via->start(&req, &rec) < 0) {
         lock_hint(canonical);
         goto out;
@@ -263,9 +291,57 @@ static int open_all_persistent(void)
     return status;
 }
 
+/* --partition N: a partition number, 1 to 128. 0, or -1 with a message. */
+static int parse_partition(const char *text, unsigned *n)
+{
+    char *end;
+    unsigned long v = strtoul(text, &end, 10);
+
+    if (!*text || *end || v < 1 || v > VDISK_MAX_PARTITIONS || text[0] == '-')
+        return -err("--partition %s: not a partition number (1 to %d)", text, VDISK_MAX_PARTITIONS);
+    *n = (unsigned)v;
+    return 0;
+}
+
+/* Options that do not go together, and what --snapshot/--overlay need. 0, or -1 with a message. */
+static int open_checks(struct open_args *a, const char *overlay, bool persist)
+{
+    if (a->snapshot_dir && !a->snapshot)
+        return -err("--snapshot-dir needs --snapshot");
+    if (a->snapshot && overlay)
+        return -err("--snapshot and --overlay: choose one (a temporary or a kept overlay)");
+    if ((a->snapshot || overlay) && a->read_only)
+        return -err("-r and --%s: an overlay takes the writes; give -r alone for a read-only disk",
+                    a->snapshot ? "snapshot" : "overlay");
+    if (a->snapshot && persist)
+        return -err("--snapshot and --persist: a snapshot's writes are gone at close, it cannot "
+                    "be reopened at boot");
+    if ((a->snapshot || overlay || a->partition) && persist)
+        return -err("--persist takes no --snapshot, --overlay or --partition");
+    if (a->snapshot || a->partition)
+        a->may_create = false;
+    if (a->snapshot_dir) { /* the server runs in / */
+        static char dir[PATH_MAX];
+
+        if (!realpath(a->snapshot_dir, dir))
+            return -err("--snapshot-dir %s: %m", a->snapshot_dir);
+        a->snapshot_dir = dir;
+    }
+    if (overlay && a->size_given)
+        return -err("--overlay: the overlay takes its base's size; leave SIZE out");
+    return 0;
+}
+
 int cmd_open(int argc, char **argv)
 {
-    enum { OPT_PERSIST = 256, OPT_ALL_PERSISTENT };
+    enum {
+        OPT_PERSIST = 256,
+        OPT_ALL_PERSISTENT,
+        OPT_SNAPSHOT,
+        OPT_SNAPSHOT_DIR,
+        OPT_OVERLAY,
+        OPT_PARTITION
+    };
     static const struct option longopts[] = {
         {"read-only", no_argument, NULL, 'r'},
         {"format", required_argument, NULL, 'f'},
@@ -274,14 +350,19 @@ int cmd_open(int argc, char **argv)
         {"no-direct", no_argument, NULL, 'D'},
         {"persist", no_argument, NULL, OPT_PERSIST},
         {"all-persistent", no_argument, NULL, OPT_ALL_PERSISTENT},
+        {"snapshot", no_argument, NULL, OPT_SNAPSHOT},
+        {"snapshot-dir", required_argument, NULL, OPT_SNAPSHOT_DIR},
+        {"overlay", required_argument, NULL, OPT_OVERLAY},
+        {"partition", required_argument, NULL, OPT_PARTITION},
         {"help", no_argument, NULL, 'h'},
         KEY_LONGOPTS,
         {NULL, 0, NULL, 0},
     };
     struct open_args a = {.via = "auto", .direct = true, .may_create = true};
-    bool persist = false, all_persistent = false;
+    bool persist = false, all_persistent = false, overlay_created = false;
+    const char *overlay = NULL;
     struct persist_entry e;
-    int c;
+    int c, status;
 
     while ((c = getopt_long(argc, argv, "rf:o:h", longopts, NULL)) != -1) {
         switch (c) {
@@ -311,6 +392,19 @@ int cmd_open(int argc, char **argv)
         case OPT_ALL_PERSISTENT:
             all_persistent = true;
             break;
+        case OPT_SNAPSHOT:
+            a.snapshot = true;
+            break;
+        case OPT_SNAPSHOT_DIR:
+            a.snapshot_dir = optarg;
+            break;
+        case OPT_OVERLAY:
+            overlay = optarg;
+            break;
+        case OPT_PARTITION:
+            if (parse_partition(optarg, &a.partition) < 0)
+                return 1;
+            break;
         case 'h':
             fputs(command_help("open"), stdout);
             return 0;
@@ -338,7 +432,19 @@ int cmd_open(int argc, char **argv)
             return 1;
         a.size_given = true;
     }
-    if (open_one(&a) != 0)
+    if (open_checks(&a, overlay, persist) < 0)
+        return 1;
+    if (overlay) { /* the disk is the overlay; -f states the base's format */
+        if (overlay_prepare(overlay, a.image, a.format, &overlay_created) < 0)
+            return 1;
+        a.image = overlay;
+        a.format = "qcow2";
+        a.may_create = false;
+    }
+    status = open_one(&a);
+    if (status != 0 && overlay_created)
+        unlink(overlay); /* nothing half-made is left behind */
+    if (status != 0)
         return 1;
     if (persist &&
         (persist_entry_set(&e, a.image, a.format, a.options, a.via, a.read_only, a.direct) < 0 ||

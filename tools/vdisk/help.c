@@ -24,6 +24,8 @@ static const struct help {
     {"open",
      "usage: vdisk open [-r] [-f FMT] [-o KEY=VAL,...] [--via WAY] [--no-direct]\n"
      "                  [--persist] IMAGE [SIZE]\n"
+     "       vdisk open --snapshot [--snapshot-dir DIR] [--partition N] IMAGE\n"
+     "       vdisk open --overlay OVERLAY [--partition N] IMAGE\n"
      "       vdisk open --all-persistent\n"
      "Give IMAGE a block device (creating a raw or FMT image of SIZE, default 100 MiB,\n"
      "when it does not exist) and print the device.\n"
@@ -34,6 +36,11 @@ static const struct help {
      "      --no-direct        go through the page cache (no O_DIRECT)\n"
      "      --persist          also record the disk in the persistent table\n"
      "      --all-persistent   open every disk of the persistent table\n"
+     "      --snapshot         IMAGE read-only; writes go to a temporary overlay, gone at close\n"
+     "      --snapshot-dir DIR  where the snapshot's unlinked overlay lives (default $TMPDIR,\n"
+     "                         else /var/tmp)\n"
+     "      --overlay OVERLAY  writes go to the qcow2 OVERLAY over IMAGE (made when missing)\n"
+     "      --partition N      the disk is partition N of the image alone\n"
      "      --key-file FILE    the key of an encrypted image (luks, qcow2 encrypt.format=luks)\n"
      "      --key-stdin        read the key from standard input\n"
      "  -h, --help             show this help\n"},
@@ -162,6 +169,19 @@ static const struct help {
      "      --new-key-file N   the key to add\n"
      "  -o KDF-OPTS            pbkdf=argon2id|argon2i|pbkdf2,iter-time=MS,argon2-memory=KIB,\n"
      "                         argon2-time=N\n"
+     "  -h, --help             show this help\n"},
+    {"commit", "usage: vdisk commit [--yes] OVERLAY\n"
+               "Write what OVERLAY holds into its base image, then empty it (a qcow2 overlay).\n"
+               "Without --yes it says what it would do and changes nothing.\n"
+               "  -y, --yes              do it\n"
+               "  -h, --help             show this help\n"},
+    {"rebase",
+     "usage: vdisk rebase -b NEWBASE [-F FMT] [-u] OVERLAY\n"
+     "Put the qcow2 OVERLAY over NEWBASE (\"\": over no base). It shows the same disk after:\n"
+     "what the old and new bases differ in is copied into it first.\n"
+     "  -b, --backing NEWBASE  the new base, relative to OVERLAY's directory\n"
+     "  -F, --backing-format FMT  its format (default: probed)\n"
+     "  -u, --unsafe           only rewrite the name (the bases hold the same data)\n"
      "  -h, --help             show this help\n"},
     {"formats", "usage: vdisk formats\n"
                 "List the image formats this vdisk knows, one a line.\n"

@@ -26,6 +26,8 @@ static const struct command {
     {"convert", cmd_convert, "copy an image into a new one of any format"},
     {"check", cmd_check, "check and repair an image's metadata"},
     {"luks", cmd_luks, "dump, add or remove a key of a LUKS image"},
+    {"commit", cmd_commit, "write an overlay back into its base image"},
+    {"rebase", cmd_rebase, "put an overlay over another base image"},
     {"bench", cmd_bench, "measure I/O on an image"},
     {"persist", cmd_persist, "edit the table of disks opened at boot"},
     {"supervise", cmd_supervise, "keep a persistent disk open (vdisk@ID.service)"},

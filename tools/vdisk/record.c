@@ -130,6 +130,10 @@ int record_save(const struct disk_record *rec)
     put_field(f, "socket", rec->socket);
     fprintf(f, "read_only=%d\nsize=%" PRIu64 "\npid=%d\n", rec->read_only, rec->size,
             (int)rec->pid);
+    if (rec->snapshot)
+        fprintf(f, "snapshot=1\n");
+    if (rec->partition)
+        fprintf(f, "partition=%u\n", rec->partition);
     if (fflush(f) != 0 || fsync(fileno(f)) < 0) {
         fclose(f);
         unlink(tmp);
@@ -201,6 +205,10 @@ static int parse_line(struct disk_record *rec, char *line)
         rec->size = strtoull(v, NULL, 10);
     else if (strcmp(line, "pid") == 0)
         rec->pid = (pid_t)atoi(v);
+    else if (strcmp(line, "snapshot") == 0)
+        rec->snapshot = atoi(v) != 0;
+    else if (strcmp(line, "partition") == 0)
+        rec->partition = (unsigned)strtoul(v, NULL, 10);
     return 0; /* unknown keys: written by a newer vdisk, ignored */
 }
 

@@ -30,6 +30,9 @@ struct disk_record {
     bool read_only;
     uint64_t size;
     pid_t pid; /* server process, 0 when the kernel serves it */
+
+    bool snapshot;      /* writes went to a temporary overlay (gone with its server) */
+    unsigned partition; /* the disk is this partition of the image; 0: all of it */
 };
 
 /* What `vdisk open` asks a via for. */
@@ -43,6 +46,10 @@ struct open_request {
     bool direct;
     uint64_t size;          /* virtual size */
     uint64_t linear_offset; /* VDISK_CAP_LINEAR: where the data starts in the file */
+
+    bool snapshot;            /* --snapshot: writes go to a temporary overlay (open_image.c) */
+    const char *snapshot_dir; /* --snapshot-dir, or NULL */
+    unsigned partition;       /* --partition N: that partition alone; 0 for the whole image */
 };
 
 /*
@@ -70,6 +77,22 @@ extern const struct via via_ublk;
 int ublk_recover(struct disk_record *rec);
 /* What the kernel says of REC's ublk device: live, quiesced (I/O waits), dead, gone. */
 const char *ublk_kernel_state(const struct disk_record *rec, unsigned *queues);
+
+/* Open REQ's image for a way, with FLAGS: snapshot overlay and partition applied (open_image.c). */
+int open_image(const struct open_request *req, unsigned flags, struct vdisk_image **imgp);
+
+/*
+ * --overlay OVERLAY over BASE (FORMAT: the base's, NULL to probe): make a qcow2
+ * overlay when missing (*CREATED), else check it is one over BASE (overlay.c).
+ * 0, or -1 with a message.
+ */
+int overlay_prepare(const char *overlay, const char *base, const char *format, bool *created);
+
+/* IMG's partition table (partitions.c; free() it), or NULL with WHY filled. */
+struct vdisk_partition_table *partitions_read(struct vdisk_image *img, char *why, size_t len);
+/* Print it for vdisk info: text lines, or JSON members (T NULL: the error WHY). */
+void partitions_text(const struct vdisk_partition_table *t, const char *why);
+void partitions_json(const struct vdisk_partition_table *t, const char *why);
 
 /* The via called NAME, or NULL. */
 const struct via *via_find(const char *name);
@@ -168,6 +191,8 @@ int cmd_persist(int argc, char **argv);
 int cmd_formats(int argc, char **argv);
 int cmd_supervise(int argc, char **argv);
 int cmd_luks(int argc, char **argv);
+int cmd_commit(int argc, char **argv);
+int cmd_rebase(int argc, char **argv);
 
 /* nodes.c: the disk's device node root:disk 0660, its control node (ublk) root 0600 */
 void nodes_secure(const char *device);

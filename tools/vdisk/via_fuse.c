@@ -78,7 +78,7 @@ static void serve(void *arg)
 
     cfg.threads = env ? (unsigned)atoi(env) : 0;
     cfg.debug = getenv("VDISK_FUSE_DEBUG") != NULL;
-    if (vdisk_open(req->image, open_format(req), flags, req->options, &img) < 0)
+    if (open_image(req, flags, &img) < 0)
         _exit(err("%s", vdisk_last_error()));
     if (vdisk_fuse_start(img, job->rec->mountpoint, &cfg, &fs, msg, sizeof(msg)) < 0) {
         vdisk_close(img);

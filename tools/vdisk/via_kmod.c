@@ -88,7 +88,7 @@ static int kmod_start(const struct open_request *req, struct disk_record *rec)
     uint64_t offset;
     int ctl, fd, r;
 
-    r = vdisk_open(req->image, open_format(req), flags, req->options, &img);
+    r = open_image(req, flags, &img);
     if (r < 0)
         return -err("%s", vdisk_last_error());
     if (vdisk_get_linear(img, &fd, &offset) < 0) {

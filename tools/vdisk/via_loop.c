@@ -31,7 +31,9 @@ int loopdev_attach(int file_fd, uint64_t offset, uint64_t size, const char *name
     struct loop_config cfg = {.fd = (unsigned)file_fd, .block_size = 512};
     int ctl, dev = -1;
 
-    cfg.info.lo_flags = (read_only ? LO_FLAGS_READ_ONLY : 0) | (direct ? LO_FLAGS_DIRECT_IO : 0);
+    /* partitions appear as loopNpM, as for any disk (losetup -P) */
+    cfg.info.lo_flags = (read_only ? LO_FLAGS_READ_ONLY : 0) | (direct ? LO_FLAGS_DIRECT_IO : 0) |
+                        LO_FLAGS_PARTSCAN;
     cfg.info.lo_offset = offset;
     cfg.info.lo_sizelimit = size;
     snprintf((char *)cfg.info.lo_file_name, sizeof(cfg.info.lo_file_name), "%s", name);
@@ -159,7 +161,7 @@ static int loop_start(const struct open_request *req, struct disk_record *rec)
     struct stat st;
     int fd, r;
 
-    r = vdisk_open(req->image, open_format(req), flags, req->options, &img);
+    r = open_image(req, flags, &img);
     if (r < 0)
         return -err("%s", vdisk_last_error());
     r = vdisk_get_linear(img, &fd, &offset);

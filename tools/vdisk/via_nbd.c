@@ -28,6 +28,10 @@
 #include "nbd-server.h"
 #include "server.h"
 
+#ifndef BLKRRPART /* <linux/fs.h>, whose BLOCK_SIZE is not ours */
+#define BLKRRPART    _IO(0x12, 95)
+#define BLKGETSIZE64 _IOR(0x12, 114, size_t)
+#endif
 #define NBD_DEVICES  256 /* /dev/nbd0 .. : tried in order */
 #define BLOCK_SIZE   512
 #define STOP_SECONDS 60          /* wait this long for a server to flush and go */
@@ -176,9 +180,10 @@ static void server_process(void *arg)
     struct kernel_link k = {-1, -1, ""};
     struct vdisk_image *img;
     pthread_t server_thread, kernel_thread;
+    uint64_t bytes = 0;
     int lfd;
 
-    if (vdisk_open(req->image, open_format(req), flags, req->options, &img) < 0)
+    if (open_image(req, flags, &img) < 0)
         _exit(err("%s", vdisk_last_error()));
     if (nbd_server_new(img, &opts, &server) < 0)
         _exit(err("%s: cannot set up the NBD server", req->image));
@@ -208,12 +213,19 @@ static void server_process(void *arg)
         _exit(1);
     }
 
+    /* partitions: the kernel scans them on a first open, and ours came first (as nbd-client);
+     * the kernel names its task before it sets the capacity, and scans nothing at 0 bytes */
+    for (int i = 0; i < 500 && (ioctl(k.nbd, BLKGETSIZE64, &bytes) < 0 || bytes == 0); i++)
+        sleep_ms(10);
+    if (ioctl(k.nbd, BLKRRPART) < 0)
+        fprintf(stderr, "vdisk-nbd: %s: partition scan: %m\n", k.device);
     server_ready(k.device);
     server_wait_stop(NULL, NULL);
     /* the kernel first: it sends NBD_CMD_DISC after its queue drains */
     if (device_task(k.device) > 0)
         ioctl(k.nbd, NBD_DISCONNECT);
     pthread_join(kernel_thread, NULL);
+    (void)ioctl(k.nbd, BLKRRPART); /* at 0 bytes: the partition devices go with the disk */
     nbd_server_stop(server);
     pthread_join(server_thread, NULL);
     close(lfd);

@@ -177,10 +177,9 @@ static void server_process(void *arg)
     wd = start_watchdog(job->log, cfg.recovery);
     if (wd < 0)
         _exit(err("%s: cannot start the ublk watchdog: %m", req->image));
-    r = vdisk_open(req->image, open_format(req), flags, req->options, &img);
+    r = open_image(req, flags, &img);
     if (r == -EINVAL && job->recover_id >= 0 && (flags & VDISK_OPEN_DIRECT)) /* was --no-direct */
-        r = vdisk_open(req->image, open_format(req), flags & ~VDISK_OPEN_DIRECT, req->options,
-                       &img);
+        r = open_image(req, flags & ~VDISK_OPEN_DIRECT, &img);
     if (r < 0)
         _exit(err("%s", vdisk_last_error()));
     if (vdisk_get_info(img, &info) == 0 && info.cluster_size >= 4096 &&
@@ -253,9 +252,14 @@ int ublk_recover(struct disk_record *rec)
         .read_only = rec->read_only,
         .direct = true,
         .size = rec->size,
+        .partition = rec->partition,
     };
     int id = device_id(rec->device);
 
+    if (rec->snapshot) /* the overlay was an unlinked file of the dead server */
+        return -err("%s: %s was a --snapshot disk: its writes died with its server and cannot "
+                    "be recovered; run 'vdisk close %s'",
+                    rec->image, rec->device, rec->id);
     if (id < 0)
         return -err("%s: recorded without a ublk device", rec->image);
     if (ublk_alive(rec))
