@@ -3,11 +3,13 @@
  * luks: LUKS1 and LUKS2 encrypted images without dm-crypt. open() reads the
  * header, derives each active keyslot's key from the passphrase (key-file= or
  * key-fd=), merges the anti-forensic stripes and checks the result against
- * the volume key digest; only a key that matches opens the image. Every range
- * maps OTHER: read() decrypts and write() encrypts sector by sector (the IV is
- * the sector number in the segment's sector size, plus iv_tweak), through a
- * bounce buffer; a write that covers part of a sector reads, decrypts and
- * merges that sector under a lock.
+ * the volume key digest; only a key that matches opens the image. Whole
+ * sectors map DATA (transform) for the request engine, which reads them on
+ * its ring and decrypts on completion; the rest maps OTHER: read() decrypts
+ * and write() encrypts sector by sector (the IV is the sector number in the
+ * segment's sector size, plus iv_tweak), through a bounce buffer; a write
+ * that covers part of a sector reads, decrypts and merges that sector under
+ * a lock.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -85,14 +87,31 @@ static void luks_close(struct vdisk_node *node)
     node->priv = NULL;
 }
 
-/* Nothing lies in the file as the guest sees it: the driver reads and writes everything. */
+/* Whole sectors: the ciphertext, for a caller that runs luks_transform(); the rest OTHER. */
 static int luks_map(struct vdisk_node *node, uint64_t off, uint64_t len, unsigned flags,
                     struct vdisk_map *m)
 {
-    (void)node, (void)off, (void)flags;
-    m->type = VDISK_MAP_OTHER;
+    struct luks *l = node->priv;
+    uint32_t ss = l->m.sector_size;
+
     m->len = len;
+    if (!(flags & VDISK_MAP_TRANSFORM) || off % ss || len % ss) {
+        m->type = VDISK_MAP_OTHER;
+        return 0;
+    }
+    m->type = VDISK_MAP_DATA;
+    m->file = node->file;
+    m->host = l->m.offset + off;
+    m->transform = true;
     return 0;
+}
+
+/* Decrypt whole sectors read from the payload at OFF, or encrypt them before a write. */
+static int luks_transform(struct vdisk_node *node, void *buf, size_t len, uint64_t off, bool write)
+{
+    struct luks *l = node->priv;
+
+    return luks_cipher_run(&l->c, buf, len, off / l->m.sector_size, write);
 }
 
 static pthread_key_t bounce_key;
@@ -236,6 +255,7 @@ const struct vdisk_format vdisk_format_luks = {
     .open = luks_open,
     .close = luks_close,
     .map = luks_map,
+    .transform = luks_transform,
     .read = luks_read,
     .write = luks_write,
     .get_info = luks_get_info,
