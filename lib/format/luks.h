@@ -93,6 +93,7 @@ struct luks_cipher {
     size_t key_len;
     uint8_t *essiv_key; /* locked memory: hash of the key */
     size_t essiv_len;
+    struct luks_ctx_pool *pool; /* keyed cipher contexts, reused: no key schedule per request */
 };
 #define LUKS_IV_PLAIN   0
 #define LUKS_IV_PLAIN64 1
