@@ -16,7 +16,7 @@
 #include <openssl/rand.h>
 
 #include "../error.h"
-#include "luks-admin.h"
+#include "vdisk/luks.h"
 #include "luks.h"
 
 /* An open, locked image file and its header. */
@@ -282,10 +282,13 @@ static const char *const add_keys[] = {"key-file",    "key-fd",      "pbkdf",
                                        "hash",        "iter-time",   "argon2-memory",
                                        "argon2-time", "argon2-cpus", NULL};
 
-int luks_add_key(const char *path, const char *unlock_text, const char *add_text, int *slotp)
+int vdisk_luks_add_key(const char *path, const char *unlock_text, const char *add_text, int *slotp)
 {
     struct vdisk_options unlock, add;
-    int r = vdisk_options_parse(unlock_text, unlock_keys, "luks", &unlock);
+    int r;
+
+    vdisk_error_clear();
+    r = vdisk_options_parse(unlock_text, unlock_keys, "luks", &unlock);
 
     if (r < 0)
         return r;
@@ -298,11 +301,13 @@ int luks_add_key(const char *path, const char *unlock_text, const char *add_text
     return r;
 }
 
-int luks_remove_key(const char *path, const char *unlock_text, int *slotp)
+int vdisk_luks_remove_key(const char *path, const char *unlock_text, int *slotp)
 {
     struct vdisk_options unlock;
-    int r = vdisk_options_parse(unlock_text, unlock_keys, "luks", &unlock);
+    int r;
 
+    vdisk_error_clear();
+    r = vdisk_options_parse(unlock_text, unlock_keys, "luks", &unlock);
     if (r == 0) {
         r = remove_key(path, &unlock, slotp);
         vdisk_options_free(&unlock);
@@ -310,10 +315,13 @@ int luks_remove_key(const char *path, const char *unlock_text, int *slotp)
     return r;
 }
 
-int luks_dump(const char *path, FILE *out)
+int vdisk_luks_dump(const char *path, FILE *out)
 {
     struct admin a;
-    int r = admin_open(path, false, &a);
+    int r;
+
+    vdisk_error_clear();
+    r = admin_open(path, false, &a);
 
     if (r < 0)
         return r;
