@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Keyslots of a LUKS2 image, as cryptsetup's luksAddKey / luksRemoveKey /
- * luksDump do them (vdisk luks ...). The image file is locked for writing as
- * an open does. add-key: unlock with an existing key, put the volume key in a
- * free keyslot and a free part of the keyslot area, then bump seqid and write
- * both header copies (key material first, flushed). remove-key: the keyslot
- * the key opens goes from the JSON first, then its area is overwritten.
+ * luksDump do them (vdisk luks ...); LUKS1 keyslots in luks1-admin.c. The image file is locked for
+ * writing as an open does. add-key: unlock with an existing key, put the volume key in a free
+ * keyslot and a free part of the keyslot area, then bump seqid and write both header copies (key
+ * material first, flushed). remove-key: the keyslot the key opens goes from the JSON first, then
+ * its area is overwritten.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -35,7 +35,7 @@ static void admin_close(struct admin *a)
         vdisk_file_close(a->f);
 }
 
-/* Open PATH (for writing when WRITE, LUKS2 only) and read its header. */
+/* Open PATH (for writing when WRITE) and read its header (and LUKS2 JSON for writing). */
 static int admin_open(const char *path, bool write, struct admin *a)
 {
     uint64_t size, hsize;
@@ -50,10 +50,7 @@ static int admin_open(const char *path, bool write, struct admin *a)
         r = vdisk_file_get_size(a->f, &size);
     if (r == 0)
         r = luks_read_header(a->f, path, 0, size, &a->m);
-    if (r == 0 && write && a->m.version != 2)
-        r = vdisk_error(ENOTSUP, "%s: LUKS%d: vdisk changes keyslots of LUKS2 images only", path,
-                        a->m.version);
-    if (r == 0 && write) {
+    if (r == 0 && write && a->m.version == 2) {
         r = luks2_read_raw(a->f, path, 0, size, a->bin, &text, &hsize);
         if (r == 0) {
             a->json = json_tokener_parse(text);
@@ -173,6 +170,10 @@ static int add_key(const char *path, const struct vdisk_options *unlock,
     r = luks_unlock(a.f, path, &a.m, unlock, vk, NULL);
     if (r == 0)
         r = luks_key_read(path, add, &pass, &pass_len, &alloc);
+    if (r == 0 && a.m.version == 1) {
+        r = luks1_add_key(a.f, path, &a.m, vk, pass, pass_len, add, slotp);
+        goto out;
+    }
     if (r == 0)
         r = luks_params_get(path, 0, add, &p);
     if (r < 0)
@@ -248,6 +249,12 @@ static int remove_key(const char *path, const struct vdisk_options *opts, int *s
                         "%s: keyslot %d is the last one: without it nothing opens the "
                         "image again",
                         path, id);
+        goto out;
+    }
+    if (a.m.version == 1) {
+        r = luks1_remove_key(a.f, path, &a.m, id);
+        if (r == 0 && slotp)
+            *slotp = id;
         goto out;
     }
     for (int i = 0; i < a.m.nslots; i++)

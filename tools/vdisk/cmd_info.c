@@ -153,10 +153,15 @@ int cmd_info(int argc, char **argv)
     /* like qemu-img info -U: read metadata even while another process writes */
     r = vdisk_open(path, open ? rec.format : NULL, VDISK_OPEN_RDONLY | VDISK_OPEN_NOLOCK,
                    key_options(NULL), &img);
-    if (r == -ENOKEY && key_descriptor() < 0 && /* encrypted, no key: the header's fields */
-        vdisk_open(path, open ? rec.format : NULL, VDISK_OPEN_RDONLY | VDISK_OPEN_NOLOCK,
-                   "no-key=on", &img) == 0)
+    if (r == -ENOKEY && key_descriptor() < 0) { /* encrypted, no key: the header's fields */
+        char why[512];
+
+        snprintf(why, sizeof(why), "%s", vdisk_last_error());
+        if (vdisk_open(path, open ? rec.format : NULL, VDISK_OPEN_RDONLY | VDISK_OPEN_NOLOCK,
+                       "no-key=on", &img) < 0)
+            return err("%s", why); /* a format without it (encrypted qcow2) */
         r = 0;
+    }
     if (r < 0)
         return err("%s", vdisk_last_error());
     if (vdisk_get_info(img, &info) < 0) {
