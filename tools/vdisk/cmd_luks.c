@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * vdisk luks dump IMAGE
- * vdisk luks add-key --key-file F|--key-stdin --new-key-file N [-o KDF-OPTS] IMAGE
- * vdisk luks remove-key --key-file F|--key-stdin IMAGE
- * Keyslots of a LUKS2 image, as cryptsetup's luksDump/luksAddKey/luksRemoveKey.
+ * vdisk luks add-key [--key-file F|--key-stdin] [--new-key-file N] [-o KDF-OPTS] IMAGE
+ * vdisk luks remove-key [--key-file F|--key-stdin] IMAGE
+ * Keyslots of a LUKS1 or LUKS2 image, as cryptsetup's luksDump/luksAddKey/luksRemoveKey;
+ * keys not given are asked on the terminal (key-ask.c).
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -15,8 +16,9 @@
 
 #define USAGE                                                                                      \
     "usage: vdisk luks dump IMAGE\n"                                                               \
-    "       vdisk luks add-key --key-file F|--key-stdin --new-key-file N [-o KDF-OPTS] IMAGE\n"    \
-    "       vdisk luks remove-key --key-file F|--key-stdin IMAGE\n"                                \
+    "       vdisk luks add-key [--key-file F|--key-stdin] [--new-key-file N] [-o KDF-OPTS] "       \
+    "IMAGE\n"                                                                                      \
+    "       vdisk luks remove-key [--key-file F|--key-stdin] IMAGE\n"                              \
     "KDF-OPTS: pbkdf=argon2id|argon2i|pbkdf2,iter-time=MS,argon2-memory=KIB,argon2-time=N\n"
 
 int cmd_luks(int argc, char **argv)
