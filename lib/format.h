@@ -128,11 +128,13 @@ struct vdisk_format {
     /* Optional: M (with a non-zero handle) is no longer used; NULL: the layer pins for it. */
     void (*release)(struct vdisk_node *node, const struct vdisk_map *m);
     /*
-     * Optional: turn BUF (LEN bytes at node offset OFF, of a DATA extent that map() gave under
-     * VDISK_MAP_TRANSFORM with ->transform set) from file bytes into guest bytes after a read
-     * (decrypt), or guest into file bytes before a write (encrypt, WRITE). In place; any thread.
+     * Optional: turn BUF (LEN bytes at node offset OFF, file offset HOST, of a DATA extent that
+     * map() gave under VDISK_MAP_TRANSFORM with ->transform set) from file bytes into guest
+     * bytes after a read (decrypt), or guest into file bytes before a write (encrypt, WRITE).
+     * In place; on any thread.
      */
-    int (*transform)(struct vdisk_node *node, void *buf, size_t len, uint64_t off, bool write);
+    int (*transform)(struct vdisk_node *node, void *buf, size_t len, uint64_t off, uint64_t host,
+                     bool write);
     /* Optional: bytes of OTHER extents. */
     int (*read)(struct vdisk_node *node, void *buf, size_t len, uint64_t off);
     /* Writes map() did not answer with DATA. NULL: the node is read-only. */

@@ -383,7 +383,7 @@ static int seg_transform_write(struct seg *g)
     memcpy(p, g->buf, g->len);
     g->bounce = p;
     g->buf = p;
-    return g->node->fmt->transform(g->node, p, g->len, g->off, true) < 0 ? -EAGAIN : 0;
+    return g->node->fmt->transform(g->node, p, g->len, g->off, g->map.host, true) < 0 ? -EAGAIN : 0;
 }
 
 /*
@@ -644,7 +644,7 @@ static void seg_done(struct vdisk_queue *q, struct seg *g, int res)
     }
     /* decrypt (say) on completion, on this thread, while the ring moves other requests */
     if (s->result == 0 && req->op == VDISK_OP_READ && g->map.transform &&
-        g->node->fmt->transform(g->node, g->buf, g->len, g->off, false) < 0) {
+        g->node->fmt->transform(g->node, g->buf, g->len, g->off, g->map.host, false) < 0) {
         s->result = -EIO;
         snprintf(s->msg, sizeof(s->msg), "%s", vdisk_last_error());
     }
