@@ -47,6 +47,7 @@
 #define MAX_RING_IO      (1u << 30)   /* larger requests go to the workers */
 #define ASYNC_COPY_MIN   (256u << 10) /* page-cache I/O this large is copied by a kernel worker */
 #define INLINE_WRITE_MAX (64u << 10)  /* page-cache writes this small are done at submit */
+#define XFORM_WRITE_MAX  (64u << 10)  /* bigger encrypted writes: workers, in parallel */
 #define EFD_TAG          (VDISK_QUEUE_CQE_BIT | 1) /* the eventfd read; segments are aligned */
 
 struct slot;
@@ -396,8 +397,10 @@ static int seg_transform_write(struct seg *g)
 static int plan(struct slot *s, struct vdisk_node *n, uint8_t *buf, uint64_t off, uint64_t len,
                 bool write)
 {
-    unsigned flags = VDISK_MAP_NOWAIT | VDISK_MAP_TRANSFORM;
+    unsigned flags = VDISK_MAP_NOWAIT;
 
+    if (!write || s->req->length <= XFORM_WRITE_MAX)
+        flags |= VDISK_MAP_TRANSFORM;
     if (write)
         flags |= VDISK_MAP_WRITE | ((s->req->flags & VDISK_WRITE_FUA) ? VDISK_MAP_FUA : 0);
     while (len > 0) {
