@@ -15,6 +15,9 @@
  * UNALLOCATED is read from the backing node (zeroes without one), OTHER goes
  * through the driver's read(). A write that map() does not answer with DATA
  * (allocation, copy-on-write, compressed clusters...) goes through write().
+ * A caller that passes VDISK_MAP_TRANSFORM (the request engine) may get DATA
+ * with ->transform set (encrypted sectors): it does the file I/O itself and
+ * runs fmt->transform() on the bytes (after a read, before a write).
  *
  * Locks: for a driver without VDISK_FORMAT_THREAD_SAFE the image layer holds
  * node->lock (a mutex) around every callback below except probe, create,
@@ -49,12 +52,14 @@ struct vdisk_map {
     struct vdisk_file *file; /* DATA: the file */
     uint64_t host;           /* DATA: file offset of the first byte */
     uintptr_t handle;        /* the driver's, given back to release(); 0 when nothing is held */
+    bool transform;          /* DATA (VDISK_MAP_TRANSFORM): file bytes need fmt->transform() */
 };
 
 /* map() flags */
-#define VDISK_MAP_WRITE  (1u << 0) /* for a write: DATA only where bytes can be written in place */
-#define VDISK_MAP_NOWAIT (1u << 1) /* never block (the engine's thread): -EAGAIN instead */
-#define VDISK_MAP_FUA    (1u << 2) /* the write is FUA */
+#define VDISK_MAP_WRITE     (1u << 0) /* for a write: DATA only where bytes can be written in place */
+#define VDISK_MAP_NOWAIT    (1u << 1) /* never block (the engine's thread): -EAGAIN instead */
+#define VDISK_MAP_FUA       (1u << 2) /* the write is FUA */
+#define VDISK_MAP_TRANSFORM (1u << 3) /* the caller can run fmt->transform() (map->transform) */
 
 /* One node of an image graph. */
 struct vdisk_node {
@@ -122,6 +127,14 @@ struct vdisk_format {
                struct vdisk_map *m);
     /* Optional: M (with a non-zero handle) is no longer used; NULL: the layer pins for it. */
     void (*release)(struct vdisk_node *node, const struct vdisk_map *m);
+    /*
+     * Optional: turn BUF (LEN bytes at node offset OFF, file offset HOST, of a DATA extent that
+     * map() gave under VDISK_MAP_TRANSFORM with ->transform set) from file bytes into guest
+     * bytes after a read (decrypt), or guest into file bytes before a write (encrypt, WRITE).
+     * In place; on any thread.
+     */
+    int (*transform)(struct vdisk_node *node, void *buf, size_t len, uint64_t off, uint64_t host,
+                     bool write);
     /* Optional: bytes of OTHER extents. */
     int (*read)(struct vdisk_node *node, void *buf, size_t len, uint64_t off);
     /* Writes map() did not answer with DATA. NULL: the node is read-only. */

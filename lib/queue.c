@@ -9,6 +9,9 @@
  * DATA (in place), or is copied into the page cache at submit when it is
  * small and not O_DIRECT (write_inline). The drivers keep each mapping
  * valid until node_release(), which runs as soon as its I/O completes.
+ * DATA that the driver marks transform (encrypted sectors) is decrypted by
+ * fmt->transform() on completion, or encrypted into a bounce buffer before
+ * a write is submitted.
  * Anything else (OTHER extents, allocating writes, flush, discard, zeroes,
  * block status, cache, a map that would block) is handed to the queue's
  * worker threads, which run the synchronous calls and post completions back
@@ -44,6 +47,7 @@
 #define MAX_RING_IO      (1u << 30)   /* larger requests go to the workers */
 #define ASYNC_COPY_MIN   (256u << 10) /* page-cache I/O this large is copied by a kernel worker */
 #define INLINE_WRITE_MAX (64u << 10)  /* page-cache writes this small are done at submit */
+#define XFORM_WRITE_MAX  (64u << 10)  /* bigger encrypted writes: workers, in parallel */
 #define EFD_TAG          (VDISK_QUEUE_CQE_BIT | 1) /* the eventfd read; segments are aligned */
 /*
  * SQEs queued before they go to the kernel, in a ring of our own. Sent all at
@@ -61,6 +65,8 @@ struct seg {
     struct vdisk_map map;
     uint8_t *buf;
     uint64_t len, done;
+    uint64_t off;    /* node offset of buf[0]: for map.transform */
+    uint8_t *bounce; /* a transformed write's file bytes (buf points here), owned */
 };
 
 /* One request in flight. */
@@ -358,12 +364,33 @@ static int prep_seg(struct vdisk_queue *q, struct seg *g)
     return 0;
 }
 
+/* Give back segment G's mapping and its bounce buffer. */
+static void seg_put(struct seg *g)
+{
+    node_release(g->node, &g->map);
+    free(g->bounce);
+    g->bounce = NULL;
+}
+
 /* Give back the mappings of S's segments. */
 static void release_segs(struct slot *s)
 {
     for (unsigned i = 0; i < s->nsegs; i++)
-        node_release(s->segs[i].node, &s->segs[i].map);
+        seg_put(&s->segs[i]);
     s->nsegs = 0;
+}
+
+/* A write to transformed DATA: G's file bytes, made in a bounce buffer; -EAGAIN on failure. */
+static int seg_transform_write(struct seg *g)
+{
+    void *p;
+
+    if (posix_memalign(&p, 4096, g->len) != 0)
+        return -EAGAIN;
+    memcpy(p, g->buf, g->len);
+    g->bounce = p;
+    g->buf = p;
+    return g->node->fmt->transform(g->node, p, g->len, g->off, g->map.host, true) < 0 ? -EAGAIN : 0;
 }
 
 /*
@@ -378,6 +405,8 @@ static int plan(struct slot *s, struct vdisk_node *n, uint8_t *buf, uint64_t off
 {
     unsigned flags = VDISK_MAP_NOWAIT;
 
+    if (!write || s->req->length <= XFORM_WRITE_MAX)
+        flags |= VDISK_MAP_TRANSFORM;
     if (write)
         flags |= VDISK_MAP_WRITE | ((s->req->flags & VDISK_WRITE_FUA) ? VDISK_MAP_FUA : 0);
     while (len > 0) {
@@ -389,7 +418,9 @@ static int plan(struct slot *s, struct vdisk_node *n, uint8_t *buf, uint64_t off
         if (m.type == VDISK_MAP_DATA) {
             struct seg *g = &s->segs[s->nsegs++];
 
-            *g = (struct seg){.slot = s, .node = n, .map = m, .buf = buf, .len = m.len};
+            *g = (struct seg){.slot = s, .node = n, .map = m, .buf = buf, .len = m.len, .off = off};
+            if (write && m.transform && seg_transform_write(g) < 0)
+                return -EAGAIN; /* the workers will say why */
         } else {
             node_release(n, &m);
             if (write || m.type == VDISK_MAP_OTHER)
@@ -483,7 +514,7 @@ static int try_ring(struct vdisk_queue *q, struct slot *s)
             snprintf(s->msg, sizeof(s->msg), "%s: no room in the ring for a request",
                      q->img->root->path);
             for (unsigned k = i; k < s->nsegs; k++)
-                node_release(s->segs[k].node, &s->segs[k].map);
+                seg_put(&s->segs[k]);
             s->pending = i;
             break;
         }
@@ -622,7 +653,13 @@ static void seg_done(struct vdisk_queue *q, struct seg *g, int res)
         snprintf(s->msg, sizeof(s->msg), "%s: no room in the ring to finish a request",
                  q->img->root->path);
     }
-    node_release(g->node, &g->map); /* its pin goes as soon as its I/O is done */
+    /* decrypt (say) on completion, on this thread, while the ring moves other requests */
+    if (s->result == 0 && req->op == VDISK_OP_READ && g->map.transform &&
+        g->node->fmt->transform(g->node, g->buf, g->len, g->off, g->map.host, false) < 0) {
+        s->result = -EIO;
+        snprintf(s->msg, sizeof(s->msg), "%s", vdisk_last_error());
+    }
+    seg_put(g); /* its pin goes as soon as its I/O is done */
     if (--s->pending == 0)
         finish(q, s);
 }

@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Keyslots of a LUKS2 image, as cryptsetup's luksAddKey / luksRemoveKey /
- * luksDump do them (vdisk luks ...). The image file is locked for writing as
- * an open does. add-key: unlock with an existing key, put the volume key in a
- * free keyslot and a free part of the keyslot area, then bump seqid and write
- * both header copies (key material first, flushed). remove-key: the keyslot
- * the key opens goes from the JSON first, then its area is overwritten.
+ * luksDump do them (vdisk luks ...); LUKS1 keyslots in luks1-admin.c. The image file is locked for
+ * writing as an open does. add-key: unlock with an existing key, put the volume key in a free
+ * keyslot and a free part of the keyslot area, then bump seqid and write both header copies (key
+ * material first, flushed). remove-key: the keyslot the key opens goes from the JSON first, then
+ * its area is overwritten.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -16,7 +16,7 @@
 #include <openssl/rand.h>
 
 #include "../error.h"
-#include "luks-admin.h"
+#include "vdisk/luks.h"
 #include "luks.h"
 
 /* An open, locked image file and its header. */
@@ -35,7 +35,7 @@ static void admin_close(struct admin *a)
         vdisk_file_close(a->f);
 }
 
-/* Open PATH (for writing when WRITE, LUKS2 only) and read its header. */
+/* Open PATH (for writing when WRITE) and read its header (and LUKS2 JSON for writing). */
 static int admin_open(const char *path, bool write, struct admin *a)
 {
     uint64_t size, hsize;
@@ -50,10 +50,7 @@ static int admin_open(const char *path, bool write, struct admin *a)
         r = vdisk_file_get_size(a->f, &size);
     if (r == 0)
         r = luks_read_header(a->f, path, 0, size, &a->m);
-    if (r == 0 && write && a->m.version != 2)
-        r = vdisk_error(ENOTSUP, "%s: LUKS%d: vdisk changes keyslots of LUKS2 images only", path,
-                        a->m.version);
-    if (r == 0 && write) {
+    if (r == 0 && write && a->m.version == 2) {
         r = luks2_read_raw(a->f, path, 0, size, a->bin, &text, &hsize);
         if (r == 0) {
             a->json = json_tokener_parse(text);
@@ -173,6 +170,10 @@ static int add_key(const char *path, const struct vdisk_options *unlock,
     r = luks_unlock(a.f, path, &a.m, unlock, vk, NULL);
     if (r == 0)
         r = luks_key_read(path, add, &pass, &pass_len, &alloc);
+    if (r == 0 && a.m.version == 1) {
+        r = luks1_add_key(a.f, path, &a.m, vk, pass, pass_len, add, slotp);
+        goto out;
+    }
     if (r == 0)
         r = luks_params_get(path, 0, add, &p);
     if (r < 0)
@@ -250,6 +251,12 @@ static int remove_key(const char *path, const struct vdisk_options *opts, int *s
                         path, id);
         goto out;
     }
+    if (a.m.version == 1) {
+        r = luks1_remove_key(a.f, path, &a.m, id);
+        if (r == 0 && slotp)
+            *slotp = id;
+        goto out;
+    }
     for (int i = 0; i < a.m.nslots; i++)
         if (a.m.slots[i].id == id)
             s = &a.m.slots[i];
@@ -282,10 +289,13 @@ static const char *const add_keys[] = {"key-file",    "key-fd",      "pbkdf",
                                        "hash",        "iter-time",   "argon2-memory",
                                        "argon2-time", "argon2-cpus", NULL};
 
-int luks_add_key(const char *path, const char *unlock_text, const char *add_text, int *slotp)
+int vdisk_luks_add_key(const char *path, const char *unlock_text, const char *add_text, int *slotp)
 {
     struct vdisk_options unlock, add;
-    int r = vdisk_options_parse(unlock_text, unlock_keys, "luks", &unlock);
+    int r;
+
+    vdisk_error_clear();
+    r = vdisk_options_parse(unlock_text, unlock_keys, "luks", &unlock);
 
     if (r < 0)
         return r;
@@ -298,11 +308,13 @@ int luks_add_key(const char *path, const char *unlock_text, const char *add_text
     return r;
 }
 
-int luks_remove_key(const char *path, const char *unlock_text, int *slotp)
+int vdisk_luks_remove_key(const char *path, const char *unlock_text, int *slotp)
 {
     struct vdisk_options unlock;
-    int r = vdisk_options_parse(unlock_text, unlock_keys, "luks", &unlock);
+    int r;
 
+    vdisk_error_clear();
+    r = vdisk_options_parse(unlock_text, unlock_keys, "luks", &unlock);
     if (r == 0) {
         r = remove_key(path, &unlock, slotp);
         vdisk_options_free(&unlock);
@@ -310,10 +322,13 @@ int luks_remove_key(const char *path, const char *unlock_text, int *slotp)
     return r;
 }
 
-int luks_dump(const char *path, FILE *out)
+int vdisk_luks_dump(const char *path, FILE *out)
 {
     struct admin a;
-    int r = admin_open(path, false, &a);
+    int r;
+
+    vdisk_error_clear();
+    r = admin_open(path, false, &a);
 
     if (r < 0)
         return r;

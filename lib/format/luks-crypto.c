@@ -7,6 +7,7 @@
 #include <argon2.h>
 #include <endian.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -48,6 +49,51 @@ size_t luks_hash_len(const char *hash)
     const EVP_MD *md = EVP_get_digestbyname(hash);
 
     return md ? (size_t)EVP_MD_get_size(md) : 0;
+}
+
+#define POOL_MAX 16 /* idle contexts kept per direction: enough for the engine's threads */
+
+/* Cipher contexts with the key set up, for each direction; freed (and cleansed) with the cipher. */
+struct luks_ctx_pool {
+    pthread_mutex_t lock;
+    EVP_CIPHER_CTX *idle[2][POOL_MAX];
+    unsigned n[2];
+};
+
+/* A context keyed for C in direction ENC: an idle one, or a new one. */
+static EVP_CIPHER_CTX *ctx_get(const struct luks_cipher *c, bool enc)
+{
+    struct luks_ctx_pool *p = c->pool;
+    EVP_CIPHER_CTX *ctx = NULL;
+
+    pthread_mutex_lock(&p->lock);
+    if (p->n[enc])
+        ctx = p->idle[enc][--p->n[enc]];
+    pthread_mutex_unlock(&p->lock);
+    if (ctx)
+        return ctx;
+    ctx = EVP_CIPHER_CTX_new();
+    if (ctx && !EVP_CipherInit_ex(ctx, c->evp, NULL, c->key, NULL, enc)) {
+        EVP_CIPHER_CTX_free(ctx);
+        return NULL;
+    }
+    if (ctx)
+        EVP_CIPHER_CTX_set_padding(ctx, 0);
+    return ctx;
+}
+
+/* Keep CTX for the next request, or free it when enough are idle. */
+static void ctx_put(const struct luks_cipher *c, bool enc, EVP_CIPHER_CTX *ctx)
+{
+    struct luks_ctx_pool *p = c->pool;
+
+    pthread_mutex_lock(&p->lock);
+    if (p->n[enc] < POOL_MAX) {
+        p->idle[enc][p->n[enc]++] = ctx;
+        ctx = NULL;
+    }
+    pthread_mutex_unlock(&p->lock);
+    EVP_CIPHER_CTX_free(ctx);
 }
 
 /* Split "aes-xts-plain64" into the EVP cipher for KEY_LEN, the IV mode and the ESSIV hash. */
@@ -120,8 +166,12 @@ int luks_cipher_init(struct luks_cipher *c, const char *spec, const uint8_t *key
     c->iv_tweak = iv_tweak;
     c->key_len = key_len;
     c->key = luks_secret_alloc(key_len);
-    if (!c->key)
+    c->pool = calloc(1, sizeof(*c->pool));
+    if (!c->key || !c->pool) {
+        luks_cipher_free(c);
         return vdisk_error(ENOMEM, "cipher key: out of memory");
+    }
+    pthread_mutex_init(&c->pool->lock, NULL);
     memcpy(c->key, key, key_len);
     if (md) {
         c->essiv_len = EVP_MD_get_size(md);
@@ -139,6 +189,13 @@ int luks_cipher_init(struct luks_cipher *c, const char *spec, const uint8_t *key
 
 void luks_cipher_free(struct luks_cipher *c)
 {
+    if (c->pool) {
+        for (int enc = 0; enc < 2; enc++)
+            for (unsigned i = 0; i < c->pool->n[enc]; i++)
+                EVP_CIPHER_CTX_free(c->pool->idle[enc][i]); /* cleanses the key schedule */
+        pthread_mutex_destroy(&c->pool->lock);
+        free(c->pool);
+    }
     luks_secret_free(c->key, c->key_len);
     if (c->essiv_key)
         luks_secret_free(c->essiv_key, EVP_MAX_MD_SIZE);
@@ -148,16 +205,13 @@ void luks_cipher_free(struct luks_cipher *c)
 int luks_cipher_run(const struct luks_cipher *c, uint8_t *buf, size_t len, uint64_t sector,
                     bool enc)
 {
-    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new(), *ectx = NULL;
+    EVP_CIPHER_CTX *ctx = ctx_get(c, enc), *ectx = NULL;
     uint8_t iv[16];
     int outl, r = -EIO;
 
     if (!ctx)
         return vdisk_error(ENOMEM, "cipher: out of memory");
-    /* the key schedule once per call; each sector only sets its IV */
-    if (!EVP_CipherInit_ex(ctx, c->evp, NULL, c->key, NULL, enc))
-        goto out;
-    EVP_CIPHER_CTX_set_padding(ctx, 0);
+    /* the key schedule is the context's; each sector only sets its IV */
     if (c->essiv) {
         ectx = EVP_CIPHER_CTX_new();
         if (!ectx || !EVP_EncryptInit_ex(ectx, c->essiv, NULL, c->essiv_key, NULL))
@@ -187,7 +241,10 @@ int luks_cipher_run(const struct luks_cipher *c, uint8_t *buf, size_t len, uint6
     r = 0;
 out:
     EVP_CIPHER_CTX_free(ectx);
-    EVP_CIPHER_CTX_free(ctx);
+    if (r == 0)
+        ctx_put(c, enc, ctx);
+    else
+        EVP_CIPHER_CTX_free(ctx);
     explicit_bzero(iv, sizeof(iv));
     return r < 0 ? vdisk_error(EIO, "cipher: OpenSSL refused the operation") : 0;
 }

@@ -3,7 +3,8 @@
  * The passphrase: the whole content of a key file (key-file=PATH, as
  * cryptsetup's --key-file reads it) or of a descriptor the caller hands over
  * (key-fd=N: the vdisk utility puts the key in a memfd, so that no command
- * line or environment ever holds it). Kept in locked memory.
+ * line or environment ever holds it). Kept in locked memory. And whether an
+ * image needs one at all (vdisk_luks_encrypted), from its first bytes.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -12,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "vdisk/luks.h"
 #include "../error.h"
 #include "luks.h"
 
@@ -86,4 +88,29 @@ int luks_key_read(const char *path, const struct vdisk_options *opts, uint8_t **
     r = read_fd(fd, file, pass, len, alloc);
     close(fd);
     return r;
+}
+
+int vdisk_luks_encrypted(const char *path, const char *format)
+{
+    uint8_t h[40] = {0};
+    bool any = !format;
+    ssize_t n;
+    int fd;
+
+    vdisk_error_clear();
+    if (!any && strcmp(format, "luks") != 0 && strcmp(format, "qcow2") != 0)
+        return 0; /* stated as another format (raw over a LUKS file: the ciphertext) */
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return vdisk_error(errno, "%s: %m", path);
+    n = pread(fd, h, sizeof(h), 0);
+    close(fd);
+    if (n < 0)
+        return vdisk_error(errno, "%s: %m", path);
+    if (memcmp(h, LUKS_MAGIC, 6) == 0)
+        return any || strcmp(format, "luks") == 0;
+    /* qcow2 with crypt_method 2 (LUKS) */
+    if (memcmp(h, "QFI\xfb", 4) == 0 && h[32] == 0 && h[33] == 0 && h[34] == 0 && h[35] == 2)
+        return any || strcmp(format, "qcow2") == 0;
+    return 0;
 }

@@ -3,11 +3,13 @@
  * luks: LUKS1 and LUKS2 encrypted images without dm-crypt. open() reads the
  * header, derives each active keyslot's key from the passphrase (key-file= or
  * key-fd=), merges the anti-forensic stripes and checks the result against
- * the volume key digest; only a key that matches opens the image. Every range
- * maps OTHER: read() decrypts and write() encrypts sector by sector (the IV is
- * the sector number in the segment's sector size, plus iv_tweak), through a
- * bounce buffer; a write that covers part of a sector reads, decrypts and
- * merges that sector under a lock.
+ * the volume key digest; only a key that matches opens the image. Whole
+ * sectors map DATA (transform) for the request engine, which reads them on
+ * its ring and decrypts on completion; the rest maps OTHER: read() decrypts
+ * and write() encrypts sector by sector (the IV is the sector number in the
+ * segment's sector size, plus iv_tweak), through a bounce buffer; a write
+ * that covers part of a sector reads, decrypts and merges that sector under
+ * a lock.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -20,7 +22,7 @@
 
 #define BOUNCE_MAX ((1u << 20) + 8192) /* a 1 MiB request and its partial sectors */
 
-static const char *const luks_open_options[] = {"key-file", "key-fd", "keyslot", NULL};
+static const char *const luks_open_options[] = {"key-file", "key-fd", "keyslot", "no-key", NULL};
 static const char *const luks_create_options[] = {
     "key-file", "key-fd",    "cipher",        "key-size",    "sector-size", "pbkdf",
     "hash",     "iter-time", "argon2-memory", "argon2-time", "argon2-cpus", NULL};
@@ -28,6 +30,7 @@ static const char *const luks_create_options[] = {
 struct luks {
     struct luks_meta m;
     struct luks_cipher c;
+    bool keyless;        /* no-key=on: the header only (vdisk info), no data */
     pthread_mutex_t rmw; /* partial-sector writes: read, merge, write as one */
 };
 
@@ -54,12 +57,20 @@ static int luks_open(struct vdisk_node *node)
     r = luks_read_header(node->file, node->path, 0, file_size, &l->m);
     if (r < 0)
         goto err;
+    r = vdisk_options_get_bool(&node->opts, "no-key", false, &l->keyless);
+    if (r == 0 && l->keyless && !node->read_only)
+        r = vdisk_error(EINVAL, "%s: no-key=on opens the header only: read-only", node->path);
+    if (r < 0)
+        goto err;
+    if (l->keyless)
+        goto sized;
     r = luks_unlock(node->file, node->path, &l->m, &node->opts, vk, NULL);
     if (r < 0)
         goto err;
     r = luks_cipher_init(&l->c, l->m.cipher, vk, l->m.key_size, l->m.sector_size, l->m.iv_tweak);
     if (r < 0)
         goto err;
+sized:
     node->size = l->m.size ? l->m.size : file_size - l->m.offset;
     node->size -= node->size % l->m.sector_size;
     pthread_mutex_init(&l->rmw, NULL);
@@ -78,21 +89,41 @@ static void luks_close(struct vdisk_node *node)
 
     if (!l)
         return;
-    luks_cipher_free(&l->c);
+    if (!l->keyless)
+        luks_cipher_free(&l->c);
     pthread_mutex_destroy(&l->rmw);
     explicit_bzero(l, sizeof(*l));
     free(l);
     node->priv = NULL;
 }
 
-/* Nothing lies in the file as the guest sees it: the driver reads and writes everything. */
+/* Whole sectors: the ciphertext, for a caller that runs luks_transform(); the rest OTHER. */
 static int luks_map(struct vdisk_node *node, uint64_t off, uint64_t len, unsigned flags,
                     struct vdisk_map *m)
 {
-    (void)node, (void)off, (void)flags;
-    m->type = VDISK_MAP_OTHER;
+    struct luks *l = node->priv;
+    uint32_t ss = l->m.sector_size;
+
     m->len = len;
+    if (!(flags & VDISK_MAP_TRANSFORM) || off % ss || len % ss || l->keyless) {
+        m->type = VDISK_MAP_OTHER;
+        return 0;
+    }
+    m->type = VDISK_MAP_DATA;
+    m->file = node->file;
+    m->host = l->m.offset + off;
+    m->transform = true;
     return 0;
+}
+
+/* Decrypt whole sectors read from the payload at OFF, or encrypt them before a write. */
+static int luks_transform(struct vdisk_node *node, void *buf, size_t len, uint64_t off,
+                          uint64_t host, bool write)
+{
+    struct luks *l = node->priv;
+
+    (void)host; /* the IV counts guest sectors */
+    return luks_cipher_run(&l->c, buf, len, off / l->m.sector_size, write);
 }
 
 static pthread_key_t bounce_key;
@@ -133,6 +164,9 @@ static int luks_read(struct vdisk_node *node, void *buf, size_t len, uint64_t of
     uint8_t *bounce;
     int r = 0;
 
+    if (l->keyless)
+        return vdisk_error(ENOKEY, "%s: opened without its key (no-key=on): no data to read",
+                           node->path);
     if (off % ss == 0 && len % ss == 0)
         return read_sectors(node, buf, len, off); /* in place */
     bounce = bounce_get();
@@ -210,6 +244,8 @@ static int luks_get_info(struct vdisk_node *node, struct vdisk_info *info)
     vdisk_info_add(info, "sector_size", "%u", l->m.sector_size);
     vdisk_info_add(info, "payload_offset", "%llu", (unsigned long long)l->m.offset);
     vdisk_info_add(info, "uuid", "%s", l->m.uuid);
+    if (l->keyless)
+        vdisk_info_add(info, "key", "not given: header fields only");
     for (int i = 0; i < l->m.nslots; i++) {
         const struct luks_slot *s = &l->m.slots[i];
         char key[32];
@@ -236,6 +272,7 @@ const struct vdisk_format vdisk_format_luks = {
     .open = luks_open,
     .close = luks_close,
     .map = luks_map,
+    .transform = luks_transform,
     .read = luks_read,
     .write = luks_write,
     .get_info = luks_get_info,

@@ -93,6 +93,7 @@ struct luks_cipher {
     size_t key_len;
     uint8_t *essiv_key; /* locked memory: hash of the key */
     size_t essiv_len;
+    struct luks_ctx_pool *pool; /* keyed cipher contexts, reused: no key schedule per request */
 };
 #define LUKS_IV_PLAIN   0
 #define LUKS_IV_PLAIN64 1
@@ -191,6 +192,12 @@ uint64_t luks1_layout_size(uint32_t key_size);
  */
 int luks1_format(struct vdisk_file *f, const char *path, uint64_t base, uint32_t iter_ms,
                  const struct vdisk_options *opts);
+/* luks1-admin.c: VK in the first disabled keyslot of M (in F) for PASS (ADD: pbkdf, iter-time). */
+int luks1_add_key(struct vdisk_file *f, const char *path, const struct luks_meta *m,
+                  const uint8_t *vk, const uint8_t *pass, size_t pass_len,
+                  const struct vdisk_options *add, int *slot);
+/* luks1-admin.c: disable keyslot ID of M (in F), then overwrite its area. */
+int luks1_remove_key(struct vdisk_file *f, const char *path, const struct luks_meta *m, int id);
 /* Both LUKS2 header copies (SIZE bytes each, at 0 and SIZE) holding JSON, then a flush. */
 int luks2_write_headers(struct vdisk_file *f, const char *path, uint64_t size, uint64_t seqid,
                         const char *uuid, const char *json);

@@ -863,6 +863,12 @@ int qcow2_map(struct vdisk_node *node, uint64_t off, uint64_t len, unsigned flag
                 r = map_write(s, off, len, m);
         }
     }
+    /* encrypted data, whole sectors: to a caller that decrypts it (the engine, transform) */
+    if (r == 0 && !write && s->crypt && m->type == VDISK_MAP_OTHER && m->host &&
+        (flags & VDISK_MAP_TRANSFORM) && !((off | m->len) & 511)) {
+        m->type = VDISK_MAP_DATA;
+        m->transform = true;
+    }
     if (r == 0 && m->type == VDISK_MAP_DATA) {
         m->file = s->file;
         m->handle = 1;

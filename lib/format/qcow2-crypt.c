@@ -7,7 +7,8 @@
  * *physical* 512-byte sector: host offset / 512 (qcow2.txt, "Data
  * encryption"). Metadata is never encrypted. Writes come here in whole
  * sectors (qcow2-cluster.c merges partial ones under the lock), encrypted in a
- * copy: the caller's buffer stays as it was.
+ * copy: the caller's buffer stays as it was. The engine reads whole sectors of
+ * allocated clusters itself and decrypts them with qcow2_crypt_transform().
  */
 #include <errno.h>
 #include <stdio.h>
@@ -106,4 +107,13 @@ int qcow2_crypt_write(struct qcow2 *s, const uint8_t *buf, uint64_t len, uint64_
         r = vdisk_file_pwrite(s->file, tmp, len, host);
     free(tmp);
     return r;
+}
+
+int qcow2_crypt_transform(struct vdisk_node *node, void *buf, size_t len, uint64_t off,
+                          uint64_t host, bool write)
+{
+    struct qcow2 *s = node->priv;
+
+    (void)off; /* the IV counts host sectors */
+    return luks_cipher_run(s->crypt, buf, len, host / 512, write);
 }

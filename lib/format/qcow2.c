@@ -719,6 +719,7 @@ const struct vdisk_format vdisk_format_qcow2 = {
     .open = qcow2_open,
     .close = qcow2_close,
     .map = qcow2_map,
+    .transform = qcow2_crypt_transform,
     .release = qcow2_release,
     .read = qcow2_read,
     .write = qcow2_write,

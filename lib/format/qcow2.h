@@ -204,6 +204,9 @@ int qcow2_crypt_open(struct qcow2 *s);
 void qcow2_crypt_close(struct qcow2 *s);
 int qcow2_crypt_read(struct qcow2 *s, uint8_t *buf, uint64_t len, uint64_t host);
 int qcow2_crypt_write(struct qcow2 *s, const uint8_t *buf, uint64_t len, uint64_t host);
+/* fmt->transform(): decrypt whole sectors read from HOST (the engine), or encrypt them. */
+int qcow2_crypt_transform(struct vdisk_node *node, void *buf, size_t len, uint64_t off,
+                          uint64_t host, bool write);
 int qcow2_write(struct vdisk_node *node, const void *buf, size_t len, uint64_t off, unsigned flags);
 int qcow2_flush(struct vdisk_node *node);
 int qcow2_discard(struct vdisk_node *node, uint64_t off, uint64_t len);

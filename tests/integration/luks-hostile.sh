@@ -31,8 +31,12 @@ refused() {
     eq "$d: no record" "$("$VDISK" list)" ""
 }
 
-fails_with "no key: a clear message" "v2.luks: encrypted \(LUKS\): give the key" "$VDISK" info v2.luks
-fails_with "no key: open refuses" "give the key" "$VDISK" open --via fuse v2.luks
+# no terminal (setsid): nothing to ask the key on
+fails_with "no key: a clear message" "v2.luks: encrypted \(LUKS\): give the key" setsid -w "$VDISK" check v2.luks
+fails_with "no key: open refuses" "give the key" setsid -w "$VDISK" open --via fuse v2.luks
+ok "no key: info shows the header" "$VDISK" info v2.luks
+grep -q "^key: not given: header fields only" "$T/.out" && pass "no key: info says it has no key" ||
+    fail "no key: info says it has no key"
 refused "wrong key (LUKS2, after argon2)" "wrong key: it opens none of the 1 active keyslot" \
     v2.luks bad
 refused "wrong key (LUKS1, after pbkdf2)" "wrong key" q1.luks bad

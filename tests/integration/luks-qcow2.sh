@@ -66,7 +66,7 @@ for n in xts essiv backed; do
 done
 eq "essiv: the cipher" "$("$VDISK" info --key-file k essiv.qcow2 | sed -n 's/^encrypt cipher: //p')" \
     aes-cbc-essiv:sha256
-fails_with "no key: refused" "xts.qcow2: encrypted \(LUKS\): give the key" "$VDISK" info xts.qcow2
+fails_with "no key: refused" "xts.qcow2: encrypted \(LUKS\): give the key" setsid -w "$VDISK" info xts.qcow2
 fails_with "wrong key: refused" "xts.qcow2: wrong key" "$VDISK" info --key-file /etc/hostname xts.qcow2
 qemu-img create -q -f qcow2 "${SEC[@]}" -o encrypt.format=aes,encrypt.key-secret=s0 aes.qcow2 1M \
     2>/dev/null && fails_with "QEMU's old AES method: refused" "AES-encrypted qcow2 images .*not supported" \
@@ -181,7 +181,7 @@ done
 fails_with "create: encrypt.format=aes refused" "encrypt.format must be luks" \
     "$VDISK" create -f qcow2 -o encrypt.format=aes --key-file k x.qcow2 8M
 fails_with "create: encrypt.format=luks without a key" "give the key" \
-    "$VDISK" create -f qcow2 -o encrypt.format=luks y.qcow2 8M
+    setsid -w "$VDISK" create -f qcow2 -o encrypt.format=luks y.qcow2 8M
 eq "create failures leave no file" "$(ls x.qcow2 y.qcow2 2>/dev/null)" ""
 rm -f conv.qcow2
 ok "convert --key-file -O qcow2 -o encrypt.format=luks" "$VDISK" convert --key-file k -O qcow2 \

@@ -110,7 +110,7 @@ int cmd_convert(int argc, char **argv)
                                              {"help", no_argument, NULL, 'h'},
                                              KEY_LONGOPTS,
                                              {NULL, 0, NULL, 0}};
-    int c, r;
+    int c, k, r;
 
     while ((c = getopt_long(argc, argv, "pf:O:o:m:t:T:h", longopts, NULL)) != -1) {
         switch (c) {
@@ -165,11 +165,20 @@ int cmd_convert(int argc, char **argv)
     copt.progress = progress && isatty(STDERR_FILENO);
     copt.unsafe = dst_cache & VDISK_OPEN_UNSAFE;
 
+    if (key_ask_if_needed(src_path, src_fmt))
+        return 1;
     if (open_source(src_path, src_fmt, VDISK_OPEN_RDONLY | (src_cache & VDISK_OPEN_DIRECT), &src) <
         0)
         return err("%s", vdisk_last_error());
     catch_signals();
     r = create_target(dst_path, dst_fmt, vdisk_get_size(src), key_options(options));
+    k = key_ask_new(r, dst_path); /* an encrypted target and no key given: ask */
+    if (k > 0)
+        r = create_target(dst_path, dst_fmt, vdisk_get_size(src), key_options(options));
+    if (k < 0) {
+        r = 1;
+        goto out_src;
+    }
     dst_key = key_descriptor() >= 0 && !key_not_taken(r);
     if (!dst_key && key_descriptor() >= 0) /* the key was the source's */
         r = create_target(dst_path, dst_fmt, vdisk_get_size(src), options);

@@ -16,7 +16,7 @@ int cmd_create(int argc, char **argv)
                                              {NULL, 0, NULL, 0}};
     const char *format = "raw", *options = NULL;
     uint64_t size = 0;
-    int c;
+    int c, k, r;
 
     while ((c = getopt_long(argc, argv, "f:o:h", longopts, NULL)) != -1) {
         switch (c) {
@@ -47,7 +47,13 @@ int cmd_create(int argc, char **argv)
     /* 0 is the library's to judge: a qcow2 overlay takes its backing file's size */
     if (size && check_disk_size(argv[optind + 1], size) < 0)
         return 1;
-    if (vdisk_create(argv[optind], format, size, key_options(options)) < 0)
+    r = vdisk_create(argv[optind], format, size, key_options(options));
+    k = key_ask_new(r, argv[optind]); /* encrypted, no key given: ask on the terminal */
+    if (k > 0)
+        r = vdisk_create(argv[optind], format, size, key_options(options));
+    if (k < 0)
+        return 1;
+    if (r < 0)
         return err("%s", vdisk_last_error());
     return 0;
 }

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* vdisk info [--json] IMAGE|DEVICE: the image's metadata and, if open, its disk. */
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -138,7 +139,7 @@ int cmd_info(int argc, char **argv)
     char why[1024];
     const char *path;
     bool json = false;
-    int c, open;
+    int c, open, r;
 
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         if (c == OPT_KEY_FILE || c == OPT_KEY_STDIN) {
@@ -163,8 +164,18 @@ int cmd_info(int argc, char **argv)
     if (open)
         path = rec.image;
     /* like qemu-img info -U: read metadata even while another process writes */
-    if (vdisk_open(path, open ? rec.format : NULL, VDISK_OPEN_RDONLY | VDISK_OPEN_NOLOCK,
-                   key_options(NULL), &img) < 0)
+    r = vdisk_open(path, open ? rec.format : NULL, VDISK_OPEN_RDONLY | VDISK_OPEN_NOLOCK,
+                   key_options(NULL), &img);
+    if (r == -ENOKEY && key_descriptor() < 0) { /* encrypted, no key: the header's fields */
+        char why[512];
+
+        snprintf(why, sizeof(why), "%s", vdisk_last_error());
+        if (vdisk_open(path, open ? rec.format : NULL, VDISK_OPEN_RDONLY | VDISK_OPEN_NOLOCK,
+                       "no-key=on", &img) < 0)
+            return err("%s", why); /* a format without it (encrypted qcow2) */
+        r = 0;
+    }
+    if (r < 0)
         return err("%s", vdisk_last_error());
     if (vdisk_get_info(img, &info) < 0) {
         vdisk_close(img);

@@ -135,10 +135,13 @@ static int open_one(const struct open_args *a)
     char canonical[PATH_MAX];
     bool created = false;
     struct stat st;
-    int lock, r, status = 1;
+    int lock, k, r, status = 1;
 
     if (strcmp(via_name, "auto") != 0 && !via_find(via_name))
         return err("--via %s: unknown way (ways: auto, kmod, loop, ublk, nbd, fuse)", via_name);
+    if (key_ask_if_needed(image, format)) /* encrypted, no key given: ask on the terminal */
+        return 1;
+    req.options = key_options(a->options);
 
     lock = record_lock();
     if (lock < 0)
@@ -155,6 +158,14 @@ static int open_one(const struct open_args *a)
         if (!format)
             format = format_from_name(image);
         r = vdisk_create(image, format, a->size_given ? a->size : DEFAULT_SIZE, key_options(NULL));
+        k = key_ask_new(r, image); /* a new encrypted image and no key: ask for one twice */
+        if (k < 0)
+            goto out;
+        if (k > 0) {
+            r = vdisk_create(image, format, a->size_given ? a->size : DEFAULT_SIZE,
+                             key_options(NULL));
+            req.options = key_options(a->options);
+        }
         if (key_not_taken(r)) /* a key for a format that takes none on create */
             r = vdisk_create(image, format, a->size_given ? a->size : DEFAULT_SIZE, NULL);
         if (r < 0) {

@@ -160,10 +160,10 @@ static const struct help {
                   "  -h, --help             show this help\n"},
     {"luks",
      "usage: vdisk luks dump IMAGE\n"
-     "       vdisk luks add-key --key-file F|--key-stdin --new-key-file N [-o KDF-OPTS] IMAGE\n"
-     "       vdisk luks remove-key --key-file F|--key-stdin IMAGE\n"
-     "Show, add or remove the keyslots of a LUKS2 image, as cryptsetup's luksDump,\n"
-     "luksAddKey and luksRemoveKey do.\n"
+     "       vdisk luks add-key [--key-file F|--key-stdin] [--new-key-file N] [-o KDF-OPTS] IMAGE\n"
+     "       vdisk luks remove-key [--key-file F|--key-stdin] IMAGE\n"
+     "Show, add or remove the keyslots of a LUKS1 or LUKS2 image, as cryptsetup's\n"
+     "luksDump, luksAddKey and luksRemoveKey do. Keys not given are asked on the terminal.\n"
      "      --key-file FILE    an existing key\n"
      "      --key-stdin        read the existing key from standard input\n"
      "      --new-key-file N   the key to add\n"

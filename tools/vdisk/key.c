@@ -131,6 +131,13 @@ int key_descriptor(void)
     return key_fd;
 }
 
+void key_adopt(int fd)
+{
+    if (key_fd >= 0)
+        close(key_fd);
+    key_fd = fd;
+}
+
 const char *key_options(const char *options)
 {
     if (key_fd < 0)

@@ -175,6 +175,14 @@ bool key_not_taken(int r);
 void key_forget(void);
 /* The key's descriptor (servers keep it open), or -1. */
 int key_descriptor(void);
+/* Use FD (a sealed memfd) as the key (key-ask.c). */
+void key_adopt(int fd);
+/* Ask WHAT's passphrase on the terminal (TWICE: and compare): a sealed memfd, or -1 (printed). */
+int key_ask_fd(const char *what, bool twice);
+/* No key given and PATH (FORMAT; NULL probes) is encrypted: ask on the terminal. 0, 1 (printed). */
+int key_ask_if_needed(const char *path, const char *format);
+/* R failed for want of a key for new image PATH: ask twice. 1 asked (retry), 0 not, -1 printed. */
+int key_ask_new(int r, const char *path);
 
 /* Commands (cmd_*.c): argc/argv start at the command name; return the exit status. */
 int cmd_create(int argc, char **argv);
