@@ -153,6 +153,14 @@ static const struct help {
      "  -o KDF-OPTS            pbkdf=argon2id|argon2i|pbkdf2,iter-time=MS,argon2-memory=KIB,\n"
      "                         argon2-time=N\n"
      "  -h, --help             show this help\n"},
+    {"resize",
+     "usage: vdisk resize [-f FMT] [--shrink] IMAGE|DEVICE|ID SIZE|+SIZE|-SIZE\n"
+     "Change an image's virtual size (raw, qcow2), like qemu-img resize (a bare\n"
+     "number is bytes). On a disk open through loop the device grows with it; then\n"
+     "grow its file system (resize2fs).\n"
+     "  -f, --format FMT       image format (default: probed)\n"
+     "      --shrink           allow a smaller size (refused where data would be cut off)\n"
+     "  -h, --help             show this help\n"},
     {"formats", "usage: vdisk formats\n"
                 "List the image formats this vdisk knows, one a line.\n"
                 "  -h, --help             show this help\n"},

@@ -168,5 +168,6 @@ int cmd_persist(int argc, char **argv);
 int cmd_formats(int argc, char **argv);
 int cmd_supervise(int argc, char **argv);
 int cmd_luks(int argc, char **argv);
+int cmd_resize(int argc, char **argv);
 
 #endif
