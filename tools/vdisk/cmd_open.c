@@ -264,7 +264,7 @@ static int open_all_persistent(void)
 
 int cmd_open(int argc, char **argv)
 {
-    enum { OPT_PERSIST = 256, OPT_ALL_PERSISTENT };
+    enum { OPT_PERSIST = 256, OPT_ALL_PERSISTENT, OPT_RAM = 0x5201 };
     static const struct option longopts[] = {
         {"read-only", no_argument, NULL, 'r'},
         {"format", required_argument, NULL, 'f'},
@@ -273,12 +273,14 @@ int cmd_open(int argc, char **argv)
         {"no-direct", no_argument, NULL, 'D'},
         {"persist", no_argument, NULL, OPT_PERSIST},
         {"all-persistent", no_argument, NULL, OPT_ALL_PERSISTENT},
+        {"ram", required_argument, NULL, OPT_RAM},
         {"help", no_argument, NULL, 'h'},
         KEY_LONGOPTS,
         {NULL, 0, NULL, 0},
     };
     struct open_args a = {.via = "auto", .direct = true, .may_create = true};
     bool persist = false, all_persistent = false;
+    const char *ram = NULL; /* --ram SIZE (cmd_ram.c) */
     struct persist_entry e;
     int c;
 
@@ -310,6 +312,9 @@ int cmd_open(int argc, char **argv)
         case OPT_ALL_PERSISTENT:
             all_persistent = true;
             break;
+        case OPT_RAM:
+            ram = optarg;
+            break;
         case 'h':
             fputs(command_help("open"), stdout);
             return 0;
@@ -317,6 +322,13 @@ int cmd_open(int argc, char **argv)
             usage();
             return 2;
         }
+    }
+    if (ram) {
+        if (optind != argc || persist || all_persistent || a.format || a.options) {
+            usage();
+            return 2;
+        }
+        return ram_open(ram, a.via, a.read_only);
     }
     if (all_persistent) {
         if (optind != argc || persist) {

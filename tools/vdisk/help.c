@@ -25,6 +25,7 @@ static const struct help {
      "usage: vdisk open [-r] [-f FMT] [-o KEY=VAL,...] [--via WAY] [--no-direct]\n"
      "                  [--persist] IMAGE [SIZE]\n"
      "       vdisk open --all-persistent\n"
+     "       vdisk open --ram SIZE [--via loop]\n"
      "Give IMAGE a block device (creating a raw or FMT image of SIZE, default 100 MiB,\n"
      "when it does not exist) and print the device.\n"
      "  -r, --read-only        open read-only\n"
@@ -34,6 +35,7 @@ static const struct help {
      "      --no-direct        go through the page cache (no O_DIRECT)\n"
      "      --persist          also record the disk in the persistent table\n"
      "      --all-persistent   open every disk of the persistent table\n"
+     "      --ram SIZE         a RAM disk of SIZE instead of an image (through loop)\n"
      "      --key-file FILE    the key of an encrypted image (luks, qcow2 encrypt.format=luks)\n"
      "      --key-stdin        read the key from standard input\n"
      "  -h, --help             show this help\n"},
@@ -161,6 +163,12 @@ static const struct help {
      "  -f, --format FMT       image format (default: probed)\n"
      "      --shrink           allow a smaller size (refused where data would be cut off)\n"
      "  -h, --help             show this help\n"},
+    {"save", "usage: vdisk save -O FMT [-o KEY=VAL,...] DEVICE|ID FILE\n"
+             "Write the content of an open RAM disk (vdisk open --ram) to a new image FILE,\n"
+             "sparse: blocks of zeroes stay holes. Unmount it (or sync) first.\n"
+             "  -O FMT                 the new image's format (required)\n"
+             "  -o KEY=VAL             its create options, comma separated\n"
+             "  -h, --help             show this help\n"},
     {"formats", "usage: vdisk formats\n"
                 "List the image formats this vdisk knows, one a line.\n"
                 "  -h, --help             show this help\n"},

@@ -31,6 +31,7 @@ static const struct command {
     {"supervise", cmd_supervise, "keep a persistent disk open (vdisk@ID.service)"},
     {"formats", cmd_formats, "list the image formats"},
     {"resize", cmd_resize, "change an image's size, offline or on an open disk"},
+    {"save", cmd_save, "write a RAM disk's content to a new image"},
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 

@@ -169,5 +169,9 @@ int cmd_formats(int argc, char **argv);
 int cmd_supervise(int argc, char **argv);
 int cmd_luks(int argc, char **argv);
 int cmd_resize(int argc, char **argv);
+int cmd_save(int argc, char **argv);
+/* RAM disks (cmd_ram.c): open one of SIZE_TEXT through VIA (0, or 1 with a message); info on one. */
+int ram_open(const char *size_text, const char *via, bool read_only);
+int ram_info(const struct disk_record *rec, bool json);
 
 #endif
