@@ -19,39 +19,33 @@
 /* Header bytes 24..48: size, crypt_method, l1_size, l1_table_offset. */
 #define HDR_SIZE 24
 
-/* N contiguous fresh clusters at *OFF (refcount 1 each); strays from broken runs freed again. */
+/*
+ * N contiguous fresh clusters at the end of the file, at *OFF, refcount 1
+ * each. The refcount blocks they need must not land inside the run (the
+ * allocator puts a new block at the start of its own range): the run is
+ * marked in use the way a repair marks clusters (s->check_refs, consulted by
+ * every allocation), and the file's end moved past it so that a new reftable
+ * goes after it too.
+ */
 static int alloc_run(struct qcow2 *s, uint64_t n, uint64_t *off)
 {
-    uint64_t first = 0, got = 0, c, *stray = NULL, nstray = 0;
+    uint64_t p = (s->file_size + s->cluster_size - 1) >> s->cluster_bits;
+    uint16_t *mark = calloc(p + n, sizeof(*mark));
     int r = 0;
 
-    while (got < n) {
-        r = qcow2_alloc_cluster(s, &c);
-        if (r < 0)
-            break;
-        if (got && c == first + (got << s->cluster_bits)) {
-            got++;
-            continue;
-        }
-        if (got) { /* the run broke (a refcount block landed in it): keep the old part aside */
-            uint64_t *ns = realloc(stray, (nstray + got) * sizeof(*ns));
-
-            if (!ns) {
-                r = vdisk_error(ENOMEM, "%s: out of memory", s->node->path);
-                break;
-            }
-            stray = ns;
-            for (uint64_t i = 0; i < got; i++)
-                stray[nstray++] = first + (i << s->cluster_bits);
-        }
-        first = c;
-        got = 1;
-    }
-    for (uint64_t i = 0; i < nstray; i++)
-        if (qcow2_rc_set(s, stray[i] >> s->cluster_bits, 0) < 0 && r == 0)
-            r = -EIO;
-    free(stray);
-    *off = first;
+    if (!mark)
+        return vdisk_error(ENOMEM, "%s: out of memory", s->node->path);
+    for (uint64_t i = 0; i < n; i++)
+        mark[p + i] = 1;
+    s->check_refs = mark;
+    s->check_nb = p + n;
+    s->file_size = (p + n) << s->cluster_bits;
+    for (uint64_t i = 0; i < n && r == 0; i++)
+        r = qcow2_rc_set(s, p + i, 1);
+    s->check_refs = NULL;
+    s->check_nb = 0;
+    free(mark);
+    *off = p << s->cluster_bits;
     return r;
 }
 
@@ -73,10 +67,16 @@ static int write_header(struct qcow2 *s, uint64_t size, uint32_t l1_size, uint64
 /* Replace the L1 table by one of N entries (N > l1_size), header last, old table freed. */
 static int grow_l1(struct qcow2 *s, uint64_t size, uint64_t n)
 {
-    uint64_t cs = s->cluster_size, nc = (n * 8 + cs - 1) / cs, off, *nl1, *be;
+    uint64_t cs = s->cluster_size, nc = (n * 8 + cs - 1) / cs, off = 0, *nl1, *be;
     uint64_t old_off = s->l1_offset, old_bytes = (uint64_t)s->l1_size * 8;
     int r;
 
+    if (nc >= 1ull << s->rb_bits) /* the run would cover a whole refcount block's range */
+        return vdisk_error(ENOTSUP,
+                           "%s: %" PRIu64 " bytes needs an L1 table of %" PRIu64
+                           " clusters, more than one refcount block covers at this cluster "
+                           "size; convert to larger clusters first",
+                           s->node->path, size, nc);
     nl1 = qcow2_alloc_buf(nc * cs);
     be = qcow2_alloc_buf(nc * cs);
     if (!nl1 || !be) {

@@ -37,19 +37,22 @@ done
 a=$T/small.qcow2 q=$T/small-q.qcow2
 qemu-img create -q -f qcow2 -o cluster_size=512 "$a" 10M && pattern "$a" qcow2
 cp "$a" "$q"
-l1_before=$(qemu-img info --output=json "$a" | head -c 0; od -An -tx1 -j36 -N4 "$a" | tr -d ' ')
-ok "qcow2 512-byte clusters: grow 10M -> 1G (L1 table grows)" "$VDISK" resize "$a" 1G
-qemu-img resize -q "$q" 1G
+l1_before=$(od -An -tx1 -j36 -N4 "$a" | tr -d ' ')
+ok "qcow2 512-byte clusters: grow 10M -> 256M (L1 table grows to 128 clusters)" "$VDISK" resize "$a" 256M
+qemu-img resize -q "$q" 256M
 [ "$(od -An -tx1 -j36 -N4 "$a" | tr -d ' ')" != "$l1_before" ] &&
     pass "qcow2 512-byte clusters: header names a larger L1 table" || fail "qcow2: L1 size unchanged"
 ok "qcow2 512-byte clusters: qemu-img check clean after L1 growth" qemu-img check -q "$a"
-eq "qcow2 512-byte clusters: size" "$(qsize "$a" qcow2)" $((1 << 30))
+eq "qcow2 512-byte clusters: size" "$(qsize "$a" qcow2)" $((256 << 20))
 patterned "$a" qcow2 && pass "qcow2 512-byte clusters: data intact" || fail "qcow2 512: data changed"
 ok "qcow2 512-byte clusters: writes past the old end work (qemu-io)" \
-    qemu-io -c 'write -P 0xee 1000M 1M' "$a"
+    qemu-io -c 'write -P 0xee 250M 1M' "$a"
 ok "qcow2 512-byte clusters: qemu-img check clean after writing there" qemu-img check -q "$a"
-qemu-io -c 'write -P 0xee 1000M 1M' "$q" >/dev/null
+qemu-io -c 'write -P 0xee 250M 1M' "$q" >/dev/null
 ok "qcow2 512-byte clusters: equal to qemu-img's resize plus the same write" qemu-img compare "$a" "$q"
+fails_with "qcow2 512-byte clusters: an L1 table beyond one refcount block's range refused" \
+    'small.qcow2: .*needs an L1 table of .* clusters' "$VDISK" resize "$a" 1G
+ok "qcow2 512-byte clusters: still clean after the refusal" qemu-img check -q "$a"
 
 # odd sizes, as qemu-img resize does them: raw takes any byte count, qcow2 refuses a
 # size that is not whole sectors

@@ -5,6 +5,7 @@
  * loop (raw), the device follows at once (LOOP_SET_CAPACITY); the other
  * ways are refused until their servers can be told.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -78,12 +79,16 @@ int cmd_resize(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *format = NULL, *what, *text;
+    const char *format = NULL, *what, *text, *minus = NULL;
     struct disk_record rec;
     unsigned flags = 0;
     uint64_t size;
     int c, open, lock, status = 1;
 
+    /* -SIZE is no option: take it out first, as qemu-img resize does */
+    if (argc > 2 && argv[argc - 1][0] == '-' &&
+        (isdigit((unsigned char)argv[argc - 1][1]) || argv[argc - 1][1] == '.'))
+        minus = argv[--argc];
     while ((c = getopt_long(argc, argv, "f:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'f':
@@ -100,12 +105,12 @@ int cmd_resize(int argc, char **argv)
             return 2;
         }
     }
-    if (argc - optind != 2) {
+    if (argc - optind != (minus ? 1 : 2)) {
         print_usage(stderr, "resize");
         return 2;
     }
     what = argv[optind];
-    text = argv[optind + 1];
+    text = minus ? minus : argv[optind + 1];
     lock = record_lock(); /* no open or close of this disk meanwhile */
     if (lock < 0)
         return 1;
