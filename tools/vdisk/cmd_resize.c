@@ -132,6 +132,12 @@ int cmd_resize(int argc, char **argv)
             rec.image, rec.device, rec.via);
         goto out;
     }
+    if (flags & VDISK_RESIZE_SHRINK) { /* a mounted file system would lose its end */
+        err("%s: shrinking an open disk is refused; close it (after shrinking its file "
+            "system) and resize it offline",
+            rec.image);
+        goto out;
+    }
     if (rec.read_only) {
         err("%s: open read-only on %s: cannot resize it", rec.image, rec.device);
         goto out;
