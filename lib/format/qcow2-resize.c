@@ -80,8 +80,8 @@ static int grow_l1(struct qcow2 *s, uint64_t size, uint64_t n)
     nl1 = qcow2_alloc_buf(nc * cs);
     be = qcow2_alloc_buf(nc * cs);
     if (!nl1 || !be) {
-        r = vdisk_error(ENOMEM, "%s: out of memory for a %" PRIu64 "-entry L1 table",
-                        s->node->path, n);
+        r = vdisk_error(ENOMEM, "%s: out of memory for a %" PRIu64 "-entry L1 table", s->node->path,
+                        n);
         goto out;
     }
     memset(nl1, 0, nc * cs);
@@ -158,8 +158,9 @@ int qcow2_resize(struct vdisk_node *node, uint64_t size, unsigned flags)
 
     (void)flags;
     if (size & 511)
-        return vdisk_error(EINVAL, "%s: the new size %" PRIu64
-                                   " is not a multiple of 512 (qcow2 sizes are whole sectors)",
+        return vdisk_error(EINVAL,
+                           "%s: the new size %" PRIu64
+                           " is not a multiple of 512 (qcow2 sizes are whole sectors)",
                            node->path, size);
     need = (size + cover - 1) / cover;
     if (need * 8 > QCOW2_MAX_L1_BYTES)

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * raw resize: the file's length is the disk's size, to the byte, as qemu-img
- * resize sets it (its info then rounds up to a whole sector). Shrinking refuses while data (not holes) lies past the new end.
+ * resize sets it (its info then rounds up to a whole sector). Shrinking refuses while data (not
+ * holes) lies past the new end.
  */
 #include <errno.h>
 #include <inttypes.h>

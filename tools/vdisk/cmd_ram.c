@@ -100,8 +100,7 @@ int ram_info(const struct disk_record *rec, bool json)
     if (json) {
         printf("{\"image\": ");
         json_string(stdout, rec->image);
-        printf(", \"format\": \"ram\", \"ram\": true, \"virtual-size\": %" PRIu64
-               ", \"device\": ",
+        printf(", \"format\": \"ram\", \"ram\": true, \"virtual-size\": %" PRIu64 ", \"device\": ",
                rec->size);
         json_string(stdout, rec->device);
         printf(", \"via\": ");

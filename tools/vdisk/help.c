@@ -156,7 +156,7 @@ static const struct help {
      "                         argon2-time=N\n"
      "  -h, --help             show this help\n"},
     {"resize",
-     "usage: vdisk resize [-f FMT] [--shrink] IMAGE|DEVICE|ID SIZE|+SIZE|-SIZE\n"
+     "usage: vdisk resize [-f FMT] [--shrink] IMAGE|DEVICE|ID [+|-]SIZE\n"
      "Change an image's virtual size (raw, qcow2), like qemu-img resize (a bare\n"
      "number is bytes). On a disk open through loop the device grows with it; then\n"
      "grow its file system (resize2fs).\n"
@@ -164,7 +164,7 @@ static const struct help {
      "      --shrink           allow a smaller size (refused where data would be cut off)\n"
      "  -h, --help             show this help\n"},
     {"save", "usage: vdisk save -O FMT [-o KEY=VAL,...] DEVICE|ID FILE\n"
-             "Write the content of an open RAM disk (vdisk open --ram) to a new image FILE,\n"
+             "Write the content of an open RAM disk (see vdisk open) to a new image FILE,\n"
              "sparse: blocks of zeroes stay holes. Unmount it (or sync) first.\n"
              "  -O FMT                 the new image's format (required)\n"
              "  -o KEY=VAL             its create options, comma separated\n"
