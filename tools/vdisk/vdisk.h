@@ -170,7 +170,7 @@ int cmd_supervise(int argc, char **argv);
 int cmd_luks(int argc, char **argv);
 int cmd_resize(int argc, char **argv);
 int cmd_save(int argc, char **argv);
-/* RAM disks (cmd_ram.c): open one of SIZE_TEXT through VIA (0, or 1 with a message); info on one. */
+/* RAM disks (cmd_ram.c): open one of SIZE_TEXT through VIA (0 or 1 with a message); info. */
 int ram_open(const char *size_text, const char *via, bool read_only);
 int ram_info(const struct disk_record *rec, bool json);
 
