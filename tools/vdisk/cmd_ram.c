@@ -2,12 +2,14 @@
 /*
  * RAM disks: `vdisk open --ram SIZE` and `vdisk save`.
  *
- * A RAM disk is a memfd bound to a loop device: pages are allocated as they
- * are written, discard punches holes (shmem frees them), and the loop
- * device holds the only reference, so detaching it on `vdisk close` gives all
- * the memory back. It is recorded like any disk (format "ram", image
- * "ram:ID", the memfd's name as the loop's backing file), so list, info and
- * close find it. `vdisk save` copies its content into a new image, sparse.
+ * A RAM disk is a memfd: pages are allocated as they are written, discard
+ * punches holes (shmem frees them). Through loop, the loop device holds the
+ * only reference; through kmod, vdisk.ko does; through ublk, nbd or fuse, the
+ * server opens it as a raw image by its /proc name and holds it. `vdisk close`
+ * drops that last reference, and all the memory comes back. It is recorded
+ * like any disk (format "ram", image "ram:ID"; through loop the memfd's name
+ * as the loop's backing file), so list, info and close find it. `vdisk save` copies its content
+ * into a new image, sparse.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -38,7 +40,8 @@ static int ram_id(char id[17])
 int ram_open(const char *size_text, const char *via_name, bool read_only)
 {
     struct disk_record rec = {0};
-    char name[64];
+    const struct via *via;
+    char name[64], path[64];
     uint64_t size;
     int fd = -1, lock, status = 1;
 
@@ -51,12 +54,11 @@ int ram_open(const char *size_text, const char *via_name, bool read_only)
                    size_text, size);
     if (read_only)
         return err("--ram: a read-only RAM disk would only ever read zeroes");
-    if (strcmp(via_name, "auto") != 0 && strcmp(via_name, "loop") != 0)
-        return err("--ram --via %s: RAM disks are served through loop only, for now "
-                   "(use --via loop or leave --via out)",
-                   via_name);
-    if (!via_loop.available())
-        return err("--ram: /dev/loop-control: %m (a RAM disk needs the loop driver)");
+    via = strcmp(via_name, "auto") == 0 ? &via_loop : via_find(via_name);
+    if (!via)
+        return err("--via %s: unknown way (ways: auto, kmod, loop, ublk, nbd, fuse)", via_name);
+    if (!via->available())
+        return err("--ram --via %s: not available on this machine", via->name);
     if (ram_id(rec.id) < 0)
         return 1;
     lock = record_lock();
@@ -73,17 +75,30 @@ int ram_open(const char *size_text, const char *via_name, bool read_only)
         goto out;
     }
     snprintf(rec.image, sizeof(rec.image), "ram:%s", rec.id);
-    snprintf(rec.backing, sizeof(rec.backing), "/memfd:%s", name); /* what loop shows */
     snprintf(rec.format, sizeof(rec.format), "ram");
-    snprintf(rec.via, sizeof(rec.via), "loop");
+    snprintf(rec.via, sizeof(rec.via), "%s", via->name);
     rec.size = size;
-    /* buffered: shmem is memory already, and punches holes on discard */
-    if (loopdev_attach(fd, 0, 0, rec.backing, false, false, rec.device, sizeof(rec.device)) < 0)
-        goto out;
+    if (via == &via_loop) {
+        snprintf(rec.backing, sizeof(rec.backing), "/memfd:%s", name); /* what loop shows */
+        /* buffered: shmem is memory already, and punches holes on discard */
+        if (loopdev_attach(fd, 0, 0, rec.backing, false, false, rec.device, sizeof(rec.device)) < 0)
+            goto out;
+    } else {
+        /* the way opens the memfd as a raw image by its /proc name (a forked server too) */
+        struct open_request req = {.image = path,
+                                   .format = "raw",
+                                   .format_stated = true,
+                                   .caps = VDISK_CAP_THREAD_SAFE | VDISK_CAP_LINEAR,
+                                   .size = size};
+
+        snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)getpid(), fd);
+        if (via->start(&req, &rec) < 0)
+            goto out;
+    }
     if (record_save(&rec) < 0) {
         close(fd);
         fd = -1;
-        via_loop.stop(&rec);
+        via->stop(&rec);
         goto out;
     }
     printf("%s\n", rec.device);
@@ -153,8 +168,8 @@ int cmd_save(int argc, char **argv)
     if (r == 0 || strcmp(rec.format, "ram") != 0)
         return err("%s: not an open RAM disk (see vdisk list); vdisk convert copies images",
                    argv[optind]);
-    if (!via_loop.alive(&rec))
-        return err("%s: RAM disk %s is no longer bound to its memory", rec.device, rec.id);
+    if (!via_find(rec.via) || !via_find(rec.via)->alive(&rec))
+        return err("%s: RAM disk %s is no longer served (its memory is gone)", rec.device, rec.id);
     fd = open(rec.device, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return err("%s: %m", rec.device);

@@ -25,7 +25,7 @@ static const struct help {
      "usage: vdisk open [-r] [-f FMT] [-o KEY=VAL,...] [--via WAY] [--no-direct]\n"
      "                  [--persist] IMAGE [SIZE]\n"
      "       vdisk open --all-persistent\n"
-     "       vdisk open --ram SIZE [--via loop]\n"
+     "       vdisk open --ram SIZE [--via WAY]\n"
      "Give IMAGE a block device (creating a raw or FMT image of SIZE, default 100 MiB,\n"
      "when it does not exist) and print the device.\n"
      "  -r, --read-only        open read-only\n"
@@ -35,7 +35,7 @@ static const struct help {
      "      --no-direct        go through the page cache (no O_DIRECT)\n"
      "      --persist          also record the disk in the persistent table\n"
      "      --all-persistent   open every disk of the persistent table\n"
-     "      --ram SIZE         a RAM disk of SIZE instead of an image (through loop)\n"
+     "      --ram SIZE         a RAM disk of SIZE instead of an image\n"
      "      --key-file FILE    the key of an encrypted image (luks, qcow2 encrypt.format=luks)\n"
      "      --key-stdin        read the key from standard input\n"
      "  -h, --help             show this help\n"},
