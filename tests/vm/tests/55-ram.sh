@@ -2,8 +2,9 @@
 # SPDX-License-Identifier: MIT
 # RAM disks (vdisk open --ram) through every way the VM has: kmod, ublk, nbd and
 # loop. The user's cycle (mkfs, mount, write, umount, save to raw compared with
-# cmp; for kmod also to qcow2, compared with qemu-img and mounted again), memory (/proc/meminfo Shmem: the guest is
-# quiet) taken on write, given back by discard (fstrim) and all of it by close.
+# cmp; for kmod also to qcow2, compared with qemu-img and mounted again); memory
+# (/proc/meminfo Shmem: the guest is quiet) taken on write, given back by discard
+# (fstrim) and all of it by close.
 . /vm/lib.sh
 [ -x "$VDISK" ] || { fail "no vdisk utility in the VM"; finish; }
 ok "load vdisk.ko" load_vdisk
