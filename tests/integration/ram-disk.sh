@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# RAM disks through loop (a memfd): the user's cycle (open --ram, mkfs, mount, write,
+# RAM disks (a memfd) through loop, and through fuse: the user's cycle (open --ram, mkfs, mount, write,
 # umount, save to qcow2 and raw, compare with qemu-img, check), list/info show a RAM
 # disk, memory is taken on write, given back by discard (fstrim) and by close
 # (/proc/meminfo Shmem, with margins for other users of the machine), and bad input
@@ -76,7 +76,26 @@ fails_with "--ram 0 refused" 'size must be greater than zero' "$VDISK" open --ra
 fails_with "--ram of an odd size refused" 'not a whole number of 512-byte sectors' "$VDISK" open --ram 1000B
 fails_with "--ram bad size" "invalid size 'lots'" "$VDISK" open --ram lots
 fails_with "--ram read-only refused" 'read-only RAM disk' "$VDISK" open -r --ram 1M
-fails_with "--ram through another way refused clearly" 'served through loop only' "$VDISK" open --ram 1M --via fuse
+fails_with "--ram through an unknown way refused" "--via bogus: unknown way" "$VDISK" open --ram 1M --via bogus
+
+# through fuse (a server holding the memfd): memory on write, back on discard and close
+base=$(shmem)
+dev=$("$VDISK" open --ram 64M --via fuse) && pass "fuse: open --ram 64M: $dev" || fail "fuse: open --ram"
+"$VDISK" list | grep -q "$dev .*fuse .*ram " && pass "fuse: list shows a RAM disk" || fail "fuse: list: $("$VDISK" list)"
+dd if=/dev/urandom of="$dev" bs=1M count=48 oflag=direct status=none
+full=$(shmem)
+[ $((full - base)) -gt $((40 * MB)) ] && pass "fuse: writing takes memory (+$(((full - base) / MB)) MiB)" ||
+    fail "fuse: writing 48 MiB took $(((full - base) / MB)) MiB"
+ok "fuse: save to qcow2" "$VDISK" save "$dev" "$T/fuse.qcow2" -O qcow2
+ok "fuse: qemu-img compare: saved qcow2 equals the RAM disk" qemu-img compare -f raw -F qcow2 "$dev" "$T/fuse.qcow2"
+ok "fuse: blkdiscard 32 MiB" blkdiscard -l $((32 * MB)) "$dev"
+trimmed=$(shmem)
+[ $((full - trimmed)) -gt $((24 * MB)) ] && pass "fuse: discard gives memory back (-$(((full - trimmed) / MB)) MiB)" ||
+    fail "fuse: discard gave back $(((full - trimmed) / MB)) MiB"
+ok "fuse: close" "$VDISK" close "$dev"
+freed=$(shmem)
+[ $((trimmed - freed)) -gt $((12 * MB)) ] && pass "fuse: close gives the rest back (-$(((trimmed - freed) / MB)) MiB)" ||
+    fail "fuse: close gave back $(((trimmed - freed) / MB)) MiB"
 fails_with "--ram with an image is a usage error" 'usage: vdisk open' "$VDISK" open --ram 1M "$T/img"
 fails_with "resize of a RAM disk refused clearly" 'cannot be resized' \
     sh -c "d=\$('$VDISK' open --ram 1M) && '$VDISK' resize \$d +1M; r=\$?; '$VDISK' close \$d; exit \$r"
