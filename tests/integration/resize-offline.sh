@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: MIT
 # vdisk resize offline, checked against qemu-img: raw and qcow2 grow (qcow2 past
 # its L1 table: a new table), the data stays, qemu-img check is clean and agrees
-# on the size; odd sizes as qemu-img resize does them; shrink refused without
+# on the size; vdi grows its block map into its room (qemu-img check and qemu-io
+# the oracles); odd sizes as qemu-img resize does them; shrink refused without
 # --shrink and over data, allowed over holes; formats that cannot, refused. ~5 s.
 . "$(dirname "$0")/../lib.sh"
 
@@ -86,10 +87,40 @@ for fmt in raw qcow2; do
     [ "$fmt" = qcow2 ] && ok "$fmt: qemu-img check clean after shrink" qemu-img check -q "$a"
 done
 
+# vdi (dynamic): the block map grows into its room (qemu-img cannot resize vdi: its
+# check, info and qemu-io are the oracles)
+a=$T/q.vdi
+qemu-img create -q -f vdi "$a" 10M && pattern "$a" vdi
+ok "vdi (made by qemu-img): grow by 100M" "$VDISK" resize "$a" +100M
+eq "vdi: qemu-img info size" "$(qsize "$a" vdi)" $((110 << 20))
+ok "vdi: qemu-img check clean" qemu-img check -q "$a"
+patterned "$a" vdi && pass "vdi: data intact after growing" || fail "vdi: data changed"
+ok "vdi: qemu-io writes past the old end" qemu-io -f vdi -c 'write -P 0xee 100M 1M' "$a"
+ok "vdi: qemu-img check clean after that" qemu-img check -q "$a"
+fails_with "vdi: growth past the block map's room refused clearly" \
+    'q.vdi: its block map has room for 128 blocks .* would move the data' "$VDISK" resize "$a" 300G
+eq "vdi: refused growth left the size" "$(qsize "$a" vdi)" $((110 << 20))
+fails_with "vdi: shrink over data refused" "data lies at offset $((100 << 20))" \
+    "$VDISK" resize --shrink "$a" 50M
+ok "vdi: shrink over unallocated blocks" "$VDISK" resize --shrink "$a" 101M
+eq "vdi: shrunk size" "$(qsize "$a" vdi)" $((101 << 20))
+ok "vdi: qemu-img check clean after shrinking" qemu-img check -q "$a"
+patterned "$a" vdi && pass "vdi: data intact after shrinking" || fail "vdi: data changed"
+a=$T/v.vdi
+"$VDISK" create -f vdi "$a" 10M >/dev/null && pattern "$a" vdi
+ok "vdi (made by vdisk, a MiB of map): grow to 100G" "$VDISK" resize "$a" 100G
+ok "vdi: qemu-img check clean" qemu-img check -q "$a"
+eq "vdi: qemu-img info size" "$(qsize "$a" vdi)" $((100 << 30))
+patterned "$a" vdi && pass "vdi: data intact" || fail "vdi: data changed"
+"$VDISK" create -f vdi -o static=on "$T/s.vdi" 10M >/dev/null 2>&1 ||
+    qemu-img create -q -f vdi -o static=on "$T/s.vdi" 10M
+fails_with "vdi: static image refused clearly" 's.vdi: only dynamic VDI images can be resized' \
+    "$VDISK" resize "$T/s.vdi" +1M
+
 # bad input: clear refusals naming the object
-qemu-img create -q -f vdi "$T/x.vdi" 10M
-fails_with "vdi: resize refused clearly" 'x.vdi: resizing a vdi image is not supported' \
-    "$VDISK" resize "$T/x.vdi" +1M
+qemu-img create -q -f vpc "$T/x.vhd" 10M
+fails_with "vpc: resize refused clearly" 'x.vhd: resizing a vpc image is not supported' \
+    "$VDISK" resize -f vpc "$T/x.vhd" +1M
 fails_with "missing image named" 'nothere.img: ' "$VDISK" resize "$T/nothere.img" 1G
 fails_with "bad size named" "invalid size '1Q'" "$VDISK" resize "$T/a.raw" 1Q
 fails_with "-SIZE below zero refused" "the image is only" "$VDISK" resize --shrink "$T/a.raw" -100G
