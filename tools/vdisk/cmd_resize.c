@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * vdisk resize [-f FMT] [--shrink] IMAGE|DEVICE|ID SIZE|+SIZE|-SIZE
- * Change an image's virtual size (vdisk_resize). On a disk open through
- * loop (raw), the device follows at once (LOOP_SET_CAPACITY); the other
- * ways are refused until their servers can be told.
+ * Change an image's virtual size (vdisk_resize). On a raw disk open through
+ * loop or vdisk.ko, the device follows at once (LOOP_SET_CAPACITY,
+ * VDISK_CTL_RESIZE); the other ways are refused until their servers can be
+ * told (ublk's UPDATE_SIZE needs Linux 6.16).
  */
 #include <ctype.h>
 #include <errno.h>
@@ -17,6 +18,7 @@
 #include <unistd.h>
 
 #include "vdisk.h"
+#include "uapi/vdisk_ctl.h"
 #include "../../lib/size.h" /* a bare number is bytes here, as in qemu-img resize */
 
 /* The new size from TEXT (SIZE, +SIZE or -SIZE) and the current size CUR: 0 or 1 with a message. */
@@ -46,6 +48,36 @@ static int loop_set_capacity(const char *device)
     close(fd);
     if (r < 0)
         return err("%s: LOOP_SET_CAPACITY: %m", device);
+    return 0;
+}
+
+/* Tell vdisk.ko that REC's disk is SIZE bytes now (whole sectors, as open gave it). */
+static int kmod_set_capacity(const struct disk_record *rec, uint64_t size)
+{
+    struct vdisk_ctl_disk d = {.struct_size = sizeof(d), .version = VDISK_CTL_VERSION};
+    unsigned index;
+    int ctl, r;
+
+    if (sscanf(rec->device, "/dev/vdisk%u", &index) != 1)
+        return err("%s: not a vdisk.ko device", rec->device);
+    ctl = open(VDISK_CTL_DEVICE, O_RDWR | O_CLOEXEC);
+    if (ctl < 0)
+        return err("%s: %m", VDISK_CTL_DEVICE);
+    d.index = index;
+    r = ioctl(ctl, VDISK_CTL_QUERY, &d);
+    if (r < 0 || strncmp(d.id, rec->id, sizeof(d.id)) != 0) {
+        close(ctl);
+        return err("%s: no longer serves %s", rec->device, rec->image);
+    }
+    d.size = size & ~511ull;
+    r = ioctl(ctl, VDISK_CTL_RESIZE, &d);
+    close(ctl);
+    if (r < 0 && errno == ENOTTY)
+        return err("%s: this vdisk.ko cannot resize a disk (an older module): the image is "
+                   "%" PRIu64 " bytes now; close and open the disk again",
+                   rec->device, size);
+    if (r < 0)
+        return err("%s: %s: resize: %m", rec->device, VDISK_CTL_DEVICE);
     return 0;
 }
 
@@ -84,6 +116,7 @@ int cmd_resize(int argc, char **argv)
     unsigned flags = 0;
     uint64_t size;
     int c, open, lock, status = 1;
+    bool kmod;
 
     /* -SIZE is no option: take it out first, as qemu-img resize does */
     if (argc > 2 && argv[argc - 1][0] == '-' &&
@@ -126,7 +159,9 @@ int cmd_resize(int argc, char **argv)
         err("%s: a RAM disk cannot be resized; save it and open the image instead", rec.device);
         goto out;
     }
-    if (strcmp(rec.via, "loop") != 0 || rec.backing[0] || strcmp(rec.format, "raw") != 0) {
+    kmod = strcmp(rec.via, "kmod") == 0;
+    if (!(kmod || (strcmp(rec.via, "loop") == 0 && !rec.backing[0])) ||
+        strcmp(rec.format, "raw") != 0) {
         err("%s: open on %s through --via %s, which cannot follow a new size yet; "
             "close it, resize, and open it again",
             rec.image, rec.device, rec.via);
@@ -143,7 +178,7 @@ int cmd_resize(int argc, char **argv)
         goto out;
     }
     if (resize_image(rec.image, rec.format, false, text, flags, &size) ||
-        loop_set_capacity(rec.device))
+        (kmod ? kmod_set_capacity(&rec, size) : loop_set_capacity(rec.device)))
         goto out;
     rec.size = size;
     if (record_save(&rec) < 0)
