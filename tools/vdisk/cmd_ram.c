@@ -89,6 +89,8 @@ int ram_open(const char *size_text, const char *via_name, bool read_only)
                                    .format = "raw",
                                    .format_stated = true,
                                    .caps = VDISK_CAP_THREAD_SAFE | VDISK_CAP_LINEAR,
+                                   /* vdisk.ko: async I/O on shmem (6.6+), else buffered */
+                                   .direct = via == &via_kmod,
                                    .size = size};
 
         snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)getpid(), fd);
