@@ -3,8 +3,9 @@
 # vdisk resize offline, checked against qemu-img: raw and qcow2 grow (qcow2 past
 # its L1 table: a new table), the data stays, qemu-img check is clean and agrees
 # on the size; vdi grows its block map into its room (qemu-img check and qemu-io
-# the oracles); odd sizes as qemu-img resize does them; shrink refused without
-# --shrink and over data, allowed over holes; formats that cannot, refused. ~5 s.
+# the oracles); vpc moves its footer (fixed) or its BAT (dynamic); odd sizes as
+# qemu-img resize does them; shrink refused without --shrink and over data,
+# allowed over holes; formats that cannot, refused. ~15 s.
 . "$(dirname "$0")/../lib.sh"
 
 # qsize IMG FMT: the virtual size qemu-img reports.
@@ -117,10 +118,44 @@ patterned "$a" vdi && pass "vdi: data intact" || fail "vdi: data changed"
 fails_with "vdi: static image refused clearly" 's.vdi: only dynamic VDI images can be resized' \
     "$VDISK" resize "$T/s.vdi" +1M
 
+# vpc: fixed moves its footer, dynamic grows its BAT (moved past the blocks when the
+# reserved entries run out); sizes round to CHS as vdisk create rounds them.
+# qemu-img cannot resize or check vpc: qemu-io, qemu-img info/convert and vdisk check
+for sub in fixed dynamic; do
+    a=$T/v-$sub.vhd
+    qemu-img create -q -f vpc -o subformat=$sub "$a" 10M && pattern "$a" vpc
+    ok "vpc $sub: grow to 30M" "$VDISK" resize -f vpc "$a" 30M
+    qemu-img create -q -f vpc -o subformat=$sub "$T/ref-$sub.vhd" 30M
+    eq "vpc $sub: size rounded to CHS as qemu-img create rounds 30M" "$(qsize "$a" vpc)" \
+        "$(qsize "$T/ref-$sub.vhd" vpc)"
+    patterned "$a" vpc && pass "vpc $sub: data intact" || fail "vpc $sub: data changed"
+    ok "vpc $sub: the new space reads as zeroes (qemu-io)" qemu-io -f vpc -c 'read -P 0 10M 64k' "$a"
+    ok "vpc $sub: qemu-io writes past the old end" qemu-io -f vpc -c 'write -P 0xee 25M 1M' "$a"
+    ok "vpc $sub: vdisk check clean" "$VDISK" check -q -f vpc "$a"
+    ok "vpc $sub: grow to 3G" "$VDISK" resize -f vpc "$a" 3G
+    ok "vpc $sub: qemu-io writes near the new end" qemu-io -f vpc -c 'write -P 0x11 3000M 1M' "$a"
+    ok "vpc $sub: vdisk check clean after that" "$VDISK" check -q -f vpc "$a"
+    ok "vpc $sub: qemu-io reads everything back" qemu-io -f vpc -c 'read -P 0xab 1M 1M' \
+        -c 'read -P 0xcd 9M 64k' -c 'read -P 0xee 25M 1M' -c 'read -P 0x11 3000M 1M' "$a"
+    qemu-img convert -f vpc -O raw "$a" "$T/v-$sub.raw" &&
+        eq "vpc $sub: qemu-img convert reads the written block back" \
+            "$(dd if="$T/v-$sub.raw" bs=1M skip=3000 count=1 status=none | tr -d '\021' | wc -c)" 0
+    rm -f "$T/v-$sub.raw"
+    fails_with "vpc $sub: shrink over data refused" 'data lies at offset' \
+        "$VDISK" resize --shrink -f vpc "$a" 20M
+done
+a=$T/v-shrink.vhd
+qemu-img create -q -f vpc -o subformat=dynamic "$a" 100M && pattern "$a" vpc
+ok "vpc dynamic: shrink over free blocks" "$VDISK" resize --shrink -f vpc "$a" 20M
+[ "$(qsize "$a" vpc)" -lt $((21 << 20)) ] && pass "vpc dynamic: shrunk ($(qsize "$a" vpc) bytes)" ||
+    fail "vpc dynamic: size $(qsize "$a" vpc)"
+patterned "$a" vpc && pass "vpc dynamic: data intact after shrinking" || fail "vpc: data changed"
+ok "vpc dynamic: vdisk check clean after shrinking" "$VDISK" check -q -f vpc "$a"
+
 # bad input: clear refusals naming the object
-qemu-img create -q -f vpc "$T/x.vhd" 10M
-fails_with "vpc: resize refused clearly" 'x.vhd: resizing a vpc image is not supported' \
-    "$VDISK" resize -f vpc "$T/x.vhd" +1M
+qemu-img create -q -f vhdx "$T/x.vhdx" 10M
+fails_with "vhdx: resize refused clearly" 'x.vhdx: resizing a vhdx image is not supported' \
+    "$VDISK" resize "$T/x.vhdx" +1M
 fails_with "missing image named" 'nothere.img: ' "$VDISK" resize "$T/nothere.img" 1G
 fails_with "bad size named" "invalid size '1Q'" "$VDISK" resize "$T/a.raw" 1Q
 fails_with "-SIZE below zero refused" "the image is only" "$VDISK" resize --shrink "$T/a.raw" -100G
