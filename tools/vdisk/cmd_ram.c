@@ -85,13 +85,14 @@ int ram_open(const char *size_text, const char *via_name, bool read_only)
             goto out;
     } else {
         /* the way opens the memfd as a raw image by its /proc name (a forked server too) */
-        struct open_request req = {.image = path,
-                                   .format = "raw",
-                                   .format_stated = true,
-                                   .caps = VDISK_CAP_THREAD_SAFE | VDISK_CAP_LINEAR,
-                                   /* vdisk.ko: async I/O on shmem (6.6+), else buffered */
-                                   .direct = via == &via_kmod,
-                                   .size = size};
+        struct open_request req = {
+            .image = path,
+            .format = "raw",
+            .format_stated = true,
+            .caps = VDISK_CAP_THREAD_SAFE | VDISK_CAP_LINEAR,
+            /* buffered: shmem is memory already (direct measured no better) */
+            .direct = false,
+            .size = size};
 
         snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)getpid(), fd);
         if (via->start(&req, &rec) < 0)
