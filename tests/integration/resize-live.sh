@@ -49,7 +49,7 @@ ok "loop: qemu-img check (raw: info) after close" qemu-img info -f raw "$img"
 q=$T/live.qcow2
 qemu-img create -q -f qcow2 "$q" 32M
 dev=$("$VDISK" open --via fuse "$q") && pass "fuse: open qcow2" || fail "fuse: open"
-fails_with "fuse: live resize refused clearly" 'live.qcow2: open on .* --via fuse, which cannot follow' \
+fails_with "fuse: live resize refused clearly" 'live.qcow2: open on .* --via fuse, which cannot follow a new size yet \(its server cannot be told\)' \
     "$VDISK" resize "$q" +32M
 eq "fuse: device unchanged" "$(blockdev --getsize64 "$dev")" $((32 << 20))
 ok "fuse: close" "$VDISK" close "$q"

@@ -103,6 +103,16 @@ static int resize_image(const char *path, const char *format, bool lock, const c
     return 0;
 }
 
+/* Why the way of REC cannot follow a new size live. */
+static const char *why_not_live(const struct disk_record *rec)
+{
+    if (strcmp(rec->via, "ublk") == 0)
+        return "ublk's UPDATE_SIZE needs Linux 6.16";
+    if (strcmp(rec->via, "nbd") == 0 || strcmp(rec->via, "fuse") == 0)
+        return "its server cannot be told";
+    return "only a raw image grows live";
+}
+
 int cmd_resize(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -162,9 +172,9 @@ int cmd_resize(int argc, char **argv)
     kmod = strcmp(rec.via, "kmod") == 0;
     if (!(kmod || (strcmp(rec.via, "loop") == 0 && !rec.backing[0])) ||
         strcmp(rec.format, "raw") != 0) {
-        err("%s: open on %s through --via %s, which cannot follow a new size yet; "
+        err("%s: open on %s through --via %s, which cannot follow a new size yet (%s); "
             "close it, resize, and open it again",
-            rec.image, rec.device, rec.via);
+            rec.image, rec.device, rec.via, why_not_live(&rec));
         goto out;
     }
     if (flags & VDISK_RESIZE_SHRINK) { /* a mounted file system would lose its end */
