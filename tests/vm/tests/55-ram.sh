@@ -1,10 +1,11 @@
 #!/bin/bash
 # SPDX-License-Identifier: MIT
-# RAM disks (vdisk open --ram) through every way the VM has: kmod, ublk, nbd and
-# loop. The user's cycle (mkfs, mount, write, umount, save to raw compared with
-# cmp; for kmod also to qcow2, compared with qemu-img and mounted again); memory
-# (/proc/meminfo Shmem: the guest is quiet) taken on write, given back by discard
-# (fstrim) and all of it by close.
+# RAM disks (vdisk open --ram) through the kernel ways the host lacks: kmod, ublk
+# and nbd (loop and fuse: tests/integration/ram-disk.sh). The user's cycle (mkfs,
+# mount, write, umount, save to raw compared with cmp; for kmod also to qcow2,
+# compared with qemu-img and mounted again); memory (/proc/meminfo Shmem: the
+# guest is quiet) taken on write, given back by discard (fstrim) and all of it by
+# close.
 . /vm/lib.sh
 [ -x "$VDISK" ] || { fail "no vdisk utility in the VM"; finish; }
 ok "load vdisk.ko" load_vdisk
@@ -13,7 +14,7 @@ at_exit "umount $T/m 2>/dev/null; $VDISK close --all"
 shmem() { echo $(($(awk '$1 == "Shmem:" {print $2}' /proc/meminfo) * 1024)); }
 MB=$((1 << 20))
 
-for via in kmod ublk nbd loop; do
+for via in kmod ublk nbd; do # loop: tests/integration/ram-disk.sh
     base=$(shmem)
     dev=$($VDISK open --ram 32M --via $via 2>$T/err) || { fail "$via: open --ram: $(cat $T/err)"; continue; }
     pass "$via: open --ram 32M: $dev"
