@@ -34,7 +34,7 @@ _vdisk() {
         if [[ $cur == -* ]]; then
             COMPREPLY=($(compgen -W '--help --version' -- "$cur"))
         else
-            COMPREPLY=($(compgen -W 'create open recover close list info serve convert check luks commit rebase bench persist supervise formats' -- "$cur"))
+            COMPREPLY=($(compgen -W 'create open recover close list info serve convert check luks commit rebase bench persist supervise formats resize save' -- "$cur"))
         fi
         return
     fi
@@ -59,7 +59,7 @@ _vdisk() {
     --repair)
         COMPREPLY=($(compgen -W 'leaks all' -- "$cur"))
         return ;;
-    -o | --options | -c | -d | -S | -m | -n | --name | --listen | -l | --pattern | --flush-interval)
+    -o | --options | -c | -d | -S | -m | -n | --name | --listen | -l | --pattern | --flush-interval | --ram)
         return ;;
     --socket | -s | --overlay | -b | --backing)
         _filedir
@@ -90,9 +90,9 @@ _vdisk() {
         return
     fi
     case $cmd in
-    close | recover)
+    close | recover | save)
         COMPREPLY=($(compgen -W "$(_vdisk_open_disks)" -- "$cur")) ;;
-    info)
+    info | resize)
         COMPREPLY=($(compgen -W "$(_vdisk_open_disks)" -- "$cur"))
         _vdisk_image_files ;;
     persist)

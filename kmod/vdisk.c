@@ -729,6 +729,36 @@ static int vdisk_query(struct vdisk_ctl_disk *req)
 	return ret;
 }
 
+/* RESIZE: set disk REQ->index to REQ->size bytes (its file grew first); 0 or -errno. */
+static int vdisk_resize(const struct vdisk_ctl_disk *req)
+{
+	struct vdisk_dev *dev;
+	loff_t backing;
+	int ret = 0;
+
+	mutex_lock(&vdisk_mutex);
+	dev = idr_find(&vdisk_idr, req->index);
+	if (!dev || dev->state != VDISK_LIVE) {
+		ret = -ENXIO;
+		goto out;
+	}
+	backing = vdisk_backing_size(dev->file);
+	if (req->size == 0 || req->size % dev->block_size)
+		ret = -EINVAL;
+	else if (backing < 0)
+		ret = backing;
+	else if (req->size > backing)
+		ret = -ENOSPC;
+	if (ret)
+		goto out;
+	dev->size = req->size;
+	/* the block layer bounds requests by the capacity; the uevent tells udev */
+	set_capacity_and_notify(dev->disk, dev->size >> SECTOR_SHIFT);
+out:
+	mutex_unlock(&vdisk_mutex);
+	return ret;
+}
+
 /* LIST: copy the indexes of live disks to user space; 0 or -errno. */
 static int vdisk_list(struct vdisk_ctl_list *req)
 {
@@ -783,6 +813,7 @@ static long vdisk_ctl_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 	case VDISK_CTL_ADD:
 	case VDISK_CTL_REMOVE:
 	case VDISK_CTL_QUERY:
+	case VDISK_CTL_RESIZE:
 		ret = vdisk_copy_in(&disk, uarg, sizeof(disk));
 		if (ret)
 			return ret;
@@ -790,6 +821,8 @@ static long vdisk_ctl_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 			return -EINVAL;
 		if (cmd == VDISK_CTL_REMOVE)
 			return vdisk_remove(disk.index);
+		if (cmd == VDISK_CTL_RESIZE)
+			return vdisk_resize(&disk);
 		ret = cmd == VDISK_CTL_ADD ? vdisk_add(&disk)
 					   : vdisk_query(&disk);
 		if (!ret && copy_to_user(uarg, &disk, sizeof(disk)))

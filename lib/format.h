@@ -150,6 +150,8 @@ struct vdisk_format {
     int (*get_info)(struct vdisk_node *node, struct vdisk_info *info);
     /* Optional: NULL means -ENOTSUP. */
     int (*check)(struct vdisk_node *node, unsigned flags, struct vdisk_check_result *res);
+    /* Optional: change node->size to SIZE (VDISK_RESIZE_*; checked by resize.c); NULL: -ENOTSUP. */
+    int (*resize)(struct vdisk_node *node, uint64_t size, unsigned flags);
 };
 
 extern const struct vdisk_format vdisk_format_raw;

@@ -15,6 +15,7 @@ has_need() {
     no-vdisk-ko) [ ! -e /dev/vdisk-control ] ;;
     no-ublk) [ ! -e /dev/ublk-control ] ;;
     clang) command -v clang >/dev/null ;;
+    cap-sys-resource) [ $((0x$(awk '$1 == "CapEff:" {print $2}' /proc/self/status) >> 24 & 1)) = 1 ] ;; # online resize2fs
     testdata) [ -d "$(testdata_dir)" ] ;;
     *) return 2 ;;
     esac

@@ -151,6 +151,17 @@ int vdisk_cache(struct vdisk_image *img, uint64_t offset, uint64_t len);
 /* Consistency check; returns 0, or -ENOTSUP for formats without metadata. */
 int vdisk_check(struct vdisk_image *img, unsigned flags, struct vdisk_check_result *res);
 
+/* vdisk_resize() flags */
+#define VDISK_RESIZE_SHRINK (1u << 0) /* a smaller size is allowed (never cutting off data) */
+
+/*
+ * Change the virtual size to SIZE bytes, like qemu-img resize: growing always,
+ * shrinking only with VDISK_RESIZE_SHRINK and only where no allocated data
+ * lies past SIZE. No other request may run on IMG meanwhile. -ENOTSUP for
+ * formats that cannot.
+ */
+int vdisk_resize(struct vdisk_image *img, uint64_t size, unsigned flags);
+
 /*
  * Asynchronous requests. A queue belongs to one thread and keeps up to DEPTH
  * requests in flight, completing in any order. Reads and writes whose bytes

@@ -54,5 +54,8 @@ struct vdisk_ctl_list {
 #define VDISK_CTL_REMOVE _IOW(VDISK_CTL_MAGIC, 0x02, struct vdisk_ctl_disk)
 #define VDISK_CTL_QUERY _IOWR(VDISK_CTL_MAGIC, 0x03, struct vdisk_ctl_disk)
 #define VDISK_CTL_LIST _IOWR(VDISK_CTL_MAGIC, 0x04, struct vdisk_ctl_list)
+/* RESIZE: takes index and size (> 0, a multiple of the block size, within the
+ * backing file); the capacity changes at once and a change uevent follows. */
+#define VDISK_CTL_RESIZE _IOW(VDISK_CTL_MAGIC, 0x05, struct vdisk_ctl_disk)
 
 #endif

@@ -728,4 +728,5 @@ const struct vdisk_format vdisk_format_qcow2 = {
     .write_zeroes = qcow2_write_zeroes,
     .get_info = qcow2_get_info,
     .check = qcow2_check,
+    .resize = qcow2_resize, /* qcow2-resize.c */
 };

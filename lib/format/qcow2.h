@@ -221,6 +221,9 @@ void qcow2_release(struct vdisk_node *node, const struct vdisk_map *m);
 int qcow2_check_locked(struct qcow2 *s, unsigned flags, struct vdisk_check_result *res);
 int qcow2_check(struct vdisk_node *node, unsigned flags, struct vdisk_check_result *res);
 
+/* qcow2-resize.c */
+int qcow2_resize(struct vdisk_node *node, uint64_t size, unsigned flags);
+
 /* qcow2.c */
 int qcow2_write_header_u64(struct qcow2 *s, unsigned field, uint64_t v);
 

@@ -11,6 +11,8 @@
 #include "../error.h"
 #include "../format.h"
 
+int raw_resize(struct vdisk_node *node, uint64_t size, unsigned flags);
+
 static const char *const raw_create_options[] = {"preallocation", NULL};
 
 /* Anything can be raw; every other format outbids it. */
@@ -97,6 +99,7 @@ const struct vdisk_format vdisk_format_raw = {
     .write = raw_write,
     .discard = raw_discard,
     .write_zeroes = raw_write_zeroes,
+    .resize = raw_resize, /* raw-resize.c */
 };
 
 /* iso: an ISO 9660 image is raw data that is never written. */

@@ -686,4 +686,5 @@ const struct vdisk_format vdisk_format_vdi = {
     .write_zeroes = vdi_write_zeroes,
     .get_info = vdi_get_info,
     .check = vdi_check,
+    .resize = vdi_resize, /* vdi-resize.c */
 };

@@ -124,6 +124,9 @@ static inline uint64_t vdi_slot_host(const struct vdi *s, uint32_t index)
     return s->off_data + (uint64_t)index * s->stride + s->block_extra;
 }
 
+/* vdi-resize.c */
+int vdi_resize(struct vdisk_node *node, uint64_t size, unsigned flags);
+
 /* vdi-io.c: the data path */
 int vdi_map(struct vdisk_node *node, uint64_t off, uint64_t len, unsigned flags,
             struct vdisk_map *m);

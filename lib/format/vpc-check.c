@@ -55,7 +55,7 @@ int vpc_check(struct vdisk_node *node, unsigned flags, struct vdisk_check_result
         res->allocated_clusters++;
         if (!vpc_block_ok(s, i))
             report(res, node->path, "lies past the end of the file", i, host);
-        else if (host < s->meta_end)
+        else if (host < s->meta_end && vpc_overlaps_meta(s, host, span))
             report(res, node->path, "overlaps the header, BAT or parent locators", i, host);
         else
             hosts[n++] = host;

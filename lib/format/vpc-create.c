@@ -325,3 +325,9 @@ out:
     free(p.real);
     return r;
 }
+
+/* For vpc-resize.c: set_size. */
+int vpc_footer_set_size(uint8_t *f, uint64_t *size, bool force, const char *path)
+{
+    return set_size(f, size, force, path);
+}

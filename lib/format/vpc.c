@@ -360,4 +360,5 @@ const struct vdisk_format vdisk_format_vpc = {
     .write_zeroes = vpc_write_zeroes,
     .get_info = vpc_get_info,
     .check = vpc_check,
+    .resize = vpc_resize, /* vpc-resize.c */
 };

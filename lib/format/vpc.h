@@ -112,6 +112,14 @@ uint64_t vpc_footer_size(const uint8_t *footer, const char *force, bool *chs);
 /* vpc-create.c */
 int vpc_create(struct vdisk_node *node, uint64_t size, const struct vdisk_options *opts);
 
+/* Set footer F's size and geometry fields for *SIZE, rounded as create rounds it (FORCE: exact). */
+int vpc_footer_set_size(uint8_t *f, uint64_t *size, bool force, const char *path);
+
+/* vpc-resize.c */
+int vpc_resize(struct vdisk_node *node, uint64_t size, unsigned flags);
+/* Does [HOST, HOST+LEN) overlap the dynamic header, the BAT or a parent locator's data? */
+bool vpc_overlaps_meta(const struct vpc *s, uint64_t host, uint64_t len);
+
 /* vpc-parent.c */
 int vpc_open_parent(struct vpc *s);
 /* UTF-8 IN to UTF-16 (LE unless BE) in OUT (at most OUTLEN bytes); bytes written or -errno. */

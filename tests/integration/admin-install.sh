@@ -121,7 +121,7 @@ if [ -f /usr/share/bash-completion/bash_completion ]; then
     }
     eq "vdisk <TAB>: commands" "$(complete_line 'vdisk ')" "$(echo "$commands" | sort | tr '\n' ' ')"
     eq "vdisk c<TAB>" "$(complete_line 'vdisk c')" "check close commit convert create "
-    eq "vdisk open --<TAB>: its options" "$(complete_line 'vdisk open --')" "--all-persistent --format --help --key-file --key-stdin --no-direct --options --overlay --partition --persist --read-only --snapshot --snapshot-dir --via "
+    eq "vdisk open --<TAB>: its options" "$(complete_line 'vdisk open --')" "--all-persistent --format --help --key-file --key-stdin --no-direct --options --overlay --partition --persist --ram --read-only --snapshot --snapshot-dir --via "
     eq "vdisk open --via <TAB>: the ways" "$(complete_line 'vdisk open --via ')" "auto fuse kmod loop nbd ublk "
     eq "vdisk create -f <TAB>: the formats" "$(complete_line 'vdisk create -f ')" "$("$VDISK" formats | sort | tr '\n' ' ')"
     c=$(complete_line 'vdisk close ')

@@ -161,6 +161,8 @@ int cmd_info(int argc, char **argv)
     open = find_record(path, &rec);
     if (open < 0)
         return 1;
+    if (open && strcmp(rec.format, "ram") == 0)
+        return ram_info(&rec, json); /* cmd_ram.c: no image file to read */
     if (open)
         path = rec.image;
     /* like qemu-img info -U: read metadata even while another process writes */

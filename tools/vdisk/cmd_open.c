@@ -351,7 +351,8 @@ int cmd_open(int argc, char **argv)
         OPT_SNAPSHOT,
         OPT_SNAPSHOT_DIR,
         OPT_OVERLAY,
-        OPT_PARTITION
+        OPT_PARTITION,
+        OPT_RAM
     };
     static const struct option longopts[] = {
         {"read-only", no_argument, NULL, 'r'},
@@ -365,6 +366,7 @@ int cmd_open(int argc, char **argv)
         {"snapshot-dir", required_argument, NULL, OPT_SNAPSHOT_DIR},
         {"overlay", required_argument, NULL, OPT_OVERLAY},
         {"partition", required_argument, NULL, OPT_PARTITION},
+        {"ram", required_argument, NULL, OPT_RAM},
         {"help", no_argument, NULL, 'h'},
         KEY_LONGOPTS,
         {NULL, 0, NULL, 0},
@@ -372,6 +374,7 @@ int cmd_open(int argc, char **argv)
     struct open_args a = {.via = "auto", .direct = true, .may_create = true};
     bool persist = false, all_persistent = false, overlay_created = false;
     const char *overlay = NULL;
+    const char *ram = NULL; /* --ram SIZE (cmd_ram.c) */
     struct persist_entry e;
     int c, status;
 
@@ -416,6 +419,9 @@ int cmd_open(int argc, char **argv)
             if (parse_partition(optarg, &a.partition) < 0)
                 return 1;
             break;
+        case OPT_RAM:
+            ram = optarg;
+            break;
         case 'h':
             fputs(command_help("open"), stdout);
             return 0;
@@ -423,6 +429,14 @@ int cmd_open(int argc, char **argv)
             usage();
             return 2;
         }
+    }
+    if (ram) {
+        if (optind != argc || persist || all_persistent || a.format || a.options || a.snapshot ||
+            overlay || a.partition) {
+            usage();
+            return 2;
+        }
+        return ram_open(ram, a.via, a.read_only);
     }
     if (all_persistent) {
         if (optind != argc || persist) {

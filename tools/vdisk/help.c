@@ -27,6 +27,7 @@ static const struct help {
      "       vdisk open --snapshot [--snapshot-dir DIR] [--partition N] IMAGE\n"
      "       vdisk open --overlay OVERLAY [--partition N] IMAGE\n"
      "       vdisk open --all-persistent\n"
+     "       vdisk open --ram SIZE [--via WAY]\n"
      "Give IMAGE a block device (creating a raw or FMT image of SIZE, default 100 MiB,\n"
      "when it does not exist) and print the device.\n"
      "  -r, --read-only        open read-only\n"
@@ -41,6 +42,7 @@ static const struct help {
      "                         else /var/tmp)\n"
      "      --overlay OVERLAY  writes go to the qcow2 OVERLAY over IMAGE (made when missing)\n"
      "      --partition N      the disk is partition N of the image alone\n"
+     "      --ram SIZE         a RAM disk of SIZE instead of an image\n"
      "      --key-file FILE    the key of an encrypted image (luks, qcow2 encrypt.format=luks)\n"
      "      --key-stdin        read the key from standard input\n"
      "  -h, --help             show this help\n"},
@@ -183,6 +185,20 @@ static const struct help {
      "  -F, --backing-format FMT  its format (default: probed)\n"
      "  -u, --unsafe           only rewrite the name (the bases hold the same data)\n"
      "  -h, --help             show this help\n"},
+    {"resize",
+     "usage: vdisk resize [-f FMT] [--shrink] IMAGE|DEVICE|ID [+|-]SIZE\n"
+     "Change an image's virtual size (raw, qcow2, vpc, dynamic vdi), like qemu-img\n"
+     "resize (a bare number is bytes). On a raw disk open through loop or kmod the\n"
+     "device grows with it; then grow its file system (resize2fs).\n"
+     "  -f, --format FMT       image format (default: probed)\n"
+     "      --shrink           allow a smaller size (refused where data would be cut off)\n"
+     "  -h, --help             show this help\n"},
+    {"save", "usage: vdisk save -O FMT [-o KEY=VAL,...] DEVICE|ID FILE\n"
+             "Write the content of an open RAM disk (see vdisk open) to a new image FILE,\n"
+             "sparse: blocks of zeroes stay holes. Unmount it (or sync) first.\n"
+             "  -O FMT                 the new image's format (required)\n"
+             "  -o KEY=VAL             its create options, comma separated\n"
+             "  -h, --help             show this help\n"},
     {"formats", "usage: vdisk formats\n"
                 "List the image formats this vdisk knows, one a line.\n"
                 "  -h, --help             show this help\n"},

@@ -32,6 +32,8 @@ static const struct command {
     {"persist", cmd_persist, "edit the table of disks opened at boot"},
     {"supervise", cmd_supervise, "keep a persistent disk open (vdisk@ID.service)"},
     {"formats", cmd_formats, "list the image formats"},
+    {"resize", cmd_resize, "change an image's size, offline or on an open disk"},
+    {"save", cmd_save, "write a RAM disk's content to a new image"},
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 

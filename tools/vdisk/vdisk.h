@@ -204,5 +204,10 @@ int cmd_rebase(int argc, char **argv);
 
 /* nodes.c: the disk's device node root:disk 0660, its control node (ublk) root 0600 */
 void nodes_secure(const char *device);
+int cmd_resize(int argc, char **argv);
+int cmd_save(int argc, char **argv);
+/* RAM disks (cmd_ram.c): open one of SIZE_TEXT through VIA (0 or 1 with a message); info. */
+int ram_open(const char *size_text, const char *via, bool read_only);
+int ram_info(const struct disk_record *rec, bool json);
 
 #endif

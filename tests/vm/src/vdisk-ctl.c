@@ -247,7 +247,7 @@ static int cmd_hostile(const char *file, const char *dir)
 static int cmd_fuzz(unsigned seed, long n)
 {
     static const unsigned cmds[] = {VDISK_CTL_ADD, VDISK_CTL_REMOVE, VDISK_CTL_QUERY,
-                                    VDISK_CTL_LIST};
+                                    VDISK_CTL_LIST, VDISK_CTL_RESIZE};
     int ctl = ctl_open();
     unsigned char buf[512];
     long ok = 0, i;
@@ -260,7 +260,7 @@ static int cmd_fuzz(unsigned seed, long n)
             buf[j] = random();
         if (random() % 2) {
             /* a real command with a plausible header and random rest */
-            cmd = cmds[random() % 4];
+            cmd = cmds[random() % (sizeof(cmds) / sizeof(cmds[0]))];
             ((__u32 *)buf)[0] = random() % 4 ? _IOC_SIZE(cmd) : random();
             ((__u32 *)buf)[1] = random() % 4 ? VDISK_CTL_VERSION : random();
         } else {
