@@ -338,6 +338,10 @@ int qcow2_check(struct vdisk_node *node, unsigned flags, struct vdisk_check_resu
     qcow2_lock_excl(s);
     qcow2_wait_pins(s); /* a repair may move or free anything */
     r = qcow2_check_locked(s, flags, res);
+    if (r == 0)
+        res->corruptions += qcow2_overlap_count(s, NULL, 0); /* not repairable */
+    if (r == 0 && (flags & VDISK_CHECK_REPAIR_ALL) && res->corruptions == res->corruptions_fixed)
+        r = qcow2_overlap_repaired(s);
     pthread_rwlock_unlock(&s->lock);
     return r;
 }
