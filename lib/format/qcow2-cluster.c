@@ -438,8 +438,8 @@ static int write_alloc(struct qcow2 *s, const uint8_t *buf, uint64_t len, uint64
     reuse = host && (e & QCOW2_COPIED);
     old_data = (e & QCOW2_COMPRESSED) || (host && !reuse);
     if (host && (host & (cs - 1) || host >= s->file_size || (reuse && hits_metadata(s, host))))
-        return qcow2_corrupt(s, "%s: cluster at guest %llu maps to invalid offset %llu",
-                           s->node->path, (unsigned long long)coff, (unsigned long long)host);
+        return qcow2_corrupt(s, "cluster at guest %llu maps to invalid offset %llu",
+                             (unsigned long long)coff, (unsigned long long)host);
     if (s->ext_l2 && !old_data) {
         unsigned sa = (unsigned)(a >> s->sc_bits);
         unsigned sb = (unsigned)((b + (1ull << s->sc_bits) - 1) >> s->sc_bits);
@@ -639,8 +639,8 @@ static int in_place(struct qcow2 *s, uint64_t off, uint64_t len, uint64_t *hostp
     if ((e & (QCOW2_COPIED | QCOW2_COMPRESSED)) != QCOW2_COPIED || !h)
         return 0;
     if (h & (s->cluster_size - 1) || h >= s->file_size || hits_metadata(s, h))
-        return qcow2_corrupt(s, "%s: cluster at guest %llu maps to invalid offset %llu",
-                           s->node->path, (unsigned long long)off, (unsigned long long)h);
+        return qcow2_corrupt(s, "cluster at guest %llu maps to invalid offset %llu",
+                             (unsigned long long)off, (unsigned long long)h);
     if (s->ext_l2) {
         unsigned sa = (unsigned)(in >> s->sc_bits);
         unsigned sb = (unsigned)((in + len + (1ull << s->sc_bits) - 1) >> s->sc_bits);

@@ -139,8 +139,8 @@ int qcow2_corrupt(struct qcow2 *s, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(why, sizeof(why), fmt, ap);
     va_end(ap);
-    if (!s->corrupt && !s->node->read_only) {
-        s->corrupt = true;
+    /* the first to find it marks it (a write in place finds it under the shared lock) */
+    if (!s->node->read_only && !atomic_exchange(&s->corrupt, true)) {
         s->incompat |= QCOW2_INCOMPAT_CORRUPT;
         if (s->version >= 3 &&
             qcow2_write_header_u64(s, QCOW2_HDR_INCOMPAT,

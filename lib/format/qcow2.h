@@ -163,7 +163,7 @@ struct qcow2 {
     struct overlap_set meta;      /* L2 tables and refcount blocks (and freed ones) */
     struct overlap_set snap_meta; /* snapshot table and snapshot L1 tables */
     bool meta_lost;               /* out of memory for meta: walk the tables */
-    bool corrupt;                 /* marked corrupt: no writes until check -r all */
+    _Atomic bool corrupt;         /* marked corrupt: no writes until check -r all */
 };
 
 /* qcow2-cache.c */
