@@ -268,7 +268,7 @@ int qcow2_overlap_open_check(struct qcow2 *s)
     for (uint32_t i = 0; r == 0 && i < s->l1_size; i++) {
         uint64_t off = s->l1[i] & QCOW2_OFFSET_MASK;
 
-        if (off)
+        if (off && off < s->file_size) /* past the end: an error when used, not an overlap */
             r = referenced(s, off, cs, "L2 table");
     }
     for (size_t i = 0; r == 0 && i < s->snap_meta.n; i++)
