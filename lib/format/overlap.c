@@ -1,9 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /* A sorted set of metadata ranges (see overlap.h). */
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../error.h"
+#include "../format.h"
 #include "overlap.h"
 
 /* Index of the first range starting at or after OFF. */
@@ -76,4 +80,21 @@ void overlap_free(struct overlap_set *o)
 {
     free(o->r);
     *o = (struct overlap_set){0};
+}
+
+int vdisk_node_refuse_writes(struct vdisk_node *node, const char *fmt, ...)
+{
+    char *why = NULL, *none = NULL;
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = vasprintf(&why, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return vdisk_error(EIO, "%s: metadata damaged (out of memory for the details)", node->path);
+    vdisk_error(EIO, "%s: %s: writes refused; `vdisk check` reports it", node->path, why);
+    if (!atomic_compare_exchange_strong(&node->write_refused, &none, why))
+        free(why); /* the first reason stays */
+    return -EIO;
 }

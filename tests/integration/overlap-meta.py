@@ -6,6 +6,7 @@
 #   overlap-meta.py hash IMAGE RANGES     sha256 of those ranges of IMAGE (the
 #                                         qcow2 dirty/corrupt bits masked out)
 import hashlib
+import re
 import struct
 import sys
 
@@ -69,13 +70,12 @@ def vpc(f):
 
 
 def vhdx(f):
-    out = [(0, 1 << 20, "header section")]
+    # the headers change when a session starts (new write GUIDs): the region tables do not
+    out = [(192 * 1024, 128 * 1024, "region tables")]
     rt = f[192 * 1024:192 * 1024 + 65536]
     for i in range(le("I", rt, 8)):
         e = 16 + 32 * i
         out.append((le("Q", rt, e + 16), le("I", rt, e + 24), "region %d" % i))
-    for hdr in (64 * 1024, 128 * 1024):
-        out.append((le("Q", f, hdr + 72), le("I", f, hdr + 68), "log"))
     return out
 
 
@@ -103,8 +103,13 @@ def main():
             print(off, n, what.replace(" ", "_"))
         return
     f = bytearray(open(sys.argv[2], "rb").read())
+    # what a first write changes by design, before any data: not overwritten by data
     if f[:4] == b"QFI\xfb":
-        f[79] &= ~3  # dirty and corrupt bits: the driver may set them
+        f[79] &= ~3  # qcow2: the dirty and corrupt bits
+    if f[64:68] == b"\x7f\x10\xda\xbe":
+        f[408:424] = bytes(16)  # VDI: the modification UUID
+    if f[:4] == b"KDMV":
+        f = bytearray(re.sub(rb"\nCID=[0-9a-fA-F]{8}", b"\nCID=00000000", bytes(f), count=1))
     h = hashlib.sha256()
     for line in open(sys.argv[3]):
         off, n, _ = line.split()
