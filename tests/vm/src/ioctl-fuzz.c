@@ -141,7 +141,7 @@ static void vdisk_node_call(void)
                                          BLKDISCARD, BLKZEROOUT, BLKSECDISCARD, BLKRRPART,
                                          BLKIOMIN,  BLKIOOPT,    BLKPBSZGET,  BLKRAGET,
                                          BLKRASET,  HDIO_GETGEO, BLKPG,       BLKGETDISKSEQ};
-    unsigned char buf[256];
+    static unsigned char buf[1 << 16]; /* room for whatever a random command writes */
     uint64_t range[2];
     unsigned long cmd;
     char path[32];
@@ -173,7 +173,7 @@ static void vdisk_node_call(void)
         range[1] = pick(2) ? rnd() : rnd() % (1 << 20) & ~511ull;
         arg = range;
     } else {
-        arg = bad_ptr(64, buf, sizeof(buf));
+        arg = bad_ptr(64, buf, 512);
     }
     ioctl(fd, cmd, arg);
     close(fd);
@@ -183,7 +183,7 @@ static int fuzz_vdisk(long n, const char *file)
 {
     static const unsigned cmds[] = {VDISK_CTL_ADD, VDISK_CTL_REMOVE, VDISK_CTL_QUERY,
                                     VDISK_CTL_LIST};
-    unsigned char buf[512];
+    static unsigned char buf[1 << 16];
     long adds = 0, ok = 0;
     int ctl = open(VDISK_CTL_DEVICE, O_RDWR | O_CLOEXEC), p[2];
 
@@ -221,13 +221,13 @@ static int fuzz_vdisk(long n, const char *file)
             cmd = cmds[pick(4)];
         }
         if (pick(3) == 0) {
-            arg = bad_ptr(sizeof(d), buf, sizeof(buf));
+            arg = bad_ptr(sizeof(d), buf, 512);
         } else if (cmd == VDISK_CTL_LIST) {
             static uint32_t out[4];
 
             l = (struct vdisk_ctl_list){.struct_size = sizeof(l), .version = VDISK_CTL_VERSION};
             l.max = pick(2) ? pick(8) : (unsigned)rnd();
-            l.indexes = pick(2) ? (uintptr_t)out : (uintptr_t)bad_ptr(16, buf, sizeof(buf));
+            l.indexes = pick(2) ? (uintptr_t)out : (uintptr_t)bad_ptr(16, buf, 512);
             if (l.max > 4 && l.indexes == (uintptr_t)out)
                 l.max = 4;
             arg = &l;
@@ -365,8 +365,9 @@ static int ublk_cleanup(int ctl, int keep)
 
 static int fuzz_ublk(long n)
 {
-    static unsigned char info[1 << 16]; /* any len: the kernel may fill all of it */
-    unsigned char buf[512], sqe_cmd[80];
+    /* any len up to 64 KiB: the kernel may fill all of it */
+    static unsigned char info[1 << 16], buf[1 << 16];
+    unsigned char sqe_cmd[80];
     long ok = 0, adds = 0, hangs = 0;
     int ctl = open("/dev/ublk-control", O_RDWR | O_CLOEXEC), left = 0;
     DIR *d = opendir("/sys/class/ublk-char");
@@ -428,7 +429,7 @@ static int fuzz_ublk(long n)
             if (pick(2))
                 info[24] = (unsigned char)pick(256); /* flags */
         }
-        c.addr = pick(4) ? (uintptr_t)info : (uintptr_t)bad_ptr(64, buf, sizeof(buf));
+        c.addr = pick(4) ? (uintptr_t)info : (uintptr_t)bad_ptr(64, buf, 512);
         c.data[0] = pick(2) ? 0 : rnd();
         c.dev_path_len = pick(4) ? 0 : (uint16_t)rnd();
         c.reserved = pick(8) ? 0 : (uint32_t)rnd();
@@ -438,7 +439,7 @@ static int fuzz_ublk(long n)
             for (size_t j = 0; j < sizeof(sqe_cmd); j++)
                 sqe_cmd[j] = (unsigned char)rnd();
         if (pick(6) == 0) { /* ioctl() too: the control node has none */
-            if (ioctl(ctl, op, pick(2) ? (void *)&c : bad_ptr(32, buf, sizeof(buf))) == 0)
+            if (ioctl(ctl, op, pick(2) ? (void *)&c : bad_ptr(32, buf, 512)) == 0)
                 ok++;
             continue;
         }
