@@ -60,8 +60,13 @@ static long pagesz;
 /* A hostile argument pointer: bad addresses, or a buffer of LEN random bytes. */
 static void *bad_ptr(size_t len, unsigned char *buf, size_t cap)
 {
-    static const uintptr_t bad[] = {0, 1, 4095, 0xffff888000000000ull, 0xffffffffff600000ull,
-                                    0x00007ffffffff000ull, (uintptr_t)-1};
+    static const uintptr_t bad[] = {0,
+                                    1,
+                                    4095,
+                                    0xffff888000000000ull,
+                                    0xffffffffff600000ull,
+                                    0x00007ffffffff000ull,
+                                    (uintptr_t)-1};
 
     switch (pick(8)) {
     case 0:
@@ -110,7 +115,8 @@ static int remove_added(int ctl)
 /* A disk request: plausible, with random fields mixed in. */
 static void vdisk_req(struct vdisk_ctl_disk *d)
 {
-    static const uint64_t sizes[] = {0, 512, 4096, 1 << 20, 16 << 20, (16 << 20) + 512,
+    static const uint64_t sizes[] = {0,          512,        4096,
+                                     1 << 20,    16 << 20,   (16 << 20) + 512,
                                      1ull << 40, UINT64_MAX, UINT64_MAX - 511};
     static const unsigned bss[] = {0, 1, 512, 1024, 4096, 8192, 0xffffffff};
 
@@ -136,11 +142,10 @@ static void vdisk_req(struct vdisk_ctl_disk *d)
 /* One ioctl on a node of a disk this run made. */
 static void vdisk_node_call(void)
 {
-    static const unsigned long cmds[] = {BLKROSET,  BLKROGET,    BLKGETSIZE,  BLKGETSIZE64,
-                                         BLKFLSBUF, BLKSSZGET,   BLKBSZGET,   BLKBSZSET,
-                                         BLKDISCARD, BLKZEROOUT, BLKSECDISCARD, BLKRRPART,
-                                         BLKIOMIN,  BLKIOOPT,    BLKPBSZGET,  BLKRAGET,
-                                         BLKRASET,  HDIO_GETGEO, BLKPG,       BLKGETDISKSEQ};
+    static const unsigned long cmds[] = {
+        BLKROSET,   BLKROGET,   BLKGETSIZE, BLKGETSIZE64,  BLKFLSBUF, BLKSSZGET,    BLKBSZGET,
+        BLKBSZSET,  BLKDISCARD, BLKZEROOUT, BLKSECDISCARD, BLKRRPART, BLKIOMIN,     BLKIOOPT,
+        BLKPBSZGET, BLKRAGET,   BLKRASET,   HDIO_GETGEO,   BLKPG,     BLKGETDISKSEQ};
     static unsigned char buf[1 << 16]; /* room for whatever a random command writes */
     uint64_t range[2];
     unsigned long cmd;
@@ -280,8 +285,8 @@ static int ring_init(void)
     ring.fd = (int)syscall(__NR_io_uring_setup, 4, &p);
     if (ring.fd < 0)
         return -errno;
-    sq = mmap(NULL, p.sq_off.array + p.sq_entries * 4, PROT_READ | PROT_WRITE, MAP_SHARED,
-              ring.fd, IORING_OFF_SQ_RING);
+    sq = mmap(NULL, p.sq_off.array + p.sq_entries * 4, PROT_READ | PROT_WRITE, MAP_SHARED, ring.fd,
+              IORING_OFF_SQ_RING);
     cq = mmap(NULL, p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe),
               PROT_READ | PROT_WRITE, MAP_SHARED, ring.fd, IORING_OFF_CQ_RING);
     ring.sqes = mmap(NULL, p.sq_entries * 128, PROT_READ | PROT_WRITE, MAP_SHARED, ring.fd,
