@@ -237,7 +237,8 @@ static int check_copied(struct check *c, unsigned flags)
         uint64_t off = s->l1[i] & QCOW2_OFFSET_MASK, rc;
         struct qcow2_table *t;
 
-        if (!off || off & (s->cluster_size - 1) || (off >> s->cluster_bits) >= c->nb)
+        if (!off || off & (s->cluster_size - 1) || (off >> s->cluster_bits) >= c->nb ||
+            qcow2_overlap_fixed(s, off)) /* counted by qcow2_overlap_count */
             continue;
         r = qcow2_rc_get(s, off >> s->cluster_bits, &rc);
         if (r < 0)

@@ -204,6 +204,12 @@ static const char *fixed_what(struct qcow2 *s, uint64_t off)
     return r ? r->what : NULL;
 }
 
+/* Does the cluster at OFF lie in a fixed table (header, L1, reftable, snapshot tables)? */
+bool qcow2_overlap_fixed(struct qcow2 *s, uint64_t off)
+{
+    return fixed_what(s, off) != NULL;
+}
+
 /* A table (WHAT number INDEX) about to be loaded for writing must not lie in a fixed one. */
 int qcow2_overlap_table(struct qcow2 *s, uint64_t off, const char *what, uint64_t index)
 {

@@ -234,6 +234,7 @@ int qcow2_refuse_corrupt(struct qcow2 *s);
 int qcow2_overlap_check_alloc(struct qcow2 *s, uint64_t idx);
 int qcow2_overlap_open_check(struct qcow2 *s);
 int qcow2_overlap_table(struct qcow2 *s, uint64_t off, const char *what, uint64_t index);
+bool qcow2_overlap_fixed(struct qcow2 *s, uint64_t off);
 uint64_t qcow2_overlap_count(struct qcow2 *s, char *first, size_t size);
 int qcow2_overlap_repaired(struct qcow2 *s);
 
