@@ -90,6 +90,8 @@ struct vdisk_node {
     void *priv; /* the driver's state */
     /* LINEAR: the file holding the guest bytes when it is not node->file (a flat VMDK) */
     struct vdisk_file *linear_file;
+    /* damage found (format/overlap.c): every further write fails with EIO and this */
+    char *_Atomic write_refused;
 };
 
 /* vdisk_format.flags */
@@ -168,6 +170,14 @@ extern const struct vdisk_format vdisk_format_luks;
 /* Is [OFF, OFF+LEN) inside NODE, and writable for WRITE? -errno naming WHAT if not. */
 int vdisk_check_range(struct vdisk_node *node, const char *what, uint64_t off, uint64_t len,
                       bool write);
+
+/*
+ * NODE's metadata is damaged so that a write could land on it (what FMT
+ * says): fail this and every further write with EIO, for this session.
+ * Returns -EIO with the message set. (format/overlap.c)
+ */
+int vdisk_node_refuse_writes(struct vdisk_node *node, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /*
  * Open the backing node NAME (relative to NODE's directory unless absolute)

@@ -72,6 +72,9 @@ int vdisk_check_range(struct vdisk_node *n, const char *what, uint64_t off, uint
 {
     if (write && n->read_only)
         return vdisk_error(EROFS, "%s: %s: image is open read-only", n->path, what);
+    if (write && atomic_load(&n->write_refused))
+        return vdisk_error(EIO, "%s: %s refused: %s", n->path, what,
+                           atomic_load(&n->write_refused));
     if (off > n->size || len > n->size - off)
         return vdisk_error(ENOSPC, "%s: %s of %llu bytes at %llu is past the end (%llu bytes)",
                            n->path, what, (unsigned long long)len, (unsigned long long)off,
@@ -588,6 +591,7 @@ static void node_free(struct vdisk_node *n)
     pthread_cond_destroy(&n->pin_done);
     free(n->real);
     free(n->path);
+    free(atomic_load(&n->write_refused));
     free(n);
 }
 

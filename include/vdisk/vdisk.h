@@ -25,6 +25,7 @@ struct vdisk_image;
 #define VDISK_OPEN_DIRECT (1u << 1) /* O_DIRECT on the image file */
 #define VDISK_OPEN_NOLOCK (1u << 2) /* take no QEMU-compatible lock */
 #define VDISK_OPEN_UNSAFE (1u << 3) /* flush and FUA don't wait for the disk (cache=unsafe) */
+#define VDISK_OPEN_REPAIR (1u << 4) /* for check -r: open an image marked corrupt read-write */
 
 /* vdisk_write() flags */
 #define VDISK_WRITE_FUA (1u << 0) /* durable before return */

@@ -237,7 +237,8 @@ static int check_copied(struct check *c, unsigned flags)
         uint64_t off = s->l1[i] & QCOW2_OFFSET_MASK, rc;
         struct qcow2_table *t;
 
-        if (!off || off & (s->cluster_size - 1) || (off >> s->cluster_bits) >= c->nb)
+        if (!off || off & (s->cluster_size - 1) || (off >> s->cluster_bits) >= c->nb ||
+            qcow2_overlap_fixed(s, off)) /* counted by qcow2_overlap_count */
             continue;
         r = qcow2_rc_get(s, off >> s->cluster_bits, &rc);
         if (r < 0)
@@ -338,6 +339,10 @@ int qcow2_check(struct vdisk_node *node, unsigned flags, struct vdisk_check_resu
     qcow2_lock_excl(s);
     qcow2_wait_pins(s); /* a repair may move or free anything */
     r = qcow2_check_locked(s, flags, res);
+    if (r == 0)
+        res->corruptions += qcow2_overlap_count(s, NULL, 0); /* not repairable */
+    if (r == 0 && (flags & VDISK_CHECK_REPAIR_ALL) && res->corruptions == res->corruptions_fixed)
+        r = qcow2_overlap_repaired(s);
     pthread_rwlock_unlock(&s->lock);
     return r;
 }

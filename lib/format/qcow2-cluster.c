@@ -20,15 +20,10 @@ struct qc_map {
     uint64_t len;
 };
 
-/* Does host cluster H overlap the header, L1, refcount or snapshot table? */
+/* Does host cluster H overlap any metadata (qcow2-overlap.c)? */
 static bool hits_metadata(struct qcow2 *s, uint64_t h)
 {
-    uint64_t cs = s->cluster_size;
-
-    return h < cs || (h + cs > s->l1_offset && h < s->l1_offset + (uint64_t)s->l1_size * 8) ||
-           (h + cs > s->rt_offset &&
-            h < s->rt_offset + ((uint64_t)s->rt_clusters << s->cluster_bits)) ||
-           (s->nb_snapshots && h == (s->snapshots_offset & ~(cs - 1)));
+    return qcow2_overlap_what(s, h, s->cluster_size) != NULL;
 }
 
 /* Write a dirty L2 table: the refcounts of what it points to go first. */
@@ -59,7 +54,9 @@ int qcow2_l2_load(struct qcow2 *s, uint64_t l1i, struct qcow2_table **tp)
     if (off & (s->cluster_size - 1) || off >= s->file_size)
         return vdisk_error(EIO, "%s: L2 table %llu at offset %llu is invalid (image corrupt)",
                            s->node->path, (unsigned long long)l1i, (unsigned long long)off);
-    r = qcow2_cache_take(s, &s->l2c, l1i, l2_writeback, &t);
+    r = qcow2_overlap_table(s, off, "L2 table", l1i);
+    if (r == 0)
+        r = qcow2_cache_take(s, &s->l2c, l1i, l2_writeback, &t);
     if (r < 0)
         return r;
     if (t->index == (int64_t)l1i && t->offset == off) {
@@ -253,6 +250,7 @@ int qcow2_mark_dirty(struct qcow2 *s)
 static void l1_set(struct qcow2 *s, uint64_t l1i, uint64_t e)
 {
     s->l1[l1i] = e;
+    qcow2_overlap_note(s, e & QCOW2_OFFSET_MASK, "L2 table");
     if (s->l1_dirty_lo >= s->l1_dirty_hi) {
         s->l1_dirty_lo = l1i;
         s->l1_dirty_hi = l1i + 1;
@@ -440,8 +438,8 @@ static int write_alloc(struct qcow2 *s, const uint8_t *buf, uint64_t len, uint64
     reuse = host && (e & QCOW2_COPIED);
     old_data = (e & QCOW2_COMPRESSED) || (host && !reuse);
     if (host && (host & (cs - 1) || host >= s->file_size || (reuse && hits_metadata(s, host))))
-        return vdisk_error(EIO, "%s: cluster at guest %llu maps to invalid offset %llu",
-                           s->node->path, (unsigned long long)coff, (unsigned long long)host);
+        return qcow2_corrupt(s, "cluster at guest %llu maps to invalid offset %llu",
+                             (unsigned long long)coff, (unsigned long long)host);
     if (s->ext_l2 && !old_data) {
         unsigned sa = (unsigned)(a >> s->sc_bits);
         unsigned sb = (unsigned)((b + (1ull << s->sc_bits) - 1) >> s->sc_bits);
@@ -641,8 +639,8 @@ static int in_place(struct qcow2 *s, uint64_t off, uint64_t len, uint64_t *hostp
     if ((e & (QCOW2_COPIED | QCOW2_COMPRESSED)) != QCOW2_COPIED || !h)
         return 0;
     if (h & (s->cluster_size - 1) || h >= s->file_size || hits_metadata(s, h))
-        return vdisk_error(EIO, "%s: cluster at guest %llu maps to invalid offset %llu",
-                           s->node->path, (unsigned long long)off, (unsigned long long)h);
+        return qcow2_corrupt(s, "cluster at guest %llu maps to invalid offset %llu",
+                             (unsigned long long)off, (unsigned long long)h);
     if (s->ext_l2) {
         unsigned sa = (unsigned)(in >> s->sc_bits);
         unsigned sb = (unsigned)((in + len + (1ull << s->sc_bits) - 1) >> s->sc_bits);
@@ -663,6 +661,8 @@ int qcow2_write(struct vdisk_node *node, const void *buf, size_t len, uint64_t o
     const uint8_t *p = buf;
     int r = 0;
 
+    if (s->corrupt)
+        return qcow2_refuse_corrupt(s);
     while (len > 0 && r == 0) {
         uint64_t n = s->cluster_size - (off & (s->cluster_size - 1)), host;
 
@@ -838,6 +838,8 @@ int qcow2_map(struct vdisk_node *node, uint64_t off, uint64_t len, unsigned flag
     bool write = flags & VDISK_MAP_WRITE;
     int r;
 
+    if (write && s->corrupt)
+        return qcow2_refuse_corrupt(s);
     if (write && (flags & VDISK_MAP_FUA)) {
         m->type = VDISK_MAP_OTHER;
         m->len = len;

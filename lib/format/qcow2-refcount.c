@@ -111,7 +111,9 @@ static int rb_load(struct qcow2 *s, uint64_t rti, struct qcow2_table **tp)
     if (off & (s->cluster_size - 1) || off >= s->file_size)
         return vdisk_error(EIO, "%s: refcount block %llu at offset %llu is invalid", s->node->path,
                            (unsigned long long)rti, (unsigned long long)off);
-    r = qcow2_cache_take(s, &s->rbc, rti, rb_writeback, &t);
+    r = qcow2_overlap_table(s, off, "refcount block", rti);
+    if (r == 0)
+        r = qcow2_cache_take(s, &s->rbc, rti, rb_writeback, &t);
     if (r < 0)
         return r;
     if (t->index == (int64_t)rti && t->offset == off) {
@@ -144,10 +146,13 @@ int qcow2_rc_get(struct qcow2 *s, uint64_t idx, uint64_t *val)
 static int rb_create_at(struct qcow2 *s, uint64_t rti, uint64_t idx)
 {
     struct qcow2_table *t;
-    int r = qcow2_cache_take(s, &s->rbc, rti, rb_writeback, &t);
+    int r = qcow2_overlap_check_alloc(s, idx);
 
+    if (r == 0)
+        r = qcow2_cache_take(s, &s->rbc, rti, rb_writeback, &t);
     if (r < 0)
         return r;
+    qcow2_overlap_note(s, idx << s->cluster_bits, "refcount block");
     qcow2_cache_assign(&s->rbc, t, rti, idx << s->cluster_bits);
     memset(t->buf, 0, s->cluster_size);
     qcow2_rb_set(t->buf, idx & ((1ull << s->rb_bits) - 1), s->refcount_order, 1);
@@ -225,6 +230,7 @@ static int grow_reftable(struct qcow2 *s, uint64_t min_entries)
         if (r < 0)
             goto out;
         nt[rti] = blk << s->cluster_bits;
+        qcow2_overlap_note(s, nt[rti], "refcount block");
     }
     for (uint64_t i = 0; i < entries; i++)
         nt[i] = htobe64(nt[i]);
@@ -369,6 +375,9 @@ int qcow2_alloc_cluster(struct qcow2 *s, uint64_t *off)
         for (uint64_t i = idx & (E - 1); i < E; i++, idx++) {
             if (qcow2_rb_get(t->buf, i, s->refcount_order) || check_used(s, idx))
                 continue;
+            r = qcow2_overlap_check_alloc(s, idx);
+            if (r < 0)
+                return r;
             qcow2_rb_set(t->buf, i, s->refcount_order, 1);
             t->dirty = true;
             s->free_hint = idx + 1;

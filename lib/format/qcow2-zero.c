@@ -54,6 +54,8 @@ int qcow2_discard(struct vdisk_node *node, uint64_t off, uint64_t len)
     uint64_t cs = s->cluster_size, a = (off + cs - 1) & ~(cs - 1), b = (off + len) & ~(cs - 1);
     int r;
 
+    if (s->corrupt)
+        return qcow2_refuse_corrupt(s);
     if (off + len == node->size)
         b = (off + len + cs - 1) & ~(cs - 1);
     if (a >= b || (s->node->backing && s->version < 3))
@@ -96,6 +98,8 @@ int qcow2_write_zeroes(struct vdisk_node *node, uint64_t off, uint64_t len, unsi
     uint8_t *zero = NULL;
     int r = 0;
 
+    if (s->corrupt)
+        return qcow2_refuse_corrupt(s);
     if (s->version < 3 && s->node->backing)
         return -ENOTSUP; /* no zero flag: unallocated would show the backing file */
     if ((flags & VDISK_ZERO_NO_FALLBACK) && ((off | len) & (unit - 1)) && end != node->size)

@@ -122,6 +122,8 @@ static void qcow2_free(struct qcow2 *s)
     free(s->reftable);
     free(s->frees);
     free(s->inflight);
+    overlap_free(&s->meta);
+    overlap_free(&s->snap_meta);
     free(s->backing_name);
     free(s->backing_fmt);
     qcow2_crypt_close(s);
@@ -310,8 +312,11 @@ static int qcow2_open(struct vdisk_node *node)
         r = read_backing_name(s, hdr, s->cluster_size);
     if (r < 0)
         goto err;
-    if (!node->read_only && (s->incompat & QCOW2_INCOMPAT_CORRUPT)) {
-        r = vdisk_error(EACCES, "%s: image is marked corrupt; it can only be opened read-only",
+    s->corrupt = s->incompat & QCOW2_INCOMPAT_CORRUPT;
+    if (!node->read_only && s->corrupt && !(node->flags & VDISK_OPEN_REPAIR)) {
+        r = vdisk_error(EACCES,
+                        "%s: image is marked corrupt; it can only be opened read-only "
+                        "(repair it with `vdisk check -r all`)",
                         node->path);
         goto err;
     }
@@ -329,6 +334,9 @@ static int qcow2_open(struct vdisk_node *node)
     if (r < 0)
         goto err;
     s->rt_size = ((uint64_t)s->rt_clusters << s->cluster_bits) / 8;
+    r = qcow2_overlap_build(s, true);
+    if (r < 0)
+        goto err;
     for (uint32_t i = 0; i < s->l1_size; i++) {
         uint64_t e = s->l1[i] & QCOW2_OFFSET_MASK;
 
@@ -390,6 +398,13 @@ static int qcow2_open(struct vdisk_node *node)
             if (r < 0)
                 goto err_priv;
         }
+    }
+    if (!node->read_only && !(node->flags & VDISK_OPEN_REPAIR)) { /* check -r all fixes it */
+        qcow2_lock_excl(s);
+        r = qcow2_overlap_open_check(s);
+        pthread_rwlock_unlock(&s->lock);
+        if (r < 0)
+            goto err_priv;
     }
     free(hdr);
     return 0;

@@ -3,8 +3,8 @@
  * qcow2 internals shared by qcow2.c (header, open, create), qcow2-cache.c and
  * qcow2-refcount.c (metadata caches, refcounts, allocation), qcow2-cluster.c
  * (mapping and the data path), qcow2-compress.c (compressed clusters),
- * qcow2-zero.c (discard, write-zeroes), qcow2-flush.c (the ordered flush) and qcow2-check.c (check
- * and repair).
+ * qcow2-zero.c (discard, write-zeroes), qcow2-flush.c (the ordered flush), qcow2-check.c (check
+ * and repair) and qcow2-overlap.c (no data over metadata; the corrupt bit).
  *
  * Locking: s->lock (a writer-preferring rwlock) guards all metadata: L1, the
  * caches, the reftable, the free list. The image layer's reads and in-place
@@ -35,6 +35,7 @@
 
 #include "../format.h"
 #include "bytes.h"
+#include "overlap.h"
 
 #define QCOW2_MAGIC            0x514649fbu
 #define QCOW2_V2_HEADER        72
@@ -157,6 +158,12 @@ struct qcow2 {
 
     uint16_t *check_refs; /* during repair: clusters in use, not to be allocated */
     uint64_t check_nb;
+
+    /* qcow2-overlap.c: metadata that no data may overwrite */
+    struct overlap_set meta;      /* L2 tables and refcount blocks (and freed ones) */
+    struct overlap_set snap_meta; /* snapshot table and snapshot L1 tables */
+    bool meta_lost;               /* out of memory for meta: walk the tables */
+    _Atomic bool corrupt;         /* marked corrupt: no writes until check -r all */
 };
 
 /* qcow2-cache.c */
@@ -223,6 +230,18 @@ int qcow2_check(struct vdisk_node *node, unsigned flags, struct vdisk_check_resu
 
 /* qcow2-resize.c */
 int qcow2_resize(struct vdisk_node *node, uint64_t size, unsigned flags);
+/* qcow2-overlap.c */
+void qcow2_overlap_note(struct qcow2 *s, uint64_t off, const char *what);
+const char *qcow2_overlap_what(struct qcow2 *s, uint64_t off, uint64_t len);
+int qcow2_overlap_build(struct qcow2 *s, bool snapshots);
+int qcow2_corrupt(struct qcow2 *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int qcow2_refuse_corrupt(struct qcow2 *s);
+int qcow2_overlap_check_alloc(struct qcow2 *s, uint64_t idx);
+int qcow2_overlap_open_check(struct qcow2 *s);
+int qcow2_overlap_table(struct qcow2 *s, uint64_t off, const char *what, uint64_t index);
+bool qcow2_overlap_fixed(struct qcow2 *s, uint64_t off);
+uint64_t qcow2_overlap_count(struct qcow2 *s, char *first, size_t size);
+int qcow2_overlap_repaired(struct qcow2 *s);
 
 /* qcow2.c */
 int qcow2_write_header_u64(struct qcow2 *s, unsigned field, uint64_t v);

@@ -268,6 +268,12 @@ static int block_map(struct vhdx *s, uint64_t off, uint64_t len, unsigned flags,
     }
     switch (st) {
     case PAYLOAD_FULLY_PRESENT:
+        if (!area_ok(s, BAT_OFFSET(e), s->block_size) && (flags & VDISK_MAP_WRITE))
+            return vdisk_node_refuse_writes(s->node,
+                                            "VHDX block %llu at offset %llu lies past the end "
+                                            "of the file or over its metadata",
+                                            (unsigned long long)blk,
+                                            (unsigned long long)BAT_OFFSET(e));
         if (!area_ok(s, BAT_OFFSET(e), s->block_size))
             return vdisk_error(EIO,
                                "%s: VHDX block %llu lies past the end of the file or over "
@@ -470,6 +476,12 @@ static int write_block(struct vhdx *s, const void *buf, size_t len, uint64_t off
 
     if (vhdx_bad_state(s, idx))
         return bad_block(s, blk, st);
+    if ((st == PAYLOAD_FULLY_PRESENT || st == PAYLOAD_PARTIALLY_PRESENT) &&
+        !area_ok(s, BAT_OFFSET(e), s->block_size)) /* data would land on metadata */
+        return vdisk_node_refuse_writes(s->node,
+                                        "VHDX block %llu at offset %llu lies past the end of "
+                                        "the file or over its metadata",
+                                        (unsigned long long)blk, (unsigned long long)BAT_OFFSET(e));
     if (st == PAYLOAD_FULLY_PRESENT)
         return vdisk_file_pwrite(s->file, buf, len, BAT_OFFSET(e) + in);
     if (st == PAYLOAD_PARTIALLY_PRESENT)

@@ -22,6 +22,8 @@ static int check_sparse(struct vmdk *s, struct vmdk_sparse *sp, struct vdisk_che
     if (r < 0)
         return r;
     res->total_clusters += (sp->capacity + sp->grain - 1) / sp->grain;
+    if (!sp->meta.n && !sp->stream && (r = vmdk_overlap_build(s->node, sp, res)) < 0)
+        return r; /* read-only: build it here (vmdk-overlap.c) */
     for (uint32_t i = 0; i < sp->gd_n; i++) {
         uint32_t *gt;
 
@@ -44,6 +46,10 @@ static int check_sparse(struct vmdk *s, struct vmdk_sparse *sp, struct vdisk_che
             res->allocated_clusters++;
             if (at >= fsize || (!sp->compressed && at + sp->grain_bytes > fsize)) {
                 fprintf(stderr, "ERROR: %s: grain %llu at sector %u is past the end of the file\n",
+                        sp->file->path, (unsigned long long)i * sp->gtes + j, gt[j]);
+                res->corruptions++;
+            } else if (!sp->stream && overlap_find(&sp->meta, at, sp->grain_bytes)) {
+                fprintf(stderr, "ERROR: %s: grain %llu at sector %u overlaps metadata\n",
                         sp->file->path, (unsigned long long)i * sp->gtes + j, gt[j]);
                 res->corruptions++;
             }

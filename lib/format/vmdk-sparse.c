@@ -277,7 +277,6 @@ int vmdk_sparse_open(struct vdisk_node *node, struct vdisk_file *file, bool writ
     uint64_t fsize;
     int r;
 
-    (void)node;
     if (!sp)
         return vdisk_error(ENOMEM, "%s: out of memory", file->path);
     sp->file = file;
@@ -328,6 +327,11 @@ int vmdk_sparse_open(struct vdisk_node *node, struct vdisk_file *file, bool writ
                         sp->se ? "seSparse" : "COWD (vmfsSparse)");
         goto err;
     }
+    if (writable && !sp->stream) {
+        r = vmdk_overlap_build(node, sp, NULL);
+        if (r < 0)
+            goto err;
+    }
     *spp = sp;
     return 0;
 err:
@@ -346,6 +350,7 @@ void vmdk_sparse_close(struct vmdk_sparse *sp)
     free(sp->gt_dirty);
     free(sp->gd);
     free(sp->rgd);
+    overlap_free(&sp->meta);
     free(sp);
 }
 
@@ -487,6 +492,9 @@ int vmdk_sparse_map(struct vmdk *s, struct vmdk_extent *e, uint64_t rel, uint64_
         done += n;
         g++;
     }
+    if ((flags & VDISK_MAP_WRITE) && t0 == VDISK_MAP_DATA &&
+        vmdk_overlap_check(s->node, sp, host0, done) < 0)
+        return -EIO;
     m->type = t0;
     m->len = done;
     if (t0 == VDISK_MAP_DATA) {
@@ -595,6 +603,10 @@ static int new_gt(struct vmdk *s, struct vmdk_sparse *sp, uint64_t i)
     }
     sp->gt_dirty[i] = 1;
     sp->gd_dirty = true;
+    if (overlap_add(&sp->meta, (uint64_t)sp->gd[i] * VMDK_SECTOR, bytes, "grain table") < 0 ||
+        (sp->rgd &&
+         overlap_add(&sp->meta, (uint64_t)sp->rgd[i] * VMDK_SECTOR, bytes, "grain table") < 0))
+        return vdisk_error(ENOMEM, "%s: out of memory", s->node->path);
     return vdisk_file_truncate(sp->file, sp->end);
 }
 
@@ -623,7 +635,10 @@ static int append_grains(struct vmdk *s, struct vmdk_sparse *sp, uint64_t g, uin
                          const uint8_t *buf)
 {
     uint64_t at = sp->end;
-    int r = vdisk_file_pwrite_alloc(sp->file, buf, k * sp->grain_bytes, at);
+    int r = vmdk_overlap_check(s->node, sp, at, k * sp->grain_bytes);
+
+    if (r == 0)
+        r = vdisk_file_pwrite_alloc(sp->file, buf, k * sp->grain_bytes, at);
 
     if (r < 0)
         return r;
@@ -679,6 +694,8 @@ int vmdk_sparse_write(struct vmdk *s, struct vmdk_extent *e, const uint8_t *buf,
             uint64_t host;
 
             r = classify(s, sp, g, gte, &t, &host);
+            if (r == 0)
+                r = vmdk_overlap_check(s->node, sp, host, gb);
             if (r == 0)
                 r = vdisk_file_pwrite(sp->file, buf, n, host + in);
         } else if (in == 0 && (k = whole_run(s, sp, g, len)) > 0) {

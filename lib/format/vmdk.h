@@ -17,6 +17,7 @@
 
 #include "../format.h"
 #include "bytes.h"
+#include "overlap.h"
 
 #define VMDK_SECTOR          512u
 #define VMDK_MAGIC           0x564d444bu   /* "KDMV" little endian */
@@ -101,6 +102,7 @@ struct vmdk_sparse {
     uint64_t end;                      /* bytes: where the next grain goes */
     uint8_t hdr[512];                  /* the header as read (a stream's footer copies it) */
     struct vmdk_stream *ws;            /* stream writer state, when written */
+    struct overlap_set meta;           /* writable: metadata no grain may overlap */
 };
 
 /* One extent of the open image. */
@@ -179,5 +181,11 @@ int vmdk_create(struct vdisk_node *node, uint64_t size, const struct vdisk_optio
 
 /* vmdk-check.c */
 int vmdk_check(struct vdisk_node *node, unsigned flags, struct vdisk_check_result *res);
+
+/* vmdk-overlap.c */
+int vmdk_overlap_build(struct vdisk_node *node, struct vmdk_sparse *sp,
+                       struct vdisk_check_result *res);
+int vmdk_overlap_check(struct vdisk_node *node, struct vmdk_sparse *sp, uint64_t host,
+                       uint64_t len);
 
 #endif

@@ -266,6 +266,8 @@ static int vpc_open(struct vdisk_node *node)
             r = vpc_open_parent(s);
         if (r == 0 && s->end_footer_bad && !node->read_only) /* torn by a crash: the copy holds */
             r = vpc_repair_footers(s);
+        if (r == 0 && !node->read_only) /* blocks over metadata: no writes (vpc-overlap.c) */
+            r = vpc_overlap_scan(s);
         if (r < 0)
             goto err;
         break;

@@ -141,4 +141,7 @@ int vpc_check(struct vdisk_node *node, unsigned flags, struct vdisk_check_result
 /* Write the footer at 0 and at the end of the blocks, and end the file there. */
 int vpc_repair_footers(struct vpc *s);
 
+/* vpc-overlap.c */
+int vpc_overlap_scan(struct vpc *s);
+
 #endif

@@ -114,7 +114,8 @@ int cmd_check(int argc, char **argv)
         return CHECK_ERROR;
     }
     path = argv[optind];
-    if (vdisk_open(path, format, flags ? 0 : VDISK_OPEN_RDONLY, key_options(NULL), &img) < 0) {
+    if (vdisk_open(path, format, flags ? VDISK_OPEN_REPAIR : VDISK_OPEN_RDONLY, key_options(NULL),
+                   &img) < 0) {
         err("%s", vdisk_last_error());
         lock_hint(path);
         return CHECK_ERROR;
