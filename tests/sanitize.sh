@@ -21,9 +21,10 @@ SAN_INTEGRATION=${SAN_INTEGRATION:-"cli-basics cli-hostile-paths cli-messages cl
     qcow2-interop qcow2-real-images vdi-chain vdi-hostile vdi-interop vdi-nbd
     vhdx-chain vhdx-hostile vhdx-interop vhdx-log vhdx-real-images
     vmdk-chain vmdk-hostile vmdk-interop vmdk-real-images vpc-chain vpc-interop vpc-real-images"}
-# under TSan: many requests in flight at once on the NBD server and the FUSE server
-SAN_TSAN_INTEGRATION=${SAN_TSAN_INTEGRATION:-"nbd-order disk-fuse-engine"}
-SAN_ENV=(ASAN_OPTIONS UBSAN_OPTIONS TSAN_OPTIONS STAGE UNIT_ONLY)
+# under TSan: many requests in flight at once on the NBD server (nbdcopy,
+# fio's QD32 on the FUSE file from two threads), the engine's counters
+SAN_TSAN_INTEGRATION=${SAN_TSAN_INTEGRATION:-"nbd-order nbd-clients disk-fuse-file disk-fuse-engine"}
+SAN_ENV=(ASAN_OPTIONS UBSAN_OPTIONS TSAN_OPTIONS STAGE UNIT_ONLY UNIT_TIMEOUT)
 
 # san_build DIR [MESON_ARGS...]: configure DIR once, then build $SAN_TARGETS (default all).
 san_build() {
@@ -47,13 +48,24 @@ san_build() {
 
 # san_run BUILDDIR UNITS SCRIPTS: the unit tests UNITS ("" for all) and the
 # integration tests SCRIPTS against BUILDDIR, with the sanitizer options set.
+# Reports go to files, $LOG/STAGE-report.PID: the servers the tests start run
+# detached, and a report of theirs (a leak at exit) would reach no test.
 san_run() {
-    local saved=$BUILD
+    local saved=$BUILD rep=$LOG/$STAGE-report f
+    rm -f "$rep".*
     export BUILD=$1 UNIT_ONLY=$2
+    for f in ASAN_OPTIONS UBSAN_OPTIONS TSAN_OPTIONS; do
+        [ -z "${!f:-}" ] || export "$f=${!f}:log_path=$rep"
+    done
     # shellcheck disable=SC2086 # a list of names
     { run_unit; run_scripts "$ROOT/tests/integration" $3; }
     export BUILD=$saved
     unset "${SAN_ENV[@]}"
+    for f in "$rep".*; do
+        [ -e "$f" ] || continue
+        echo "FAIL: $STAGE: a sanitizer report, $f: $(grep -m1 -E 'ERROR|WARNING|runtime error' "$f")"
+        failed=$((failed + 1))
+    done
 }
 
 run_asan() {
@@ -66,7 +78,8 @@ run_asan() {
 run_tsan() {
     SAN_TARGETS="tests/unit/test-queue tests/unit/test-node tools/vdisk/vdisk tests/tools/vdisk-test-io" \
         san_build "$ROOT/build-tsan" -Db_sanitize=thread || return
-    export STAGE=tsan TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+    # test-queue takes a minute under TSan on a quiet machine: more on a busy one
+    export STAGE=tsan TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 UNIT_TIMEOUT=900
     san_run "$ROOT/build-tsan" "test-queue test-node" "$SAN_TSAN_INTEGRATION"
 }
 
