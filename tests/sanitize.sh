@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: MIT
 # The sanitizer and fuzz stages of tests/run (sourced by it; uses its
 # run_unit, run_scripts and count):
-#   asan  build-asan/ (-Db_sanitize=address,undefined): the unit tests and the
-#         integration tests of the library and the utility (SAN_INTEGRATION)
+#   asan  build-asan/ (-Db_sanitize=address,undefined): the unit tests (or
+#         SAN_UNITS) and the integration tests of the library and the utility
+#         (SAN_INTEGRATION)
 #   tsan  build-tsan/ (-Db_sanitize=thread): the multi-threaded engine, the
 #         unit tests test-queue and test-node, concurrent I/O over NBD and FUSE
 #   fuzz  build-fuzz/ (clang, -Dfuzz=true): every libFuzzer target, a fixed
@@ -53,7 +54,7 @@ san_build() {
 # Reports go to files, $LOG/STAGE-report.PID: the servers the tests start run
 # detached, and a report of theirs (a leak at exit) would reach no test.
 san_run() {
-    local saved=$BUILD rep=$LOG/$STAGE-report f
+    local saved=$BUILD stage=$STAGE rep=$LOG/$STAGE-report f
     rm -f "$rep".*
     export BUILD=$1 UNIT_ONLY=$2
     for f in ASAN_OPTIONS UBSAN_OPTIONS TSAN_OPTIONS; do
@@ -65,7 +66,7 @@ san_run() {
     unset "${SAN_ENV[@]}"
     for f in "$rep".*; do
         [ -e "$f" ] || continue
-        echo "FAIL: $STAGE: a sanitizer report, $f: $(grep -m1 -E 'ERROR|WARNING|runtime error' "$f")"
+        echo "FAIL: $stage: a sanitizer report, $f: $(grep -m1 -E 'ERROR|WARNING|runtime error' "$f")"
         failed=$((failed + 1))
     done
 }
@@ -74,7 +75,7 @@ run_asan() {
     san_build "$ROOT/build-asan" -Db_sanitize=address,undefined || return
     export STAGE=asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
     export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
-    san_run "$ROOT/build-asan" "" "$SAN_INTEGRATION"
+    san_run "$ROOT/build-asan" "${SAN_UNITS:-}" "$SAN_INTEGRATION"
 }
 
 run_tsan() {
