@@ -1,4 +1,5 @@
 # SPDX-License-Identifier: MIT
+# shellcheck shell=bash
 # The sanitizer and fuzz stages of tests/run (sourced by it; uses its
 # run_unit, run_scripts and count):
 #   asan  build-asan/ (-Db_sanitize=address,undefined): the unit tests (or
