@@ -83,7 +83,8 @@ run_tsan() {
     SAN_TARGETS="tests/unit/test-queue tests/unit/test-node tools/vdisk/vdisk tests/tools/vdisk-test-io" \
         san_build "$ROOT/build-tsan" -Db_sanitize=thread || return
     # test-queue takes a minute under TSan on a quiet machine: more on a busy one
-    export STAGE=tsan TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 UNIT_TIMEOUT=900
+    export STAGE=tsan UNIT_TIMEOUT=900
+    export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$ROOT/tests/tsan.supp
     san_run "$ROOT/build-tsan" "test-queue test-node" "$SAN_TSAN_INTEGRATION"
 }
 
