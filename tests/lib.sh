@@ -19,3 +19,16 @@ build_fuzz() {
         -o "$out" "$target" "$ROOT"/lib/*.c "$ROOT"/lib/io/*.c "$ROOT"/lib/format/*.c \
         -lz -lzstd -luring -lpthread -lcrypto -ljson-c -largon2
 }
+
+# mem_capped MIB CMD...: CMD with MIB MiB of memory at most (a huge allocation fails, not
+# the host): address space by ulimit -v; under AddressSanitizer, which reserves terabytes
+# of address space, its own limits on one allocation and on the resident set.
+mem_capped() {
+    local mb=$1
+    shift
+    if [ -n "${ASAN_OPTIONS:-}" ]; then
+        ASAN_OPTIONS="$ASAN_OPTIONS:allocator_may_return_null=1:max_allocation_size_mb=$mb:hard_rss_limit_mb=$((mb + 256))" "$@"
+    else
+        (ulimit -v $((mb * 1024)) && exec "$@")
+    fi
+}

@@ -220,11 +220,14 @@ static void conn_drain(struct conn *c)
 {
     c->dead = true;
     shutdown(c->fd, SHUT_RDWR);
-    while (c->recv_armed || vdisk_queue_inflight(c->q) > 0) {
-        if (conn_wait(c, WAIT_EVENT) < 0)
-            usleep(1000); /* retried, never given up: the kernel holds our buffers */
+    /* reap first: a request may have completed already, with no event left to wait for */
+    for (;;) {
         xmit_reap(c);
         xmit_flush(c);
+        if (!c->recv_armed && vdisk_queue_inflight(c->q) == 0)
+            break;
+        if (conn_wait(c, WAIT_EVENT) < 0)
+            usleep(1000); /* retried, never given up: the kernel holds our buffers */
     }
 }
 

@@ -3,7 +3,8 @@
  * libFuzzer target: LUKS headers. Parse a fuzzed file as a LUKS1/LUKS2 header
  * (binary headers, checksums, the JSON metadata) and, when the input starts
  * with '{', the JSON parser alone. When every keyslot's KDF is cheap, open it
- * through libvdisk with a key (AF merge, digest, ciphers) and read a little.
+ * through libvdisk with a key (AF merge, digest, ciphers), read a little, then
+ * open it read-write and write a sector.
  * Any crash, hang or sanitizer report is a bug; errors are expected.
  */
 #include <fcntl.h>
@@ -91,6 +92,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     if (vdisk_get_size(img))
         vdisk_read(img, buf, vdisk_get_size(img) < sizeof(buf) ? vdisk_get_size(img) : 1000, 0);
+    vdisk_close(img);
+    /* read-write: encrypt a sector and read it back */
+    if (vdisk_open(path, "luks", VDISK_OPEN_NOLOCK | VDISK_OPEN_UNSAFE, opts, &img) < 0)
+        return 0;
+    if (vdisk_get_size(img) >= 4096 && vdisk_write(img, buf, 4096, 0, 0) == 0)
+        vdisk_read(img, buf, 4096, 0);
     vdisk_close(img);
     return 0;
 }

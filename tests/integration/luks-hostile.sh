@@ -127,8 +127,10 @@ if [ -n "$pid" ] && [ -d "/proc/$pid" ]; then
         "$(ls -l "/proc/$pid/fd" | grep -c memfd)" 0
     grep -rqa 'pass phrase' "$VDISK_RUN_DIR" && fail "key in a record" || pass "key in no record"
     "$VDISK" list | grep -q 'pass phrase' && fail "list shows the key" || pass "list hides the key"
-    grep -q "VmLck:[[:space:]]*0 kB" "/proc/$pid/status" && fail "no locked memory in the server" ||
-        pass "the server holds its key in locked memory"
+    # (AddressSanitizer makes mlock a no-op: not checked in the asan stage)
+    [ -n "${ASAN_OPTIONS:-}" ] ||
+        { grep -q "VmLck:[[:space:]]*0 kB" "/proc/$pid/status" && fail "no locked memory in the server" ||
+            pass "the server holds its key in locked memory"; }
 else
     fail "no server pid for v2.luks"
 fi

@@ -15,7 +15,7 @@ export VDISK_RUN_DIR=$T/run
 cd "$T" || exit 1
 
 # capped CMD...: CMD with 1 GiB of address space at most (a huge allocation fails, not the host).
-capped() { (ulimit -v 1048576 && exec "$@"); }
+capped() { mem_capped 1024 "$@"; }
 
 # vdisk's layout of a 64 MiB image with 1 MiB blocks: log at 1 MiB, metadata at 2 MiB
 # (items from 2 MiB + 64 KiB), BAT at 3 MiB, blocks from 4 MiB.

@@ -64,7 +64,7 @@ img=$(unpack image.vhd.xz)
 refused "image.vhd: bad footer checksum refused" "checksum" "$img"
 img=$(unpack afl5.img.bz2)
 refused "afl5.img: a BAT of 2^30 entries refused" "BAT of 1073741825 entries|dynamic header" "$img"
-ok "afl5.img: opening it takes no more than 64 MiB" bash -c "ulimit -v 262144; ! '$VDISK' info '$img'"
+fails "afl5.img: opening it takes no more than 64 MiB" mem_capped 256 "$VDISK" info "$img"
 
 # Hand-broken copies of a small dynamic image with one allocated block.
 "$VDISK" create -f vpc good.vhd 16M >/dev/null
