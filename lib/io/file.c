@@ -424,6 +424,17 @@ int vdisk_file_punch_hole(struct vdisk_file *f, uint64_t off, uint64_t len)
     return 0;
 }
 
+/*
+ * Zero and allocate where the file system has no FALLOC_FL_ZERO_RANGE (tmpfs):
+ * punch the range, then allocate it again (zeroes, no buffers written).
+ */
+static int zero_by_punch(struct vdisk_file *f, uint64_t off, uint64_t len, bool keep_size)
+{
+    int r = file_fallocate(f, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
+
+    return r < 0 ? r : file_fallocate(f, keep_size ? FALLOC_FL_KEEP_SIZE : 0, off, len);
+}
+
 int vdisk_file_zero_range(struct vdisk_file *f, uint64_t off, uint64_t len, bool may_unmap)
 {
     int r = -EOPNOTSUPP;
@@ -432,6 +443,8 @@ int vdisk_file_zero_range(struct vdisk_file *f, uint64_t off, uint64_t len, bool
         r = file_fallocate(f, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
     if (r < 0)
         r = file_fallocate(f, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, off, len);
+    if (r == -EOPNOTSUPP && !f->is_block_device)
+        r = zero_by_punch(f, off, len, true);
     if (r < 0)
         return vdisk_error(-r, "%s: zero range: %m", f->path);
     return 0;
@@ -443,6 +456,8 @@ int vdisk_file_zero_alloc(struct vdisk_file *f, uint64_t off, uint64_t len)
 
     if (!f->is_block_device)
         r = file_fallocate(f, FALLOC_FL_ZERO_RANGE, off, len);
+    if (r == -EOPNOTSUPP && !f->is_block_device)
+        r = zero_by_punch(f, off, len, false);
     if (r < 0)
         return vdisk_error(-r, "%s: zero range: %m", f->path);
     return 0;
