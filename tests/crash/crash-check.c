@@ -430,9 +430,9 @@ static int replay(struct ctx *c, const char *log_path, const char *src_dir)
     }
     if (r == 0)
         r = states_at(c, c->log.nops, k);
-    printf("crash-check: %s: %zu log records, %lu flushes, %lu states (%lu pending writes "
+    printf("crash-check: %s: %u files, %zu log records, %lu flushes, %lu states (%lu pending writes "
            "applied), %lu qemu-img checks, %lu e2fsck runs, %lu failures\n",
-           c->fmt->name, c->log.nops, flushes, c->states, c->ops_in_states, c->qemu_checks,
+           c->fmt->name, c->log.nfiles, c->log.nops, flushes, c->states, c->ops_in_states, c->qemu_checks,
            c->fscks, c->failures);
     return r;
 }
