@@ -19,7 +19,7 @@
 
 #define MAX_RULES 16
 #define MAX_FILES 64
-#define SNAP_MAX (1ull << 30) /* larger files are not snapshotted (not recorded) */
+#define SNAP_MAX  (1ull << 30) /* larger files are not snapshotted (not recorded) */
 
 struct rule {
     enum { R_READ, R_WRITE, R_FLUSH, R_GROW, R_ZERO } op;

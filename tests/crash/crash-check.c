@@ -122,8 +122,7 @@ static int run(char *const argv[])
 }
 
 /* Report a failed state; the first three are kept in DIR/fail-N. */
-static void state_failed(struct ctx *c, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+static void state_failed(struct ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void state_failed(struct ctx *c, const char *fmt, ...)
 {
     char msg[512], cmd[8192];
@@ -141,6 +140,40 @@ static void state_failed(struct ctx *c, const char *fmt, ...)
         if (system(cmd) != 0)
             printf("crash-check: could not keep the failed state\n");
     }
+}
+
+/* Does sector S of granule G (at BUF) hold one of the values the model allows there? */
+static bool sector_ok(struct ctx *c, const uint8_t *buf, uint64_t g, unsigned s)
+{
+    const struct crash_set *sets[2] = {&c->model.dur[g], &c->model.pend[g]};
+    uint8_t want[CRASH_GRANULE];
+
+    for (unsigned k = 0; k < 2; k++) {
+        if (sets[k]->any)
+            return true;
+        for (unsigned i = 0; i < sets[k]->n; i++) {
+            uint32_t tag = sets[k]->v[i];
+
+            if (tag == CRASH_INITIAL)
+                memcpy(want, c->initial + g * CRASH_GRANULE, CRASH_GRANULE);
+            else if (tag == 0)
+                memset(want, 0, CRASH_GRANULE);
+            else
+                crash_pattern(want, tag, g);
+            if (memcmp(buf + s * 512, want + s * 512, 512) == 0)
+                return true;
+        }
+    }
+    return false;
+}
+
+/* --torn: a granule may mix the values allowed there, sector by sector. */
+static bool torn_ok(struct ctx *c, const uint8_t *buf, uint64_t g)
+{
+    for (unsigned s = 0; s < CRASH_GRANULE / 512; s++)
+        if (!sector_ok(c, buf, g, s))
+            return false;
+    return true;
 }
 
 /* Open the state, check it, read it back against the model; then the outside checkers. */
@@ -189,6 +222,8 @@ static void check_state(struct ctx *c)
             if (tag < 0 && crash_model_allows(&c->model, gi, CRASH_INITIAL) &&
                 memcmp(c->buf + g * CRASH_GRANULE, c->initial + gi * CRASH_GRANULE,
                        CRASH_GRANULE) == 0)
+                continue;
+            if (c->torn && torn_ok(c, c->buf + g * CRASH_GRANULE, gi))
                 continue;
             if (tag < 0 || !crash_model_allows(&c->model, gi, (uint32_t)tag)) {
                 const struct crash_set *d = &c->model.dur[gi];
@@ -430,10 +465,11 @@ static int replay(struct ctx *c, const char *log_path, const char *src_dir)
     }
     if (r == 0)
         r = states_at(c, c->log.nops, k);
-    printf("crash-check: %s: %u files, %zu log records, %lu flushes, %lu states (%lu pending writes "
-           "applied), %lu qemu-img checks, %lu e2fsck runs, %lu failures\n",
-           c->fmt->name, c->log.nfiles, c->log.nops, flushes, c->states, c->ops_in_states, c->qemu_checks,
-           c->fscks, c->failures);
+    printf(
+        "crash-check: %s: %u files, %zu log records, %lu flushes, %lu states (%lu pending writes "
+        "applied), %lu qemu-img checks, %lu e2fsck runs, %lu failures\n",
+        c->fmt->name, c->log.nfiles, c->log.nops, flushes, c->states, c->ops_in_states,
+        c->qemu_checks, c->fscks, c->failures);
     return r;
 }
 
@@ -630,9 +666,9 @@ static void usage(void)
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"workload", 1, NULL, 'w'},   {"states", 1, NULL, 'n'},     {"seed", 1, NULL, 's'},
-        {"qemu-every", 1, NULL, 'q'}, {"fsck-every", 1, NULL, 'e'}, {"size", 1, NULL, 'z'},
-        {"ops", 1, NULL, 'o'},        {"torn", 0, NULL, 't'},       {"log", 1, NULL, 'l'},
+        {"workload", 1, NULL, 'w'},   {"states", 1, NULL, 'n'},       {"seed", 1, NULL, 's'},
+        {"qemu-every", 1, NULL, 'q'}, {"fsck-every", 1, NULL, 'e'},   {"size", 1, NULL, 'z'},
+        {"ops", 1, NULL, 'o'},        {"torn", 0, NULL, 't'},         {"log", 1, NULL, 'l'},
         {"image", 1, NULL, 'i'},      {"open-options", 1, NULL, 'O'}, {NULL, 0, NULL, 0}};
     struct ctx c = {.states_target = 2000, .qemu_every = 50, .seed = 1, .size = 8 << 20};
     const char *kind = "mix", *log_arg = NULL, *open_arg = NULL;
@@ -657,18 +693,41 @@ int main(int argc, char **argv)
     optind = 4;
     while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (opt) {
-        case 'w': kind = optarg; break;
-        case 'n': c.states_target = strtoul(optarg, NULL, 0); break;
-        case 's': c.seed = strtoull(optarg, NULL, 0); break;
-        case 'q': c.qemu_every = strtoul(optarg, NULL, 0); break;
-        case 'e': c.fsck_every = strtoul(optarg, NULL, 0); break;
-        case 'z': c.size = strtoull(optarg, NULL, 0) & ~(uint64_t)(CRASH_GRANULE - 1); break;
-        case 'o': nops = (unsigned)strtoul(optarg, NULL, 0); break;
-        case 't': c.torn = true; break;
-        case 'l': log_arg = optarg; break;
-        case 'i': c.image = optarg; break;
-        case 'O': open_arg = optarg; break;
-        default: usage();
+        case 'w':
+            kind = optarg;
+            break;
+        case 'n':
+            c.states_target = strtoul(optarg, NULL, 0);
+            break;
+        case 's':
+            c.seed = strtoull(optarg, NULL, 0);
+            break;
+        case 'q':
+            c.qemu_every = strtoul(optarg, NULL, 0);
+            break;
+        case 'e':
+            c.fsck_every = strtoul(optarg, NULL, 0);
+            break;
+        case 'z':
+            c.size = strtoull(optarg, NULL, 0) & ~(uint64_t)(CRASH_GRANULE - 1);
+            break;
+        case 'o':
+            nops = (unsigned)strtoul(optarg, NULL, 0);
+            break;
+        case 't':
+            c.torn = true;
+            break;
+        case 'l':
+            log_arg = optarg;
+            break;
+        case 'i':
+            c.image = optarg;
+            break;
+        case 'O':
+            open_arg = optarg;
+            break;
+        default:
+            usage();
         }
     }
     rng_state = c.seed * 0x9e3779b97f4a7c15ull + 1;
@@ -711,8 +770,8 @@ int main(int argc, char **argv)
             snprintf(src, sizeof(src), "%s/work", c.dir);
             if (asprintf(&c.state_path, "%s/disk", c.state_dir) < 0)
                 return 2;
-            printf("crash-check: %s: workload %s: %u guest requests recorded\n", c.fmt->name,
-                   kind, next_tag);
+            printf("crash-check: %s: workload %s: %u guest requests recorded\n", c.fmt->name, kind,
+                   next_tag);
             r = replay(&c, log_path, src);
         }
         crash_model_free(&c.model);

@@ -191,8 +191,8 @@ int crash_log_load(const char *path, struct crash_log *log)
             struct crash_file *f = &log->files[file];
 
             if (!f->snapped) { /* a later process's snapshot is the live state: the log has it */
-                struct crash_op o = {.type = VDISK_REC_WRITE, .off = 0, .len = rec.len,
-                                     .data = data};
+                struct crash_op o = {
+                    .type = VDISK_REC_WRITE, .off = 0, .len = rec.len, .data = data};
 
                 f->snapped = true;
                 f->dsize = 0;
@@ -210,8 +210,12 @@ int crash_log_load(const char *path, struct crash_log *log)
                 log->ops = op;
             }
             op = &log->ops[log->nops];
-            *op = (struct crash_op){.type = rec.type, .file = file < 0 ? 0 : (uint32_t)file,
-                                    .off = rec.off, .len = rec.len, .aux = rec.aux, .at = pos,
+            *op = (struct crash_op){.type = rec.type,
+                                    .file = file < 0 ? 0 : (uint32_t)file,
+                                    .off = rec.off,
+                                    .len = rec.len,
+                                    .aux = rec.aux,
+                                    .at = pos,
                                     .data = dlen ? data : NULL};
             if (file >= 0) {
                 struct crash_file *f = &log->files[file];
