@@ -393,7 +393,7 @@ int vdisk_file_preallocate(struct vdisk_file *f, uint64_t off, uint64_t len)
 /* fallocate() with the right ioctl fallback for block devices. */
 static int file_fallocate(struct vdisk_file *f, int mode, uint64_t off, uint64_t len)
 {
-    enum vdisk_io_op op = (mode & FALLOC_FL_PUNCH_HOLE) ? VDISK_IO_PUNCH
+    enum vdisk_io_op op = (mode & FALLOC_FL_PUNCH_HOLE)  ? VDISK_IO_PUNCH
                           : (mode & FALLOC_FL_KEEP_SIZE) ? VDISK_IO_ZERO
                                                          : VDISK_IO_ZERO_EXT;
     int h;

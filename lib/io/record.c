@@ -31,12 +31,51 @@ volatile int vdisk_io_hooked;
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static int log_fd = -1;
+static char *log_path;
+static dev_t log_dev;
+static ino_t log_ino;
 static char *paths[MAX_FILES + 1];
 static unsigned nfiles;
 static struct rule rules[MAX_RULES];
 static unsigned nrules;
 static char *arm_path;
 static __thread uint64_t flush_mark;
+
+/*
+ * Open the log at PATH, on a high descriptor: a forked server closes or reuses
+ * the low ones (vdisk's server keeps 0-3).
+ */
+static int log_open(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600), hi;
+    struct stat st;
+
+    if (fd < 0)
+        return -errno;
+    hi = fcntl(fd, F_DUPFD_CLOEXEC, 512);
+    if (hi >= 0) {
+        close(fd);
+        fd = hi;
+    }
+    if (fstat(fd, &st) < 0) {
+        close(fd);
+        return -errno;
+    }
+    log_dev = st.st_dev;
+    log_ino = st.st_ino;
+    return fd;
+}
+
+/* Is log_fd still the log? A forked process may have closed it: open it again (lock held). */
+static bool log_ours(void)
+{
+    struct stat st;
+
+    if (fstat(log_fd, &st) == 0 && st.st_dev == log_dev && st.st_ino == log_ino)
+        return true;
+    log_fd = log_path ? log_open(log_path) : -1; /* never close: the number is someone else's */
+    return log_fd >= 0;
+}
 
 /* Append one record and its bytes (lock held). */
 static void put(uint32_t type, uint32_t file, uint64_t off, uint64_t len, uint64_t aux,
@@ -48,7 +87,7 @@ static void put(uint32_t type, uint32_t file, uint64_t off, uint64_t len, uint64
     size_t want = sizeof(r) + dlen;
     ssize_t n;
 
-    if (log_fd < 0)
+    if (log_fd < 0 || !log_ours())
         return;
     n = writev(log_fd, iov, data ? 2 : 1);
     if (n < 0 || (size_t)n != want) { /* a torn log would lie: stop recording */
@@ -132,7 +171,7 @@ int vdisk_io_before(struct vdisk_file *f, enum vdisk_io_op op, const void *buf, 
     int ret = 0;
 
     pthread_mutex_lock(&lock);
-    if (op == VDISK_IO_FLUSH && log_fd >= 0) {
+    if (op == VDISK_IO_FLUSH && log_fd >= 0 && log_ours()) {
         off_t end = lseek(log_fd, 0, SEEK_END);
 
         flush_mark = end > 0 ? (uint64_t)end : 0;
@@ -191,15 +230,17 @@ static void update_hooked(void)
 
 int vdisk_io_record_start(const char *path)
 {
-    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    int fd = log_open(path);
     struct stat st;
 
     if (fd < 0)
-        return -errno;
+        return fd;
     pthread_mutex_lock(&lock);
     if (log_fd >= 0)
         close(log_fd);
     log_fd = fd;
+    free(log_path);
+    log_path = strdup(path);
     if (fstat(fd, &st) == 0 && st.st_size == 0 &&
         write(fd, VDISK_REC_MAGIC, 8) != 8) { /* nothing to do: put() notices */
     }
@@ -217,6 +258,8 @@ void vdisk_io_record_stop(void)
     if (log_fd >= 0)
         close(log_fd);
     log_fd = -1;
+    free(log_path);
+    log_path = NULL;
     update_hooked();
     pthread_mutex_unlock(&lock);
 }

@@ -429,6 +429,7 @@ static int states_at(struct ctx *c, size_t cut, unsigned long k)
 static int replay(struct ctx *c, const char *log_path, const char *src_dir)
 {
     unsigned long flushes = 0, k;
+
     char cmd[8192];
     int r;
 
@@ -444,9 +445,8 @@ static int replay(struct ctx *c, const char *log_path, const char *src_dir)
     }
     for (size_t i = 0; i < c->log.nops; i++)
         flushes += c->log.ops[i].type == VDISK_REC_FLUSH;
-    k = c->states_target / (flushes + 1) + 1;
-    if (k < 3)
-        k = 3;
+    unsigned long left = flushes + 1; /* cut points to come */
+
     for (size_t i = 0; i < c->log.nops && r == 0; i++) {
         const struct crash_op *op = &c->log.ops[i];
         struct crash_file *f = &c->log.files[op->file];
@@ -458,13 +458,17 @@ static int replay(struct ctx *c, const char *log_path, const char *src_dir)
         }
         if (op->type != VDISK_REC_FLUSH)
             continue;
-        r = states_at(c, i, k);
+        /* what cuts with few pending writes (all their subsets) left over goes to the next */
+        k = c->states < c->states_target ? (c->states_target - c->states + left - 1) / left : 1;
+        r = states_at(c, i, k < 3 ? 3 : k);
+        left--;
         /* the flush completed: what it covered is durable */
         while (r == 0 && f->done < f->nops && c->log.ops[f->ops[f->done]].at < op->aux)
             r = crash_file_apply(f, &c->log.ops[f->ops[f->done++]]);
     }
+    k = c->states < c->states_target ? c->states_target - c->states : 1;
     if (r == 0)
-        r = states_at(c, c->log.nops, k);
+        r = states_at(c, c->log.nops, k < 3 ? 3 : k);
     printf(
         "crash-check: %s: %u files, %zu log records, %lu flushes, %lu states (%lu pending writes "
         "applied), %lu qemu-img checks, %lu e2fsck runs, %lu failures\n",

@@ -181,6 +181,9 @@ int crash_log_load(const char *path, struct crash_log *log)
                     file = (int)map[i].file;
                     break;
                 }
+            for (unsigned i = nmap; file < 0 && i-- > 0;) /* a forked child: its parent's ids */
+                if (map[i].id == rec.file)
+                    file = (int)map[i].file;
             if (file < 0) {
                 fprintf(stderr, "crash-check: %s: record of an unknown file at %zu\n", path, pos);
                 r = -EINVAL;
