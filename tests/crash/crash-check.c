@@ -15,7 +15,7 @@
  *     leaks only), for formats it checks.
  * Usage:
  *   crash-check run FORMAT DIR [--workload mix|seq] [--states N] [--seed S]
- *               [--qemu-every N] [--size BYTES] [--torn]
+ *               [--qemu-every N] [--size BYTES] [--ops N] [--flush-pct P] [--torn]
  *   crash-check replay FORMAT DIR --log LOG --image NAME [--states N] [--seed S]
  *               [--qemu-every N] [--fsck-every N] [--open-options O]
  * FORMAT: raw qcow2 vpc vhdx vmdk vmdk-split vdi luks. run creates DIR/work/disk
@@ -480,6 +480,7 @@ static int replay(struct ctx *c, const char *log_path, const char *src_dir)
 /* --- workloads, recorded in process ------------------------------------------------ */
 
 static uint32_t next_tag;
+static unsigned flush_pct = 10; /* of the mix's requests */
 
 static int w_write(struct vdisk_image *img, uint8_t *buf, uint64_t off, uint64_t len, bool fua)
 {
@@ -524,7 +525,7 @@ static void extent(uint64_t size, unsigned maxg, uint64_t *off, uint64_t *len)
 {
     uint64_t ng = size / CRASH_GRANULE;
 
-    if (rnd() % 8 == 0 && size >= (2u << 20)) {
+    if (rnd() % 8 == 0 && size >= (4u << 20)) {
         *len = 1 << 20;
         *off = (rnd() % (size >> 20)) << 20;
         return;
@@ -565,7 +566,7 @@ static int workload(struct ctx *c, struct vdisk_image *img, const char *kind, un
             r = w_zero(img, off, len, dice & 1);
         else if (dice < 75)
             r = w_discard(img, off, len);
-        else if (dice < 85)
+        else if (dice < 75 + flush_pct)
             r = w_flush(img);
         else
             r = w_write(img, c->buf, off, len > 65536 ? 65536 : len, false);
@@ -661,7 +662,7 @@ static int record(struct ctx *c, const char *kind, unsigned nops, char *log_path
 static void usage(void)
 {
     fprintf(stderr, "usage: crash-check run FORMAT DIR [--workload mix|seq] [--states N] "
-                    "[--seed S] [--qemu-every N] [--size BYTES] [--ops N] [--torn]\n"
+                    "[--seed S] [--qemu-every N] [--size BYTES] [--ops N] [--flush-pct P] [--torn]\n"
                     "       crash-check replay FORMAT DIR --log LOG --image NAME [--states N] "
                     "[--seed S] [--qemu-every N] [--fsck-every N] [--open-options O]\n");
     exit(2);
@@ -673,7 +674,8 @@ int main(int argc, char **argv)
         {"workload", 1, NULL, 'w'},   {"states", 1, NULL, 'n'},       {"seed", 1, NULL, 's'},
         {"qemu-every", 1, NULL, 'q'}, {"fsck-every", 1, NULL, 'e'},   {"size", 1, NULL, 'z'},
         {"ops", 1, NULL, 'o'},        {"torn", 0, NULL, 't'},         {"log", 1, NULL, 'l'},
-        {"image", 1, NULL, 'i'},      {"open-options", 1, NULL, 'O'}, {NULL, 0, NULL, 0}};
+        {"image", 1, NULL, 'i'},      {"open-options", 1, NULL, 'O'}, {"flush-pct", 1, NULL, 'F'},
+        {NULL, 0, NULL, 0}};
     struct ctx c = {.states_target = 2000, .qemu_every = 50, .seed = 1, .size = 8 << 20};
     const char *kind = "mix", *log_arg = NULL, *open_arg = NULL;
     char log_path[4096], img_path[4096], state_path[4096], key[4096];
@@ -729,6 +731,9 @@ int main(int argc, char **argv)
             break;
         case 'O':
             open_arg = optarg;
+            break;
+        case 'F':
+            flush_pct = (unsigned)strtoul(optarg, NULL, 0) % 26;
             break;
         default:
             usage();
