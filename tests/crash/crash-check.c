@@ -419,6 +419,11 @@ static int states_at(struct ctx *c, size_t cut, unsigned long k)
             break;
         }
         check_state(c);
+        if (c->states % 5000 == 0) { /* long runs: figures so far, in case they are stopped */
+            printf("crash-check: %s: progress: %lu states, %lu failures\n", c->fmt->name, c->states,
+                   c->failures);
+            fflush(stdout);
+        }
     }
     free(take);
     free(pend);
@@ -661,21 +666,29 @@ static int record(struct ctx *c, const char *kind, unsigned nops, char *log_path
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: crash-check run FORMAT DIR [--workload mix|seq] [--states N] "
-                    "[--seed S] [--qemu-every N] [--size BYTES] [--ops N] [--flush-pct P] [--torn]\n"
-                    "       crash-check replay FORMAT DIR --log LOG --image NAME [--states N] "
-                    "[--seed S] [--qemu-every N] [--fsck-every N] [--open-options O]\n");
+    fprintf(stderr,
+            "usage: crash-check run FORMAT DIR [--workload mix|seq] [--states N] "
+            "[--seed S] [--qemu-every N] [--size BYTES] [--ops N] [--flush-pct P] [--torn]\n"
+            "       crash-check replay FORMAT DIR --log LOG --image NAME [--states N] "
+            "[--seed S] [--qemu-every N] [--fsck-every N] [--open-options O]\n");
     exit(2);
 }
 
 int main(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"workload", 1, NULL, 'w'},   {"states", 1, NULL, 'n'},       {"seed", 1, NULL, 's'},
-        {"qemu-every", 1, NULL, 'q'}, {"fsck-every", 1, NULL, 'e'},   {"size", 1, NULL, 'z'},
-        {"ops", 1, NULL, 'o'},        {"torn", 0, NULL, 't'},         {"log", 1, NULL, 'l'},
-        {"image", 1, NULL, 'i'},      {"open-options", 1, NULL, 'O'}, {"flush-pct", 1, NULL, 'F'},
-        {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {{"workload", 1, NULL, 'w'},
+                                             {"states", 1, NULL, 'n'},
+                                             {"seed", 1, NULL, 's'},
+                                             {"qemu-every", 1, NULL, 'q'},
+                                             {"fsck-every", 1, NULL, 'e'},
+                                             {"size", 1, NULL, 'z'},
+                                             {"ops", 1, NULL, 'o'},
+                                             {"torn", 0, NULL, 't'},
+                                             {"log", 1, NULL, 'l'},
+                                             {"image", 1, NULL, 'i'},
+                                             {"open-options", 1, NULL, 'O'},
+                                             {"flush-pct", 1, NULL, 'F'},
+                                             {NULL, 0, NULL, 0}};
     struct ctx c = {.states_target = 2000, .qemu_every = 50, .seed = 1, .size = 8 << 20};
     const char *kind = "mix", *log_arg = NULL, *open_arg = NULL;
     char log_path[4096], img_path[4096], state_path[4096], key[4096];
