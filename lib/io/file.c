@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "file.h"
+#include "record.h"
 #include "../error.h"
 
 /* Kernel pseudo file systems: their files are not disk images (and may block or grow). */
@@ -224,6 +225,8 @@ int vdisk_file_open(const char *path, unsigned flags, struct vdisk_file **filep)
         f->direct = true;
         f->align = dio_align(f->fd, &st);
     }
+    if (vdisk_io_hooked)
+        vdisk_io_opened(f);
     *filep = f;
     return 0;
 
@@ -260,7 +263,11 @@ int vdisk_file_pread(struct vdisk_file *f, void *buf, size_t len, uint64_t off)
 {
     int fd = pick_fd(f, buf, len, off);
     char *p = buf;
+    int h;
 
+    if (vdisk_io_hooked && (h = vdisk_io_before(f, VDISK_IO_READ, buf, len, off)) < 0)
+        return vdisk_error(-h, "%s: read of %zu bytes at %llu: %s", f->path, len,
+                           (unsigned long long)off, strerror(-h));
     while (len > 0) {
         ssize_t n = pread(fd, p, len, off);
 
@@ -287,7 +294,19 @@ int vdisk_file_pwrite(struct vdisk_file *f, const void *buf, size_t len, uint64_
 {
     int fd = pick_fd(f, buf, len, off);
     const char *p = buf;
+    size_t len0 = len;
+    uint64_t off0 = off;
+    int h;
 
+    if (vdisk_io_hooked && (h = vdisk_io_before(f, VDISK_IO_WRITE, buf, len, off)) != 0) {
+        if (h < 0)
+            return vdisk_error(-h, "%s: write of %zu bytes at %llu: %s", f->path, len,
+                               (unsigned long long)off, strerror(-h));
+        p += h; /* a short write: the rest as after a short pwrite */
+        off += h;
+        len -= h;
+        fd = f->fd_buffered;
+    }
     while (len > 0) {
         ssize_t n = pwrite(fd, p, len, off);
 
@@ -303,6 +322,8 @@ int vdisk_file_pwrite(struct vdisk_file *f, const void *buf, size_t len, uint64_
         if (len && f->direct)
             fd = pick_fd(f, p, len, off);
     }
+    if (vdisk_io_hooked)
+        vdisk_io_after(f, VDISK_IO_WRITE, buf, len0, off0);
     return 0;
 }
 
@@ -314,12 +335,31 @@ int vdisk_file_pwrite_alloc(struct vdisk_file *f, const void *buf, size_t len, u
     return vdisk_file_pwrite(f, buf, len, off);
 }
 
+/*
+ * A failed fdatasync may have dropped the dirty pages it could not write, and
+ * Linux reports that once: the next fdatasync succeeds. So a failure is
+ * remembered and every later flush of this file fails too (as PostgreSQL
+ * learned, retrying is not enough); reopening the image starts afresh.
+ */
 int vdisk_file_flush(struct vdisk_file *f)
 {
+    int h;
+
     if (f->unsafe)
         return 0;
-    if (fdatasync(f->fd_buffered) < 0)
+    if (f->flush_failed)
+        return vdisk_error(EIO, "%s: flush: an earlier flush failed, written data may be lost",
+                           f->path);
+    if (vdisk_io_hooked && (h = vdisk_io_before(f, VDISK_IO_FLUSH, NULL, 0, 0)) < 0) {
+        f->flush_failed = true;
+        return vdisk_error(-h, "%s: flush: %s", f->path, strerror(-h));
+    }
+    if (fdatasync(f->fd_buffered) < 0) {
+        f->flush_failed = true;
         return vdisk_error(errno, "%s: flush: %m", f->path);
+    }
+    if (vdisk_io_hooked)
+        vdisk_io_after(f, VDISK_IO_FLUSH, NULL, 0, 0);
     return 0;
 }
 
@@ -350,26 +390,43 @@ int vdisk_file_allocated(struct vdisk_file *f, uint64_t *bytes)
 
 int vdisk_file_truncate(struct vdisk_file *f, uint64_t size)
 {
+    int h = 0;
+
     if (size > INT64_MAX)
         return vdisk_error(EFBIG, "%s: size %llu too large", f->path, (unsigned long long)size);
-    if (ftruncate(f->fd_buffered, (off_t)size) < 0)
+    if (vdisk_io_hooked && (h = vdisk_io_before(f, VDISK_IO_TRUNCATE, NULL, size, 0)) < 0)
+        errno = -h;
+    if (h < 0 || ftruncate(f->fd_buffered, (off_t)size) < 0)
         return vdisk_error(errno, "%s: resize to %llu bytes: %m", f->path,
                            (unsigned long long)size);
+    if (vdisk_io_hooked)
+        vdisk_io_after(f, VDISK_IO_TRUNCATE, NULL, size, 0);
     return 0;
 }
 
 int vdisk_file_preallocate(struct vdisk_file *f, uint64_t off, uint64_t len)
 {
-    int err = posix_fallocate(f->fd_buffered, (off_t)off, (off_t)len);
+    int err = vdisk_io_hooked ? -vdisk_io_before(f, VDISK_IO_ALLOC, NULL, len, off) : 0;
 
+    if (!err)
+        err = posix_fallocate(f->fd_buffered, (off_t)off, (off_t)len);
     if (err)
-        return vdisk_error(err, "%s: preallocate: %m", f->path);
+        return vdisk_error(err, "%s: preallocate: %s", f->path, strerror(err));
+    if (vdisk_io_hooked)
+        vdisk_io_after(f, VDISK_IO_ALLOC, NULL, len, off);
     return 0;
 }
 
 /* fallocate() with the right ioctl fallback for block devices. */
 static int file_fallocate(struct vdisk_file *f, int mode, uint64_t off, uint64_t len)
 {
+    enum vdisk_io_op op = (mode & FALLOC_FL_PUNCH_HOLE)  ? VDISK_IO_PUNCH
+                          : (mode & FALLOC_FL_KEEP_SIZE) ? VDISK_IO_ZERO
+                                                         : VDISK_IO_ZERO_EXT;
+    int h;
+
+    if (vdisk_io_hooked && (h = vdisk_io_before(f, op, NULL, len, off)) < 0)
+        return h;
     if (f->is_block_device) {
         uint64_t range[2] = {off, len};
         unsigned long req = (mode & FALLOC_FL_PUNCH_HOLE) ? BLKDISCARD : BLKZEROOUT;
@@ -380,6 +437,8 @@ static int file_fallocate(struct vdisk_file *f, int mode, uint64_t off, uint64_t
     }
     if (fallocate(f->fd_buffered, mode, (off_t)off, (off_t)len) < 0)
         return -errno;
+    if (vdisk_io_hooked)
+        vdisk_io_after(f, op, NULL, len, off);
     return 0;
 }
 
@@ -392,6 +451,17 @@ int vdisk_file_punch_hole(struct vdisk_file *f, uint64_t off, uint64_t len)
     return 0;
 }
 
+/*
+ * Zero and allocate where the file system has no FALLOC_FL_ZERO_RANGE (tmpfs):
+ * punch the range, then allocate it again (zeroes, no buffers written).
+ */
+static int zero_by_punch(struct vdisk_file *f, uint64_t off, uint64_t len, bool keep_size)
+{
+    int r = file_fallocate(f, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
+
+    return r < 0 ? r : file_fallocate(f, keep_size ? FALLOC_FL_KEEP_SIZE : 0, off, len);
+}
+
 int vdisk_file_zero_range(struct vdisk_file *f, uint64_t off, uint64_t len, bool may_unmap)
 {
     int r = -EOPNOTSUPP;
@@ -400,6 +470,8 @@ int vdisk_file_zero_range(struct vdisk_file *f, uint64_t off, uint64_t len, bool
         r = file_fallocate(f, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
     if (r < 0)
         r = file_fallocate(f, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, off, len);
+    if (r == -EOPNOTSUPP && !f->is_block_device)
+        r = zero_by_punch(f, off, len, true);
     if (r < 0)
         return vdisk_error(-r, "%s: zero range: %m", f->path);
     return 0;
@@ -411,6 +483,8 @@ int vdisk_file_zero_alloc(struct vdisk_file *f, uint64_t off, uint64_t len)
 
     if (!f->is_block_device)
         r = file_fallocate(f, FALLOC_FL_ZERO_RANGE, off, len);
+    if (r == -EOPNOTSUPP && !f->is_block_device)
+        r = zero_by_punch(f, off, len, false);
     if (r < 0)
         return vdisk_error(-r, "%s: zero range: %m", f->path);
     return 0;

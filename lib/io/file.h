@@ -21,6 +21,8 @@ struct vdisk_file {
     bool unsafe;    /* flush is a no-op (cache=unsafe) */
     unsigned align; /* O_DIRECT alignment of offsets, lengths and buffers */
     char *path;
+    bool flush_failed; /* a flush failed: the data it covered may be lost; every later one fails */
+    int rec_id;        /* tests: id in the I/O record log (record.h), 0 when not recorded */
 };
 
 #define VDISK_FILE_RDONLY (1u << 0)
