@@ -94,15 +94,21 @@ int vdisk_luks_encrypted(const char *path, const char *format)
 {
     uint8_t h[40] = {0};
     bool any = !format;
+    struct stat st;
     ssize_t n;
     int fd;
 
     vdisk_error_clear();
     if (!any && strcmp(format, "luks") != 0 && strcmp(format, "qcow2") != 0)
         return 0; /* stated as another format (raw over a LUKS file: the ciphertext) */
-    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    /* O_NONBLOCK: a FIFO must not hang us here; the image's own open refuses it */
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0)
         return vdisk_error(errno, "%s: %m", path);
+    if (fstat(fd, &st) < 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode))) {
+        close(fd);
+        return 0;
+    }
     n = pread(fd, h, sizeof(h), 0);
     close(fd);
     if (n < 0)
