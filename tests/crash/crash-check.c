@@ -100,27 +100,6 @@ static char *subst(const char *tmpl, const char *dir)
     return out;
 }
 
-/* Run ARGV quietly; its exit status, or -1. */
-static int run(char *const argv[])
-{
-    pid_t pid = fork();
-    int st;
-
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        int null = open("/dev/null", O_WRONLY);
-
-        dup2(null, 1);
-        dup2(null, 2);
-        execvp(argv[0], argv);
-        _exit(127);
-    }
-    if (waitpid(pid, &st, 0) < 0 || !WIFEXITED(st))
-        return -1;
-    return WEXITSTATUS(st);
-}
-
 /* Report a failed state; the first three are kept in DIR/fail-N. */
 static void state_failed(struct ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void state_failed(struct ctx *c, const char *fmt, ...)
@@ -243,7 +222,7 @@ static void check_state(struct ctx *c)
     if (c->fmt->qemu && c->qemu_every && c->states % c->qemu_every == 0) {
         char *argv[] = {"qemu-img", "check", "-q", "-f", (char *)c->fmt->qemu, c->state_path, NULL};
 
-        r = run(argv);
+        r = crash_run_quiet(argv);
         c->qemu_checks++;
         if (r != 0 && r != 3) /* 3: leaked clusters only, as a crash may leave */
             state_failed(c, "qemu-img check -f %s: exit %d", c->fmt->qemu, r);
@@ -255,10 +234,10 @@ static void check_state(struct ctx *c)
         char *ck[] = {"e2fsck", "-f", "-n", raw_path, NULL};
 
         c->fscks++;
-        r = run(jr);
+        r = crash_run_quiet(jr);
         if (r != 0 && r != 1)
             state_failed(c, "e2fsck -E journal_only: exit %d", r);
-        else if ((r = run(ck)) != 0)
+        else if ((r = crash_run_quiet(ck)) != 0)
             state_failed(c, "e2fsck -fn after the journal replay: exit %d", r);
     }
 }

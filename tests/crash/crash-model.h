@@ -49,4 +49,7 @@ bool crash_model_allows(const struct crash_model *m, uint64_t g, uint32_t tag);
 void crash_pattern(uint8_t *buf, uint32_t tag, uint64_t g);
 int64_t crash_decode(const uint8_t *buf, uint64_t g);
 
+/* Run ARGV with its output thrown away; its exit status, or -1. */
+int crash_run_quiet(char *const argv[]);
+
 #endif

@@ -65,24 +65,6 @@ static void result(bool ok, const char *fmt, ...)
     failures += !ok;
 }
 
-static int run_quiet(char *const argv[])
-{
-    pid_t pid = fork();
-    int st;
-
-    if (pid == 0) {
-        int null = open("/dev/null", O_WRONLY);
-
-        dup2(null, 1);
-        dup2(null, 2);
-        execvp(argv[0], argv);
-        _exit(127);
-    }
-    if (pid < 0 || waitpid(pid, &st, 0) < 0 || !WIFEXITED(st))
-        return -1;
-    return WEXITSTATUS(st);
-}
-
 /* Write granules [G, G+N) with a new tag; the model says both may be there until it succeeds. */
 static int write_tag(struct vdisk_image *img, uint64_t g, unsigned n)
 {
@@ -153,7 +135,7 @@ static bool consistent(struct vdisk_image **img, const char *scenario)
 
         vdisk_close(*img);
         *img = NULL;
-        r = run_quiet(argv);
+        r = crash_run_quiet(argv);
         if (r != 0 && r != 3) {
             result(false, "%s: qemu-img check -f %s: exit %d", scenario, F->qemu, r);
             return false;
