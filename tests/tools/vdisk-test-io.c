@@ -222,8 +222,9 @@ static void hist_add(struct hist *h, uint64_t gen, int zero)
 }
 
 /*
- * After a kill: each block must hold the last operation flushed before the
- * last completed flush, or one that came after it (it may or may not be there).
+ * After a kill: each 512-byte sector of each block must hold the last operation
+ * flushed before the last completed flush, or one that came after it (it may or
+ * may not be there, and a write in flight at the kill may be there in part).
  * A discard may leave old data (discard is advisory), so it also admits any
  * earlier state from the last flushed one on.
  */
@@ -261,27 +262,36 @@ static int cmd_verify(const char *path, const char *logpath, int init)
         for (size_t i = 0; i < x->n; i++)
             if (x->gen[i] <= flushed)
                 last = (long)i;
-        /* acceptable states: the flushed one, anything later */
-        for (long i = last < 0 ? -1 : last; i < (long)x->n && !ok; i++) {
-            const char *w = i < 0 ? first : zero;
+        /*
+         * acceptable states: the flushed one, anything later; sector by sector,
+         * since a write cut by the kill may have landed in part (small clusters)
+         */
+        ok = 1;
+        for (int o = 0; o < BLK && ok; o += 512) {
+            int sok = 0;
 
-            if (i >= 0 && !x->zero[i]) {
-                fill(want, blk, x->gen[i]);
-                w = want;
-            }
-            if (!memcmp(buf, w, BLK))
-                ok = 1;
-            /* a discard at/after the flush point may have left an earlier state */
-            if (!ok && i >= 0 && x->zero[i]) {
-                for (long j = i - 1; j >= -1 && !ok; j--) {
-                    if (j >= 0 && !x->zero[j])
-                        fill(want, blk, x->gen[j]);
-                    if (!memcmp(buf, j < 0 ? first : x->zero[j] ? zero : want, BLK))
-                        ok = 1;
-                    if (j >= 0 && !x->zero[j])
-                        break;
+            for (long i = last < 0 ? -1 : last; i < (long)x->n && !sok; i++) {
+                const char *w = i < 0 ? first : zero;
+
+                if (i >= 0 && !x->zero[i]) {
+                    fill(want, blk, x->gen[i]);
+                    w = want;
+                }
+                if (!memcmp(buf + o, w + o, 512))
+                    sok = 1;
+                /* a discard at/after the flush point may have left an earlier state */
+                if (!sok && i >= 0 && x->zero[i]) {
+                    for (long j = i - 1; j >= -1 && !sok; j--) {
+                        if (j >= 0 && !x->zero[j])
+                            fill(want, blk, x->gen[j]);
+                        if (!memcmp(buf + o, (j < 0 ? first : x->zero[j] ? zero : want) + o, 512))
+                            sok = 1;
+                        if (j >= 0 && !x->zero[j])
+                            break;
+                    }
                 }
             }
+            ok = sok;
         }
         if (!ok) {
             if (bad++ < 5)
