@@ -9,17 +9,6 @@ T=$(mktemp -d /tmp/vdisk-test.XXXXXX)
 . "$ROOT/tests/assert.sh"
 trap '_run_cleanups; rm -rf "$T"' EXIT
 
-# build_fuzz DESC OUT TARGET.c [CFLAGS...]: a libFuzzer binary of TARGET over
-# all of libvdisk's sources, with the sanitizers and every library lib/ links.
-build_fuzz() {
-    local desc=$1 out=$2 target=$3
-    shift 3
-    ok "$desc" clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-        -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 "$@" -I"$ROOT/include" -I"$ROOT/lib" \
-        -o "$out" "$target" "$ROOT"/lib/*.c "$ROOT"/lib/io/*.c "$ROOT"/lib/format/*.c \
-        -lz -lzstd -luring -lpthread -lcrypto -ljson-c -largon2
-}
-
 # mem_capped MIB CMD...: CMD with MIB MiB of memory at most (a huge allocation fails, not
 # the host): address space by ulimit -v; under AddressSanitizer, which reserves terabytes
 # of address space, its own limits on one allocation and on the resident set.
