@@ -18,7 +18,13 @@
 #define VDISK_F_READ_ONLY (1u << 0) /* refuse writes */
 #define VDISK_F_DIRECT (1u << 1)    /* O_DIRECT, asynchronous I/O on the file */
 #define VDISK_F_REMOVABLE (1u << 2) /* report removable media */
-#define VDISK_F_ALL (VDISK_F_READ_ONLY | VDISK_F_DIRECT | VDISK_F_REMOVABLE)
+/* A RAM disk: no backing file (fd -1), size bytes of pages kept by the
+ * driver, allocated on first write, freed by discard and on REMOVE; size at
+ * most the machine's RAM (EFBIG), not with READ_ONLY or DIRECT. Drivers
+ * before it refuse the flag with EINVAL. */
+#define VDISK_F_RAM (1u << 3)
+#define VDISK_F_ALL \
+	(VDISK_F_READ_ONLY | VDISK_F_DIRECT | VDISK_F_REMOVABLE | VDISK_F_RAM)
 
 #define VDISK_ID_LEN 64 /* instance id, NUL-terminated, [A-Za-z0-9._-] */
 

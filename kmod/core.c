@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * vdisk.ko - block devices /dev/vdiskN backed by a file or a block device.
+ * vdisk.ko - block devices /dev/vdiskN backed by a file or a block device,
+ * or RAM (ram.c).
  *
  * The control device /dev/vdisk-control (root only) adds a disk from a file
  * descriptor, removes, queries and lists disks (uapi/vdisk_ctl.h). The driver
@@ -23,6 +24,9 @@
  * disk's open_mutex (held when our open() runs): remove marks the disk
  * REMOVING under the mutex, so no new open succeeds, then tears down without
  * it. Control calls see only LIVE disks.
+ *
+ * RAM disks (VDISK_F_RAM) have no file, queue or worker: a bio-based disk
+ * whose submit_bio serves the driver's own page store (ram.c).
  *
  * Teardown: removing a disk that is open (or mounted) fails with EBUSY.
  * Unloading the module removes every disk (none can be open then, because
@@ -47,6 +51,7 @@
 #include <linux/version.h>
 #include <linux/workqueue.h>
 
+#include "ram.h"
 #include "uapi/vdisk_ctl.h"
 
 #define VDISK_MINORS 16	       /* per disk: the whole disk and 15 partitions */
@@ -61,7 +66,8 @@ struct vdisk_dev {
 	u32 block_size;
 	u64 size;
 	char id[VDISK_ID_LEN];
-	struct file *file; /* backing file; we hold a reference */
+	struct file *file;     /* backing file; we hold a reference */
+	struct vdisk_ram *ram; /* RAM disk: the page store (no file) */
 	struct gendisk *disk;
 	struct blk_mq_tag_set tag_set;
 	struct workqueue_struct *wq;
@@ -413,6 +419,23 @@ static const struct block_device_operations vdisk_fops = {
 	.devnode = vdisk_devnode,
 };
 
+/* RAM disk .submit_bio: served from the page store, in the caller's context. */
+static void vdisk_ram_bio(struct bio *bio)
+{
+	struct vdisk_dev *dev = bio->bi_bdev->bd_disk->private_data;
+
+	vdisk_ram_submit_bio(dev->ram, bio);
+}
+
+static const struct block_device_operations vdisk_ram_fops = {
+	.owner = THIS_MODULE,
+	.submit_bio = vdisk_ram_bio,
+	.open = vdisk_open,
+	.release = vdisk_release,
+	.getgeo = vdisk_getgeo,
+	.devnode = vdisk_devnode,
+};
+
 /* sysfs backing_file: the path of the backing file, as loop shows it. */
 static ssize_t backing_file_show(struct device *d, struct device_attribute *a,
 				 char *buf)
@@ -441,15 +464,41 @@ static ssize_t serial_show(struct device *d, struct device_attribute *a,
 }
 static DEVICE_ATTR_RO(serial);
 
+/* sysfs ram_bytes: the memory a RAM disk holds now. */
+static ssize_t ram_bytes_show(struct device *d, struct device_attribute *a,
+			      char *buf)
+{
+	struct vdisk_dev *dev = dev_to_disk(d)->private_data;
+
+	return sysfs_emit(buf, "%llu\n",
+			  (u64)vdisk_ram_pages(dev->ram) << PAGE_SHIFT);
+}
+static DEVICE_ATTR_RO(ram_bytes);
+
 static struct attribute *vdisk_attrs[] = {
 	&dev_attr_backing_file.attr,
 	&dev_attr_serial.attr,
+	&dev_attr_ram_bytes.attr,
 	NULL,
 };
+
+/* backing_file for disks on a file, ram_bytes for RAM disks. */
+static umode_t vdisk_attr_visible(struct kobject *kobj, struct attribute *attr,
+				  int n)
+{
+	struct vdisk_dev *dev = dev_to_disk(kobj_to_dev(kobj))->private_data;
+
+	if (attr == &dev_attr_backing_file.attr && dev->ram)
+		return 0;
+	if (attr == &dev_attr_ram_bytes.attr && !dev->ram)
+		return 0;
+	return attr->mode;
+}
 
 static const struct attribute_group vdisk_attr_group = {
 	.name = "vdisk",
 	.attrs = vdisk_attrs,
+	.is_visible = vdisk_attr_visible,
 };
 
 static const struct attribute_group *vdisk_attr_groups[] = {
@@ -569,20 +618,44 @@ static int vdisk_check_add(const struct vdisk_ctl_disk *req, struct file *file)
 	return 0;
 }
 
+/* Check an ADD request for a RAM disk; 0 or -errno. */
+static int vdisk_check_ram(const struct vdisk_ctl_disk *req)
+{
+	if (req->fd != -1 ||
+	    (req->flags & (VDISK_F_READ_ONLY | VDISK_F_DIRECT)))
+		return -EINVAL;
+	if (req->block_size != 512 && req->block_size != 4096)
+		return -EINVAL;
+	if (req->size == 0 || req->size % req->block_size)
+		return -EINVAL;
+	if (!vdisk_id_valid(req->id))
+		return -EINVAL;
+	if (req->size > vdisk_ram_max_size())
+		return -EFBIG; /* allocation is lazy, but more than RAM cannot
+				  be kept */
+	return 0;
+}
+
 /* Add a disk from REQ; fill REQ's index, major and minor. */
 static int vdisk_add(struct vdisk_ctl_disk *req)
 {
 	struct vdisk_dev *dev;
 	struct gendisk *disk;
-	struct file *file;
+	struct file *file = NULL;
 	int ret;
 
-	file = fget(req->fd);
-	if (!file)
-		return -EBADF;
-	ret = vdisk_check_add(req, file);
-	if (ret)
-		goto out_fput;
+	if (req->flags & VDISK_F_RAM) {
+		ret = vdisk_check_ram(req);
+		if (ret)
+			return ret;
+	} else {
+		file = fget(req->fd);
+		if (!file)
+			return -EBADF;
+		ret = vdisk_check_add(req, file);
+		if (ret)
+			goto out_fput;
+	}
 
 	ret = -ENOMEM;
 	dev = kzalloc(sizeof(*dev), GFP_KERNEL);
@@ -596,6 +669,11 @@ static int vdisk_add(struct vdisk_ctl_disk *req)
 	spin_lock_init(&dev->lock);
 	INIT_LIST_HEAD(&dev->pending);
 	INIT_WORK(&dev->batch_work, vdisk_batch_work);
+	if (req->flags & VDISK_F_RAM) {
+		dev->ram = vdisk_ram_create();
+		if (!dev->ram)
+			goto out_free;
+	}
 
 	mutex_lock(&vdisk_mutex);
 	ret = idr_alloc(&vdisk_idr, dev, 0, VDISK_MAX_DISKS, GFP_KERNEL);
@@ -605,6 +683,13 @@ static int vdisk_add(struct vdisk_ctl_disk *req)
 	if (ret < 0)
 		goto out_free;
 
+	if (dev->ram) {
+		disk = vdisk_ram_alloc_disk(dev->block_size);
+		ret = IS_ERR(disk) ? PTR_ERR(disk) : 0;
+		if (ret)
+			goto out_idr;
+		goto setup;
+	}
 	ret = -ENOMEM;
 	dev->wq = alloc_workqueue("vdisk%d", WQ_MEM_RECLAIM | WQ_UNBOUND,
 				  VDISK_WORKERS, dev->index);
@@ -630,11 +715,12 @@ static int vdisk_add(struct vdisk_ctl_disk *req)
 		ret = PTR_ERR(disk);
 		goto out_tags;
 	}
+setup:
 	dev->disk = disk;
 	disk->major = vdisk_major;
 	disk->first_minor = dev->index * VDISK_MINORS;
 	disk->minors = VDISK_MINORS;
-	disk->fops = &vdisk_fops;
+	disk->fops = dev->ram ? &vdisk_ram_fops : &vdisk_fops;
 	disk->private_data = dev;
 	if (dev->flags & VDISK_F_REMOVABLE)
 		disk->flags |= GENHD_FL_REMOVABLE;
@@ -657,6 +743,8 @@ static int vdisk_add(struct vdisk_ctl_disk *req)
 
 out_disk:
 	put_disk(disk);
+	if (dev->ram)
+		goto out_idr;
 out_tags:
 	blk_mq_free_tag_set(&dev->tag_set);
 out_wq:
@@ -666,9 +754,12 @@ out_idr:
 	idr_remove(&vdisk_idr, dev->index);
 	mutex_unlock(&vdisk_mutex);
 out_free:
+	if (dev->ram)
+		vdisk_ram_destroy(dev->ram);
 	kfree(dev);
 out_fput:
-	fput(file);
+	if (file)
+		fput(file);
 	return ret;
 }
 
@@ -677,6 +768,12 @@ static void vdisk_destroy(struct vdisk_dev *dev)
 {
 	del_gendisk(dev->disk); /* drains in-flight I/O */
 	put_disk(dev->disk);
+	if (dev->ram) {
+		vdisk_ram_destroy(
+			dev->ram); /* all its memory, before REMOVE returns */
+		kfree(dev);
+		return;
+	}
 	blk_mq_free_tag_set(&dev->tag_set);
 	destroy_workqueue(dev->wq);
 	fput(dev->file);
@@ -729,7 +826,8 @@ static int vdisk_query(struct vdisk_ctl_disk *req)
 	return ret;
 }
 
-/* RESIZE: set disk REQ->index to REQ->size bytes (its file grew first); 0 or -errno. */
+/* RESIZE: set disk REQ->index to REQ->size bytes (its file grew first); 0 or
+ * -errno. */
 static int vdisk_resize(const struct vdisk_ctl_disk *req)
 {
 	struct vdisk_dev *dev;
@@ -742,18 +840,27 @@ static int vdisk_resize(const struct vdisk_ctl_disk *req)
 		ret = -ENXIO;
 		goto out;
 	}
-	backing = vdisk_backing_size(dev->file);
+	backing =
+		dev->ram ? vdisk_ram_max_size() : vdisk_backing_size(dev->file);
 	if (req->size == 0 || req->size % dev->block_size)
 		ret = -EINVAL;
 	else if (backing < 0)
 		ret = backing;
 	else if (req->size > backing)
 		ret = -ENOSPC;
+	if (ret == -ENOSPC && dev->ram)
+		ret = -EFBIG;
 	if (ret)
 		goto out;
+	/* RAM: what lay past the smaller size must not reappear */
+	if (dev->ram && req->size > dev->size)
+		vdisk_ram_truncate(dev->ram, dev->size);
 	dev->size = req->size;
-	/* the block layer bounds requests by the capacity; the uevent tells udev */
+	/* the block layer bounds requests by the capacity; the uevent tells
+	 * udev */
 	set_capacity_and_notify(dev->disk, dev->size >> SECTOR_SHIFT);
+	if (dev->ram)
+		vdisk_ram_truncate(dev->ram, dev->size);
 out:
 	mutex_unlock(&vdisk_mutex);
 	return ret;
@@ -890,6 +997,6 @@ static void __exit vdisk_exit(void)
 module_init(vdisk_init);
 module_exit(vdisk_exit);
 MODULE_LICENSE("GPL");
-MODULE_DESCRIPTION("vdisk: block devices backed by files");
+MODULE_DESCRIPTION("vdisk: block devices backed by files or RAM");
 MODULE_ALIAS_MISCDEV(MISC_DYNAMIC_MINOR);
 MODULE_ALIAS("devname:vdisk-control");
