@@ -2,7 +2,12 @@
 /*
  * RAM disks: `vdisk open --ram SIZE` and `vdisk save`.
  *
- * A RAM disk is a memfd: pages are allocated as they are written, discard
+ * Through kmod, when the loaded vdisk.ko has them, the module keeps the pages
+ * itself, as the kernel's brd does (kmod/ram.c): no file, no worker, discard
+ * frees pages, close frees all; that is also the way `--via auto` picks when
+ * vdisk.ko is loaded (a brd user's /dev/ramN), loop otherwise.
+ *
+ * Otherwise a RAM disk is a memfd: pages are allocated as they are written, discard
  * punches holes (shmem frees them). Through loop, the loop device holds the
  * only reference; through kmod, vdisk.ko does; through ublk, nbd or fuse, the
  * server opens it as a raw image by its /proc name and holds it. `vdisk close`
@@ -54,7 +59,9 @@ int ram_open(const char *size_text, const char *via_name, bool read_only)
                    size_text, size);
     if (read_only)
         return err("--ram: a read-only RAM disk would only ever read zeroes");
-    via = strcmp(via_name, "auto") == 0 ? &via_loop : via_find(via_name);
+    via = strcmp(via_name, "auto") != 0 ? via_find(via_name)
+          : via_kmod.available()        ? &via_kmod
+                                        : &via_loop;
     if (!via)
         return err("--via %s: unknown way (ways: auto, kmod, loop, ublk, nbd, fuse)", via_name);
     if (!via->available())
@@ -64,6 +71,18 @@ int ram_open(const char *size_text, const char *via_name, bool read_only)
     lock = record_lock();
     if (lock < 0)
         return 1;
+    snprintf(rec.image, sizeof(rec.image), "ram:%s", rec.id);
+    snprintf(rec.format, sizeof(rec.format), "ram");
+    snprintf(rec.via, sizeof(rec.via), "%s", via->name);
+    rec.size = size;
+    if (via == &via_kmod) {
+        int r = kmod_ram_start(size_text, size, &rec);
+
+        if (r < 0)
+            goto out;
+        if (r == 0)
+            goto save; /* the module's page store; else an older vdisk.ko: a memfd */
+    }
     snprintf(name, sizeof(name), RAM_PREFIX "%s", rec.id);
     fd = memfd_create(name, MFD_CLOEXEC);
     if (fd < 0) {
@@ -74,10 +93,6 @@ int ram_open(const char *size_text, const char *via_name, bool read_only)
         err("--ram %s: %m", size_text);
         goto out;
     }
-    snprintf(rec.image, sizeof(rec.image), "ram:%s", rec.id);
-    snprintf(rec.format, sizeof(rec.format), "ram");
-    snprintf(rec.via, sizeof(rec.via), "%s", via->name);
-    rec.size = size;
     if (via == &via_loop) {
         snprintf(rec.backing, sizeof(rec.backing), "/memfd:%s", name); /* what loop shows */
         /* buffered: shmem is memory already, and punches holes on discard */
@@ -98,8 +113,10 @@ int ram_open(const char *size_text, const char *via_name, bool read_only)
         if (via->start(&req, &rec) < 0)
             goto out;
     }
+save:
     if (record_save(&rec) < 0) {
-        close(fd);
+        if (fd >= 0)
+            close(fd);
         fd = -1;
         via->stop(&rec);
         goto out;
@@ -115,6 +132,8 @@ out:
 
 int ram_info(const struct disk_record *rec, bool json)
 {
+    long long used = strcmp(rec->via, "kmod") == 0 ? kmod_ram_bytes(rec->device) : -1;
+
     if (json) {
         printf("{\"image\": ");
         json_string(stdout, rec->image);
@@ -125,12 +144,16 @@ int ram_info(const struct disk_record *rec, bool json)
         json_string(stdout, rec->via);
         printf(", \"id\": ");
         json_string(stdout, rec->id);
+        if (used >= 0)
+            printf(", \"memory-used\": %lld", used);
         printf(", \"read-only\": false}\n");
         return 0;
     }
     printf("image: %s\nformat: ram (a RAM disk: its content is lost on close; vdisk save keeps "
            "it)\nvirtual size: %" PRIu64 "\ndevice: %s\nvia: %s\nid: %s\nread-only: no\n",
            rec->image, rec->size, rec->device, rec->via, rec->id);
+    if (used >= 0)
+        printf("memory used: %lld (vdisk.ko's page store)\n", used);
     return 0;
 }
 

@@ -78,6 +78,14 @@ int ublk_recover(struct disk_record *rec);
 /* What the kernel says of REC's ublk device: live, quiesced (I/O waits), dead, gone. */
 const char *ublk_kernel_state(const struct disk_record *rec, unsigned *queues);
 
+/*
+ * A RAM disk of SIZE bytes in vdisk.ko's own page store, with REC's id; fills
+ * rec->device. 0; 1 if the loaded vdisk.ko predates RAM disks; -1 with a message.
+ */
+int kmod_ram_start(const char *size_text, uint64_t size, struct disk_record *rec);
+/* Bytes of memory vdisk.ko's RAM disk DEVICE holds now, or -1. */
+long long kmod_ram_bytes(const char *device);
+
 /* Open REQ's image for a way, with FLAGS: snapshot overlay and partition applied (open_image.c). */
 int open_image(const struct open_request *req, unsigned flags, struct vdisk_image **imgp);
 

@@ -186,3 +186,57 @@ const struct via via_kmod = {
     .stop = kmod_stop,
     .alive = kmod_alive,
 };
+
+int kmod_ram_start(const char *size_text, uint64_t size, struct disk_record *rec)
+{
+    struct vdisk_ctl_disk d;
+    int ctl, r;
+
+    ctl = ctl_open();
+    if (ctl < 0)
+        return -1;
+    disk_req(&d);
+    d.flags = VDISK_F_RAM;
+    d.size = size;
+    snprintf(d.id, sizeof(d.id), "%s", rec->id);
+    r = ioctl(ctl, VDISK_CTL_ADD, &d);
+    if (r < 0) {
+        if (errno == EINVAL) /* checked here already: a vdisk.ko without RAM disks */
+            r = 1;
+        else if (errno == EFBIG)
+            err("--ram %s: larger than this machine's memory (%llu MiB)", size_text,
+                (unsigned long long)(sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE) >> 20));
+        else
+            err("--ram %s: %s: add: %m", size_text, VDISK_CTL_DEVICE);
+        close(ctl);
+        return r;
+    }
+    snprintf(rec->device, sizeof(rec->device), "/dev/vdisk%u", d.index);
+    rec->pid = 0;
+    if (wait_node(rec->device) < 0) {
+        ioctl(ctl, VDISK_CTL_REMOVE, &d);
+        close(ctl);
+        return -1;
+    }
+    close(ctl);
+    return 0;
+}
+
+long long kmod_ram_bytes(const char *device)
+{
+    char path[96];
+    long long n = -1;
+    FILE *f;
+    int i = device_index(device);
+
+    if (i < 0)
+        return -1;
+    snprintf(path, sizeof(path), "/sys/block/vdisk%d/vdisk/ram_bytes", i);
+    f = fopen(path, "re");
+    if (!f)
+        return -1;
+    if (fscanf(f, "%lld", &n) != 1)
+        n = -1;
+    fclose(f);
+    return n;
+}
