@@ -124,7 +124,9 @@ static void vdisk_req(struct vdisk_ctl_disk *d)
     d->struct_size = pick(8) ? sizeof(*d) : (unsigned)rnd();
     d->version = pick(8) ? VDISK_CTL_VERSION : (unsigned)rnd();
     d->fd = pick(6) ? fds[pick((unsigned)nfds)] : (int)rnd();
-    d->flags = pick(3) ? pick(8) : (unsigned)rnd();
+    d->flags = pick(3) ? pick(16) : (unsigned)rnd(); /* 8: VDISK_F_RAM */
+    if ((d->flags & VDISK_F_RAM) && pick(2))
+        d->fd = -1;
     d->block_size = bss[pick(sizeof(bss) / sizeof(bss[0]))];
     d->index = pick(3) ? pick(8) : (unsigned)rnd();
     d->size = pick(4) ? sizes[pick(sizeof(sizes) / sizeof(sizes[0]))] : rnd();

@@ -2,6 +2,7 @@
 /*
  * vdisk-ctl: a bare client of /dev/vdisk-control for the VM tests.
  *   vdisk-ctl add [-r] [-d] [-R] [-b BS] [-s BYTES] [-i ID] FILE   prints N
+ *   vdisk-ctl add -m ... FILE|-   a RAM disk (VDISK_F_RAM): FILE's fd, or -1
  *   vdisk-ctl remove N | query N | list
  *   vdisk-ctl hostile      bad calls, each must fail cleanly (PASS/FAIL lines)
  *   vdisk-ctl fuzz SEED N  N random ioctls with random bytes
@@ -54,8 +55,11 @@ static int cmd_add(int argc, char **argv)
     struct stat st;
     int opt, fd, ctl;
 
-    while ((opt = getopt(argc, argv, "rdRb:s:i:")) != -1) {
+    while ((opt = getopt(argc, argv, "mrdRb:s:i:")) != -1) {
         switch (opt) {
+        case 'm':
+            d.flags |= VDISK_F_RAM;
+            break;
         case 'r':
             d.flags |= VDISK_F_READ_ONLY;
             break;
@@ -81,6 +85,15 @@ static int cmd_add(int argc, char **argv)
     if (optind != argc - 1)
         return 2;
     file = argv[optind];
+    if ((d.flags & VDISK_F_RAM) && !strcmp(file, "-")) {
+        ctl = ctl_open();
+        if (ioctl(ctl, VDISK_CTL_ADD, &d) < 0) {
+            fprintf(stderr, "vdisk-ctl: add RAM: %m\n");
+            return 1;
+        }
+        printf("%u\n", d.index);
+        return 0;
+    }
     fd = open(file, ((d.flags & VDISK_F_READ_ONLY) ? O_RDONLY : O_RDWR) | O_CLOEXEC);
     if (fd < 0 || fstat(fd, &st) < 0) {
         fprintf(stderr, "vdisk-ctl: %s: %m\n", file);
@@ -307,7 +320,7 @@ int main(int argc, char **argv)
         return cmd_fuzz(strtoul(argv[2], NULL, 0), strtol(argv[3], NULL, 0));
     if (argc == 3 && !strcmp(argv[1], "geo"))
         return cmd_geo(argv[2]);
-    fprintf(stderr, "usage: vdisk-ctl add [-r] [-d] [-R] [-b BS] [-s BYTES] [-i ID] FILE | "
+    fprintf(stderr, "usage: vdisk-ctl add [-m] [-r] [-d] [-R] [-b BS] [-s BYTES] [-i ID] FILE | "
                     "remove N | query N | list | hostile FILE DIR | fuzz SEED N | geo DEV\n");
     return 2;
 }
