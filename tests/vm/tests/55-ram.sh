@@ -17,7 +17,8 @@ ok "load vdisk.ko" load_vdisk
 mkdir -p m
 at_exit "umount $T/m 2>/dev/null; $VDISK close --all"
 shmem() { echo $(($(awk '$1 == "Shmem:" {print $2}' /proc/meminfo) * 1024)); }
-memfree() { echo $(($(awk '$1 == "MemFree:" {print $2}' /proc/meminfo) * 1024)); }
+# free memory: MemFree plus the pages on per-cpu free lists (freed, not yet in MemFree)
+memfree() { echo $(($(awk '$1 == "MemFree:" {print $2}' /proc/meminfo) * 1024 + $(awk '$1 == "count:" {n += $2} END {print n + 0}' /proc/zoneinfo) * 4096)); }
 ramb() { cat /sys/block/${1#/dev/}/vdisk/ram_bytes; } # DEV: its page store's bytes
 MB=$((1 << 20))
 
