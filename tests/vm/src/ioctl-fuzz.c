@@ -191,7 +191,7 @@ static int fuzz_vdisk(long n, const char *file)
     static const unsigned cmds[] = {VDISK_CTL_ADD, VDISK_CTL_REMOVE, VDISK_CTL_QUERY,
                                     VDISK_CTL_LIST};
     static unsigned char buf[1 << 16];
-    long adds = 0, ok = 0;
+    long adds = 0, rams = 0, ok = 0;
     int ctl = open(VDISK_CTL_DEVICE, O_RDWR | O_CLOEXEC), p[2];
 
     if (ctl < 0) {
@@ -248,6 +248,7 @@ static int fuzz_vdisk(long n, const char *file)
             ok++;
             if (cmd == VDISK_CTL_ADD && arg == &d) {
                 adds++;
+                rams += !!(d.flags & VDISK_F_RAM);
                 if (nadded == MAX_LIVE) /* keep only a few */
                     forget_disk(ctl, added[--nadded]);
                 added[nadded++] = (int)d.index;
@@ -258,7 +259,7 @@ static int fuzz_vdisk(long n, const char *file)
             }
         }
     }
-    printf("vdisk: %ld calls, %ld succeeded, %ld disks added\n", n, ok, adds);
+    printf("vdisk: %ld calls, %ld succeeded, %ld disks added (%ld RAM disks)\n", n, ok, adds, rams);
     return remove_added(ctl) ? 1 : 0;
 }
 
