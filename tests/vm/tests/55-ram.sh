@@ -135,4 +135,12 @@ for via in kmod ublk nbd; do # loop: tests/integration/ram-disk.sh
         eq "$via: the saved image holds the file" "$(sha256sum <m/small)" "$sum"
     umount m; $VDISK close saved-$via.qcow2
 done
+
+# --- unloading vdisk.ko with a RAM disk added (not open) frees it too
+n=$(/vm/bin/vdisk-ctl add -m -s $((16 * MB)) -i unload -) && pass "a RAM disk to unload with: vdisk$n" || fail "add RAM disk"
+ok "fill it" dd if=pat of=/dev/vdisk$n bs=1M count=16 oflag=direct status=none
+free1=$(memfree)
+ok "rmmod vdisk with the RAM disk in it" rmmod vdisk
+back=$(($(memfree) - free1))
+[ $back -gt $((14 * MB)) ] && pass "unload gives its 16 MiB back (+$((back / MB)) MiB)" || fail "unload gave back $((back / MB)) MiB"
 finish
