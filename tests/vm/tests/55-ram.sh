@@ -53,7 +53,7 @@ ok "zeroes where discarded (inside a page too), the rest intact" cmp -n $((24 * 
 ok "fio 4k randwrite QD32 io_uring (nowait) with crc32c verify" fio --name=v --filename=$dev \
     --rw=randwrite --bs=4k --iodepth=32 --ioengine=io_uring --direct=1 --offset=$((32 * MB)) \
     --size=16M --verify=crc32c --verify_fatal=1 --output=$T/fio.out
-ok "fio 4k randrw QD32 libaio with md5 verify, 512-byte unaligned to pages" fio --name=w \
+ok "fio 3.5k randwrite QD32 libaio with md5 verify (blocks straddle pages)" fio --name=w \
     --filename=$dev --rw=randwrite --bs=3584 --iodepth=32 --ioengine=libaio --direct=1 \
     --offset=$((48 * MB + 512)) --size=8M --verify=md5 --verify_fatal=1 --output=$T/fio.out
 ok "the first 24 MiB untouched by fio" cmp -n $((24 * MB)) want $dev
