@@ -23,7 +23,7 @@ ramb() { cat /sys/block/${1#/dev/}/vdisk/ram_bytes; } # DEV: its page store's by
 MB=$((1 << 20))
 
 # --- vdisk.ko's page store, through the device
-dev=$($VDISK open --ram 64M 2>$T/err) || fail "open --ram 64M: $(cat $T/err)"
+dev=$($VDISK open --ram 48M 2>$T/err) || fail "open --ram 48M: $(cat $T/err)"
 case $dev in
 /dev/vdisk*) pass "--ram without --via picks vdisk.ko when it is loaded: $dev" ;;
 *) fail "--ram picked $dev with vdisk.ko loaded" ;;
@@ -31,7 +31,7 @@ esac
 [ -e /sys/block/${dev#/dev/}/vdisk/ram_bytes ] && [ ! -e /sys/block/${dev#/dev/}/vdisk/backing_file ] &&
     pass "served from the module's page store (ram_bytes, no backing file)" || fail "no page store behind $dev"
 eq "a fresh RAM disk holds no memory" "$(ramb $dev)" 0
-ok "a fresh RAM disk reads as zeroes" cmp -n $((64 * MB)) $dev /dev/zero
+ok "a fresh RAM disk reads as zeroes" cmp -n $((48 * MB)) $dev /dev/zero
 $VDISK info $dev | grep -q "^memory used: 0 " && pass "info shows the memory used" || fail "info: $($VDISK info $dev)"
 dd if=/dev/urandom of=pat bs=1M count=24 status=none
 free0=$(memfree)
@@ -51,11 +51,11 @@ cp pat want && dd if=/dev/zero of=want bs=1M seek=4 count=8 conv=notrunc status=
     dd if=/dev/zero of=want bs=1M seek=16 count=1 conv=notrunc status=none
 ok "zeroes where discarded (inside a page too), the rest intact" cmp -n $((24 * MB)) want $dev
 ok "fio 4k randwrite QD32 io_uring (nowait) with crc32c verify" fio --name=v --filename=$dev \
-    --rw=randwrite --bs=4k --iodepth=32 --ioengine=io_uring --direct=1 --offset=$((32 * MB)) \
-    --size=16M --verify=crc32c --verify_fatal=1 --output=$T/fio.out
+    --rw=randwrite --bs=4k --iodepth=32 --ioengine=io_uring --direct=1 --offset=$((24 * MB)) \
+    --size=8M --verify=crc32c --verify_fatal=1 --output=$T/fio.out
 ok "fio 3.5k randwrite QD32 libaio with md5 verify (blocks straddle pages)" fio --name=w \
     --filename=$dev --rw=randwrite --bs=3584 --iodepth=32 --ioengine=libaio --direct=1 \
-    --offset=$((48 * MB + 512)) --size=8M --verify=md5 --verify_fatal=1 --output=$T/fio.out
+    --offset=$((32 * MB + 512)) --size=4M --verify=md5 --verify_fatal=1 --output=$T/fio.out
 ok "the first 24 MiB untouched by fio" cmp -n $((24 * MB)) want $dev
 held=$(ramb $dev)
 free1=$(memfree)
