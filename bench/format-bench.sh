@@ -14,6 +14,11 @@
 # The targets are qcow2's; TARGET_BENCH, TARGET_RANDOM, TARGET_CONVERT set others.
 # MAKER=vdisk makes the images with `vdisk convert` (data 4 KiB-aligned) instead of
 # qemu-img (QEMU's VHD and VDI keep data at odd sectors): both tools run on the same image.
+# CONVERT_MODES: the cache modes compared in step 3 (default: unsafe writeback none;
+# none = O_DIRECT on DST for both tools). SIZE: the image size (default 1G; smaller
+# only for a smoke run, the targets are for 1 GiB). At the end, one summary line per
+# metric: median ratio, best ratio, target, and whether the median meets it; the
+# load average before and after tells how quiet the machine was.
 # Usage: [FMT=vhdx] [OPTS=...] [MAKER=qemu-img|vdisk] bench/format-bench.sh [DIR]   (scratch space, default a temp dir; needs ~4 GiB)
 set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,6 +34,9 @@ TARGET_BENCH=${TARGET_BENCH:-1.2}
 TARGET_RANDOM=${TARGET_RANDOM:-0.95}
 TARGET_CONVERT=${TARGET_CONVERT:-0.8}
 MAKER=${MAKER:-qemu-img}
+SIZE=${SIZE:-1G}
+CONVERT_MODES=${CONVERT_MODES:-unsafe writeback none}
+SUMMARY=()
 
 # make_image: the fully allocated image of src.raw, made by MAKER
 make_image() {
@@ -43,9 +51,22 @@ best() { sort -g | head -1; }    # smallest of the numbers on stdin
 bestmax() { sort -g | tail -1; } # largest
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+# summarize NAME MEDIAN_RATIO BEST_RATIO TARGET >=|<=: one line for the summary at the end
+summarize() {
+    local ok
+    if [ "$5" = info ]; then # measured, no target in the issues
+        SUMMARY+=("$(printf '  %-34s median %5s  best %5s  (no target)' "$1" "$2" "$3")")
+        return
+    fi
+    ok=$(awk -v r="$2" -v t="$4" -v op="$5" 'BEGIN { print (op == ">=" ? r >= t : r <= t) ? "met" : "MISSED" }')
+    SUMMARY+=("$(printf '  %-34s median %5s  best %5s  target %s %s  %s' "$1" "$2" "$3" "$5" "$4" "$ok")")
+}
 
-echo "== images: 1 GiB of random data as raw and as $FMT (made by $MAKER)"
-head -c 1G /dev/urandom >"$DIR/src.raw"
+echo "== $FMT, $SIZE, RUNS=$RUNS COUNT=$COUNT, $(uname -r), $(qemu-img --version | head -1), $(fio --version)"
+echo "   load before: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) CPUs"
+
+echo "== images: $SIZE of random data as raw and as $FMT (made by $MAKER)"
+head -c "$SIZE" /dev/urandom >"$DIR/src.raw"
 make_image
 qemu-img info "$DIR/img.$FMT" | sed -n 's/^\(file format\|disk size\).*/  &/p'
 
@@ -78,6 +99,7 @@ for rw in read write; do
     printf '        best:   vdisk %8s req/s  qemu-img %8s req/s  ratio %s\n' \
         "$vb" "$qb" "$(ratio "$vb" "$qb")"
     echo "        [runs: vdisk ${v[*]}; qemu ${q[*]}]"
+    summarize "bench $rw (vs qemu-img bench)" "$(ratio "$vm" "$qm")" "$(ratio "$vb" "$qb")" "$TARGET_BENCH" ">="
 done
 
 # random_rate TOOL RW: requests/s of COUNT random 4k requests at depth 32, O_DIRECT
@@ -90,7 +112,7 @@ random_rate() {
         awk -v c="$COUNT" -v s="$secs" 'BEGIN { printf "%.0f\n", c / s }'
     else # the limit: fio on the raw file holding the same data
         fio --name=limit --filename="$DIR/src.raw" --rw=$rw --bs=4k --iodepth=32 \
-            --ioengine=io_uring --direct=1 --number_ios="$COUNT" --size=1G --randrepeat=0 \
+            --ioengine=io_uring --direct=1 --number_ios="$COUNT" --size="$SIZE" --randrepeat=0 \
             --norandommap --output-format=terse --terse-version=3 |
             awk -F';' -v w="$2" '{ printf "%d\n", w == "write" ? $49 : $8 }'
     fi
@@ -108,9 +130,16 @@ for rw in read write; do
     done
     vm=$(printf '%s\n' "${v[@]}" | median)
     fm=$(printf '%s\n' "${f[@]}" | median)
+    vb=$(printf '%s\n' "${v[@]}" | bestmax)
+    fb=$(printf '%s\n' "${f[@]}" | bestmax)
     printf '  %-5s median: vdisk %8s req/s  fio (raw file) %8s req/s  ratio %s (target >= '"$TARGET_RANDOM"')\n' \
         "$rw" "$vm" "$fm" "$(ratio "$vm" "$fm")"
+    printf '        best:   vdisk %8s req/s  fio (raw file) %8s req/s  ratio %s\n' \
+        "$vb" "$fb" "$(ratio "$vb" "$fb")"
     echo "        [runs: vdisk ${v[*]}; fio ${f[*]}]"
+    op=">="
+    [ "$rw" = write ] && op=info # the issues set a target for random reads only
+    summarize "random $rw (vs fio on raw)" "$(ratio "$vm" "$fm")" "$(ratio "$vb" "$fb")" "$TARGET_RANDOM" "$op"
 done
 
 # secs CMD...: wall time of one run, after writing back earlier dirty data
@@ -124,8 +153,8 @@ secs() {
 }
 
 # convert_pair FROM TO SRC: vdisk and qemu-img converting SRC, like for like:
-# each tool's default cache mode (qemu-img: unsafe, no flush at the end;
-# vdisk: writeback, DST durable on exit), then both unsafe, then both writeback
+# in each of CONVERT_MODES, both tools in the same mode (qemu-img's default is
+# unsafe, no flush at the end; vdisk's writeback, DST durable on exit)
 convert_pair() {
     local from=$1 to=$2 src=$3 mode i
     declare -A T
@@ -135,7 +164,7 @@ convert_pair() {
     rm -f "$DIR/out"
     qemu-img convert -f "$from" -O "$to" "$src" "$DIR/out"
     for i in $(seq "$RUNS"); do
-        for mode in unsafe writeback; do
+        for mode in $CONVERT_MODES; do
             local tool order=(v q)
             [ $((i % 2)) -eq 0 ] && order=(q v) # every other round, qemu-img first
             for tool in "${order[@]}"; do
@@ -149,7 +178,7 @@ convert_pair() {
         done
     done
     rm -f "$DIR/out"
-    for mode in unsafe writeback; do
+    for mode in $CONVERT_MODES; do
         local v q vm qm
         v=$(printf '%s\n' ${T[v$mode]})
         q=$(printf '%s\n' ${T[q$mode]})
@@ -158,13 +187,19 @@ convert_pair() {
         printf '  %-5s -> %-5s -t %-9s median: vdisk %6ss  qemu-img %6ss  ratio %s (target <= '"$TARGET_CONVERT"')  best: %ss vs %ss\n' \
             "$from" "$to" "$mode" "$vm" "$qm" "$(ratio "$vm" "$qm")" "$(echo "$v" | best)" "$(echo "$q" | best)"
         echo "        [runs: vdisk ${T[v$mode]}; qemu-img ${T[q$mode]}]"
+        summarize "convert $from->$to -t $mode" "$(ratio "$vm" "$qm")" \
+            "$(ratio "$(echo "$v" | best)" "$(echo "$q" | best)")" "$TARGET_CONVERT" "<="
     done
 }
 
-echo "== convert: 1 GiB random data, $RUNS runs each (wall seconds). Default cache modes:"
-echo "   qemu-img unsafe (DST not flushed), vdisk writeback (DST flushed); compared like for like"
+echo "== convert: $SIZE random data, $RUNS runs each (wall seconds), cache modes: $CONVERT_MODES"
+echo "   (defaults: qemu-img unsafe, DST not flushed; vdisk writeback, DST flushed); compared like for like"
 convert_pair raw "$FMT" "$DIR/src.raw"
 # the write benchmark above overwrote most of img with zeroes: make it again
 rm -f "$DIR/img.$FMT"
 make_image
 convert_pair "$FMT" raw "$DIR/img.$FMT"
+
+echo "== summary ($FMT, made by $MAKER; ratios vdisk/other: bench and random in req/s, convert in seconds)"
+printf '%s\n' "${SUMMARY[@]}"
+echo "   load after: $(cut -d' ' -f1-3 /proc/loadavg) (a busy machine spreads the runs: trust same-moment ratios)"

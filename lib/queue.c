@@ -118,6 +118,21 @@ static const char *op_name(enum vdisk_op op)
     return (unsigned)op < sizeof(names) / sizeof(names[0]) ? names[op] : "request";
 }
 
+/*
+ * The queue's own ring. Completions need not interrupt the thread (no IPI,
+ * as fio sets up its rings): their work runs when it next enters the kernel,
+ * which it does to wait or, flagged by the kernel, on a peek. Not single
+ * issuer: a queue may be made in one thread and used in another, and a
+ * caller may poll the ring's fd. Kernels before 5.19 take no flags.
+ */
+static int ring_init(unsigned entries, struct io_uring *ring)
+{
+    int r =
+        io_uring_queue_init(entries, ring, IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG);
+
+    return r == -EINVAL ? io_uring_queue_init(entries, ring, 0) : r;
+}
+
 /* Make a queue on RING (NULL: its own, if io_uring works here). */
 static int queue_new(struct vdisk_image *img, unsigned depth, struct io_uring *ring,
                      struct vdisk_queue **qp)
@@ -143,7 +158,7 @@ static int queue_new(struct vdisk_image *img, unsigned depth, struct io_uring *r
         q->external = true;
     } else if (!no_uring || strcmp(no_uring, "1") != 0) {
         /* one more entry than requests: the eventfd read */
-        if (io_uring_queue_init(depth + 1, &q->own_ring, 0) == 0)
+        if (ring_init(depth + 1, &q->own_ring) == 0)
             q->ring = &q->own_ring;
     }
     q->efd = eventfd(0, EFD_CLOEXEC);
@@ -724,6 +739,10 @@ static void reap(struct vdisk_queue *q)
     unsigned head, n = 0;
 
     if (q->ring) {
+        /* completions whose work waits for a kernel entry (COOP_TASKRUN): enter now */
+        if (q->ring == &q->own_ring &&
+            (IO_URING_READ_ONCE(*q->ring->sq.kflags) & IORING_SQ_TASKRUN))
+            io_uring_get_events(q->ring);
         io_uring_for_each_cqe(q->ring, head, cqe)
         {
             n++;
