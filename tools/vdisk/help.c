@@ -71,7 +71,7 @@ static const struct help {
      "usage: vdisk serve [--socket PATH | --listen [HOST:]PORT] [-r] [-f FMT] [--direct]\n"
      "                   [--name NAME] [-q] [-v] [--tls=off|on|require] [--tls-certs DIR]\n"
      "                   [--tls-psk FILE] [--tls-verify-peer] [--max-connections N]\n"
-     "                   [--handshake-timeout SECS] IMAGE\n"
+     "                   [--handshake-timeout SECS] [--snapshot [--snapshot-dir DIR]] IMAGE\n"
      "Export IMAGE over NBD in the foreground until SIGTERM or SIGINT.\n"
      "  -s, --socket PATH      listen on a Unix socket\n"
      "  -l, --listen [HOST:]PORT  listen on TCP (default 127.0.0.1:10809; without TLS\n"
@@ -90,6 +90,9 @@ static const struct help {
      "  -t, --threads N        accepted for old scripts, ignored\n"
      "  -q, --quiet            log nothing\n"
      "  -v, --verbose          log every connection\n"
+     "      --snapshot         IMAGE read-only; writes go to a temporary overlay, gone at exit\n"
+     "      --snapshot-dir DIR  where its unlinked overlay lives (default $TMPDIR, else\n"
+     "                         /var/tmp)\n"
      "      --key-file FILE    the key of an encrypted image (luks, qcow2 encrypt.format=luks)\n"
      "      --key-stdin        read the key from standard input\n"
      "  -h, --help             show this help\n"},
