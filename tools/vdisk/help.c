@@ -190,7 +190,7 @@ static const struct help {
      "  -h, --help             show this help\n"},
     {"resize",
      "usage: vdisk resize [-f FMT] [--shrink] IMAGE|DEVICE|ID [+|-]SIZE\n"
-     "Change an image's virtual size (raw, qcow2, vpc, dynamic vdi), like qemu-img\n"
+     "Change an image's virtual size (raw, qcow2, vpc, vdi), like qemu-img\n"
      "resize (a bare number is bytes). On a raw disk open through loop or kmod the\n"
      "device grows with it; then grow its file system (resize2fs).\n"
      "  -f, --format FMT       image format (default: probed)\n"
