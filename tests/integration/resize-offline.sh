@@ -153,9 +153,9 @@ patterned "$a" vpc && pass "vpc dynamic: data intact after shrinking" || fail "v
 ok "vpc dynamic: vdisk check clean after shrinking" "$VDISK" check -q -f vpc "$a"
 
 # bad input: clear refusals naming the object
-qemu-img create -q -f vhdx "$T/x.vhdx" 10M
-fails_with "vhdx: resize refused clearly" 'x.vhdx: resizing a vhdx image is not supported' \
-    "$VDISK" resize "$T/x.vhdx" +1M
+qemu-img create -q -f vmdk "$T/x.vmdk" 10M # vhdx: tests/integration/resize-vhdx.sh
+fails_with "vmdk: resize refused clearly" 'x.vmdk: resizing a vmdk image is not supported' \
+    "$VDISK" resize "$T/x.vmdk" +1M
 fails_with "missing image named" 'nothere.img: ' "$VDISK" resize "$T/nothere.img" 1G
 fails_with "bad size named" "invalid size '1Q'" "$VDISK" resize "$T/a.raw" 1Q
 fails_with "-SIZE below zero refused" "the image is only" "$VDISK" resize --shrink "$T/a.raw" -100G

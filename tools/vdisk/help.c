@@ -190,7 +190,7 @@ static const struct help {
      "  -h, --help             show this help\n"},
     {"resize",
      "usage: vdisk resize [-f FMT] [--shrink] IMAGE|DEVICE|ID [+|-]SIZE\n"
-     "Change an image's virtual size (raw, qcow2, vpc, vdi), like qemu-img\n"
+     "Change an image's virtual size (raw, qcow2, vpc, vdi, vhdx), like qemu-img\n"
      "resize (a bare number is bytes). On a raw disk open through loop or kmod, and\n"
      "on a disk of any format open through fuse or nbd, the device grows with it; then\n"
      "grow its file system (resize2fs).\n"
