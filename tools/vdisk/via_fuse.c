@@ -191,6 +191,8 @@ static int fuse_stop(const struct disk_record *rec)
     remove_mountpoint(rec->mountpoint);
     log_path(rec, log, sizeof(log));
     unlink(log);
+    server_ctl_path(rec->id, log, sizeof(log)); /* a killed server's control socket */
+    unlink(log);
     return 0;
 }
 

@@ -331,6 +331,8 @@ static int nbd_stop(const struct disk_record *rec)
     paths(rec->id, sock, sizeof(sock), log, sizeof(log));
     unlink(sock);
     unlink(log);
+    server_ctl_path(rec->id, log, sizeof(log)); /* a killed server's control socket */
+    unlink(log);
     return 0;
 }
 
