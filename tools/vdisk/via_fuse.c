@@ -101,6 +101,7 @@ static void serve(void *arg)
     struct vdisk_image *img = NULL;
     const char *env = getenv("VDISK_FUSE_THREADS");
     struct server_ctl *ctl = NULL;
+    struct fuse_ctl ctx;
     char msg[4200], ctl_path[4200];
     int r;
 
@@ -113,7 +114,8 @@ static void serve(void *arg)
         _exit(err("%s", msg));
     }
     server_ctl_path(job->rec->id, ctl_path, sizeof(ctl_path));
-    if (server_ctl_start(ctl_path, ctl_resize, &(struct fuse_ctl){img, fs}, &ctl) < 0) {
+    ctx = (struct fuse_ctl){img, fs}; /* lives until the control thread is joined */
+    if (server_ctl_start(ctl_path, ctl_resize, &ctx, &ctl) < 0) {
         vdisk_fuse_stop(fs);
         vdisk_close(img);
         _exit(1);

@@ -211,6 +211,7 @@ static void server_process(void *arg)
     struct nbd_server_opts opts = {.quiet = false};
     struct kernel_link k = {-1, -1, ""};
     struct server_ctl *ctl = NULL;
+    struct nbd_ctl ctx;
     char ctl_path[4200];
     struct vdisk_image *img;
     pthread_t server_thread, kernel_thread;
@@ -254,7 +255,8 @@ static void server_process(void *arg)
     if (ioctl(k.nbd, BLKRRPART) < 0)
         fprintf(stderr, "vdisk-nbd: %s: partition scan: %m\n", k.device);
     server_ctl_path(job->id, ctl_path, sizeof(ctl_path));
-    if (server_ctl_start(ctl_path, ctl_resize, &(struct nbd_ctl){img, &k}, &ctl) < 0) {
+    ctx = (struct nbd_ctl){img, &k}; /* lives until the control thread is joined */
+    if (server_ctl_start(ctl_path, ctl_resize, &ctx, &ctl) < 0) {
         ioctl(k.nbd, NBD_DISCONNECT);
         unlink(sock_path);
         _exit(1);
