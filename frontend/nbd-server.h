@@ -49,4 +49,7 @@ int nbd_server_add_client(struct nbd_server *srv, int fd);
 int nbd_listen_unix(const char *path);
 int nbd_listen_tcp(const char *hostport);
 
+/* After vdisk_resize() of the served image: check requests against SIZE, tell new clients. */
+void nbd_server_set_size(struct nbd_server *srv, uint64_t size);
+
 #endif

@@ -45,4 +45,7 @@ void vdisk_fuse_stop(struct vdisk_fuse *fs);
  */
 int vdisk_fuse_abort_mount(const char *mountpoint);
 
+/* After vdisk_resize() of the served image: export SIZE bytes now (fuse/resize.c). 0 or -errno. */
+int vdisk_fuse_set_size(struct vdisk_fuse *fs, uint64_t size);
+
 #endif

@@ -1,10 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * VDI resize, for dynamic images: the block map grows into the room between
- * it and the first data block (vdisk and QEMU leave the map a whole MiB, room
- * for about 256 GiB of 1 MiB blocks); beyond that the data would have to move,
- * which is refused. New map entries are written (free) before the header
- * that counts them. Shrinking drops only blocks that hold no data.
+ * VDI resize: the block map grows into the room between it and the first
+ * data block (vdisk and QEMU leave the map a whole MiB, room for about 256 GiB
+ * of 1 MiB blocks); beyond that the data would have to move, which is
+ * refused. New map entries are written before the header that counts them.
+ * Dynamic: new blocks are free; shrinking drops only blocks without data.
+ * Static: the file grows first (sparse zeroes, flushed), then the new blocks'
+ * entries point at their slots in order; never shrunk (every block holds data).
+ * Differencing: new blocks are free, and read as zeroes past the parent's end
+ * (the node layer's rule for a backing node shorter than its child, as for
+ * qcow2); grow only, since a block dropped by a shrink would show the
+ * parent's data again after a later grow. qemu-img resize refuses VDI.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -43,7 +49,35 @@ static uint32_t first_data(const struct vdi *s, uint32_t first, uint32_t nb)
     return UINT32_MAX;
 }
 
-/* Set the virtual size (dynamic images; the map's room is the limit). */
+/* Static: grow the file by the slots of blocks OLD..NB (sparse, flushed), then map them in order.
+ */
+static int grow_static(struct vdi *s, uint32_t old, uint32_t nb)
+{
+    uint64_t end = s->off_data + (uint64_t)nb * s->stride;
+    int r;
+
+    if (s->allocated != old || s->next != old)
+        return vdisk_error(EINVAL,
+                           "%s: a static VDI whose %" PRIu32 " blocks are not all allocated "
+                           "(%" PRIu32 "): run vdisk check -r first",
+                           s->node->path, old, s->allocated);
+    if (end > s->file_size) {
+        r = vdisk_file_truncate(s->file, end);
+        if (r == 0)
+            r = vdisk_file_flush(s->file); /* the data before the map entries that point at it */
+        if (r < 0)
+            return r;
+        s->file_size = end;
+    }
+    for (uint32_t i = old; i < nb; i++) {
+        s->owner[i] = i;
+        vdi_set_entry(s, i, i);
+    }
+    s->allocated = s->next = nb;
+    return 0;
+}
+
+/* Set the virtual size (the map's room is the limit; static and differencing: grow only). */
 int vdi_resize(struct vdisk_node *node, uint64_t size, unsigned flags)
 {
     struct vdi *s = node->priv;
@@ -52,9 +86,16 @@ int vdi_resize(struct vdisk_node *node, uint64_t size, unsigned flags)
     int r = 0;
 
     (void)flags;
-    if (s->type != VDI_TYPE_DYNAMIC)
-        return vdisk_error(ENOTSUP, "%s: only dynamic VDI images can be resized (this one is %s)",
-                           node->path, s->type == VDI_TYPE_STATIC ? "static" : "differencing");
+    if (s->type != VDI_TYPE_DYNAMIC && s->type != VDI_TYPE_STATIC && s->type != VDI_TYPE_DIFF)
+        return vdisk_error(ENOTSUP, "%s: an undo VDI image cannot be resized", node->path);
+    if (s->type != VDI_TYPE_DYNAMIC && size < s->disk_size)
+        return vdisk_error(ENOTSUP,
+                           "%s: a %s VDI image is not shrunk (%s); convert it to a dynamic one "
+                           "first",
+                           node->path, s->type == VDI_TYPE_STATIC ? "static" : "differencing",
+                           s->type == VDI_TYPE_STATIC
+                               ? "every block holds data"
+                               : "a dropped block would show its parent's data after a grow");
     if (size & 511)
         return vdisk_error(EINVAL, "%s: the new size %" PRIu64 " is not a multiple of 512",
                            node->path, size);
@@ -84,6 +125,13 @@ int vdi_resize(struct vdisk_node *node, uint64_t size, unsigned flags)
         s->blocks = nb;
         for (uint32_t i = old; i < nb; i++)
             vdi_set_entry(s, i, VDI_FREE); /* written with the header, before it */
+        if (s->type == VDI_TYPE_STATIC) {
+            r = grow_static(s, old, nb);
+            if (r < 0) {
+                s->blocks = old;
+                goto out;
+            }
+        }
     } else {
         s->blocks = nb;
         if (!s->dirty) /* the header alone */

@@ -790,6 +790,18 @@ static int vhdx_check_locked(struct vdisk_node *node, unsigned flags,
     return r;
 }
 
+/* Resize (vhdx-resize.c) with no request in the driver and no mapping in use. */
+static int vhdx_resize_locked(struct vdisk_node *node, uint64_t size, unsigned flags)
+{
+    struct vhdx *s = node->priv;
+    int r;
+
+    exclusive(s, true);
+    r = vhdx_resize(node, size, flags);
+    pthread_rwlock_unlock(&s->lock);
+    return r;
+}
+
 const struct vdisk_format vdisk_format_vhdx = {
     .name = "vhdx",
     .flags = VDISK_FORMAT_THREAD_SAFE,
@@ -807,4 +819,5 @@ const struct vdisk_format vdisk_format_vhdx = {
     .write_zeroes = vhdx_write_zeroes,
     .get_info = vhdx_get_info,
     .check = vhdx_check_locked,
+    .resize = vhdx_resize_locked,
 };

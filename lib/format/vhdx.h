@@ -191,5 +191,7 @@ int vhdx_create(struct vdisk_node *node, uint64_t size, const struct vdisk_optio
 
 /* vhdx-check.c */
 int vhdx_check(struct vdisk_node *node, unsigned flags, struct vdisk_check_result *res);
+/* vhdx-resize.c: S->lock held exclusive, no mapping pinned. */
+int vhdx_resize(struct vdisk_node *node, uint64_t size, unsigned flags);
 
 #endif

@@ -17,7 +17,20 @@ int vpc_overlap_scan(struct vpc *s)
 {
     struct overlap_set o = {0};
     uint64_t area = (uint64_t)s->bm_size + s->block_size;
-    int r = overlap_add(&o, 0, s->meta_end, "header, BAT or parent locators");
+    uint64_t dyn_end = get_be64(s->footer + VF_DATA_OFF) + VPC_DYN_SIZE;
+    uint64_t bat_end = s->bat_off + ((4ull * s->max_entries + 511) & ~511ull);
+    /* each piece on its own: a BAT moved by a resize lies after the blocks (vpc-resize.c) */
+    int r = overlap_add(&o, 0, dyn_end, "header");
+
+    if (r == 0)
+        r = overlap_add(&o, s->bat_off, bat_end - s->bat_off, "BAT");
+    for (int i = 0; r == 0 && i < 8; i++) {
+        const uint8_t *l = s->dyn + VD_LOCATORS + 24 * i;
+        uint64_t at = get_be64(l + 16), len = (get_be32(l + 8) + 511ull) & ~511ull;
+
+        if (get_be32(l) && len && at < s->file_size)
+            r = overlap_add(&o, at, len, "parent locators");
+    }
 
     if (r == 0 && !s->end_footer_bad)
         r = overlap_add(&o, s->file_size - VPC_FOOTER_SIZE, VPC_FOOTER_SIZE, "footer");

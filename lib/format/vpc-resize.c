@@ -6,8 +6,11 @@
  * Fixed: the footer moves to the new end (written there first, then the old
  * one, now guest bytes, is zeroed). Dynamic: the BAT grows into the entries
  * its header reserves (max_table_entries); beyond those, a larger BAT is
- * written after the last block and the header pointed at it. Differencing images are refused (the
- * parent's size is theirs). Shrinking drops only blocks (or, fixed, ranges) without data.
+ * written after the last block and the header pointed at it. Differencing
+ * images grow as dynamic ones do (qemu-img resize refuses every VHD): their
+ * new blocks are free and read as zeroes past the parent's end, the node
+ * layer's rule for a shorter backing node; they are never shrunk. Shrinking
+ * drops only blocks (or, fixed, ranges) without data.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -206,8 +209,10 @@ int vpc_resize(struct vdisk_node *node, uint64_t size, unsigned flags)
     int r;
 
     (void)flags;
-    if (s->type == VPC_TYPE_DIFF)
-        return vdisk_error(ENOTSUP, "%s: a differencing VHD has its parent's size: not resizing",
+    if (s->type == VPC_TYPE_DIFF && size < node->size) /* a dropped block would show the parent */
+        return vdisk_error(ENOTSUP,
+                           "%s: a differencing VHD is not shrunk (a block it drops would show "
+                           "its parent's data after a later grow); grow only",
                            node->path);
     r = new_footer(s, f, &size);
     if (r < 0)

@@ -3,8 +3,10 @@
  * vdisk resize [-f FMT] [--shrink] IMAGE|DEVICE|ID SIZE|+SIZE|-SIZE
  * Change an image's virtual size (vdisk_resize). On a raw disk open through
  * loop or vdisk.ko, the device follows at once (LOOP_SET_CAPACITY,
- * VDISK_CTL_RESIZE); the other ways are refused until their servers can be
- * told (ublk's UPDATE_SIZE needs Linux 6.16).
+ * VDISK_CTL_RESIZE); on a disk of any format open through fuse or nbd, its
+ * server resizes the image over its control socket and the device follows
+ * (fuse: loop's LOOP_SET_CAPACITY; nbd: NBD_SET_SIZE in the server). ublk is
+ * refused until its server can be told (ublk's UPDATE_SIZE needs Linux 6.16).
  */
 #include <ctype.h>
 #include <errno.h>
@@ -15,9 +17,11 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "vdisk.h"
+#include "server_ctl.h"
 #include "uapi/vdisk_ctl.h"
 #include "../../lib/size.h" /* a bare number is bytes here, as in qemu-img resize */
 
@@ -103,13 +107,37 @@ static int resize_image(const char *path, const char *format, bool lock, const c
     return 0;
 }
 
+/*
+ * --via fuse and nbd: the server resizes the image through its open engine
+ * (server_ctl.c). nbd: it sets the device's size too. fuse: it sets its file's
+ * size; a stat then loads that into the kernel's inode, which
+ * LOOP_SET_CAPACITY reads.
+ */
+static int server_resize(struct disk_record *rec, const char *text, unsigned flags, uint64_t *size)
+{
+    struct stat st;
+    char path[4200];
+
+    if (target_size(text, rec->size, size))
+        return 1;
+    server_ctl_path(rec->id, path, sizeof(path));
+    if (server_ctl_resize(path, rec->image, size, flags))
+        return 1;
+    if (strcmp(rec->via, "nbd") == 0)
+        return 0;
+    if (stat(rec->backing, &st) < 0)
+        return err("%s: %m", rec->backing);
+    if ((uint64_t)st.st_size != *size)
+        return err("%s: the image is %" PRIu64 " bytes now, but its FUSE file still shows %lld",
+                   rec->backing, *size, (long long)st.st_size);
+    return loop_set_capacity(rec->device);
+}
+
 /* Why the way of REC cannot follow a new size live. */
 static const char *why_not_live(const struct disk_record *rec)
 {
     if (strcmp(rec->via, "ublk") == 0)
         return "ublk's UPDATE_SIZE needs Linux 6.16";
-    if (strcmp(rec->via, "nbd") == 0 || strcmp(rec->via, "fuse") == 0)
-        return "its server cannot be told";
     return "only a raw image grows live";
 }
 
@@ -126,7 +154,7 @@ int cmd_resize(int argc, char **argv)
     unsigned flags = 0;
     uint64_t size;
     int c, open, lock, status = 1;
-    bool kmod;
+    bool kmod, served;
 
     /* -SIZE is no option: take it out first, as qemu-img resize does */
     if (argc > 2 && argv[argc - 1][0] == '-' &&
@@ -170,8 +198,10 @@ int cmd_resize(int argc, char **argv)
         goto out;
     }
     kmod = strcmp(rec.via, "kmod") == 0;
-    if (!(kmod || (strcmp(rec.via, "loop") == 0 && !rec.backing[0])) ||
-        strcmp(rec.format, "raw") != 0) {
+    /* any format: its server resizes it */
+    served = strcmp(rec.via, "fuse") == 0 || strcmp(rec.via, "nbd") == 0;
+    if (!served && (!(kmod || (strcmp(rec.via, "loop") == 0 && !rec.backing[0])) ||
+                    strcmp(rec.format, "raw") != 0)) {
         err("%s: open on %s through --via %s, which cannot follow a new size yet (%s); "
             "close it, resize, and open it again",
             rec.image, rec.device, rec.via, why_not_live(&rec));
@@ -187,8 +217,9 @@ int cmd_resize(int argc, char **argv)
         err("%s: open read-only on %s: cannot resize it", rec.image, rec.device);
         goto out;
     }
-    if (resize_image(rec.image, rec.format, false, text, flags, &size) ||
-        (kmod ? kmod_set_capacity(&rec, size) : loop_set_capacity(rec.device)))
+    if (served ? server_resize(&rec, text, flags, &size)
+               : resize_image(rec.image, rec.format, false, text, flags, &size) ||
+                     (kmod ? kmod_set_capacity(&rec, size) : loop_set_capacity(rec.device)))
         goto out;
     rec.size = size;
     if (record_save(&rec) < 0)

@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * vdisk serve [--socket PATH | --listen [HOST:]PORT] [-r] [-f FMT] [--tls ...] IMAGE
+ * vdisk serve [--socket PATH | --listen [HOST:]PORT] [-r] [-f FMT] [--tls ...]
+ *             [--snapshot [--snapshot-dir DIR]] IMAGE
  * Export an image over NBD in the foreground until SIGTERM or SIGINT; the
- * image is then flushed and unlocked.
+ * image is then flushed and unlocked. With --snapshot the writes go to an
+ * unlinked temporary overlay: the base is opened read-only, and the overlay's
+ * blocks are freed when the process exits, however it ends.
  */
 #include <arpa/inet.h>
 #include <getopt.h>
@@ -27,6 +30,8 @@ enum {
     OPT_TLS_VERIFY,
     OPT_MAX_CONNS,
     OPT_HANDSHAKE,
+    OPT_SNAPSHOT,
+    OPT_SNAPSHOT_DIR,
 };
 
 static void on_signal(int sig)
@@ -42,7 +47,8 @@ static void usage(FILE *out)
                  "[--direct] [--name NAME] [--quiet] [--verbose]\n"
                  "       [--tls=off|on|require] [--tls-certs DIR] [--tls-psk FILE] "
                  "[--tls-verify-peer]\n"
-                 "       [--max-connections N] [--handshake-timeout SECS] IMAGE\n"
+                 "       [--max-connections N] [--handshake-timeout SECS]\n"
+                 "       [--snapshot [--snapshot-dir DIR]] IMAGE\n"
                  "  default: --listen 127.0.0.1:10809\n");
 }
 
@@ -133,11 +139,14 @@ int cmd_serve(int argc, char **argv)
         {"tls-verify-peer", no_argument, NULL, OPT_TLS_VERIFY},
         {"max-connections", required_argument, NULL, OPT_MAX_CONNS},
         {"handshake-timeout", required_argument, NULL, OPT_HANDSHAKE},
+        {"snapshot", no_argument, NULL, OPT_SNAPSHOT},
+        {"snapshot-dir", required_argument, NULL, OPT_SNAPSHOT_DIR},
         {NULL, 0, NULL, 0},
     };
     int tls = -1; /* not given: require when credentials are */
     struct nbd_server_opts opts = {0};
-    const char *sock = NULL, *listen_addr = NULL, *format = NULL;
+    const char *sock = NULL, *listen_addr = NULL, *format = NULL, *snapshot_dir = NULL;
+    bool snapshot = false;
     struct vdisk_image *img;
     unsigned flags = 0;
     int c, fd, r, status = 1;
@@ -202,6 +211,12 @@ int cmd_serve(int argc, char **argv)
             if (!opts.handshake_secs)
                 return 2;
             break;
+        case OPT_SNAPSHOT:
+            snapshot = true;
+            break;
+        case OPT_SNAPSHOT_DIR:
+            snapshot_dir = optarg;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -232,7 +247,15 @@ int cmd_serve(int argc, char **argv)
         err("--tls-verify-peer: needs --tls-certs DIR (its ca-cert.pem)");
         return 2;
     }
-    if (vdisk_open(argv[optind], format, flags, key_options(NULL), &img) < 0) {
+    if (snapshot_dir && !snapshot)
+        return err("--snapshot-dir needs --snapshot");
+    if (snapshot && (flags & VDISK_OPEN_RDONLY))
+        return err("--snapshot and --read-only: a snapshot takes writes (that are gone at exit); "
+                   "choose one");
+    /* --snapshot: the base read-only, the writes in an unlinked overlay, gone when we exit */
+    if ((snapshot ? vdisk_open_snapshot(argv[optind], format, flags, key_options(NULL),
+                                        snapshot_dir, &img)
+                  : vdisk_open(argv[optind], format, flags, key_options(NULL), &img)) < 0) {
         err("%s", vdisk_last_error());
         lock_hint(argv[optind]);
         return 1;

@@ -71,7 +71,7 @@ static const struct help {
      "usage: vdisk serve [--socket PATH | --listen [HOST:]PORT] [-r] [-f FMT] [--direct]\n"
      "                   [--name NAME] [-q] [-v] [--tls=off|on|require] [--tls-certs DIR]\n"
      "                   [--tls-psk FILE] [--tls-verify-peer] [--max-connections N]\n"
-     "                   [--handshake-timeout SECS] IMAGE\n"
+     "                   [--handshake-timeout SECS] [--snapshot [--snapshot-dir DIR]] IMAGE\n"
      "Export IMAGE over NBD in the foreground until SIGTERM or SIGINT.\n"
      "  -s, --socket PATH      listen on a Unix socket\n"
      "  -l, --listen [HOST:]PORT  listen on TCP (default 127.0.0.1:10809; without TLS\n"
@@ -90,6 +90,9 @@ static const struct help {
      "  -t, --threads N        accepted for old scripts, ignored\n"
      "  -q, --quiet            log nothing\n"
      "  -v, --verbose          log every connection\n"
+     "      --snapshot         IMAGE read-only; writes go to a temporary overlay, gone at exit\n"
+     "      --snapshot-dir DIR  where its unlinked overlay lives (default $TMPDIR, else\n"
+     "                         /var/tmp)\n"
      "      --key-file FILE    the key of an encrypted image (luks, qcow2 encrypt.format=luks)\n"
      "      --key-stdin        read the key from standard input\n"
      "  -h, --help             show this help\n"},
@@ -187,9 +190,10 @@ static const struct help {
      "  -h, --help             show this help\n"},
     {"resize",
      "usage: vdisk resize [-f FMT] [--shrink] IMAGE|DEVICE|ID [+|-]SIZE\n"
-     "Change an image's virtual size (raw, qcow2, vpc, dynamic vdi), like qemu-img\n"
-     "resize (a bare number is bytes). On a raw disk open through loop or kmod the\n"
-     "device grows with it; then grow its file system (resize2fs).\n"
+     "Change an image's virtual size (raw, qcow2, vpc, vdi, vhdx), like qemu-img\n"
+     "resize (a bare number is bytes). On a raw disk open through loop or kmod, and\n"
+     "on a disk of any format open through fuse or nbd, the device grows with it; then\n"
+     "grow its file system (resize2fs).\n"
      "  -f, --format FMT       image format (default: probed)\n"
      "      --shrink           allow a smaller size (refused where data would be cut off)\n"
      "  -h, --help             show this help\n"},

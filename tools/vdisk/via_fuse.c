@@ -26,6 +26,7 @@
 #include "vdisk.h"
 #include "loopdev.h"
 #include "server.h"
+#include "server_ctl.h"
 #include "vdisk_fuse.h"
 
 #define SERVER_NAME  "vdisk-fuse" /* comm of the server, checked before signalling */
@@ -62,6 +63,32 @@ static bool fuse_unmounted(void *fs)
     return vdisk_fuse_done(fs);
 }
 
+/* What the control socket resizes: the open image, then the exported file. */
+struct fuse_ctl {
+    struct vdisk_image *img;
+    struct vdisk_fuse *fs;
+};
+
+/* `vdisk resize` of the open disk (server_ctl.c): through our engine, then the file's size. */
+static int ctl_resize(void *arg, uint64_t *size, unsigned flags, char *msg, size_t len)
+{
+    struct fuse_ctl *c = arg;
+    int r;
+
+    if (vdisk_resize(c->img, *size, flags) < 0) {
+        snprintf(msg, len, "%s", vdisk_last_error());
+        return -1;
+    }
+    *size = vdisk_get_size(c->img);
+    r = vdisk_fuse_set_size(c->fs, *size);
+    if (r < 0) {
+        snprintf(msg, len, "the image is %llu bytes now, but its FUSE file cannot follow: %s",
+                 (unsigned long long)*size, strerror(-r));
+        return -1;
+    }
+    return 0;
+}
+
 /* The server process: opens the image (taking its lock), mounts, serves. */
 static void serve(void *arg)
 {
@@ -73,7 +100,9 @@ static void serve(void *arg)
     struct vdisk_fuse *fs = NULL;
     struct vdisk_image *img = NULL;
     const char *env = getenv("VDISK_FUSE_THREADS");
-    char msg[4200];
+    struct server_ctl *ctl = NULL;
+    struct fuse_ctl ctx;
+    char msg[4200], ctl_path[4200];
     int r;
 
     cfg.threads = env ? (unsigned)atoi(env) : 0;
@@ -84,10 +113,18 @@ static void serve(void *arg)
         vdisk_close(img);
         _exit(err("%s", msg));
     }
+    server_ctl_path(job->rec->id, ctl_path, sizeof(ctl_path));
+    ctx = (struct fuse_ctl){img, fs}; /* lives until the control thread is joined */
+    if (server_ctl_start(ctl_path, ctl_resize, &ctx, &ctl) < 0) {
+        vdisk_fuse_stop(fs);
+        vdisk_close(img);
+        _exit(1);
+    }
     server_ready("");
     fprintf(stderr, "vdisk-fuse: serving %s at %s\n", req->image, job->rec->mountpoint);
     /* until told to stop, or until the mount is taken away from outside */
     server_wait_stop(fuse_unmounted, fs);
+    server_ctl_stop(ctl); /* no resize while the image closes */
     vdisk_fuse_stop(fs);
     r = vdisk_close(img); /* flush, unlock */
     if (r < 0)
@@ -155,6 +192,8 @@ static int fuse_stop(const struct disk_record *rec)
         server_stop(rec->pid, SERVER_NAME, STOP_SECONDS); /* it unmounts, flushes, unlocks */
     remove_mountpoint(rec->mountpoint);
     log_path(rec, log, sizeof(log));
+    unlink(log);
+    server_ctl_path(rec->id, log, sizeof(log)); /* a killed server's control socket */
     unlink(log);
     return 0;
 }

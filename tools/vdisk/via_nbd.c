@@ -27,6 +27,7 @@
 #include "nbd-client.h"
 #include "nbd-server.h"
 #include "server.h"
+#include "server_ctl.h"
 
 #ifndef BLKRRPART /* <linux/fs.h>, whose BLOCK_SIZE is not ours */
 #define BLKRRPART    _IO(0x12, 95)
@@ -166,7 +167,38 @@ static int kernel_connect(const char *sock_path, bool read_only, struct kernel_l
 struct nbd_job {
     const struct open_request *req;
     const char *sock_path;
+    const char *id;
 };
+
+/* What the control socket resizes: the open image, then the export and the kernel's device. */
+struct nbd_ctl {
+    struct vdisk_image *img;
+    struct kernel_link *k;
+};
+
+/*
+ * `vdisk resize` of the open disk (server_ctl.c): through our engine, then our
+ * export's size, then the device's. NBD_SET_SIZE on a running ioctl-set-up
+ * device sets its capacity at once (as rbd-nbd resizes); netlink's RECONFIGURE
+ * is for devices set up by netlink.
+ */
+static int ctl_resize(void *arg, uint64_t *size, unsigned flags, char *msg, size_t len)
+{
+    struct nbd_ctl *c = arg;
+
+    if (vdisk_resize(c->img, *size, flags) < 0) {
+        snprintf(msg, len, "%s", vdisk_last_error());
+        return -1;
+    }
+    *size = vdisk_get_size(c->img);
+    nbd_server_set_size(server, *size);
+    if (ioctl(c->k->nbd, NBD_SET_SIZE, (unsigned long)(*size & ~(uint64_t)(BLOCK_SIZE - 1))) < 0) {
+        snprintf(msg, len, "%s: NBD_SET_SIZE: %s (the image is %llu bytes now)", c->k->device,
+                 strerror(errno), (unsigned long long)*size);
+        return -1;
+    }
+    return 0;
+}
 
 /* The server process: reports the device it serves once the kernel uses it. */
 static void server_process(void *arg)
@@ -178,6 +210,9 @@ static void server_process(void *arg)
         (req->read_only ? VDISK_OPEN_RDONLY : 0) | (req->direct ? VDISK_OPEN_DIRECT : 0);
     struct nbd_server_opts opts = {.quiet = false};
     struct kernel_link k = {-1, -1, ""};
+    struct server_ctl *ctl = NULL;
+    struct nbd_ctl ctx;
+    char ctl_path[4200];
     struct vdisk_image *img;
     pthread_t server_thread, kernel_thread;
     uint64_t bytes = 0;
@@ -219,8 +254,16 @@ static void server_process(void *arg)
         sleep_ms(10);
     if (ioctl(k.nbd, BLKRRPART) < 0)
         fprintf(stderr, "vdisk-nbd: %s: partition scan: %m\n", k.device);
+    server_ctl_path(job->id, ctl_path, sizeof(ctl_path));
+    ctx = (struct nbd_ctl){img, &k}; /* lives until the control thread is joined */
+    if (server_ctl_start(ctl_path, ctl_resize, &ctx, &ctl) < 0) {
+        ioctl(k.nbd, NBD_DISCONNECT);
+        unlink(sock_path);
+        _exit(1);
+    }
     server_ready(k.device);
     server_wait_stop(NULL, NULL);
+    server_ctl_stop(ctl); /* no resize while the device goes */
     /* the kernel first: it sends NBD_CMD_DISC after its queue drains */
     if (device_task(k.device) > 0)
         ioctl(k.nbd, NBD_DISCONNECT);
@@ -250,8 +293,8 @@ static int nbd_start(const struct open_request *req, struct disk_record *rec)
     pid_t pid;
 
     paths(rec->id, sock, sizeof(sock), log, sizeof(log));
-    pid = server_spawn(SERVER_NAME, log, server_process, &(struct nbd_job){req, sock}, rec->device,
-                       sizeof(rec->device));
+    pid = server_spawn(SERVER_NAME, log, server_process, &(struct nbd_job){req, sock, rec->id},
+                       rec->device, sizeof(rec->device));
     if (pid < 0)
         return -1;
     if (strncmp(rec->device, "/dev/", 5) != 0) {
@@ -289,6 +332,8 @@ static int nbd_stop(const struct disk_record *rec)
     }
     paths(rec->id, sock, sizeof(sock), log, sizeof(log));
     unlink(sock);
+    unlink(log);
+    server_ctl_path(rec->id, log, sizeof(log)); /* a killed server's control socket */
     unlink(log);
     return 0;
 }
