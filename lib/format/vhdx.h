@@ -192,4 +192,7 @@ int vhdx_create(struct vdisk_node *node, uint64_t size, const struct vdisk_optio
 /* vhdx-check.c */
 int vhdx_check(struct vdisk_node *node, unsigned flags, struct vdisk_check_result *res);
 
+/* vhdx-overlap.c: blocks over metadata or each other refuse the session's writes. */
+int vhdx_overlap_scan(struct vhdx *s);
+
 #endif
