@@ -45,6 +45,28 @@ static void drop_grain(struct vmdk_sparse *sp, uint64_t g, struct vdisk_check_re
             (unsigned long long)((g + 1) * sp->grain_bytes - 1));
 }
 
+/*
+ * -r all: replace grain table I by a new zeroed one (in both directories; QEMU
+ * cannot write where a directory entry is 0): its grains read as unallocated.
+ */
+static int drop_table(struct vmdk *s, struct vmdk_sparse *sp, uint32_t i,
+                      struct vdisk_check_result *res)
+{
+    int r;
+
+    free(sp->gt[i]); /* what was read there is no table */
+    sp->gt[i] = NULL;
+    r = vmdk_sparse_new_gt(s, sp, i);
+    if (r < 0)
+        return r;
+    fprintf(stderr,
+            "Repairing: %s: grain table %u replaced by an empty one: its %u grains now read as "
+            "unallocated (their data is lost)\n",
+            sp->file->path, i, sp->gtes);
+    res->corruptions_fixed++;
+    return 0;
+}
+
 /* Two uncompressed grains on one place of the file: all but the first are corrupt. */
 static void check_shared(struct vmdk_sparse *sp, struct grain_host *h, uint64_t n, bool fix,
                          struct vdisk_check_result *res)
@@ -72,6 +94,7 @@ static int check_sparse(struct vmdk *s, struct vmdk_sparse *sp, bool fix,
 {
     uint64_t fsize, tbytes = (uint64_t)sp->gtes * 4, nh = 0, cap = 0;
     struct grain_host *hosts = NULL;
+    uint8_t *bad = NULL; /* per grain table: over metadata or another table */
     uint32_t *rgt = NULL;
     int r = vdisk_file_get_size(sp->file, &fsize);
 
@@ -79,28 +102,33 @@ static int check_sparse(struct vmdk *s, struct vmdk_sparse *sp, bool fix,
         return r;
     fix = fix && !sp->stream && !sp->cowd && !sp->se;
     res->total_clusters += (sp->capacity + sp->grain - 1) / sp->grain;
-    if (!sp->meta.n && !sp->stream && (r = vmdk_overlap_build(s->node, sp, res)) < 0)
-        goto out; /* read-only: build it here (vmdk-overlap.c) */
+    bad = calloc(sp->gd_n ? sp->gd_n : 1, 1);
+    if (!bad) {
+        r = vdisk_error(ENOMEM, "%s: out of memory", s->node->path);
+        goto out;
+    }
+    if (!sp->stream) { /* (again, if the open built it): tables over metadata are counted */
+        overlap_clear(&sp->meta);
+        r = vmdk_overlap_build(s->node, sp, res, bad);
+        if (r < 0)
+            goto out;
+    }
     for (uint32_t i = 0; i < sp->gd_n; i++) {
         uint32_t *gt;
 
         if (sp->gd[i] == 0 && !sp->gt[i])
             continue;
+        if (bad[i]) { /* reported above; its entries are not grains: never write it back */
+            if (fix && (r = drop_table(s, sp, i, res)) < 0)
+                goto out;
+            continue;
+        }
         if (!sp->gt[i] && (uint64_t)sp->gd[i] * VMDK_SECTOR + tbytes > fsize) {
             fprintf(stderr, "ERROR: %s: grain table %u at sector %u is past the end of the file\n",
                     sp->file->path, i, sp->gd[i]);
             res->corruptions++;
-            if (fix) { /* the whole table goes: its grains read as unallocated */
-                fprintf(stderr,
-                        "Repairing: %s: grain table %u dropped: its %u grains now read as "
-                        "unallocated (their data is lost)\n",
-                        sp->file->path, i, sp->gtes);
-                sp->gd[i] = 0;
-                if (sp->rgd)
-                    sp->rgd[i] = 0;
-                sp->gd_dirty = true;
-                res->corruptions_fixed++;
-            }
+            if (fix && (r = drop_table(s, sp, i, res)) < 0)
+                goto out;
             continue;
         }
         r = vmdk_sparse_gt(sp, s->node->path, i, false, &gt);
@@ -168,6 +196,7 @@ static int check_sparse(struct vmdk *s, struct vmdk_sparse *sp, bool fix,
     if (fix && res->corruptions_fixed) /* tables, then directories (vmdk-sparse.c) */
         r = vmdk_sparse_flush(s, sp);
 out:
+    free(bad);
     free(hosts);
     free(rgt);
     return r;

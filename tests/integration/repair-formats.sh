@@ -77,6 +77,8 @@ g0=$(field good.vmdk "<I" $gt0)
 case_ vmdk-into-gd vmdk 65536 65536 "pack '<I' $gd | poke \$img $((gt0 + 4))"
 case_ vmdk-shared vmdk 65536 65536 "pack '<I' $g0 | poke \$img $((gt0 + 4))"
 case_ vmdk-past-eof vmdk 65536 65536 "pack '<I' 9999999 | poke \$img $((gt0 + 4))"
+# grain table 0 onto the grain directory: the table goes (all 16 MiB), the directory is intact
+case_ vmdk-gt-into-gd vmdk 0 $((16 * MB)) "pack '<I' $gd | poke \$img $((gd * 512))"
 
 # VHDX: a block not yet written whose entry names another block's place: writing it would
 # overwrite that block; refused (EIO), the other block's data intact
