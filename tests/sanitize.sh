@@ -24,7 +24,8 @@ SAN_INTEGRATION=${SAN_INTEGRATION:-"cli-basics cli-hostile-paths cli-messages cl
     disk-fuse-file luks-hostile nbd-hostile nbd-order nbd-fuzz-replay
     qcow2-interop qcow2-real-images vdi-chain vdi-hostile vdi-interop vdi-nbd
     vhdx-chain vhdx-hostile vhdx-log vhdx-real-images
-    vmdk-chain vmdk-hostile vmdk-interop vmdk-real-images vpc-chain vpc-interop vpc-real-images"}
+    vmdk-chain vmdk-hostile vmdk-interop vmdk-real-images vpc-chain vpc-interop vpc-real-images
+    repair-formats"}
 # under TSan: many requests in flight at once on the NBD server (nbdcopy,
 # fio's QD32 on the FUSE file from two threads), the engine's counters
 SAN_TSAN_INTEGRATION=${SAN_TSAN_INTEGRATION:-"nbd-order nbd-clients disk-fuse-file disk-fuse-engine"}

@@ -131,6 +131,13 @@ int vdisk_get_info(struct vdisk_image *img, struct vdisk_info *info);
  */
 int vdisk_get_linear(struct vdisk_image *img, int *fd, uint64_t *offset);
 
+/*
+ * st_dev and st_ino of the file IMG opened for PATH (the path it was opened
+ * with, or one of info.files), from the descriptor it reads: 0, or -ENOENT
+ * when PATH is none of its files.
+ */
+int vdisk_file_id(struct vdisk_image *img, const char *path, uint64_t *dev, uint64_t *ino);
+
 /* Data path. Ranges must lie within the virtual size. */
 int vdisk_read(struct vdisk_image *img, void *buf, size_t len, uint64_t offset);
 int vdisk_write(struct vdisk_image *img, const void *buf, size_t len, uint64_t offset,

@@ -4,8 +4,9 @@
  * entries past the end of the file or over the metadata, blocks that overlap
  * each other, and leaked space (file MiBs past the metadata no entry uses).
  * Repairs: a bad header or region table copy is rewritten from the good one;
- * with -r all, a block past the end of the file is dropped (through the log);
- * leaked space at the end of the file is cut off.
+ * with -r all, a block past the end of the file, over the metadata or over
+ * another block is dropped (through the log; its data is lost and the output
+ * says so); leaked space at the end of the file is cut off.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -68,14 +69,29 @@ static int check_copies(struct vhdx *s, bool repair, struct vdisk_check_result *
     return r;
 }
 
-/* Drop block entry IDX that points past the end of the file (through the log). */
+/* Is BAT entry IDX a payload block with data (one that -r all may drop)? */
+static bool live_payload(struct vhdx *s, uint64_t idx)
+{
+    unsigned st = BAT_STATE(vhdx_entry(s, idx));
+
+    return idx % (s->chunk_ratio + 1) != s->chunk_ratio &&
+           (st == PAYLOAD_FULLY_PRESENT || st == PAYLOAD_PARTIALLY_PRESENT);
+}
+
+/* Drop block entry IDX (through the log): what it pointed at is lost. */
 static int drop_entry(struct vhdx *s, uint64_t idx)
 {
-    uint64_t page = idx * 8 / VHDX_PAGE;
+    uint64_t page = idx * 8 / VHDX_PAGE, blk = idx - idx / (s->chunk_ratio + 1);
     int r = vhdx_session_begin(s);
 
     if (r < 0)
         return r;
+    fprintf(stderr,
+            "Repairing: VHDX BAT entry %llu dropped: guest bytes %llu-%llu now read as %s (the "
+            "data it pointed at is lost)\n",
+            (unsigned long long)idx, (unsigned long long)(blk * s->block_size),
+            (unsigned long long)((blk + 1) * s->block_size - 1),
+            s->has_parent ? "the parent's" : "zeroes");
     s->bat[idx] = htole64(s->has_parent ? PAYLOAD_NOT_PRESENT : PAYLOAD_ZERO);
     if (s->bat_page_dirty[page])
         return 0;
@@ -104,29 +120,42 @@ static void gap(struct vhdx *s, uint64_t from, uint64_t to, bool repair,
         res->leaks_fixed += (to - from) / MiB; /* the space goes back; the offsets stay */
 }
 
-/* Sort the areas: overlaps are corruptions, unused MiBs between them leaks. */
-static void check_areas(struct vhdx *s, struct area *a, uint64_t n, bool repair,
-                        struct vdisk_check_result *res, uint64_t *used_end)
+/*
+ * Sort the areas: overlaps are corruptions (FIX: the later payload block is
+ * dropped), unused MiBs between them leaks.
+ */
+static int check_areas(struct vhdx *s, struct area *a, uint64_t n, bool repair, bool fix,
+                       struct vdisk_check_result *res, uint64_t *used_end)
 {
+    const struct area *p = NULL; /* the last area kept */
+    int r = 0;
+
     qsort(a, n, sizeof(*a), cmp_area);
     *used_end = MiB;
-    for (uint64_t i = 0; i < n; i++) {
-        const struct area *p = i ? &a[i - 1] : NULL;
-
+    for (uint64_t i = 0; i < n && r == 0; i++) {
         if (p && a[i].off < p->off + p->len) {
+            uint64_t victim = a[i].idx == REGION ? p->idx : a[i].idx;
+
             if (a[i].idx == REGION || p->idx == REGION)
                 fprintf(stderr, "ERROR: VHDX BAT entry %llu points into the image's metadata\n",
-                        (unsigned long long)(a[i].idx == REGION ? p->idx : a[i].idx));
+                        (unsigned long long)victim);
             else
                 fprintf(stderr, "ERROR: VHDX BAT entries %llu and %llu overlap in the file\n",
                         (unsigned long long)p->idx, (unsigned long long)a[i].idx);
             res->corruptions++;
+            if (fix && victim != REGION && live_payload(s, victim) &&
+                (r = drop_entry(s, victim)) == 0)
+                res->corruptions_fixed++;
+            if (a[i].idx != REGION) /* the earlier one (or the region) keeps its place */
+                continue;
         } else if (a[i].off > *used_end) {
             gap(s, *used_end, a[i].off, repair, res);
         }
+        p = &a[i];
         if (a[i].off + a[i].len > *used_end)
             *used_end = a[i].off + a[i].len;
     }
+    return r;
 }
 
 int vhdx_check(struct vdisk_node *node, unsigned flags, struct vdisk_check_result *res)
@@ -163,7 +192,7 @@ int vhdx_check(struct vdisk_node *node, unsigned flags, struct vdisk_check_resul
         }
         if (!sb && (st == PAYLOAD_FULLY_PRESENT || st == PAYLOAD_PARTIALLY_PRESENT))
             res->allocated_clusters++;
-        if (!BAT_OFFSET(e))
+        if (!BAT_OFFSET(e) && !live_payload(s, i)) /* present data at 0 is on the header */
             continue;
         if (BAT_OFFSET(e) + len > s->file_size) {
             bool live = !sb && (st == PAYLOAD_FULLY_PRESENT || st == PAYLOAD_PARTIALLY_PRESENT);
@@ -179,11 +208,14 @@ int vhdx_check(struct vdisk_node *node, unsigned flags, struct vdisk_check_resul
             fprintf(stderr, "ERROR: VHDX BAT entry %llu points into the image's metadata\n",
                     (unsigned long long)i);
             res->corruptions++;
+            if (fix && live_payload(s, i) && (r = drop_entry(s, i)) == 0)
+                res->corruptions_fixed++;
             continue;
         }
         a[n++] = (struct area){BAT_OFFSET(e), len, i};
     }
-    check_areas(s, a, n, repair && r == 0, res, &used_end);
+    if (r == 0)
+        r = check_areas(s, a, n, repair, fix, res, &used_end);
     /* whole MiBs between the last area and the end of the file are leaked (a tail of a
        few bytes is not: Disk2vhd leaves 512) */
     if (r == 0 && (s->file_size & ~(MiB - 1)) > ((used_end + MiB - 1) & ~(MiB - 1))) {

@@ -138,6 +138,8 @@ static int vhdx_open(struct vdisk_node *node)
         r = vhdx_read_metadata(s);
     if (r == 0)
         r = vhdx_read_bat(s);
+    if (r == 0 && !node->read_only) /* no data over other data or metadata (vhdx-overlap.c) */
+        r = vhdx_overlap_scan(s);
     node->priv = s;
     if (r == 0 && s->has_parent)
         r = open_parent(node, s);

@@ -194,4 +194,7 @@ int vhdx_check(struct vdisk_node *node, unsigned flags, struct vdisk_check_resul
 /* vhdx-resize.c: S->lock held exclusive, no mapping pinned. */
 int vhdx_resize(struct vdisk_node *node, uint64_t size, unsigned flags);
 
+/* vhdx-overlap.c: blocks over metadata or each other refuse the session's writes. */
+int vhdx_overlap_scan(struct vhdx *s);
+
 #endif

@@ -15,10 +15,11 @@
 
 /*
  * Build sp->meta; a grain table on other metadata refuses NODE's writes, or
- * with RES (check), is counted as a corruption.
+ * with RES (check), is counted as a corruption (once per table) and marked
+ * in BAD (gd_n bytes, or NULL).
  */
 int vmdk_overlap_build(struct vdisk_node *node, struct vmdk_sparse *sp,
-                       struct vdisk_check_result *res)
+                       struct vdisk_check_result *res, uint8_t *bad)
 {
     uint64_t dir = (uint64_t)sp->gd_n * 4, gt = (uint64_t)sp->gtes * 4;
     const struct overlap_range *hit;
@@ -40,9 +41,13 @@ int vmdk_overlap_build(struct vdisk_node *node, struct vmdk_sparse *sp,
                 continue;
             hit = overlap_find(&sp->meta, (uint64_t)at * VMDK_SECTOR, gt);
             if (hit && res) {
-                fprintf(stderr, "ERROR: %s: grain table %u at sector %u overlaps the %s\n",
-                        sp->file->path, i, at, hit->what);
-                res->corruptions++;
+                if (!bad || !bad[i]) {
+                    fprintf(stderr, "ERROR: %s: grain table %u at sector %u overlaps the %s\n",
+                            sp->file->path, i, at, hit->what);
+                    res->corruptions++;
+                }
+                if (bad)
+                    bad[i] = 1;
             } else if (hit && !node->write_refused)
                 vdisk_node_refuse_writes(node,
                                          "extent %s: grain table %u at sector %u overlaps "

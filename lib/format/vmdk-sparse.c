@@ -328,7 +328,7 @@ int vmdk_sparse_open(struct vdisk_node *node, struct vdisk_file *file, bool writ
         goto err;
     }
     if (writable && !sp->stream) {
-        r = vmdk_overlap_build(node, sp, NULL);
+        r = vmdk_overlap_build(node, sp, NULL, NULL);
         if (r < 0)
             goto err;
     }
@@ -587,8 +587,7 @@ int vmdk_sparse_read(struct vmdk *s, struct vmdk_extent *e, uint8_t *buf, uint64
     return r;
 }
 
-/* Give directory entry I a new (zeroed) grain table, and a redundant one. */
-static int new_gt(struct vmdk *s, struct vmdk_sparse *sp, uint64_t i)
+int vmdk_sparse_new_gt(struct vmdk *s, struct vmdk_sparse *sp, uint64_t i)
 {
     uint64_t bytes = ((uint64_t)sp->gtes * 4 + VMDK_SECTOR - 1) & ~(uint64_t)(VMDK_SECTOR - 1);
 
@@ -620,7 +619,7 @@ static int gt_for_write(struct vmdk *s, struct vmdk_sparse *sp, uint64_t g, uint
         return vdisk_error(EIO, "%s: grain %llu is past the grain directory", s->node->path,
                            (unsigned long long)g);
     if (sp->gd[i] == 0 && !sp->gt[i]) {
-        r = new_gt(s, sp, i);
+        r = vmdk_sparse_new_gt(s, sp, i);
         if (r < 0)
             return r;
     }

@@ -155,6 +155,8 @@ int vmdk_sparse_zero(struct vmdk *s, struct vmdk_extent *e, uint64_t rel, uint64
 int vmdk_sparse_gt(struct vmdk_sparse *sp, const char *path, uint32_t i, bool nowait,
                    uint32_t **gtp);
 int vmdk_sparse_check(struct vmdk *s, struct vmdk_sparse *sp, struct vdisk_check_result *res);
+/* Give directory entry I a new (zeroed) grain table, and a redundant one. */
+int vmdk_sparse_new_gt(struct vmdk *s, struct vmdk_sparse *sp, uint64_t i);
 /* Build a sparse header for a new extent of CAPACITY sectors. */
 void vmdk_sparse_header(uint8_t *h, uint32_t version, uint32_t flags, uint64_t capacity,
                         uint64_t grain, uint64_t desc_off, uint64_t desc_size, uint64_t rgd_off,
@@ -184,7 +186,7 @@ int vmdk_check(struct vdisk_node *node, unsigned flags, struct vdisk_check_resul
 
 /* vmdk-overlap.c */
 int vmdk_overlap_build(struct vdisk_node *node, struct vmdk_sparse *sp,
-                       struct vdisk_check_result *res);
+                       struct vdisk_check_result *res, uint8_t *bad);
 int vmdk_overlap_check(struct vdisk_node *node, struct vmdk_sparse *sp, uint64_t host,
                        uint64_t len);
 

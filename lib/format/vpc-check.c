@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * vdisk check for VHD: BAT entries past the end of the file or over the
- * metadata, blocks that overlap (corruptions: reported, not guessed at), and
- * footer copies that differ (what a crash while adding a block leaves: the
- * copy at 0 holds; counted as a leak, and -r rewrites both).
+ * metadata, blocks that overlap (corruptions), and footer copies that differ
+ * (what a crash while adding a block leaves: the copy at 0 holds; counted as
+ * a leak, and -r leaks|all rewrites both). With -r all a bad BAT entry is
+ * dropped, as qemu-img check -r all does: its sectors then read as zeroes (or
+ * the parent's), the data it pointed at is lost, and the output says so.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -26,17 +28,52 @@ static void report(struct vdisk_check_result *res, const char *path, const char 
                 (unsigned long long)host, what);
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+struct blk_host {
+    uint64_t host;
+    uint32_t blk;
+};
 
-    return x < y ? -1 : x > y;
+static int cmp_host(const void *a, const void *b)
+{
+    const struct blk_host *x = a, *y = b;
+
+    if (x->host != y->host)
+        return x->host < y->host ? -1 : 1;
+    return x->blk < y->blk ? -1 : x->blk > y->blk;
+}
+
+/* Drop BAT entry BLK (-r all): it reads as unallocated from now on. */
+static int drop_entry(struct vpc *s, uint32_t blk, struct vdisk_check_result *res)
+{
+    uint8_t e[4];
+    int r;
+
+    put_be32(e, VPC_BAT_FREE);
+    r = vdisk_file_pwrite(s->file, e, 4, s->bat_off + (uint64_t)blk * 4);
+    if (r < 0)
+        return r;
+    fprintf(stderr,
+            "Repairing: %s: BAT entry %u dropped: guest bytes %llu-%llu now read as %s (the "
+            "data it pointed at is lost)\n",
+            s->node->path, blk, (unsigned long long)blk * s->block_size,
+            (unsigned long long)(blk + 1) * s->block_size - 1,
+            s->type == VPC_TYPE_DIFF ? "the parent's" : "zeroes");
+    s->bat[blk] = VPC_BAT_FREE;
+    s->bstate[blk] = BM_UNKNOWN;
+    if (s->bitmap && s->bitmap[blk]) {
+        free(s->bitmap[blk]);
+        s->bitmap[blk] = NULL;
+    }
+    res->corruptions_fixed++;
+    return 0;
 }
 
 int vpc_check(struct vdisk_node *node, unsigned flags, struct vdisk_check_result *res)
 {
     struct vpc *s = node->priv;
-    uint64_t span = (uint64_t)s->bm_size + s->block_size, *hosts, n = 0;
+    uint64_t span = (uint64_t)s->bm_size + s->block_size, n = 0, kept_end = 0;
+    bool fix = (flags & VDISK_CHECK_REPAIR_ALL) && !node->read_only;
+    struct blk_host *hosts;
     int r = 0;
 
     memset(res, 0, sizeof(*res));
@@ -47,25 +84,40 @@ int vpc_check(struct vdisk_node *node, unsigned flags, struct vdisk_check_result
     if (!hosts)
         return vdisk_error(ENOMEM, "%s: out of memory", node->path);
     pthread_rwlock_wrlock(&s->lock);
-    for (uint32_t i = 0; i < s->nblocks; i++) {
+    for (uint32_t i = 0; i < s->nblocks && r == 0; i++) {
         uint64_t host = (uint64_t)s->bat[i] * VPC_SECTOR;
+        const char *bad = NULL;
 
         if (s->bat[i] == VPC_BAT_FREE)
             continue;
         res->allocated_clusters++;
         if (!vpc_block_ok(s, i))
-            report(res, node->path, "lies past the end of the file", i, host);
+            bad = "lies past the end of the file";
         else if (host < s->meta_end && vpc_overlaps_meta(s, host, span))
-            report(res, node->path, "overlaps the header, BAT or parent locators", i, host);
-        else
-            hosts[n++] = host;
+            bad = "overlaps the header, BAT or parent locators";
+        if (!bad) {
+            hosts[n++] = (struct blk_host){host, i};
+            continue;
+        }
+        report(res, node->path, bad, i, host);
+        if (fix && (r = drop_entry(s, i, res)) == 0)
+            res->allocated_clusters--;
     }
-    qsort(hosts, n, sizeof(*hosts), cmp_u64);
-    for (uint64_t k = 1; k < n; k++)
-        if (hosts[k] < hosts[k - 1] + span)
-            report(res, node->path, "overlaps another block", UINT32_MAX, hosts[k]);
+    /* two entries on one block: the first (lowest offset, then lowest entry) keeps it */
+    qsort(hosts, n, sizeof(*hosts), cmp_host);
+    for (uint64_t k = 0; k < n && r == 0; k++) {
+        if (k && hosts[k].host < kept_end) {
+            report(res, node->path, "overlaps another block", hosts[k].blk, hosts[k].host);
+            if (fix && (r = drop_entry(s, hosts[k].blk, res)) == 0)
+                res->allocated_clusters--;
+            continue;
+        }
+        kept_end = hosts[k].host + span;
+    }
     free(hosts);
-    if (s->end_footer_bad) { /* a crash while a block was added: harmless, like a leak */
+    if (r == 0 && res->corruptions_fixed)
+        r = vdisk_file_flush(s->file);
+    if (r == 0 && s->end_footer_bad) { /* a crash while a block was added: harmless, like a leak */
         res->leaks++;
         fprintf(stderr, "Leaked: %s: the two footer copies differ (torn by a crash?)\n",
                 node->path);

@@ -203,7 +203,8 @@ static int open_dynamic(struct vpc *s)
     s->next_block = s->meta_end;
     for (uint32_t i = 0; i < s->nblocks; i++) {
         s->bat[i] = be32toh(s->bat[i]);
-        if (s->bat[i] != VPC_BAT_FREE && !vpc_block_ok(s, i) && !s->node->read_only)
+        if (s->bat[i] != VPC_BAT_FREE && !vpc_block_ok(s, i) && !s->node->read_only &&
+            !(s->node->flags & VDISK_OPEN_REPAIR)) /* check -r all drops it */
             return vdisk_error(EINVAL,
                                "%s: VHD BAT entry %u (sector %u) points past the end of the file: "
                                "new blocks could land under it; open it read-only",

@@ -51,6 +51,8 @@ bat=$((2 * MB))
 case_ vhdx-block-into-meta vhdx $MB 'pack "<Q" "(3 << 20) | 6" | poke $img $((bat + 8))'
 case_ vhdx-block-into-bat vhdx $MB 'pack "<Q" "(2 << 20) | 6" | poke $img $((bat + 8))'
 case_ vhdx-block-into-header vhdx $MB 'pack "<Q" "(0 << 20) | 6" | poke $img $((bat + 8))'
+blk0=$(($(field good.vhdx "<Q" $bat) >> 20)) # block 1 onto block 0: a write to 1 is refused
+case_ vhdx-block-into-block vhdx $MB "pack '<Q' '($blk0 << 20) | 6' | poke \$img $((bat + 8))"
 # VMDK: grain 1 (guest 64 KiB) into the grain directory, a grain table, the descriptor
 gt0=$(($(field good.vmdk "<I" $(($(field good.vmdk "<Q" 56) * 512))) * 512))
 gd=$(field good.vmdk "<Q" 56)

@@ -47,10 +47,13 @@ static int inspect(struct open_request *req, const char *format)
     if (vdisk_open(req->image, format, VDISK_OPEN_RDONLY | VDISK_OPEN_NOLOCK, req->options, &img) <
         0)
         return err("%s", vdisk_last_error());
-    if (vdisk_get_info(img, &info) < 0) {
+    /* the file checked here is the one every way must serve (open_image.c) */
+    if (vdisk_get_info(img, &info) < 0 ||
+        vdisk_file_id(img, req->image, &req->dev, &req->ino) < 0) {
         vdisk_close(img);
         return err("%s", vdisk_last_error());
     }
+    req->checked = true;
     req->format = info.format; /* static strings of the format table */
     req->caps = info.caps;
     req->size = info.virtual_size;
@@ -98,6 +101,22 @@ static int check_not_open(const char *id, const char *image)
     }
     return err("%s: recorded as open on %s but its %s server is gone; run 'vdisk close %s'", image,
                rec.device[0] ? rec.device : "(no device)", rec.via, id);
+}
+
+/*
+ * Tests: with ENV=FILE set, create FILE and wait (10 s at most) until the
+ * test removes it, to change something between the checks and the serving.
+ */
+static void test_pause(const char *env)
+{
+    const char *f = getenv(env);
+    FILE *p;
+
+    if (!f || !*f || !(p = fopen(f, "w")))
+        return;
+    fclose(p);
+    for (int i = 0; i < 1000 && access(f, F_OK) == 0; i++)
+        usleep(10000);
 }
 
 static void usage(void)
@@ -243,6 +262,7 @@ static int open_one(const struct open_args *a)
     rec.size = req.size;
     rec.snapshot = req.snapshot;
     rec.partition = req.partition;
+    test_pause("VDISK_TEST_PAUSE_BEFORE_SERVE"); /* tests: swap the path now */
     if (via->start(&req, &rec) < 0) {
         lock_hint(canonical);
         goto out;

@@ -50,6 +50,8 @@ struct open_request {
     bool snapshot;            /* --snapshot: writes go to a temporary overlay (open_image.c) */
     const char *snapshot_dir; /* --snapshot-dir, or NULL */
     unsigned partition;       /* --partition N: that partition alone; 0 for the whole image */
+    bool checked;             /* dev, ino: the file open checked; a way serves only that one */
+    uint64_t dev, ino;
 };
 
 /*
@@ -88,6 +90,8 @@ long long kmod_ram_bytes(const char *device);
 
 /* Open REQ's image for a way, with FLAGS: snapshot overlay and partition applied (open_image.c). */
 int open_image(const struct open_request *req, unsigned flags, struct vdisk_image **imgp);
+/* Is IMG's file for REQ's image the one REQ checked (open_image.c)? 0, or -ESTALE. */
+int open_image_same_file(const struct open_request *req, struct vdisk_image *img);
 
 /*
  * --overlay OVERLAY over BASE (FORMAT: the base's, NULL to probe): make a qcow2
