@@ -10,5 +10,7 @@
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${BUILD:-$ROOT/build}
+echo "BENCH: host load average at start: $(cut -d" " -f1-3 /proc/loadavg) ($(nproc) CPUs)"
+export VMT_TEST_TIMEOUT=${VMT_TEST_TIMEOUT:-1700} # the bench is one guest script
 VM_TESTS_DIR=$ROOT/bench/vm-ublk VM_WORK=${VM_WORK:-$BUILD/vm-bench-ublk} \
     VM_TIMEOUT=${VM_TIMEOUT:-1800} exec "$ROOT/tests/vm/run" "$@"

@@ -1,7 +1,8 @@
 #!/bin/bash
 # SPDX-License-Identifier: MIT
 # In the VM (bench/vm-ublk.sh): fio on vdisk's ublk device and on its peers,
-# same files, same boot, in rounds; prints
+# same files, same boot, alternating contenders job by job, page cache dropped
+# before each; prints
 # "BENCH: PAIR JOB ublk=… peer=… UNIT ratio=…" (ratio = ublk / peer).
 #   raw:   ublk (vdisk, raw, O_DIRECT) vs loop (direct I/O)         target >= 1.0
 #   qcow2: ublk vs qemu-nbd --cache=none --aio=native + kernel NBD  target >= 3 on 4k
@@ -26,32 +27,39 @@ run() {
         --size=${SIZE_MB}M --minimal 2>/dev/null |
         awk -F';' -v bs=$3 '{ if (bs == "4k") print $8 + $49; else printf "%.1f\n", ($7 + $48) / 1024 }'
 }
-# all WHO DEV: every job on DEV, added to sum[WHO,JOB].
-all() {
-    local j v
-    for j in "${JOBS[@]}"; do
-        v=$(run $2 $j)
-        sum[$1,$j]=$(awk -v a="${sum[$1,$j]:-0}" -v b="${v:-0}" 'BEGIN { print a + b }')
-    done
+# up WHO: open WHO's device, with the guest's page cache dropped (every contender
+# starts cold; a cached image costs direct writes a page invalidation); prints it.
+up() {
+    sync; echo 3 >/proc/sys/vm/drop_caches
+    case $1 in
+    ublk-raw) $VDISK open --via ublk -f raw img.raw ;;
+    loop) losetup --direct-io=on -f --show img.raw ;;
+    ublk-qcow2) $VDISK open --via ublk img.qcow2 ;;
+    qemu-nbd) qemu-nbd -f qcow2 --cache=none --aio=native -c /dev/nbd15 img.qcow2 && sleep 1 &&
+        echo /dev/nbd15 ;;
+    vdisk-nbd) $VDISK open --via nbd img.qcow2 ;;
+    esac
 }
+# down WHO DEV: close it.
+down() {
+    case $1 in
+    ublk-raw) $VDISK close img.raw ;;
+    loop) losetup -d $2 ;;
+    qemu-nbd) qemu-nbd -d $2 >/dev/null; sleep 1 ;;
+    *) $VDISK close img.qcow2 ;;
+    esac
+}
+# Alternate: each job runs on every contender in turn, so that a slow spell of
+# the host (TCG) falls on all of them, not on one.
 for r in $(seq $ROUNDS); do
-    dev=$($VDISK open --via ublk -f raw img.raw) || fail "ublk open raw"
-    all ublk-raw $dev
-    $VDISK close img.raw
-    lo=$(losetup --direct-io=on -f --show img.raw) || fail "losetup"
-    all loop $lo
-    losetup -d $lo
-    dev=$($VDISK open --via ublk img.qcow2) || fail "ublk open qcow2"
-    all ublk-qcow2 $dev
-    $VDISK close img.qcow2
-    qemu-nbd -f qcow2 --cache=none --aio=native -c /dev/nbd15 img.qcow2 || fail "qemu-nbd -c"
-    sleep 1
-    all qemu-nbd /dev/nbd15
-    qemu-nbd -d /dev/nbd15 >/dev/null
-    sleep 1
-    dev=$($VDISK open --via nbd img.qcow2) || fail "vdisk nbd open"
-    all vdisk-nbd $dev
-    $VDISK close img.qcow2
+    for j in "${JOBS[@]}"; do
+        for who in ublk-raw loop ublk-qcow2 qemu-nbd vdisk-nbd; do
+            dev=$(up $who) || { fail "open $who"; continue; }
+            v=$(run $dev $j)
+            down $who $dev
+            sum[$who,$j]=$(awk -v a="${sum[$who,$j]:-0}" -v b="${v:-0}" 'BEGIN { print a + b }')
+        done
+    done
 done
 # The copy that copy mode adds (6.12 has no ublk zero copy; 6.15 has): this
 # guest's memcpy rate, page cache to user, 1 MiB at a time, from tmpfs.

@@ -180,6 +180,10 @@ static int add_device(struct ublk_dev *d, const struct vdisk_ublk_config *cfg, c
     d->info.nr_hw_queues = (uint16_t)queues;
     d->info.queue_depth = (uint16_t)(cfg->depth ? cfg->depth : DEFAULT_DEPTH);
     d->info.max_io_buf_bytes = MAX_IO_BYTES;
+    if (getenv("VDISK_TEST_UBLK_MAX_IO_KB")) /* test switch: the largest request, in KiB */
+        d->info.max_io_buf_bytes = (uint32_t)atoi(getenv("VDISK_TEST_UBLK_MAX_IO_KB")) << 10;
+    if (d->info.max_io_buf_bytes < 4096 || d->info.max_io_buf_bytes > UBLK_MAX_IO_BYTES)
+        d->info.max_io_buf_bytes = MAX_IO_BYTES;
     d->info.dev_id = UINT32_MAX; /* any free number */
     if (cfg->recovery)
         d->info.flags |= UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_REISSUE;

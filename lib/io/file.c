@@ -224,6 +224,13 @@ int vdisk_file_open(const char *path, unsigned flags, struct vdisk_file **filep)
         }
         f->direct = true;
         f->align = dio_align(f->fd, &st);
+        /*
+         * Drop the file's clean cached pages (left by whoever wrote it): a
+         * direct write over a cached page cannot be done without blocking
+         * (IOCB_NOWAIT), so io_uring would hand each one to a kernel worker.
+         */
+        if (!f->read_only)
+            (void)posix_fadvise(f->fd, 0, 0, POSIX_FADV_DONTNEED);
     }
     if (vdisk_io_hooked)
         vdisk_io_opened(f);
