@@ -294,7 +294,7 @@ static int qcow2_open(struct vdisk_node *node)
                         (unsigned long long)file_size);
         goto err;
     }
-    hdr = qcow2_alloc_buf(1u << QCOW2_MAX_CLUSTER_BITS);
+    hdr = qcow2_alloc_buf(4096);
     if (!hdr) {
         r = vdisk_error(ENOMEM, "%s: out of memory", node->path);
         goto err;
@@ -305,6 +305,14 @@ static int qcow2_open(struct vdisk_node *node)
     r = parse_header(s, hdr, file_size, &hlen);
     if (r < 0)
         goto err;
+    if (s->cluster_size > 4096) { /* the header cluster, sized now that it is known */
+        free(hdr);
+        hdr = qcow2_alloc_buf(s->cluster_size);
+        if (!hdr) {
+            r = vdisk_error(ENOMEM, "%s: out of memory", node->path);
+            goto err;
+        }
+    }
     r = vdisk_file_pread(s->file, hdr, s->cluster_size, 0);
     if (r == 0)
         r = read_extensions(s, hdr, hlen, s->cluster_size);

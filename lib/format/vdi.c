@@ -358,8 +358,16 @@ static void vdi_free(struct vdi *s)
     free(s->bmap);
     free(s->owner);
     free(s->parent);
-    free(s->zero_block);
     free(s);
+}
+
+/* VDI_ZERO_BUF zeroes shared by every image (written as-is, never changed). */
+static uint8_t zero_buf[VDI_ZERO_BUF] __attribute__((aligned(4096)));
+
+/* Fault in the shared zeroes once: real pages, as a buffer for O_DIRECT writes. */
+static void zero_buf_init(void)
+{
+    memset(zero_buf, 0, sizeof(zero_buf));
 }
 
 static int vdi_open(struct vdisk_node *node)
@@ -404,13 +412,17 @@ static int vdi_open(struct vdisk_node *node)
         node->caps |= VDISK_CAP_LINEAR;
         node->linear_offset = s->off_data;
     }
-    s->zero_block = vdi_alloc_buf(VDI_ZERO_BUF);
+    { /* one 1 MiB buffer per process, not an allocation and memset per open */
+        static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+        pthread_once(&once, zero_buf_init);
+        s->zero_block = zero_buf;
+    }
     s->busy = calloc(1, s->blocks / 8 + 1);
-    if (!s->zero_block || !s->busy) {
+    if (!s->busy) {
         r = vdisk_error(ENOMEM, "%s: out of memory", node->path);
         goto err;
     }
-    memset(s->zero_block, 0, VDI_ZERO_BUF);
     if (s->type == VDI_TYPE_DIFF) {
         r = open_parent(s);
         if (r < 0)
@@ -622,8 +634,8 @@ static int vdi_create(struct vdisk_node *node, uint64_t size, const struct vdisk
     put_le32(buf + VDI_OFF_VERSION, VDI_VERSION_1_1);
     put_le32(buf + VDI_OFF_HDR_SIZE, VDI_HDR_SIZE_PLUS);
     put_le32(buf + VDI_OFF_TYPE, c.backing ? VDI_TYPE_DIFF
-                                     : c.fixed ? VDI_TYPE_STATIC
-                                               : VDI_TYPE_DYNAMIC);
+                                 : c.fixed ? VDI_TYPE_STATIC
+                                           : VDI_TYPE_DYNAMIC);
     if (c.backing) {
         char *bpath = vdisk_node_resolve(node, c.backing), *rel = NULL;
 

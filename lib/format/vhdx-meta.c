@@ -38,6 +38,7 @@ static const char *const locator_keys[5] = {"parent_linkage", "parent_linkage2",
 
 /* The reflected Castagnoli polynomial's table, built once. */
 static uint32_t crc_table[256];
+static bool crc_hw; /* the CPU has SSE4.2's crc32 instruction */
 
 static void crc_init(void)
 {
@@ -48,7 +49,30 @@ static void crc_init(void)
             c = (c & 1) ? (c >> 1) ^ 0x82f63b78u : c >> 1;
         crc_table[i] = c;
     }
+#if defined(__x86_64__)
+    crc_hw = __builtin_cpu_supports("sse4.2");
+#endif
 }
+
+#if defined(__x86_64__)
+/* CRC-32C (no inversions) with the crc32 instruction, 8 bytes a step: the
+ * table's byte loop made region tables (64 KiB, read twice per open) cost more
+ * than the rest of an open. */
+__attribute__((target("sse4.2"))) static uint32_t crc32c_hw(uint32_t crc, const uint8_t *p,
+                                                            size_t len)
+{
+    uint64_t c = crc, v;
+
+    for (; len >= 8; len -= 8, p += 8) {
+        memcpy(&v, p, 8);
+        c = __builtin_ia32_crc32di(c, v);
+    }
+    crc = (uint32_t)c;
+    while (len--)
+        crc = __builtin_ia32_crc32qi(crc, *p++);
+    return crc;
+}
+#endif
 
 uint32_t vhdx_crc32c(uint32_t crc, const void *buf, size_t len)
 {
@@ -56,6 +80,10 @@ uint32_t vhdx_crc32c(uint32_t crc, const void *buf, size_t len)
     const uint8_t *p = buf;
 
     pthread_once(&once, crc_init);
+#if defined(__x86_64__)
+    if (crc_hw)
+        return ~crc32c_hw(~crc, p, len);
+#endif
     crc = ~crc;
     while (len--)
         crc = crc_table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
@@ -96,7 +124,8 @@ void vhdx_guid_format(const vhdx_guid *g, char out[39])
     const uint8_t *b = g->b;
 
     snprintf(out, 39, "{%08X-%04X-%04X-%02X%02X-%02X%02X%02X%02X%02X%02X}", get_le32(b),
-             get_le16(b + 4), get_le16(b + 6), b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+             get_le16(b + 4), get_le16(b + 6), b[8], b[9], b[10], b[11], b[12], b[13], b[14],
+             b[15]);
 }
 
 int vhdx_guid_parse(const char *t, vhdx_guid *g)

@@ -110,7 +110,11 @@ static void write_pass(const char *path)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+#ifdef FUZZ_SPARSE /* the input describes a sparse image (fuzz-file.h) */
+    const char *path = fuzz_sparse_file(data, size);
+#else
     const char *path = fuzz_file(data, size);
+#endif
 
     read_pass(path);
     write_pass(path);
