@@ -657,4 +657,5 @@ const struct vdisk_format vdisk_format_vmdk = {
     .write_zeroes = vmdk_write_zeroes,
     .get_info = vmdk_get_info,
     .check = vmdk_check,
+    .resize = vmdk_resize, /* vmdk-resize.c */
 };

@@ -184,6 +184,9 @@ int vmdk_create(struct vdisk_node *node, uint64_t size, const struct vdisk_optio
 /* vmdk-check.c */
 int vmdk_check(struct vdisk_node *node, unsigned flags, struct vdisk_check_result *res);
 
+/* vmdk-resize.c */
+int vmdk_resize(struct vdisk_node *node, uint64_t size, unsigned flags);
+
 /* vmdk-overlap.c */
 int vmdk_overlap_build(struct vdisk_node *node, struct vmdk_sparse *sp,
                        struct vdisk_check_result *res, uint8_t *bad);
