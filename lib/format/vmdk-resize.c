@@ -353,14 +353,15 @@ static int add_extent(struct vmdk *s, uint64_t sectors)
     struct vmdk_desc_extent *dx = &s->desc.ext[s->desc.n_ext - 1], *nd;
     struct vmdk_extent *ne, *last = &s->ext[s->n_ext - 1];
     struct vmdk_sparse *sp = NULL;
+    struct vmdk_retired *old;
     struct vdisk_file *f;
     char *name = next_name(dx->file);
     int r;
 
     if (!name)
         return vdisk_error(ENOTSUP,
-                           "%s: extent %s is not named like NAME-f001.vmdk: cannot name "
-                           "the next one",
+                           "%s: extent %s is not named like NAME-f001.vmdk or NAME-s001.vmdk: "
+                           "cannot name the next one",
                            s->node->path, dx->file);
     if (s->n_ext >= VMDK_MAX_EXTENTS) {
         free(name);
@@ -369,13 +370,13 @@ static int add_extent(struct vmdk *s, uint64_t sectors)
     nd = realloc(s->desc.ext, (s->desc.n_ext + 1) * sizeof(*nd));
     if (nd)
         s->desc.ext = nd;
-    ne = nd ? realloc(s->ext, (s->n_ext + 1) * sizeof(*ne)) : NULL;
+    old = nd ? malloc(sizeof(*old)) : NULL;
+    ne = old ? malloc((s->n_ext + 1) * sizeof(*ne)) : NULL;
     if (!ne) {
+        free(old);
         free(name);
         return vdisk_error(ENOMEM, "%s: out of memory", s->node->path);
     }
-    s->ext = ne;
-    last = &s->ext[s->n_ext - 1];
     r = vdisk_node_create_file(s->node, name, &f);
     if (r == 0 && last->sp)
         r = init_sparse(f, last->sp, sectors);
@@ -386,6 +387,8 @@ static int add_extent(struct vmdk *s, uint64_t sectors)
     if (r == 0 && last->sp)
         r = vmdk_sparse_open(s->node, f, true, &sp);
     if (r < 0) {
+        free(ne);
+        free(old);
         free(name);
         return vdisk_error_prefix(-r, "%s: extent", s->node->path);
     }
@@ -394,15 +397,20 @@ static int add_extent(struct vmdk *s, uint64_t sectors)
     nd->file = name;
     nd->sectors = sectors;
     nd->offset = 0;
-    ne = &s->ext[s->n_ext];
-    *ne = s->ext[s->n_ext - 1];
-    ne->start += ne->len;
-    ne->len = sectors * VMDK_SECTOR;
-    ne->flat_off = 0;
-    ne->file = f;
-    ne->sp = sp;
     s->desc.n_ext++;
-    s->n_ext++;
+    memcpy(ne, s->ext, s->n_ext * sizeof(*ne));
+    ne[s->n_ext] = *last;
+    ne[s->n_ext].start = last->start + last->len;
+    ne[s->n_ext].len = sectors * VMDK_SECTOR;
+    ne[s->n_ext].flat_off = 0;
+    ne[s->n_ext].file = f;
+    ne[s->n_ext].sp = sp;
+    /* unlocked readers may hold the old array: keep it until close; the array before its count */
+    old->ext = s->ext;
+    old->next = s->retired;
+    s->retired = old;
+    __atomic_store_n(&s->ext, ne, __ATOMIC_RELEASE);
+    __atomic_store_n(&s->n_ext, s->n_ext + 1, __ATOMIC_RELEASE);
     return 0;
 }
 

@@ -255,6 +255,13 @@ static void vmdk_free(struct vmdk *s)
         vmdk_sparse_close(s->ext[i].sp);
     }
     free(s->ext);
+    while (s->retired) { /* vmdk-resize.c */
+        struct vmdk_retired *o = s->retired;
+
+        s->retired = o->next;
+        free(o->ext);
+        free(o);
+    }
     vmdk_desc_free(&s->desc);
     pthread_mutex_destroy(&s->lock);
     free(s);
@@ -489,7 +496,8 @@ static int vmdk_read(struct vdisk_node *n, void *buf, size_t len, uint64_t off)
     uint8_t *p = buf;
     int r = 0;
 
-    /* unlocked: extents never change; a sparse extent locks per grain, inflates unlocked */
+    /* unlocked: a resize adds extents in a new array (the old one kept); a sparse extent
+     * locks per grain, inflates unlocked */
     while (len > 0 && r == 0) {
         struct vmdk_extent *e = find_extent(s, off);
         uint64_t rel = off - e->start, k = e->len - rel < len ? e->len - rel : len;

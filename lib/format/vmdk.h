@@ -125,6 +125,14 @@ struct vmdk {
     bool embedded;               /* the descriptor lives in the sparse header's area */
     uint64_t desc_off, desc_max; /* bytes: where the descriptor is, room it has */
     bool cid_changed;            /* first write done: the CID is new */
+    /* extent arrays a resize replaced, freed at close */
+    struct vmdk_retired *retired;
+};
+
+/* An extent array replaced by a resize (vmdk-resize.c). */
+struct vmdk_retired {
+    struct vmdk_retired *next;
+    void *ext;
 };
 
 /* vmdk-descriptor.c */
