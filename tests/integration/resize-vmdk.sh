@@ -6,7 +6,7 @@
 # vdisk; odd sizes round up to a sector. Checked with qemu-img (info, check, compare with
 # a raw reference resized the same way), writes across the old end by qemu-io read back
 # by vdisk convert; shrink refused over data and without --shrink, allowed over holes;
-# streamOptimized refused. ~25 s.
+# streamOptimized refused; ext4 on a grown disk through fuse, like a user. ~15 s.
 . "$(dirname "$0")/../lib.sh"
 
 qsize() { qemu-img info -f vmdk --output=json "$1" | sed -n 's/.*"virtual-size": \([0-9]*\).*/\1/p' | head -1; }
@@ -100,6 +100,33 @@ for who in qemu vdisk; do
         rm -f "$T/ref.raw" "$d"/t*
     done
 done
+
+# like a user: ext4 on a qemu-img monolithicSparse disk (through fuse), grown offline past
+# its directory's room and live by its server, resize2fs, files intact, fsck clean
+. "$(dirname "$0")/disk-lib.bash"
+u=$T/user.vmdk
+qemu-img create -q -f vmdk "$u" 64M
+dev=$("$VDISK" open --via fuse "$u") && pass "user: open via fuse" || fail "user: open via fuse"
+ok "user: mkfs.ext4" mkfs.ext4 -q "$dev"
+ok "user: mount" mount "$dev" "$MNT"
+head -c 3000000 /dev/urandom >"$MNT/a" && echo hello >"$MNT/b" || fail "user: write files"
+before=$(sums "$MNT")
+ok "user: umount" umount "$MNT"
+ok "user: close" "$VDISK" close "$u"
+ok "user: resize offline to 5G (the directory moves)" "$VDISK" resize "$u" 5G
+dev=$("$VDISK" open --via fuse "$u") && pass "user: open again" || fail "user: open again"
+ok "user: resize live by +64M (its server)" "$VDISK" resize "$u" +64M
+eq "user: the device grew" "$(blockdev --getsize64 "$dev")" $(((5 << 30) + (64 << 20)))
+ok "user: e2fsck -f" e2fsck -fy "$dev"
+ok "user: resize2fs" resize2fs "$dev"
+ok "user: mount the grown file system" mount "$dev" "$MNT"
+head -c 80000000 /dev/urandom >"$MNT/big" && pass "user: 80 MB more fit" || fail "user: 80 MB more"
+eq "user: files intact" "$(sums "$MNT" | grep -v ' ./big$')" "$before"
+ok "user: umount" umount "$MNT"
+ok "user: e2fsck -fn clean" e2fsck -fn "$dev"
+ok "user: close" "$VDISK" close "$u"
+ok "user: qemu-img check clean" qemu-img check -q "$u"
+eq "user: qemu-img info size" "$(qsize "$u")" $(((5 << 30) + (64 << 20)))
 
 # refused: streamOptimized, clearly, and left as it was
 qemu-img create -q -f vmdk -o subformat=streamOptimized "$T/st.vmdk" 10M
