@@ -182,8 +182,13 @@ static int resize_sparse(struct vmdk *s, struct vmdk_sparse *sp, uint64_t cap)
         return r;
     memcpy(sp->hdr, h, sizeof(h));
     sp->capacity = cap;
+    for (uint64_t i = n64; i < sp->gd_n; i++) { /* tables past it stay in the file, unused */
+        free(sp->gt[i]);
+        sp->gt[i] = NULL;
+        sp->gt_dirty[i] = 0;
+    }
     if (n64 < sp->gd_n)
-        sp->gd_n = (uint32_t)n64; /* tables past it stay in the file, unused */
+        sp->gd_n = (uint32_t)n64;
     return 0;
 }
 

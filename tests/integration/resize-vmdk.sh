@@ -52,12 +52,14 @@ cycle() {
     OLD=$old
 }
 
-# single-extent images: shrink refused over data, allowed over holes (mid-grain: the
+# single-extent images: shrink refused over data, allowed over holes (inside a written grain: the
 # grain's tail past the end reads as zeroes after a later grow, as the raw reference's)
 shrinks() {
     local name=$1 a=$2 ref=$T/ref.raw
     fails_with "$name: shrink without --shrink refused" 'smaller .*--shrink' \
         "$VDISK" resize "$a" $((OLD / 2))
+    qemu-io -f vmdk -c "write -P 0x77 $((OLD + 1536 * 1024)) 64k" "$a" >/dev/null
+    qemu-io -f raw -c "write -P 0x77 $((OLD + 1536 * 1024)) 64k" "$ref" >/dev/null
     step "$name" "$a" "$ref" $((OLD + 1536 * 1024 + 1000)) --shrink
     step "$name" "$a" "$ref" $((OLD + 4 * 1048576))
     rm -f "$ref"
