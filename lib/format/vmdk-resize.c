@@ -6,10 +6,13 @@
  * header points at them); new directory entries get zeroed grain tables (as
  * QEMU and VMware preallocate them), then the header's capacity, then the
  * embedded descriptor's extent line and cylinders. monolithicFlat / vmfs: the
- * flat file grows (flushed) before the descriptor says so. twoGbMaxExtentFlat:
- * the last extent fills to 2 GiB, then new -fNNN files are made as create
- * names them. Sizes round up to a 512-byte sector. Shrinking: sparse and
- * single flat extents only, and only when no grain lies past the new end.
+ * flat file grows (flushed) before the descriptor says so. twoGbMaxExtentFlat
+ * and twoGbMaxExtentSparse: the last extent fills to 2 GiB (as above), then new
+ * -fNNN / -sNNN files are made as create names them (laid out and flushed
+ * before the descriptor names them). Sizes round up to a 512-byte sector.
+ * Shrinking: single extents only, and only when no grain lies past the new
+ * end; the kept part of the last grain is zeroed past it, so a later grow
+ * reads zeroes there (the flat file is cut when the extent ends it).
  * qemu-img resize refuses every VMDK; streamOptimized and the rest are refused.
  */
 #include <errno.h>
