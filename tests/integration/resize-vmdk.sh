@@ -6,7 +6,8 @@
 # vdisk; odd sizes round up to a sector. Checked with qemu-img (info, check, compare with
 # a raw reference resized the same way), writes across the old end by qemu-io read back
 # by vdisk convert; shrink refused over data and without --shrink, allowed over holes;
-# streamOptimized refused; ext4 on a grown disk through fuse, like a user. ~15 s.
+# streamOptimized refused; ext4 on a grown disk through fuse, like a user; a live grow
+# across 2 GiB through fuse. ~6-15 s.
 . "$(dirname "$0")/../lib.sh"
 
 qsize() { qemu-img info -f vmdk --output=json "$1" | sed -n 's/.*"virtual-size": \([0-9]*\).*/\1/p' | head -1; }
@@ -129,6 +130,22 @@ ok "user: e2fsck -fn clean" e2fsck -fn "$dev"
 ok "user: close" "$VDISK" close "$u"
 ok "user: qemu-img check clean" qemu-img check -q "$u"
 eq "user: qemu-img info size" "$(qsize "$u")" $(((5 << 30) + (64 << 20)))
+
+# live across 2 GiB: a twoGbMaxExtentSparse disk open through fuse gains an extent file
+w=$T/live.vmdk
+"$VDISK" create -f vmdk -o subformat=twoGbMaxExtentSparse "$w" 64M >/dev/null
+dev=$("$VDISK" open --via fuse "$w") && pass "live: open via fuse" || fail "live: open via fuse"
+ok "live: resize by its server to 2G+64M" "$VDISK" resize "$w" $(((2 << 30) + (64 << 20)))
+eq "live: the device grew" "$(blockdev --getsize64 "$dev")" $(((2 << 30) + (64 << 20)))
+head -c 1048576 /dev/urandom >"$T/pat"
+ok "live: write 1 MiB across 2 GiB on the device" \
+    dd if="$T/pat" of="$dev" bs=64k seek=$(((2 << 30) / 65536 - 8)) oflag=direct status=none
+ok "live: close" "$VDISK" close "$w"
+ok "live: qemu-img check clean" qemu-img check -q "$w"
+qemu-img convert -f vmdk -O raw "$w" "$T/live.raw"
+eq "live: qemu-img reads it back" "$(dd if="$T/live.raw" bs=64k skip=$(((2 << 30) / 65536 - 8)) \
+    count=16 status=none | sha256sum)" "$(sha256sum <"$T/pat")"
+rm -f "$T/live.raw"
 
 # refused: streamOptimized, clearly, and left as it was
 qemu-img create -q -f vmdk -o subformat=streamOptimized "$T/st.vmdk" 10M
