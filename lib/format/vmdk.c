@@ -377,17 +377,20 @@ static void vmdk_close(struct vdisk_node *n)
 /* The extent holding guest byte OFF. */
 static struct vmdk_extent *find_extent(struct vmdk *s, uint64_t off)
 {
-    unsigned lo = 0, hi = s->n_ext;
+    /* count before array: a live resize publishes the array first, so a new count
+     * always comes with the array that holds it (vmdk-resize.c add_extent) */
+    unsigned lo = 0, hi = __atomic_load_n(&s->n_ext, __ATOMIC_ACQUIRE);
+    struct vmdk_extent *ext = __atomic_load_n(&s->ext, __ATOMIC_ACQUIRE);
 
     while (hi - lo > 1) {
         unsigned mid = (lo + hi) / 2;
 
-        if (s->ext[mid].start <= off)
+        if (ext[mid].start <= off)
             lo = mid;
         else
             hi = mid;
     }
-    return &s->ext[lo];
+    return &ext[lo];
 }
 
 /* Before the first write: a new CID in the descriptor, as VMware does. */
