@@ -255,6 +255,13 @@ static void vmdk_free(struct vmdk *s)
         vmdk_sparse_close(s->ext[i].sp);
     }
     free(s->ext);
+    while (s->retired) { /* vmdk-resize.c */
+        struct vmdk_retired *o = s->retired;
+
+        s->retired = o->next;
+        free(o->ext);
+        free(o);
+    }
     vmdk_desc_free(&s->desc);
     pthread_mutex_destroy(&s->lock);
     free(s);
@@ -370,17 +377,20 @@ static void vmdk_close(struct vdisk_node *n)
 /* The extent holding guest byte OFF. */
 static struct vmdk_extent *find_extent(struct vmdk *s, uint64_t off)
 {
-    unsigned lo = 0, hi = s->n_ext;
+    /* count before array: a live resize publishes the array first, so a new count
+     * always comes with the array that holds it (vmdk-resize.c add_extent) */
+    unsigned lo = 0, hi = __atomic_load_n(&s->n_ext, __ATOMIC_ACQUIRE);
+    struct vmdk_extent *ext = __atomic_load_n(&s->ext, __ATOMIC_ACQUIRE);
 
     while (hi - lo > 1) {
         unsigned mid = (lo + hi) / 2;
 
-        if (s->ext[mid].start <= off)
+        if (ext[mid].start <= off)
             lo = mid;
         else
             hi = mid;
     }
-    return &s->ext[lo];
+    return &ext[lo];
 }
 
 /* Before the first write: a new CID in the descriptor, as VMware does. */
@@ -489,7 +499,8 @@ static int vmdk_read(struct vdisk_node *n, void *buf, size_t len, uint64_t off)
     uint8_t *p = buf;
     int r = 0;
 
-    /* unlocked: extents never change; a sparse extent locks per grain, inflates unlocked */
+    /* unlocked: a resize adds extents in a new array (the old one kept); a sparse extent
+     * locks per grain, inflates unlocked */
     while (len > 0 && r == 0) {
         struct vmdk_extent *e = find_extent(s, off);
         uint64_t rel = off - e->start, k = e->len - rel < len ? e->len - rel : len;
@@ -657,4 +668,5 @@ const struct vdisk_format vdisk_format_vmdk = {
     .write_zeroes = vmdk_write_zeroes,
     .get_info = vmdk_get_info,
     .check = vmdk_check,
+    .resize = vmdk_resize, /* vmdk-resize.c */
 };

@@ -125,6 +125,14 @@ struct vmdk {
     bool embedded;               /* the descriptor lives in the sparse header's area */
     uint64_t desc_off, desc_max; /* bytes: where the descriptor is, room it has */
     bool cid_changed;            /* first write done: the CID is new */
+    /* extent arrays a resize replaced, freed at close */
+    struct vmdk_retired *retired;
+};
+
+/* An extent array replaced by a resize (vmdk-resize.c). */
+struct vmdk_retired {
+    struct vmdk_retired *next;
+    void *ext;
 };
 
 /* vmdk-descriptor.c */
@@ -183,6 +191,9 @@ int vmdk_create(struct vdisk_node *node, uint64_t size, const struct vdisk_optio
 
 /* vmdk-check.c */
 int vmdk_check(struct vdisk_node *node, unsigned flags, struct vdisk_check_result *res);
+
+/* vmdk-resize.c */
+int vmdk_resize(struct vdisk_node *node, uint64_t size, unsigned flags);
 
 /* vmdk-overlap.c */
 int vmdk_overlap_build(struct vdisk_node *node, struct vmdk_sparse *sp,

@@ -153,8 +153,9 @@ patterned "$a" vpc && pass "vpc dynamic: data intact after shrinking" || fail "v
 ok "vpc dynamic: vdisk check clean after shrinking" "$VDISK" check -q -f vpc "$a"
 
 # bad input: clear refusals naming the object
-qemu-img create -q -f vmdk "$T/x.vmdk" 10M # vhdx: tests/integration/resize-vhdx.sh
-fails_with "vmdk: resize refused clearly" 'x.vmdk: resizing a vmdk image is not supported' \
+qemu-img create -q -f vmdk -o subformat=streamOptimized "$T/x.vmdk" 10M # others: resize-vmdk.sh
+fails_with "streamOptimized vmdk: resize refused clearly" \
+    'x.vmdk: resize of a streamOptimized VMDK is not supported: convert it first' \
     "$VDISK" resize "$T/x.vmdk" +1M
 fails_with "missing image named" 'nothere.img: ' "$VDISK" resize "$T/nothere.img" 1G
 fails_with "bad size named" "invalid size '1Q'" "$VDISK" resize "$T/a.raw" 1Q

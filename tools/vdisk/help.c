@@ -190,10 +190,10 @@ static const struct help {
      "  -h, --help             show this help\n"},
     {"resize",
      "usage: vdisk resize [-f FMT] [--shrink] IMAGE|DEVICE|ID [+|-]SIZE\n"
-     "Change an image's virtual size (raw, qcow2, vpc, vdi, vhdx), like qemu-img\n"
-     "resize (a bare number is bytes). On a raw disk open through loop or kmod, and\n"
-     "on a disk of any format open through fuse or nbd, the device grows with it; then\n"
-     "grow its file system (resize2fs).\n"
+     "Change an image's virtual size (raw, qcow2, vpc, vdi, vhdx, vmdk), like\n"
+     "qemu-img resize (a bare number is bytes). On a raw disk open through loop or\n"
+     "kmod, and on a disk of any format open through fuse or nbd, the device grows\n"
+     "with it; then grow its file system (resize2fs).\n"
      "  -f, --format FMT       image format (default: probed)\n"
      "      --shrink           allow a smaller size (refused where data would be cut off)\n"
      "  -h, --help             show this help\n"},
