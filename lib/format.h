@@ -53,6 +53,7 @@ struct vdisk_map {
     uint64_t host;           /* DATA: file offset of the first byte */
     uintptr_t handle;        /* the driver's, given back to release(); 0 when nothing is held */
     bool transform;          /* DATA (VDISK_MAP_TRANSFORM): file bytes need fmt->transform() */
+    bool written;            /* WRITE DATA: the caller's, before release(): all bytes on file */
 };
 
 /* map() flags */

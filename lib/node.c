@@ -213,6 +213,7 @@ static int write_extents(struct vdisk_node *n, const uint8_t *p, size_t len, uin
             break;
         if (m.type == VDISK_MAP_DATA) {
             r = vdisk_file_pwrite_alloc(m.file, p, m.len, m.host);
+            m.written = r == 0;
             node_release(n, &m);
         } else {
             node_release(n, &m);

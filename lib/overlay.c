@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Overlays over an open image: the temporary snapshot overlay (a qcow2 in an
- * unlinked file whose backing node is the base, opened read-only), and commit
+ * Overlays over an open image: the temporary snapshot overlay (snapshot-overlay.c:
+ * an unlinked sparse file and a bitmap over the base, opened read-only), and commit
  * (an overlay's allocated ranges written back into its backing node).
  */
 #include <errno.h>
@@ -13,36 +13,9 @@
 
 #include "error.h"
 #include "node.h"
+#include "snapshot-overlay.h"
 
 #define COPY_CHUNK (1u << 20) /* bytes read and written at a time by commit */
-
-/* Lay out an empty qcow2 over BASE in the open file PATH (a /proc/self/fd link). */
-static int create_overlay(const char *path, const struct vdisk_node *base)
-{
-    const struct vdisk_format *fmt = &vdisk_format_qcow2;
-    struct vdisk_node node = {.path = (char *)path, .fmt = fmt, .caps = fmt->caps};
-    const char *name = base->real ? base->real : base->path;
-    struct vdisk_options opts;
-    char *text = NULL;
-    int r;
-
-    /* the header's pointer only informs (the base is given open); a comma cannot be carried */
-    if (strchr(name, ',')
-            ? asprintf(&text, "cluster_size=65536") < 0
-            : asprintf(&text, "backing_file=%s,backing_fmt=%s", name, base->fmt->name) < 0)
-        return vdisk_error(ENOMEM, "%s: out of memory", base->path);
-    r = vdisk_options_parse(text, fmt->create_options, fmt->name, &opts);
-    free(text);
-    if (r < 0)
-        return r;
-    r = vdisk_file_open(path, 0, &node.file);
-    if (r == 0) {
-        r = fmt->create(&node, base->size, &opts);
-        vdisk_file_close(node.file);
-    }
-    vdisk_options_free(&opts);
-    return r;
-}
 
 int vdisk_open_snapshot(const char *path, const char *format, unsigned flags, const char *options,
                         const char *dir, struct vdisk_image **imgp)
@@ -66,19 +39,17 @@ int vdisk_open_snapshot(const char *path, const char *format, unsigned flags, co
         goto err;
     }
     snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
-    r = create_overlay(link, base->root);
+    /* a sparse file and an in-memory bitmap: temporary, so no metadata on disk */
+    r = node_open_over(link, &vdisk_format_snapshot, flags & ~VDISK_OPEN_RDONLY, NULL, base->root,
+                       &top);
+    if (r == -EINVAL && (flags & VDISK_OPEN_DIRECT)) /* tmpfs before Linux 6.6: no O_DIRECT */
+        r = node_open_over(link, &vdisk_format_snapshot,
+                           flags & ~(VDISK_OPEN_RDONLY | VDISK_OPEN_DIRECT), NULL, base->root,
+                           &top);
     if (r < 0) {
         r = vdisk_error_prefix(-r, "%s: snapshot overlay", path);
         goto err;
     }
-    r = node_open_over(link, &vdisk_format_qcow2, flags & ~VDISK_OPEN_RDONLY, NULL, base->root,
-                       &top);
-    if (r == -EINVAL && (flags & VDISK_OPEN_DIRECT)) /* tmpfs before Linux 6.6: no O_DIRECT */
-        r = node_open_over(link, &vdisk_format_qcow2,
-                           flags & ~(VDISK_OPEN_RDONLY | VDISK_OPEN_DIRECT), NULL, base->root,
-                           &top);
-    if (r < 0)
-        goto err;
     /* the overlay owns the base's node now: only the handle goes */
     free(base->files);
     free(base);

@@ -676,6 +676,7 @@ static void seg_done(struct vdisk_queue *q, struct seg *g, int res)
         s->result = -EIO;
         snprintf(s->msg, sizeof(s->msg), "%s", vdisk_last_error());
     }
+    g->map.written = req->op == VDISK_OP_WRITE && s->result == 0 && g->done == g->len;
     seg_put(g); /* its pin goes as soon as its I/O is done */
     if (--s->pending == 0)
         finish(q, s);
