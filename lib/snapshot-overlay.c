@@ -133,18 +133,18 @@ static int snap_map(struct vdisk_node *node, uint64_t off, uint64_t len, unsigne
     struct snap *s = node->priv;
     uint64_t end = off + len, b = off / BLOCK, p = off;
     bool write = flags & VDISK_MAP_WRITE;
-    bool first = block_set(s, b), direct, fresh = false;
+    bool first = block_set(s, b), direct = first, fresh = false;
 
+    /* each block's bit is loaded once: another thread may set it meanwhile */
     if (write) {
-        uint64_t bs = b * BLOCK, be = bs + BLOCK < node->size ? bs + BLOCK : node->size;
-
-        direct = first || (bs >= off && be <= end);
         while (p < end) {
             uint64_t cb = p / BLOCK, cs = cb * BLOCK;
             uint64_t ce = cs + BLOCK < node->size ? cs + BLOCK : node->size;
-            bool set = block_set(s, cb), d = set || (cs >= off && ce <= end);
+            bool set = cb == b ? first : block_set(s, cb), d = set || (cs >= off && ce <= end);
 
-            if (d != direct)
+            if (cb == b)
+                direct = d;
+            else if (d != direct)
                 break;
             fresh |= !set;
             p = ce;
@@ -162,6 +162,7 @@ static int snap_map(struct vdisk_node *node, uint64_t off, uint64_t len, unsigne
         }
         return 0;
     }
+    p = (b + 1) * BLOCK; /* the first block counts as loaded, even if set since */
     while (p < end && block_set(s, p / BLOCK) == first)
         p = (p / BLOCK + 1) * BLOCK;
     m->len = (p < end ? p : end) - off;
