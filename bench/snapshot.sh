@@ -2,9 +2,9 @@
 # SPDX-License-Identifier: MIT
 # What --snapshot costs: 4k random writes at QD32 (fio, libaio, O_DIRECT on the block
 # device) on a raw base opened read-write, against the same base opened with --snapshot
-# (writes to a temporary qcow2 overlay), both through the same way. The snapshot is
-# measured twice: fresh (every first write to a 64 KiB cluster allocates it and copies
-# the rest of the cluster from the base) and again over the clusters it has allocated.
+# (writes to a sparse unlinked overlay file with an in-memory 4 KiB bitmap), both through
+# the same way. The snapshot is measured twice: fresh (every write is a first write of its
+# block: no copy, a bit set) and again over blocks already in the overlay.
 # Target (issue 15): the snapshot within 10% of the read-write base.
 # Usage: bench/snapshot.sh [SECONDS per job, default 20]
 # Env: WAY (ublk, nbd or fuse; default the first this machine has), SIZE_MB (1024),
@@ -52,4 +52,4 @@ echo "bench/snapshot.sh: way $WAY, ${SIZE_MB} MiB, ${SECS}s per job, 4k randwrit
 printf '%-34s %10s %10s\n' "disk" "IOPS" "overhead"
 printf '%-34s %10s %10s\n' "base opened read-write" "$rw" "-"
 printf '%-34s %10s %10s\n' "--snapshot, fresh overlay" "$fresh" "$(pct "$fresh" "$rw")"
-printf '%-34s %10s %10s\n' "--snapshot, clusters allocated" "$again" "$(pct "$again" "$rw")"
+printf '%-34s %10s %10s\n' "--snapshot, blocks in the overlay" "$again" "$(pct "$again" "$rw")"
