@@ -490,6 +490,7 @@ static bool write_inline(struct vdisk_queue *q, struct slot *s)
         struct seg *g = &s->segs[i];
 
         s->result = vdisk_file_pwrite(g->map.file, g->buf, g->len, g->map.host);
+        g->map.written = s->result == 0;
         if (s->result < 0)
             snprintf(s->msg, sizeof(s->msg), "%s", vdisk_last_error());
     }
