@@ -74,15 +74,14 @@ static int snap_open(struct vdisk_node *node)
     int r;
 
     if (!node->backing)
-        return vdisk_error(EINVAL, "%s: a snapshot overlay needs a base", node->path);
+        return vdisk_error(EINVAL, "a snapshot overlay needs a base");
     node->size = node->backing->size;
     words = (node->size + (uint64_t)BLOCK * WORD_BLOCKS - 1) / ((uint64_t)BLOCK * WORD_BLOCKS);
     if (words * 8 > MAX_BITMAP)
         return vdisk_error(EFBIG,
-                           "%s: disk of %llu bytes is too large for a snapshot (its bitmap would "
-                           "take %llu MiB; at most %llu)",
-                           node->path, (unsigned long long)node->size,
-                           (unsigned long long)(words * 8 >> 20),
+                           "disk of %llu bytes is too large for a snapshot (its bitmap would "
+                           "take %llu MiB of memory; at most %llu MiB, a 16 TiB disk)",
+                           (unsigned long long)node->size, (unsigned long long)(words * 8 >> 20),
                            (unsigned long long)(MAX_BITMAP >> 20));
     s = calloc(1, sizeof(*s));
     if (s)
@@ -90,13 +89,13 @@ static int snap_open(struct vdisk_node *node)
     if (!s || !s->bits) {
         if (s)
             free(s);
-        return vdisk_error(ENOMEM, "%s: out of memory for the snapshot bitmap", node->path);
+        return vdisk_error(ENOMEM, "out of memory for the snapshot bitmap");
     }
     r = vdisk_file_truncate(node->file, node->size); /* sparse: holes cost nothing */
     if (r < 0) {
         free(s->bits);
         free(s);
-        return vdisk_error_prefix(-r, "%s: sizing the snapshot overlay file", node->path);
+        return vdisk_error_prefix(-r, "sizing the overlay file");
     }
     s->nblocks = (node->size + BLOCK - 1) / BLOCK;
     vdisk_rwlock_init(&s->zlock);

@@ -55,4 +55,10 @@ ok "fio randwrite 512..64k QD16 with verify=crc32c" fio --name=v --filename="$de
 ok "close" "$VDISK" close "$T/base.img"
 eq "base sha256 unchanged" "$(sha256sum <"$T/base.img")" "$base_sum"
 eq "nothing left in the snapshot dir" "$(ls -A "$snap")" ""
+
+# the bitmap is in memory (32 KiB per GiB): an absurd disk is refused, saying why
+qemu-img create -q -f qcow2 "$T/huge.qcow2" 20T || fail "qemu-img create 20T"
+fails_with "a 20 TiB disk is refused for --snapshot" "too large for a snapshot" \
+    "$VDISK" open --snapshot --snapshot-dir "$snap" "$T/huge.qcow2"
+eq "refused: nothing left in the snapshot dir" "$(ls -A "$snap")" ""
 finish
