@@ -50,8 +50,8 @@ fi
 # many writers at once through the engine: fio checks every block it wrote
 ok "fio randwrite 512..64k QD16 with verify=crc32c" fio --name=v --filename="$dev" \
     --ioengine=libaio --direct=1 --rw=randwrite --bsrange=512-64k --iodepth=16 \
-    --offset=8M --size=16M --verify=crc32c --do_verify=1 --verify_fatal=1 --randrepeat=0 \
-    --output=/dev/null
+    --offset=8M --size=16M --verify=crc32c --do_verify=1 --verify_fatal=1 \
+    --verify_state_save=0 --randrepeat=0 --output=/dev/null
 ok "close" "$VDISK" close "$T/base.img"
 eq "base sha256 unchanged" "$(sha256sum <"$T/base.img")" "$base_sum"
 eq "nothing left in the snapshot dir" "$(ls -A "$snap")" ""
