@@ -81,12 +81,12 @@ run_asan() {
 }
 
 run_tsan() {
-    SAN_TARGETS="tests/unit/test-queue tests/unit/test-node tools/vdisk/vdisk tests/tools/vdisk-test-io" \
+    SAN_TARGETS="tests/unit/test-queue tests/unit/test-node tests/unit/test-snapshot-overlay tools/vdisk/vdisk tests/tools/vdisk-test-io" \
         san_build "$ROOT/build-tsan" -Db_sanitize=thread || return
     # test-queue takes a minute under TSan on a quiet machine: more on a busy one
     export STAGE=tsan UNIT_TIMEOUT=900
     export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$ROOT/tests/tsan.supp
-    san_run "$ROOT/build-tsan" "test-queue test-node" "$SAN_TSAN_INTEGRATION"
+    san_run "$ROOT/build-tsan" "test-queue test-node test-snapshot-overlay" "$SAN_TSAN_INTEGRATION"
 }
 
 run_fuzz() {
