@@ -7,7 +7,7 @@
  * refused for the session (EIO; reads still work), `vdisk check` reports it
  * and `-r all` drops the entry. An entry over the log, the metadata region or
  * the BAT, before 1 MiB, past the end of the file, or with an invalid state
- * is refused where it is used (area_ok, bad_block in vhdx.c), with its own
+ * is refused where it is used (vhdx_area_ok, bad_block in vhdx.c), with its own
  * message. New blocks always go past every entry in use.
  */
 #include <errno.h>
@@ -34,20 +34,6 @@ static const char *what(const struct vhdx *s, const struct varea *a)
                                                            : "payload block";
 }
 
-/* Does [OFF, OFF+LEN) lie off the header area, the regions and the file's end? */
-static bool in_data_area(const struct vhdx *s, uint64_t off, uint64_t len)
-{
-    const uint64_t r[3][2] = {
-        {s->log_off, s->log_len}, {s->meta_off, s->meta_len}, {s->bat_off, s->bat_len}};
-
-    if (off < MiB || off + len > s->file_size)
-        return false;
-    for (int i = 0; i < 3; i++)
-        if (off < r[i][0] + r[i][1] && r[i][0] < off + len)
-            return false;
-    return true;
-}
-
 int vhdx_overlap_scan(struct vhdx *s)
 {
     struct varea *a = malloc((s->bat_entries + 1) * sizeof(*a)), *p = NULL;
@@ -59,7 +45,7 @@ int vhdx_overlap_scan(struct vhdx *s)
         uint64_t off = BAT_OFFSET(vhdx_entry(s, i));
         uint64_t len = i % (s->chunk_ratio + 1) == s->chunk_ratio ? VHDX_SB_SIZE : s->block_size;
 
-        if (off && !vhdx_bad_state(s, i) && in_data_area(s, off, len))
+        if (off && !vhdx_bad_state(s, i) && vhdx_area_ok(s, off, len))
             a[n++] = (struct varea){off, len, i};
     }
     qsort(a, n, sizeof(*a), cmp_varea);

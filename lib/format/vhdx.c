@@ -212,7 +212,7 @@ static uint64_t sb_run(const uint8_t *bm, uint64_t b, uint64_t n, bool *set)
 }
 
 /* May a payload block of LEN bytes lie at file offset OFF (inside the file, off the metadata)? */
-static bool area_ok(const struct vhdx *s, uint64_t off, uint64_t len)
+bool vhdx_area_ok(const struct vhdx *s, uint64_t off, uint64_t len)
 {
     const uint64_t r[3][2] = {
         {s->log_off, s->log_len}, {s->meta_off, s->meta_len}, {s->bat_off, s->bat_len}};
@@ -270,13 +270,13 @@ static int block_map(struct vhdx *s, uint64_t off, uint64_t len, unsigned flags,
     }
     switch (st) {
     case PAYLOAD_FULLY_PRESENT:
-        if (!area_ok(s, BAT_OFFSET(e), s->block_size) && (flags & VDISK_MAP_WRITE))
+        if (!vhdx_area_ok(s, BAT_OFFSET(e), s->block_size) && (flags & VDISK_MAP_WRITE))
             return vdisk_node_refuse_writes(s->node,
                                             "VHDX block %llu at offset %llu lies past the end "
                                             "of the file or over its metadata",
                                             (unsigned long long)blk,
                                             (unsigned long long)BAT_OFFSET(e));
-        if (!area_ok(s, BAT_OFFSET(e), s->block_size))
+        if (!vhdx_area_ok(s, BAT_OFFSET(e), s->block_size))
             return vdisk_error(EIO,
                                "%s: VHDX block %llu lies past the end of the file or over "
                                "its metadata (vdisk check tells)",
@@ -431,7 +431,7 @@ static int block_area(struct vhdx *s, uint64_t blk, uint64_t *off)
 {
     uint64_t e = vhdx_entry(s, vhdx_bat_index(s, blk));
 
-    if (BAT_OFFSET(e) && area_ok(s, BAT_OFFSET(e), s->block_size)) {
+    if (BAT_OFFSET(e) && vhdx_area_ok(s, BAT_OFFSET(e), s->block_size)) {
         *off = BAT_OFFSET(e);
         punch_later(s, *off, false);
         return vdisk_file_zero_range(s->file, *off, s->block_size, false);
@@ -479,7 +479,7 @@ static int write_block(struct vhdx *s, const void *buf, size_t len, uint64_t off
     if (vhdx_bad_state(s, idx))
         return bad_block(s, blk, st);
     if ((st == PAYLOAD_FULLY_PRESENT || st == PAYLOAD_PARTIALLY_PRESENT) &&
-        !area_ok(s, BAT_OFFSET(e), s->block_size)) /* data would land on metadata */
+        !vhdx_area_ok(s, BAT_OFFSET(e), s->block_size)) /* data would land on metadata */
         return vdisk_node_refuse_writes(s->node,
                                         "VHDX block %llu at offset %llu lies past the end of "
                                         "the file or over its metadata",
@@ -584,7 +584,7 @@ static int trim(struct vhdx *s, uint64_t off, uint64_t len, unsigned st, bool ze
                 r = vdisk_file_zero_range(s->file, BAT_OFFSET(e), s->block_size, true);
         } else if (n == s->block_size) {
             r = block_set_state(s, blk, st);
-            if (r == 0 && BAT_OFFSET(e) && area_ok(s, BAT_OFFSET(e), s->block_size))
+            if (r == 0 && BAT_OFFSET(e) && vhdx_area_ok(s, BAT_OFFSET(e), s->block_size))
                 r = punch_later(s, BAT_OFFSET(e), true); /* the space goes back after commit */
         } else if (zero_partial) {
             for (uint64_t k = 0; r == 0 && k < n; k += m.len) {

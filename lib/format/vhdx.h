@@ -197,4 +197,8 @@ int vhdx_resize(struct vdisk_node *node, uint64_t size, unsigned flags);
 /* vhdx-overlap.c: blocks over metadata or each other refuse the session's writes. */
 int vhdx_overlap_scan(struct vhdx *s);
 
+/* May a block of LEN bytes lie at file offset OFF (inside the file, off the header area and
+ * regions)? */
+bool vhdx_area_ok(const struct vhdx *s, uint64_t off, uint64_t len);
+
 #endif
