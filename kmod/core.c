@@ -589,18 +589,24 @@ static struct gendisk *vdisk_alloc_disk(struct vdisk_dev *dev, bool discard)
 	return disk;
 }
 
-/* Check an ADD request against the backing file; 0 or -errno. */
-static int vdisk_check_add(const struct vdisk_ctl_disk *req, struct file *file)
+/* Check the block size, size and id of an ADD request; 0 or -EINVAL. */
+static int vdisk_check_shape(const struct vdisk_ctl_disk *req)
 {
-	loff_t backing;
-
-	if (req->flags & ~VDISK_F_ALL)
-		return -EINVAL;
 	if (req->block_size != 512 && req->block_size != 4096)
 		return -EINVAL;
 	if (req->size == 0 || req->size % req->block_size)
 		return -EINVAL;
 	if (!vdisk_id_valid(req->id))
+		return -EINVAL;
+	return 0;
+}
+
+/* Check an ADD request against the backing file; 0 or -errno. */
+static int vdisk_check_add(const struct vdisk_ctl_disk *req, struct file *file)
+{
+	loff_t backing;
+
+	if (req->flags & ~VDISK_F_ALL || vdisk_check_shape(req))
 		return -EINVAL;
 	backing = vdisk_backing_size(file);
 	if (backing < 0)
@@ -624,11 +630,7 @@ static int vdisk_check_ram(const struct vdisk_ctl_disk *req)
 	if (req->fd != -1 ||
 	    (req->flags & (VDISK_F_READ_ONLY | VDISK_F_DIRECT)))
 		return -EINVAL;
-	if (req->block_size != 512 && req->block_size != 4096)
-		return -EINVAL;
-	if (req->size == 0 || req->size % req->block_size)
-		return -EINVAL;
-	if (!vdisk_id_valid(req->id))
+	if (vdisk_check_shape(req))
 		return -EINVAL;
 	if (req->size > vdisk_ram_max_size())
 		return -EFBIG; /* allocation is lazy, but more than RAM cannot
