@@ -80,6 +80,22 @@ static int wait_node(const char *device)
     return -err("%s: device node did not appear", device);
 }
 
+/* Record the disk ADD made from D and wait for its node (removing it if none comes);
+ * closes CTL. 0, or -1 with a message. */
+static int added(int ctl, struct vdisk_ctl_disk *d, struct disk_record *rec)
+{
+    int r = 0;
+
+    snprintf(rec->device, sizeof(rec->device), "/dev/vdisk%u", d->index);
+    rec->pid = 0;
+    if (wait_node(rec->device) < 0) {
+        ioctl(ctl, VDISK_CTL_REMOVE, d);
+        r = -1;
+    }
+    close(ctl);
+    return r;
+}
+
 static int kmod_start(const struct open_request *req, struct disk_record *rec)
 {
     unsigned flags = req->read_only ? VDISK_OPEN_RDONLY : 0;
@@ -126,15 +142,7 @@ static int kmod_start(const struct open_request *req, struct disk_record *rec)
         goto fail_img;
     }
     vdisk_close(img); /* the driver holds the file, and the lock, now */
-    snprintf(rec->device, sizeof(rec->device), "/dev/vdisk%u", d.index);
-    rec->pid = 0;
-    if (wait_node(rec->device) < 0) {
-        ioctl(ctl, VDISK_CTL_REMOVE, &d);
-        close(ctl);
-        return -1;
-    }
-    close(ctl);
-    return 0;
+    return added(ctl, &d, rec);
 
 fail_img:
     vdisk_close(img);
@@ -211,15 +219,7 @@ int kmod_ram_start(const char *size_text, uint64_t size, struct disk_record *rec
         close(ctl);
         return r;
     }
-    snprintf(rec->device, sizeof(rec->device), "/dev/vdisk%u", d.index);
-    rec->pid = 0;
-    if (wait_node(rec->device) < 0) {
-        ioctl(ctl, VDISK_CTL_REMOVE, &d);
-        close(ctl);
-        return -1;
-    }
-    close(ctl);
-    return 0;
+    return added(ctl, &d, rec);
 }
 
 long long kmod_ram_bytes(const char *device)
