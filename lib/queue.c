@@ -54,6 +54,9 @@
  * SQEs queued before they go to the kernel, in a ring of our own. Sent all at
  * once, QD32 sequential 4 KiB reads merge into one 128 KiB device request:
  * the device is one request deep and idle while the next batch is prepared.
+ * Only a request that continues the previous one in its file waits for the
+ * batch; any other goes out at once, since it can merge with nothing and the
+ * batch's plug would only delay it (random 4 KiB reads: +7 % on virtio-blk).
  */
 #define SUBMIT_BATCH 16u
 
@@ -96,8 +99,10 @@ struct vdisk_queue {
     int efd;
     uint64_t efd_value;
     bool efd_armed;
-    unsigned at_workers;                    /* requests handed to workers, not yet back */
-    uint64_t granule;                       /* the image's allocation unit (cluster), 0 if none */
+    unsigned at_workers;                /* requests handed to workers, not yet back */
+    uint64_t granule;                   /* the image's allocation unit (cluster), 0 if none */
+    const struct vdisk_file *last_file; /* where the last ring I/O prepared ends */
+    uint64_t last_end;
     struct slot *wwrites;                   /* writes at the workers: may be allocating */
     struct slot *deferred, **deferred_tail; /* writes waiting for one of those */
 
@@ -538,8 +543,15 @@ static int try_ring(struct vdisk_queue *q, struct slot *s)
         }
     }
     q->stats.ring++;
-    if (!q->external && io_uring_sq_ready(q->ring) >= SUBMIT_BATCH)
-        io_uring_submit(q->ring);
+    if (!q->external && s->pending > 0) {
+        const struct vdisk_map *first = &s->segs[0].map, *last = &s->segs[s->pending - 1].map;
+        bool follows = first->file == q->last_file && first->host == q->last_end;
+
+        q->last_file = last->file;
+        q->last_end = last->host + s->segs[s->pending - 1].len;
+        if (!follows || io_uring_sq_ready(q->ring) >= SUBMIT_BATCH)
+            io_uring_submit(q->ring);
+    }
     return 0;
 }
 
