@@ -53,7 +53,6 @@ up() {
     ublk-raw) $VDISK open --via ublk -f raw img.raw ;;
     ublk-null) VDISK_TEST_UBLK_NULL_READ=1 $VDISK open --via ublk -f raw img.raw ;;
     ublk-nofix) VDISK_TEST_UBLK_NO_FIXED=1 $VDISK open --via ublk -f raw img.raw ;;
-    ublk-batch) VDISK_TEST_UBLK_BATCH=${BENCH_BATCH:-8} $VDISK open --via ublk -f raw img.raw ;;
     loop) losetup --direct-io=on -f --show img.raw ;;
     ublk-qcow2) $VDISK open --via ublk img.qcow2 ;;
     qemu-nbd) qemu-nbd -f qcow2 --cache=none --aio=native -c /dev/nbd15 img.qcow2 && sleep 1 &&
@@ -64,7 +63,7 @@ up() {
 # down WHO DEV: close it.
 down() {
     case $1 in
-    ublk-raw | ublk-null | ublk-nofix | ublk-batch) $VDISK close img.raw ;;
+    ublk-raw | ublk-null | ublk-nofix) $VDISK close img.raw ;;
     loop) losetup -d $2 ;;
     qemu-nbd) qemu-nbd -d $2 >/dev/null; sleep 1 ;;
     *) $VDISK close img.qcow2 ;;
@@ -95,7 +94,7 @@ copy=$(dd if=/dev/shm/copy of=/dev/null bs=1M 2>&1 | awk '/copied/ { v = $(NF-1)
 rm -f /dev/shm/copy
 echo "BENCH: guest memcpy ${copy:-?} MiB/s (one extra copy per byte caps 1M ublk near 1/(1/loop + 1/memcpy))"
 for pair in "ublk-raw loop" "ublk-qcow2 qemu-nbd" "ublk-qcow2 vdisk-nbd" "ublk-null loop" \
-    "ublk-nofix loop" "ublk-raw ublk-nofix" "ublk-batch loop" "ublk-batch ublk-raw"; do
+    "ublk-nofix loop" "ublk-raw ublk-nofix"; do
     set -- $pair
     case " $CONTENDERS " in *" $1 "*) ;; *) continue ;; esac
     case " $CONTENDERS " in *" $2 "*) ;; *) continue ;; esac

@@ -71,7 +71,6 @@ struct ublk_queue {
     bool failed;
     unsigned delay_us; /* test switch VDISK_TEST_UBLK_DELAY_MS: each request waits first */
     bool null_read;    /* test switch VDISK_TEST_UBLK_NULL_READ: reads skip the image */
-    unsigned batch;    /* test switch VDISK_TEST_UBLK_BATCH: CQEs to wait for when busy */
     char msg[256];
 };
 

@@ -237,11 +237,8 @@ void *ublk_queue_main(void *arg)
     /* until every tag is aborted, or the device is stopped; never with a request unanswered */
     while ((q->ndead < depth && !q->stopping) || q->nbusy) {
         struct io_uring_cqe *cqe;
-        unsigned head, seen = 0, want = q->nbusy < q->batch ? q->nbusy : q->batch;
-        struct __kernel_timespec ts = {0, 200 * 1000};
-        /* experiment: with many requests in the engine, wake for several completions at once */
-        int r = want > 1 ? io_uring_submit_and_wait_timeout(&q->ring, &cqe, want, &ts, NULL)
-                         : io_uring_submit_and_wait(&q->ring, 1);
+        unsigned head, seen = 0;
+        int r = io_uring_submit_and_wait(&q->ring, 1);
 
         if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY && r != -ETIME) {
             fprintf(stderr, "vdisk-ublk: queue %u: io_uring: %s\n", q->id, strerror(-r));
@@ -291,8 +288,6 @@ int ublk_queue_init(struct ublk_dev *d, struct ublk_queue *q, unsigned id)
         return r;
     }
     q->descs = p;
-    if (getenv("VDISK_TEST_UBLK_BATCH"))
-        q->batch = (unsigned)atoi(getenv("VDISK_TEST_UBLK_BATCH"));
     if (getenv("VDISK_TEST_UBLK_NULL_READ"))
         q->null_read = atoi(getenv("VDISK_TEST_UBLK_NULL_READ")) != 0;
     q->tags = calloc(depth, sizeof(*q->tags));
