@@ -99,6 +99,9 @@ struct vdisk_queue {
     int efd;
     uint64_t efd_value;
     bool efd_armed;
+    uint8_t *fixed_base; /* the caller's registered buffers (fixed_index) */
+    size_t fixed_stride, fixed_len;
+    unsigned fixed_n;
     unsigned at_workers;                /* requests handed to workers, not yet back */
     uint64_t granule;                   /* the image's allocation unit (cluster), 0 if none */
     const struct vdisk_file *last_file; /* where the last ring I/O prepared ends */
@@ -214,6 +217,19 @@ int vdisk_queue_create_on_ring(struct vdisk_image *img, unsigned depth, struct i
     if (!ring)
         return vdisk_error(EINVAL, "%s: no ring given for the queue", img->root->path);
     return queue_new(img, depth, ring, qp);
+}
+
+int vdisk_queue_fixed_buffers(struct vdisk_queue *q, void *base, size_t stride, size_t len,
+                              unsigned n)
+{
+    if (!q->external || (n && (!base || len == 0 || len > stride)))
+        return vdisk_error(EINVAL, "%s: fixed buffers need the caller's ring and a layout",
+                           q->img->root->path);
+    q->fixed_base = base;
+    q->fixed_stride = stride;
+    q->fixed_len = len;
+    q->fixed_n = n;
+    return 0;
 }
 
 /* ---- worker threads: requests the ring can't take ---- */
@@ -357,6 +373,20 @@ static int to_workers(struct vdisk_queue *q, struct slot *s)
     return 0;
 }
 
+/* The caller's fixed buffer that holds [P, P+LEN) whole, or -1. */
+static int fixed_index(const struct vdisk_queue *q, const uint8_t *p, size_t len)
+{
+    size_t off, i;
+
+    if (!q->fixed_n || p < q->fixed_base)
+        return -1;
+    off = (size_t)(p - q->fixed_base);
+    i = off / q->fixed_stride;
+    if (i >= q->fixed_n || off - i * q->fixed_stride + len > q->fixed_len)
+        return -1;
+    return (int)i;
+}
+
 /* Queue the rest of segment G's read or write on the ring. */
 static int prep_seg(struct vdisk_queue *q, struct seg *g)
 {
@@ -366,14 +396,19 @@ static int prep_seg(struct vdisk_queue *q, struct seg *g)
     uint8_t *p = g->buf + g->done;
     uint64_t host = g->map.host + g->done;
     unsigned len = (unsigned)(g->len - g->done);
-    int fd = f->fd;
+    int fd = f->fd, k = fixed_index(q, p, len);
 
     if (!sqe)
         return -EBUSY;
     if (f->direct && (((uintptr_t)p | host | len) & (f->align - 1)))
         fd = f->fd_buffered;
-    if (req->op == VDISK_OP_READ)
+    /* a registered buffer: O_DIRECT I/O need not pin its pages each time */
+    if (req->op == VDISK_OP_READ && k >= 0)
+        io_uring_prep_read_fixed(sqe, fd, p, len, host, k);
+    else if (req->op == VDISK_OP_READ)
         io_uring_prep_read(sqe, fd, p, len, host);
+    else if (k >= 0)
+        io_uring_prep_write_fixed(sqe, fd, p, len, host, k);
     else
         io_uring_prep_write(sqe, fd, p, len, host);
     if (req->op == VDISK_OP_WRITE && (req->flags & VDISK_WRITE_FUA) && !f->unsafe)

@@ -17,6 +17,7 @@
 #define DEFAULT_DEPTH 64
 #define MAX_QUEUES    4
 #define MAX_IO_BYTES  (512u << 10) /* largest request: each tag owns a buffer this big */
+#define FIXED_BYTES   (64u << 10)  /* of each tag's buffer, registered with the ring */
 #define BLOCK_SHIFT   9
 #define ALL_QUEUES    0xffff
 #define TAG_STOP      0xffffffffull /* user_data of the poll on the stop eventfd */
@@ -63,10 +64,13 @@ struct ublk_queue {
     const struct ublksrv_io_desc *descs; /* mmap'd from /dev/ublkcN */
     size_t descs_len;
     struct ublk_tag *tags;
+    uint8_t *bufs; /* every tag's buffer, buf_stride apart */
+    size_t bufs_len, buf_stride;
     unsigned ndead, nbusy;
     bool stopping; /* the device is stopped: no request can come any more */
     bool failed;
     unsigned delay_us; /* test switch VDISK_TEST_UBLK_DELAY_MS: each request waits first */
+    bool null_read;    /* test switch VDISK_TEST_UBLK_NULL_READ: reads skip the image */
     char msg[256];
 };
 

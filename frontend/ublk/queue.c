@@ -4,7 +4,9 @@
  * queue's per-tag commands on /dev/ublkcN and the image's file I/O (the
  * request engine on this ring, vdisk_queue_create_on_ring). Copy mode: each
  * tag owns a buffer; FETCH_REQ hands it to the kernel, which copies a write's
- * data into it before the CQE and a read's data out of it at commit. The
+ * data into it before the CQE and a read's data out of it at commit; the
+ * buffers' first FIXED_BYTES are registered with the ring, so the engine's
+ * O_DIRECT file I/O on them pins no pages. The
  * request's descriptor is in the mmap'd area. Requests complete in any order;
  * every one is committed with its result (bytes or -errno): a request left
  * uncommitted would make del_gendisk wait for ever.
@@ -16,6 +18,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -127,6 +130,12 @@ static void on_fetch(struct ublk_queue *q, unsigned tag, int res)
     }
     if (q->delay_us) /* test switch: a slow server */
         usleep(q->delay_us);
+    if (q->null_read && (q->descs[tag].op_flags & 0xff) == UBLK_IO_OP_READ) {
+        /* test switch (bench): reads answered with whatever the buffer holds, no file I/O */
+        tag_cmd(q, tag, UBLK_IO_COMMIT_AND_FETCH_REQ,
+                (int)((uint64_t)q->descs[tag].nr_sectors << BLOCK_SHIFT));
+        return;
+    }
     r = make_request(q, tag);
     if (r == 0)
         r = vdisk_queue_submit(q->q, &t->req);
@@ -163,6 +172,32 @@ static void reap(struct ublk_queue *q)
     }
 }
 
+/*
+ * Register the first FIXED_BYTES of each tag's buffer with the ring, for the
+ * engine's file I/O (READ_FIXED / WRITE_FIXED); larger requests go as they
+ * did. Only a part: registering pins the pages, and 16 devices of 64 tags
+ * with 512 KiB each would pin 512 MiB. Without it all still works.
+ */
+static void register_buffers(struct ublk_queue *q)
+{
+    unsigned depth = q->dev->info.queue_depth;
+    size_t len = q->buf_stride < FIXED_BYTES ? q->buf_stride : FIXED_BYTES;
+    struct iovec *iov = calloc(depth, sizeof(*iov));
+    int r;
+
+    if (!iov)
+        return;
+    for (unsigned i = 0; i < depth; i++)
+        iov[i] = (struct iovec){q->bufs + (size_t)i * q->buf_stride, len};
+    r = io_uring_register_buffers(&q->ring, iov, depth);
+    free(iov);
+    if (r == 0 && vdisk_queue_fixed_buffers(q->q, q->bufs, q->buf_stride, len, depth) < 0)
+        r = -EINVAL;
+    if (r < 0)
+        fprintf(stderr, "vdisk-ublk: queue %u: no fixed buffers (%s): plain file I/O\n", q->id,
+                strerror(-r));
+}
+
 /* Tell the device one more queue has fetched (or failed). */
 static void queue_ready(struct ublk_queue *q)
 {
@@ -190,6 +225,8 @@ void *ublk_queue_main(void *arg)
         queue_ready(q);
         goto out;
     }
+    if (!getenv("VDISK_TEST_UBLK_NO_FIXED")) /* test switch (bench): without, to compare */
+        register_buffers(q);
     for (unsigned tag = 0; tag < depth; tag++)
         tag_cmd(q, tag, UBLK_IO_FETCH_REQ, 0);
     sqe = io_uring_get_sqe(&q->ring); /* room: the ring has RING_ENTRIES(depth) */
@@ -251,12 +288,21 @@ int ublk_queue_init(struct ublk_dev *d, struct ublk_queue *q, unsigned id)
         return r;
     }
     q->descs = p;
+    if (getenv("VDISK_TEST_UBLK_NULL_READ"))
+        q->null_read = atoi(getenv("VDISK_TEST_UBLK_NULL_READ")) != 0;
     q->tags = calloc(depth, sizeof(*q->tags));
     if (!q->tags)
         goto nomem;
+    /* one mapping for every tag's buffer (pages come as they are used): one range to register */
+    q->buf_stride = ((size_t)d->info.max_io_buf_bytes + PAGE - 1) & ~(size_t)(PAGE - 1);
+    q->bufs_len = q->buf_stride * depth;
+    p = mmap(NULL, q->bufs_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        goto nomem;
+    q->bufs = p;
+    madvise(p, q->bufs_len, MADV_DONTFORK); /* registered pages stay the server's alone */
     for (unsigned i = 0; i < depth; i++)
-        if (posix_memalign((void **)&q->tags[i].buf, PAGE, d->info.max_io_buf_bytes) != 0)
-            goto nomem;
+        q->tags[i].buf = q->bufs + (size_t)i * q->buf_stride;
     r = io_uring_queue_init(RING_ENTRIES(depth), &q->ring,
                             IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
                                 IORING_SETUP_R_DISABLED);
@@ -286,9 +332,9 @@ void ublk_queue_free(struct ublk_queue *q)
     if (q->ring_ok)
         io_uring_queue_exit(&q->ring);
     q->ring_ok = false;
-    if (q->tags)
-        for (unsigned i = 0; i < q->dev->info.queue_depth; i++)
-            free(q->tags[i].buf);
+    if (q->bufs)
+        munmap(q->bufs, q->bufs_len);
+    q->bufs = NULL;
     free(q->tags);
     q->tags = NULL;
     if (q->descs)

@@ -224,6 +224,17 @@ int vdisk_queue_create_on_ring(struct vdisk_image *img, unsigned depth, struct i
 void vdisk_queue_handle_cqe(struct vdisk_queue *q, uint64_t user_data, int res);
 
 /*
+ * The caller registered N buffers on the ring of queue Q (made with
+ * vdisk_queue_create_on_ring) as fixed buffers 0..N-1 (io_uring_register_
+ * buffers): buffer I is [BASE + I*STRIDE, +LEN). File I/O whose bytes lie
+ * inside one goes as READ_FIXED / WRITE_FIXED: the kernel need not pin the
+ * pages of each O_DIRECT I/O. N 0: none. Keep them registered until the
+ * queue is destroyed.
+ */
+int vdisk_queue_fixed_buffers(struct vdisk_queue *q, void *base, size_t stride, size_t len,
+                              unsigned n);
+
+/*
  * Wait for every request in flight, then free the queue. On a caller's ring,
  * complete every request first: waiting there would consume the caller's CQEs.
  */

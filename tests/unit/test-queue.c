@@ -51,6 +51,8 @@ static void test_arguments(void **state)
     assert_int_equal(vdisk_queue_create(img, 5000, 0, &q), -EINVAL);
     assert_int_equal(vdisk_queue_create(img, 4, 1, &q), -EINVAL);
     assert_int_equal(vdisk_queue_create(img, 2, 0, &q), 0);
+    /* fixed buffers are registered on a ring the caller owns: not on the queue's own */
+    assert_int_equal(vdisk_queue_fixed_buffers(q, buf, 512, 512, 1), -EINVAL);
     assert_int_equal(vdisk_queue_complete(q, done, 4, 0), 0);
     assert_int_equal(vdisk_queue_complete(q, done, 4, 3), 0); /* nothing in flight: no wait */
 
@@ -290,7 +292,10 @@ struct mix {
     uint64_t seed;
     bool ring;    /* on a ring the test owns, with its own NOPs beside the queue's I/O */
     bool backing; /* a qcow2 overlay over a raw base full of data */
+    bool fixed;   /* on the ring: the buffers' first FIXED_LEN registered (fixed buffers) */
 };
+
+#define FIXED_LEN (64u << 10) /* of each MAX_LEN buffer: longer requests go unfixed */
 
 /* Does [OFF, OFF+LEN) overlap a request in flight? */
 static bool overlaps(const struct op *ops, uint64_t off, uint64_t len)
@@ -355,6 +360,7 @@ static void random_mix(const char *dir, const struct mix *m)
     struct io_uring ring;
     struct side sd;
     pthread_t side;
+    uint8_t *bufs = NULL;
     uint64_t seed = m->seed, nops_sent = 0, nops_seen = 0;
     int submitted = 0, completed = 0, total = 3000;
 
@@ -380,8 +386,20 @@ static void random_mix(const char *dir, const struct mix *m)
     } else {
         assert_int_equal(vdisk_queue_create(img, DEPTH, 0, &q), 0);
     }
+    if (m->fixed) { /* the ublk frontend's layout: one region, registered in part */
+        struct iovec iov[DEPTH];
+
+        assert_int_equal(posix_memalign((void **)&bufs, 4096, (size_t)DEPTH * MAX_LEN), 0);
+        for (int i = 0; i < DEPTH; i++)
+            iov[i] = (struct iovec){bufs + (size_t)i * MAX_LEN, FIXED_LEN};
+        assert_int_equal(io_uring_register_buffers(&ring, iov, DEPTH), 0);
+        assert_int_equal(vdisk_queue_fixed_buffers(q, bufs, MAX_LEN, FIXED_LEN, DEPTH), 0);
+    }
     for (int i = 0; i < DEPTH; i++) {
-        assert_int_equal(posix_memalign((void **)&ops[i].buf, 4096, MAX_LEN), 0);
+        if (bufs)
+            ops[i].buf = bufs + (size_t)i * MAX_LEN;
+        else
+            assert_int_equal(posix_memalign((void **)&ops[i].buf, 4096, MAX_LEN), 0);
         ops[i].expect = malloc(MAX_LEN);
         ops[i].rq.user_data = &ops[i];
     }
@@ -519,9 +537,11 @@ static void random_mix(const char *dir, const struct mix *m)
     assert_memory_equal(back, model, IMG_SIZE);
     assert_int_equal(vdisk_close(img), 0);
     for (int i = 0; i < DEPTH; i++) {
-        free(ops[i].buf);
+        if (!bufs)
+            free(ops[i].buf);
         free(ops[i].expect);
     }
+    free(bufs);
     free(model);
     free(back);
     unlink(path);
@@ -590,6 +610,18 @@ static void test_mix_callers_ring(void **state)
     random_mix(*state, &(struct mix){.format = "qcow2", .seed = 12, .ring = true, .backing = true});
 }
 
+/* Fixed buffers on the caller's ring (as ublk registers them): the same bytes move. */
+static void test_mix_fixed_buffers(void **state)
+{
+    random_mix(
+        *state,
+        &(struct mix){
+            .format = "raw", .flags = VDISK_OPEN_DIRECT, .seed = 13, .ring = true, .fixed = true});
+    random_mix(
+        *state,
+        &(struct mix){.format = "qcow2", .seed = 14, .ring = true, .fixed = true, .backing = true});
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -612,6 +644,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_mix_no_io_uring, test_setup_tmpdir,
                                         test_teardown_tmpdir),
         cmocka_unit_test_setup_teardown(test_mix_overlay, test_setup_tmpdir, test_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_mix_fixed_buffers, test_setup_tmpdir,
+                                        test_teardown_tmpdir),
         cmocka_unit_test_setup_teardown(test_mix_callers_ring, test_setup_tmpdir,
                                         test_teardown_tmpdir),
     };

@@ -262,6 +262,9 @@ static int open_one(const struct open_args *a)
     rec.size = req.size;
     rec.snapshot = req.snapshot;
     rec.partition = req.partition;
+    rec.file_known = req.checked; /* recover serves this file only (via_ublk.c) */
+    rec.file_dev = req.dev;
+    rec.file_ino = req.ino;
     test_pause("VDISK_TEST_PAUSE_BEFORE_SERVE"); /* tests: swap the path now */
     if (via->start(&req, &rec) < 0) {
         lock_hint(canonical);

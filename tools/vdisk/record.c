@@ -134,6 +134,8 @@ int record_save(const struct disk_record *rec)
         fprintf(f, "snapshot=1\n");
     if (rec->partition)
         fprintf(f, "partition=%u\n", rec->partition);
+    if (rec->file_known)
+        fprintf(f, "file_id=%" PRIu64 ":%" PRIu64 "\n", rec->file_dev, rec->file_ino);
     if (fflush(f) != 0 || fsync(fileno(f)) < 0) {
         fclose(f);
         unlink(tmp);
@@ -209,6 +211,8 @@ static int parse_line(struct disk_record *rec, char *line)
         rec->snapshot = atoi(v) != 0;
     else if (strcmp(line, "partition") == 0)
         rec->partition = (unsigned)strtoul(v, NULL, 10);
+    else if (strcmp(line, "file_id") == 0)
+        rec->file_known = sscanf(v, "%" SCNu64 ":%" SCNu64, &rec->file_dev, &rec->file_ino) == 2;
     return 0; /* unknown keys: written by a newer vdisk, ignored */
 }
 

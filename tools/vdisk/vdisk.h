@@ -33,6 +33,8 @@ struct disk_record {
 
     bool snapshot;      /* writes went to a temporary overlay (gone with its server) */
     unsigned partition; /* the disk is this partition of the image; 0: all of it */
+    bool file_known;    /* file_dev, file_ino: the file open checked (recover serves only it) */
+    uint64_t file_dev, file_ino;
 };
 
 /* What `vdisk open` asks a via for. */

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -243,6 +244,30 @@ static int ublk_start(const struct open_request *req, struct disk_record *rec)
     return spawn(req, rec, -1);
 }
 
+/*
+ * Is REC's image still the file `vdisk open` checked? The device holds that
+ * file's data (a file system, maybe mounted): a file put in its place since
+ * must not be served under it. The new server checks again on the file it
+ * opens (open_image); this says why early. 0, or 1 with a message.
+ */
+static int same_file(const struct disk_record *rec)
+{
+    struct stat st;
+
+    if (!rec->file_known) /* recorded by a vdisk that kept no identity */
+        return 0;
+    if (stat(rec->image, &st) < 0)
+        return err("%s: %m: cannot recover %s without its image; put it back, or run "
+                   "'vdisk close %s'",
+                   rec->image, rec->device, rec->id);
+    if ((uint64_t)st.st_dev == rec->file_dev && (uint64_t)st.st_ino == rec->file_ino)
+        return 0;
+    return err("%s: the file was replaced since it was opened on %s (inode %llu, now %llu): "
+               "not serving it; put the original back, or run 'vdisk close %s'",
+               rec->image, rec->device, (unsigned long long)rec->file_ino,
+               (unsigned long long)st.st_ino, rec->id);
+}
+
 int ublk_recover(struct disk_record *rec)
 {
     struct open_request req = {
@@ -253,6 +278,9 @@ int ublk_recover(struct disk_record *rec)
         .direct = true,
         .size = rec->size,
         .partition = rec->partition,
+        .checked = rec->file_known, /* the server serves the file open checked, or nothing */
+        .dev = rec->file_dev,
+        .ino = rec->file_ino,
     };
     int id = device_id(rec->device);
 
@@ -265,6 +293,8 @@ int ublk_recover(struct disk_record *rec)
     if (ublk_alive(rec))
         return -err("%s: %s is served (server pid %d): nothing to recover", rec->image, rec->device,
                     (int)rec->pid);
+    if (same_file(rec))
+        return -1;
     return spawn(&req, rec, id);
 }
 

@@ -6,8 +6,8 @@
 # within seconds and the device is deleted; with nobody recovering, the
 # watchdog deletes it after its timeout; close of a dead server's device fails
 # its waiting I/O; close while fio runs; close --force of a live server;
-# open and close 50 times. No hang
-# anywhere (every wait is bounded); the guest log is checked by the harness.
+# open and close 50 times; recover refuses a file put in the image's place.
+# No hang anywhere (every wait is bounded); the guest log is checked by the harness.
 . /vm/lib.sh
 [ -x "$VDISK" ] || { fail "no vdisk utility in the VM"; finish; }
 [ -e /dev/ublk-control ] || { fail "ublk_drv not loaded"; finish; }
@@ -149,6 +149,24 @@ kill $hpid; wait $hpid 2>/dev/null
 d=$($VDISK open --via ublk i.img 2>$T/err) && pass "I: opens again after the holder left ($d)" ||
     fail "I: reopen: $(cat $T/err)"
 ok "I: close" $VDISK close i.img
+
+# --- J: recover serves the file open checked, never one put in its place ----------
+dev=$($VDISK open --via ublk j.img 16 2>$T/err) || fail "J: open: $(cat $T/err)"
+dd if=/dev/urandom of=$T/jpat bs=1M count=4 2>/dev/null
+ok "J: write 4 MiB and fsync" dd if=$T/jpat of=$dev bs=1M oflag=direct conv=fsync
+ok "J: kill -9 the server" kill -9 $(server_pid $dev)
+mv j.img j.orig && truncate -s 16M j.img
+fails_with "J: recover of a replaced image is refused" "j.img: the file was replaced" \
+    $VDISK recover j.img
+fails_with "J: open of it does not take the device over" "j.img: the file was replaced" \
+    $VDISK open j.img
+[ -e $dev ] && pass "J: $dev stays, waiting" || fail "J: $dev went away"
+mv j.orig j.img
+out=$($VDISK recover j.img 2>$T/err) || fail "J: recover with the original back: $(cat $T/err)"
+eq "J: recover gives the same device" "$out" "$dev"
+ok "J: the device reads what was written" cmp -n $((4 << 20)) $T/jpat $dev
+ok "J: close" $VDISK close j.img
+ok "J: the image holds it" cmp -n $((4 << 20)) $T/jpat j.img
 
 # --- G: remove and re-add 50 times ---------------------------------------------------
 bad=0
