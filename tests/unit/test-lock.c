@@ -19,7 +19,8 @@
 #include "../../lib/io/file.h"
 #include "testutil.h"
 
-#define ROUNDS 2000
+#define ROUNDS     2000
+#define MAX_ROUNDS 200000 /* on a busy machine the openers may take long to overlap once */
 
 /* A file of 1 MiB in the scratch directory; returns its path. */
 static char *make_file(void **state)
@@ -122,7 +123,7 @@ struct race {
     const char *path;
     atomic_int arrived; /* start gate: racers spin until both are here */
     pthread_barrier_t done;
-    int rounds;
+    atomic_bool stop; /* set by the main thread between a round's two barriers */
     bool write[2];
     bool won[2];
 };
@@ -138,7 +139,7 @@ static void *racer_main(void *arg)
     struct racer *me = arg;
     struct race *race = me->race;
 
-    for (int i = 0; i < race->rounds; i++) {
+    for (int i = 0; !atomic_load(&race->stop); i++) {
         struct vdisk_file *f;
         int r;
 
@@ -160,21 +161,22 @@ static void *racer_main(void *arg)
 }
 
 /*
- * Race two openers ROUNDS times; the main thread is a third barrier member so
- * it can count each round's outcome. Fails if both won any round.
+ * Race two openers ROUNDS times, and on until they have overlapped once (a
+ * round both refused), up to MAX_ROUNDS; the main thread is a third barrier
+ * member so it can count each round's outcome. Fails if both won any round.
  */
 static void race(void **state, bool write0, bool write1)
 {
-    struct race race = {.rounds = ROUNDS, .write = {write0, write1}};
+    struct race race = {.write = {write0, write1}};
     struct racer racers[2] = {{&race, 0}, {&race, 1}};
     pthread_t th[2];
-    int one = 0, none = 0, both = 0, first_both = -1;
+    int one = 0, none = 0, both = 0, first_both = -1, rounds = 0;
 
     race.path = make_file(state);
     pthread_barrier_init(&race.done, NULL, 3);
     for (int i = 0; i < 2; i++)
         assert_int_equal(pthread_create(&th[i], NULL, racer_main, &racers[i]), 0);
-    for (int i = 0; i < ROUNDS; i++) {
+    for (int i = 0; !atomic_load(&race.stop); i++) {
         pthread_barrier_wait(&race.done);
         if (race.won[0] && race.won[1]) {
             if (!both++)
@@ -183,17 +185,20 @@ static void race(void **state, bool write0, bool write1)
             one++;
         else
             none++;
+        rounds = i + 1;
+        if ((rounds >= ROUNDS && none + both > 0) || rounds == MAX_ROUNDS)
+            atomic_store(&race.stop, true);
         pthread_barrier_wait(&race.done);
     }
     for (int i = 0; i < 2; i++)
         pthread_join(th[i], NULL);
-    print_message("%d rounds: one won %d, both refused %d, both won %d\n", ROUNDS, one, none, both);
+    print_message("%d rounds: one won %d, both refused %d, both won %d\n", rounds, one, none, both);
     if (both)
         fail_msg("both openers (%s, %s) got the lock in %d rounds, first in round %d",
                  write0 ? "writer" : "reader", write1 ? "writer" : "reader", both, first_both);
     /* a round both refused (or both won) is one where the openers overlapped */
     if (none + both == 0)
-        fail_msg("the openers never overlapped in %d rounds: nothing was raced", ROUNDS);
+        fail_msg("the openers never overlapped in %d rounds: nothing was raced", rounds);
     pthread_barrier_destroy(&race.done);
     free((char *)race.path);
 }
