@@ -189,6 +189,9 @@ static int zero_extra(struct vdi *s, uint32_t slot)
     uint64_t at = s->off_data + (uint64_t)slot * s->stride;
     int r = 0;
 
+    /* no buffers written where the file system can zero (it may be 64 MiB) */
+    if (vdisk_file_zero_alloc(s->file, at, s->block_extra) == 0)
+        return 0;
     for (uint64_t done = 0; r == 0 && done < s->block_extra; done += VDI_ZERO_BUF) {
         uint64_t n = s->block_extra - done < VDI_ZERO_BUF ? s->block_extra - done : VDI_ZERO_BUF;
 
@@ -219,12 +222,22 @@ static bool is_busy(const struct vdi *s, uint32_t block)
 static int fill_block(struct vdi *s, uint32_t block, uint32_t e, uint32_t slot, const void *buf,
                       uint64_t o, uint64_t n)
 {
-    uint64_t bs = s->block_size, host = vdi_slot_host(s, slot);
+    uint64_t bs = s->block_size, host = vdi_slot_host(s, slot), at = host, len = bs;
     const uint8_t *data = buf;
     uint8_t *tmp = NULL;
     int r = 0;
 
-    if (n != bs) {
+    /*
+     * The rest is zeroes: zero the slot without writing buffers (allocated, the
+     * file grown to cover it), then write N bytes, not a whole block (a 4 KiB
+     * write into a new 1 MiB block wrote 1 MiB). Where the file system can't,
+     * the whole block is written as before.
+     */
+    if (n != bs && !(e == VDI_FREE && s->node->backing) &&
+        vdisk_file_zero_alloc(s->file, host, bs) == 0) {
+        at = host + o;
+        len = n;
+    } else if (n != bs) {
         tmp = vdi_alloc_buf(bs);
         if (!tmp)
             return vdisk_error(ENOMEM, "%s: out of memory", s->node->path);
@@ -238,7 +251,7 @@ static int fill_block(struct vdi *s, uint32_t block, uint32_t e, uint32_t slot, 
     if (r == 0 && s->block_extra)
         r = zero_extra(s, slot);
     if (r == 0)
-        r = vdisk_file_pwrite_alloc(s->file, data, bs, host);
+        r = vdisk_file_pwrite_alloc(s->file, data, len, at);
     free(tmp);
     if (r < 0)
         return r;
