@@ -21,3 +21,17 @@ mem_capped() {
         (ulimit -v $((mb * 1024)) && exec "$@")
     fi
 }
+
+# qemu_create_kdf ARGS...: `qemu-img create -q ARGS` for an encrypted image,
+# retried with a growing wait: qemu-img times its KDF by the thread's CPU clock
+# and gives up ("Unable to get accurate CPU usage") when that clock did not
+# move, which on a busy machine lasted five quick tries in a row. Its stderr is
+# in $T/.qerr.
+qemu_create_kdf() {
+    local i
+    for i in 1 2 3 4 5 6 7 8; do
+        qemu-img create -q "$@" 2>"$T/.qerr" && return 0
+        sleep "$i"
+    done
+    return 1
+}

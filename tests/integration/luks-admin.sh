@@ -60,10 +60,8 @@ for kind in vdisk cryptsetup; do
         "$VDISK" luks add-key --key-file k1 --new-key-file k3 "$img"
     eq "$kind: still one keyslot" "$(slots "$img")" "1 "
 done
-for _ in 1 2 3; do # qemu-img times its KDF on a busy clock: retry
-    qemu-img create -q -f luks --object secret,id=s0,file=k1 -o key-secret=s0,iter-time=10 \
-        q1.luks 1M 2>/dev/null && break
-done
+qemu_create_kdf -f luks --object secret,id=s0,file=k1 -o key-secret=s0,iter-time=10 q1.luks 1M ||
+    fail "qemu-img create -f luks: $(head -c 300 "$T/.qerr")"
 ok "LUKS1: dump works" "$VDISK" luks dump q1.luks
 
 # LUKS1: QEMU's layout and cryptsetup's; slot ids of ENABLED slots, and one slot's area bytes

@@ -48,11 +48,8 @@ for via in "${vias[@]}"; do
     ok "vdisk create -f luks" "$VDISK" create -f luks --key-file k -o argon2-memory=8192 \
         "$T/v.luks" 64M
     cycle "$via" "$T/v.luks"
-    for _ in 1 2 3 4 5; do # qemu-img times its KDF on a busy clock: retry
-        qemu-img create -q -f luks --object secret,id=s0,file=k -o key-secret=s0,iter-time=10 \
-            "$T/q.luks" 64M 2>/dev/null && break
-    done
-    [ -f "$T/q.luks" ] || { fail "qemu-img create -f luks failed 5 times"; continue; }
+    qemu_create_kdf -f luks --object secret,id=s0,file=k -o key-secret=s0,iter-time=10 \
+        "$T/q.luks" 64M || { fail "qemu-img create -f luks: $(head -c 300 "$T/.qerr")"; continue; }
     cycle "$via" "$T/q.luks"
     rm -f "$T/q.raw"
     qemu-img convert --object secret,id=s0,file=k \

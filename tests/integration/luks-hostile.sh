@@ -14,11 +14,8 @@ printf 'pass phrase' >k
 printf 'wrong phrase' >bad
 "$VDISK" create -f luks --key-file k -o argon2-memory=8192,iter-time=10 v2.luks 8M ||
     fail "create"
-for _ in 1 2 3 4 5; do # qemu-img times its KDF on a busy clock: retry
-    qemu-img create -q -f luks --object secret,id=s0,file=k -o key-secret=s0,iter-time=10 \
-        q1.luks 8M 2>/dev/null && break
-done
-[ -f q1.luks ] || { fail "qemu-img create -f luks failed 5 times"; finish; }
+qemu_create_kdf -f luks --object secret,id=s0,file=k -o key-secret=s0,iter-time=10 q1.luks 8M ||
+    { fail "qemu-img create -f luks: $(head -c 300 "$T/.qerr")"; finish; }
 
 # refused DESC REGEX IMAGE [KEY]: every command refuses IMAGE with REGEX, leaving nothing
 refused() {

@@ -59,9 +59,8 @@ vdisk_writes() {
 for c in xts cbc-essiv; do
     o=key-secret=s0,iter-time=10
     [ $c = cbc-essiv ] && o=$o,cipher-alg=aes-256,cipher-mode=cbc,ivgen-alg=essiv,ivgen-hash-alg=sha256
-    for _ in 1 2 3; do # qemu-img times its KDF on a busy clock: retry
-        qemu-img create -q -f luks "${SEC[@]}" -o "$o" q-$c.luks 8M 2>"$T/.qerr" && break
-    done
+    qemu_create_kdf -f luks "${SEC[@]}" -o "$o" q-$c.luks 8M ||
+        fail "qemu-img create $c: $(head -c 300 "$T/.qerr")"
     qemu-io "${SEC[@]}" --image-opts "driver=luks,key-secret=s0,file.filename=q-$c.luks" \
         -c "write -P 0 0 8M" -c "write -P 0xa1 0 1M" -c "write -P 0xb2 1536k 4k" \
         -c "write -P 0xc3 4097k 512" -c "write -P 0xd4 $((8 * 1024 * 1024 - 512)) 512" \

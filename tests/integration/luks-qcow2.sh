@@ -19,11 +19,9 @@ cd "$T" || exit 1
 printf 'pass phrase' >k
 SEC=(--object "secret,id=s0,file=$T/k")
 
-# qcreate ARGS...: qemu-img create, retried (it times its KDF on a busy clock)
+# qcreate ARGS...: qemu-img create, retried (qemu_create_kdf)
 qcreate() {
-    for _ in 1 2 3 4 5; do
-        qemu-img create -q -f qcow2 "${SEC[@]}" "$@" 2>"$T/.qerr" && return 0
-    done
+    qemu_create_kdf -f qcow2 "${SEC[@]}" "$@" && return 0
     fail "qemu-img create $*: $(head -c 300 "$T/.qerr")"
 }
 
