@@ -219,12 +219,43 @@ int vdisk_queue_create_on_ring(struct vdisk_image *img, unsigned depth, struct i
     return queue_new(img, depth, ring, qp);
 }
 
+/* Register N buffers of LEN bytes, STRIDE apart from BASE, on Q's own ring (replacing any). */
+static int register_own_buffers(struct vdisk_queue *q, uint8_t *base, size_t stride, size_t len,
+                                unsigned n)
+{
+    struct iovec *iov;
+    int r;
+
+    if (q->fixed_n)
+        io_uring_unregister_buffers(q->ring);
+    q->fixed_n = 0;
+    if (n == 0)
+        return 0;
+    iov = calloc(n, sizeof(*iov));
+    if (!iov)
+        return -ENOMEM;
+    for (unsigned i = 0; i < n; i++)
+        iov[i] = (struct iovec){base + i * stride, len};
+    r = io_uring_register_buffers(q->ring, iov, n);
+    free(iov);
+    return r;
+}
+
 int vdisk_queue_fixed_buffers(struct vdisk_queue *q, void *base, size_t stride, size_t len,
                               unsigned n)
 {
-    if (!q->external || (n && (!base || len == 0 || len > stride)))
-        return vdisk_error(EINVAL, "%s: fixed buffers need the caller's ring and a layout",
-                           q->img->root->path);
+    if (n && (!base || len == 0 || len > stride))
+        return vdisk_error(EINVAL, "%s: fixed buffers need a layout", q->img->root->path);
+    if (q->ring == &q->own_ring && (q->fixed_n || n)) {
+        /* the queue's own ring: register them here (the caller's ring: the caller has) */
+        int r = register_own_buffers(q, base, stride, len, n);
+
+        if (r < 0)
+            return vdisk_error(-r, "%s: registering %u buffers with io_uring: %s",
+                               q->img->root->path, n, strerror(-r));
+    }
+    if (!q->ring)
+        n = 0; /* no ring: plain reads and writes at the workers */
     q->fixed_base = base;
     q->fixed_stride = stride;
     q->fixed_len = len;
@@ -411,6 +442,7 @@ static int prep_seg(struct vdisk_queue *q, struct seg *g)
         io_uring_prep_write_fixed(sqe, fd, p, len, host, k);
     else
         io_uring_prep_write(sqe, fd, p, len, host);
+    q->stats.ring_fixed += k >= 0;
     if (req->op == VDISK_OP_WRITE && (req->flags & VDISK_WRITE_FUA) && !f->unsafe)
         sqe->rw_flags = RWF_DSYNC;
     if (fd == f->fd_buffered && len >= ASYNC_COPY_MIN)

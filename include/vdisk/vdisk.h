@@ -224,12 +224,15 @@ int vdisk_queue_create_on_ring(struct vdisk_image *img, unsigned depth, struct i
 void vdisk_queue_handle_cqe(struct vdisk_queue *q, uint64_t user_data, int res);
 
 /*
- * The caller registered N buffers on the ring of queue Q (made with
- * vdisk_queue_create_on_ring) as fixed buffers 0..N-1 (io_uring_register_
- * buffers): buffer I is [BASE + I*STRIDE, +LEN). File I/O whose bytes lie
- * inside one goes as READ_FIXED / WRITE_FIXED: the kernel need not pin the
- * pages of each O_DIRECT I/O. N 0: none. Keep them registered until the
- * queue is destroyed.
+ * N buffers of Q's requests: buffer I is [BASE + I*STRIDE, +LEN). File I/O
+ * whose bytes lie inside one goes as READ_FIXED / WRITE_FIXED: the kernel need
+ * not pin the pages of each O_DIRECT I/O. On a queue made with
+ * vdisk_queue_create_on_ring the caller has registered them on its ring as
+ * fixed buffers 0..N-1 (io_uring_register_buffers) and keeps them registered
+ * until the queue is destroyed; on the queue's own ring this call registers
+ * them (with nothing in flight; -errno if the kernel refuses, e.g. the
+ * locked-memory limit: then none are). Without io_uring it does nothing.
+ * N 0: none.
  */
 int vdisk_queue_fixed_buffers(struct vdisk_queue *q, void *base, size_t stride, size_t len,
                               unsigned n);
@@ -271,11 +274,12 @@ unsigned vdisk_queue_inflight(const struct vdisk_queue *q);
 
 /* What a queue has done since it was made. */
 struct vdisk_queue_stats {
-    uint64_t requests; /* submitted */
-    uint64_t ring;     /* went to the files: on the io_uring, or at once (a small write to
-                          the page cache); no thread hand-off */
-    uint64_t workers;  /* ran on the worker threads (synchronous path) */
-    uint64_t ring_ios; /* file I/Os on the ring (a request may need several) */
+    uint64_t requests;   /* submitted */
+    uint64_t ring;       /* went to the files: on the io_uring, or at once (a small write to
+                            the page cache); no thread hand-off */
+    uint64_t workers;    /* ran on the worker threads (synchronous path) */
+    uint64_t ring_ios;   /* file I/Os on the ring (a request may need several) */
+    uint64_t ring_fixed; /* of those, into registered buffers (READ_FIXED / WRITE_FIXED) */
 };
 void vdisk_queue_get_stats(const struct vdisk_queue *q, struct vdisk_queue_stats *st);
 

@@ -142,6 +142,11 @@ ok "bench -w --pattern writes" "$VDISK" bench -w -c 16 -d 4 -s 64k --pattern=0xa
 head -c 1M /dev/zero | tr '\0' '\253' >"$T/ab"
 ok "pattern 0xab covers the first 1 MiB" cmp -n 1048576 "$T/ab" "$B"
 eq "nothing written past count*size" "$(dd if="$B" bs=1M skip=1 count=1 status=none | tr -d '\0' | wc -c)" 0
+# with io_uring and O_DIRECT the buffers are registered (WRITE_FIXED): the same bytes land
+rm -f "$B"
+"$VDISK" create "$B" 64M
+ok "bench -w -n with registered buffers" "$VDISK" bench -w -n -c 64 -d 8 -s 64k --pattern=0xcd "$B"
+ok "registered buffers: the pattern lands" cmp -n 4194304 "$B" <(head -c 4M /dev/zero | tr '\0' '\315')
 # without io_uring (as under Docker's default seccomp profile) the queue's workers do it all
 rm -f "$B"
 "$VDISK" create "$B" 64M

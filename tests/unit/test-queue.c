@@ -51,8 +51,10 @@ static void test_arguments(void **state)
     assert_int_equal(vdisk_queue_create(img, 5000, 0, &q), -EINVAL);
     assert_int_equal(vdisk_queue_create(img, 4, 1, &q), -EINVAL);
     assert_int_equal(vdisk_queue_create(img, 2, 0, &q), 0);
-    /* fixed buffers are registered on a ring the caller owns: not on the queue's own */
-    assert_int_equal(vdisk_queue_fixed_buffers(q, buf, 512, 512, 1), -EINVAL);
+    /* fixed buffers need a layout: each inside its stride */
+    assert_int_equal(vdisk_queue_fixed_buffers(q, buf, 512, 1024, 1), -EINVAL);
+    assert_int_equal(vdisk_queue_fixed_buffers(q, NULL, 512, 512, 1), -EINVAL);
+    assert_int_equal(vdisk_queue_fixed_buffers(q, buf, 512, 512, 0), 0);
     assert_int_equal(vdisk_queue_complete(q, done, 4, 0), 0);
     assert_int_equal(vdisk_queue_complete(q, done, 4, 3), 0); /* nothing in flight: no wait */
 
@@ -292,7 +294,8 @@ struct mix {
     uint64_t seed;
     bool ring;    /* on a ring the test owns, with its own NOPs beside the queue's I/O */
     bool backing; /* a qcow2 overlay over a raw base full of data */
-    bool fixed;   /* on the ring: the buffers' first FIXED_LEN registered (fixed buffers) */
+    bool fixed;   /* the buffers' first FIXED_LEN registered (fixed buffers): by the caller
+                     on its ring, by the queue on its own */
 };
 
 #define FIXED_LEN (64u << 10) /* of each MAX_LEN buffer: longer requests go unfixed */
@@ -361,7 +364,8 @@ static void random_mix(const char *dir, const struct mix *m)
     struct side sd;
     pthread_t side;
     uint8_t *bufs = NULL;
-    uint64_t seed = m->seed, nops_sent = 0, nops_seen = 0;
+    uint64_t seed = m->seed, nops_sent = 0, nops_seen = 0, gran = 65536;
+    struct vdisk_info info;
     int submitted = 0, completed = 0, total = 3000;
 
     assert_non_null(model);
@@ -379,6 +383,9 @@ static void random_mix(const char *dir, const struct mix *m)
     }
     assert_int_equal(vdisk_create(path, format, IMG_SIZE, opts[0] ? opts : NULL), 0);
     assert_int_equal(vdisk_open(path, format, m->flags, NULL, &img), 0);
+    assert_int_equal(vdisk_get_info(img, &info), 0);
+    if (info.cluster_size > 65536) /* VDI: 1 MiB blocks */
+        gran = info.cluster_size;
     if (m->ring) {
         assert_int_equal(io_uring_queue_init(2 * DEPTH + 8, &ring, 0), 0);
         assert_int_equal(vdisk_queue_create_on_ring(img, DEPTH, &ring, &q), 0);
@@ -392,7 +399,8 @@ static void random_mix(const char *dir, const struct mix *m)
         assert_int_equal(posix_memalign((void **)&bufs, 4096, (size_t)DEPTH * MAX_LEN), 0);
         for (int i = 0; i < DEPTH; i++)
             iov[i] = (struct iovec){bufs + (size_t)i * MAX_LEN, FIXED_LEN};
-        assert_int_equal(io_uring_register_buffers(&ring, iov, DEPTH), 0);
+        if (m->ring)
+            assert_int_equal(io_uring_register_buffers(&ring, iov, DEPTH), 0);
         assert_int_equal(vdisk_queue_fixed_buffers(q, bufs, MAX_LEN, FIXED_LEN, DEPTH), 0);
     }
     for (int i = 0; i < DEPTH; i++) {
@@ -420,9 +428,9 @@ static void random_mix(const char *dir, const struct mix *m)
             } else if (kind < 14 || kind >= 20) { /* some at any byte */
                 len = rnd(&seed) % MAX_LEN + 1;
                 off = rnd(&seed) % (HALF - len + 1);
-            } else { /* zeroes and discards: whole 64k clusters */
-                len = (rnd(&seed) % 4 + 1) * 65536;
-                off = rnd(&seed) % ((HALF - len) / 65536 + 1) * 65536;
+            } else { /* zeroes and discards: whole clusters (a discard of less may keep data) */
+                len = (rnd(&seed) % 4 + 1) * gran;
+                off = rnd(&seed) % ((HALF - len) / gran + 1) * gran;
             }
             if ((kind < 18 || kind >= 20) && overlaps(ops, off, len))
                 continue;
@@ -525,6 +533,10 @@ static void random_mix(const char *dir, const struct mix *m)
     assert_int_equal(st.ring + st.workers, st.requests);
     if (getenv("VDISK_NO_IO_URING") == NULL)
         assert_true(st.ring > 0); /* reads and in-place writes went straight to the files */
+    if (m->fixed && getenv("VDISK_NO_IO_URING") == NULL)
+        assert_true(st.ring_fixed > 0 && st.ring_fixed <= st.ring_ios);
+    else
+        assert_int_equal(st.ring_fixed, 0);
     vdisk_queue_destroy(q);
     if (m->ring) {
         assert_true(nops_sent > 0);
@@ -622,6 +634,14 @@ static void test_mix_fixed_buffers(void **state)
         &(struct mix){.format = "qcow2", .seed = 14, .ring = true, .fixed = true, .backing = true});
 }
 
+/* Fixed buffers on the queue's own ring (as vdisk bench registers them). */
+static void test_mix_fixed_own_ring(void **state)
+{
+    random_mix(*state, &(struct mix){
+                           .format = "raw", .flags = VDISK_OPEN_DIRECT, .seed = 15, .fixed = true});
+    random_mix(*state, &(struct mix){.format = "vdi", .seed = 16, .fixed = true});
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -645,6 +665,8 @@ int main(void)
                                         test_teardown_tmpdir),
         cmocka_unit_test_setup_teardown(test_mix_overlay, test_setup_tmpdir, test_teardown_tmpdir),
         cmocka_unit_test_setup_teardown(test_mix_fixed_buffers, test_setup_tmpdir,
+                                        test_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_mix_fixed_own_ring, test_setup_tmpdir,
                                         test_teardown_tmpdir),
         cmocka_unit_test_setup_teardown(test_mix_callers_ring, test_setup_tmpdir,
                                         test_teardown_tmpdir),
