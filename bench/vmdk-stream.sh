@@ -13,7 +13,9 @@ RUNS=${RUNS:-5}
 SIZE=${SIZE:-1G}
 TARGET=${TARGET:-0.3}
 DIR=$(mktemp -d "${1:-/var/tmp}/vdisk-bench.XXXXXX")
-trap 'rm -rf "$DIR"' EXIT
+. "$ROOT/bench/host-memory.bash" # HOLD_PAGES, WARM: see there
+trap 'rm -rf "$DIR"; restore_free_pages' EXIT
+hold_free_pages
 
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 best() { sort -g | head -1; }
@@ -21,6 +23,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 secs() {
     local t0 t1
     sync
+    warm_memory
     t0=$(date +%s.%N)
     "$@" >/dev/null
     t1=$(date +%s.%N)

@@ -164,6 +164,7 @@ int cmd_convert(int argc, char **argv)
     /* a bar only where someone watches it */
     copt.progress = progress && isatty(STDERR_FILENO);
     copt.unsafe = dst_cache & VDISK_OPEN_UNSAFE;
+    copt.direct = dst_cache & VDISK_OPEN_DIRECT;
 
     if (key_ask_if_needed(src_path, src_fmt))
         return 1;

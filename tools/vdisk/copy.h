@@ -22,6 +22,7 @@ struct copy_options {
     bool progress;                      /* print "    (xx.xx/100%)\r" on stderr */
     bool progress_json;                 /* print {"done":..} lines on stdout, every 1% */
     bool unsafe;                        /* DST won't be flushed: don't start its writeback */
+    bool direct;                        /* DST is written with O_DIRECT: more in flight */
     volatile sig_atomic_t *interrupted; /* stop early when it becomes non-zero */
     uint64_t bytes_written;             /* out: data bytes written to DST */
 };

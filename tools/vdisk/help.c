@@ -102,7 +102,7 @@ static const struct help {
      "Copy SRC, of any format, into a new image DST, sparse.\n"
      "  -p                     show progress (on a terminal only)\n"
      "      --progress=json    print progress as JSON lines on stdout, for scripts\n"
-     "  -m THREADS             copy with 1 to 64 threads\n"
+     "  -m THREADS             copy with 1 to 64 threads (8; 16 with -t none)\n"
      "  -t CACHE               DST cache: writeback (default), none or unsafe\n"
      "  -T CACHE               SRC cache: writeback (default), none or unsafe\n"
      "  -f FMT                 SRC format (default: probed)\n"
