@@ -337,12 +337,12 @@ int vdisk_file_pwrite(struct vdisk_file *f, const void *buf, size_t len, uint64_
 int vdisk_file_pwrite_alloc(struct vdisk_file *f, const void *buf, size_t len, uint64_t off)
 {
     /*
-     * Best effort: where the file system can't, the write allocates as usual.
-     * Buffered, ext4 then skips block-by-block delayed allocation; direct, a
-     * write into a hole holds the inode lock exclusively until it completes
-     * (one at a time), into allocated blocks shared (in parallel).
+     * Best effort: where the file system can't, the write allocates as usual;
+     * ext4 then skips block-by-block delayed allocation. Not for direct I/O:
+     * fallocate waits for every direct write in flight (ext4), so one per
+     * write serializes them; direct writers allocate ahead (vdisk convert).
      */
-    if (!f->is_block_device && len >= VDISK_FILE_ALLOC_MIN)
+    if (!f->direct && !f->is_block_device && len >= VDISK_FILE_ALLOC_MIN)
         (void)fallocate(f->fd_buffered, FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len);
     return vdisk_file_pwrite(f, buf, len, off);
 }

@@ -38,6 +38,20 @@ ok "convert from a direct source (-T none)" "$VDISK" convert -T none -O raw "$SR
 ok "direct-source copy identical" cmp "$SRC" "$T/dst2.raw"
 ok "convert to a direct target (-t none)" "$VDISK" convert -t none -O raw "$SRC" "$T/dst3.raw"
 ok "direct-target copy identical" cmp "$SRC" "$T/dst3.raw"
+# direct writes into holes go one at a time (ext4): the data ranges are
+# allocated before the copy, and the allocated zeroes given back after it
+kib=$(alloc_kib "$T/dst3.raw")
+[ "$kib" -le 8192 ] && pass "direct-target copy stays sparse (${kib} KiB allocated)" ||
+    fail "direct-target copy allocates ${kib} KiB"
+rm -f "$T/dst3.raw"
+ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0" strace -f -qq -e trace=fallocate,pwrite64 -o "$T/strace" \
+    "$VDISK" convert -t none -O raw "$SRC" "$T/dst3.raw"
+first=$(grep -E "fallocate|pwrite64" "$T/strace" | head -1)
+case $first in
+*"FALLOC_FL_KEEP_SIZE, "*) pass "direct target: data ranges allocated before the first write" ;;
+*) fail "direct target: first allocating call was: $first" ;;
+esac
+ok "direct-target copy (traced) identical" cmp "$SRC" "$T/dst3.raw"
 rm -f "$T/dst2.raw" "$T/dst3.raw"
 fails_with "convert -t junk" "-t takes none, writeback or unsafe" "$VDISK" convert -t sometimes -O raw "$SRC" "$T/x.raw"
 # -t unsafe (qemu-img's default): the same image, without waiting for the disk

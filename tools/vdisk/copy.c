@@ -6,7 +6,8 @@
  * non-zero byte. The target is new, so what is not written reads as zeroes.
  * Small chunks keep the buffer in the CPU cache between read, scan and write.
  * Writeback of the target file starts every 32 MiB during the copy, so the
- * final flush has little left to do.
+ * final flush has little left to do. A new file written with O_DIRECT gets
+ * its data ranges allocated before the copy (see preallocate()).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "copy.h"
@@ -24,6 +26,13 @@
 #define MAX_THREADS     64
 #define MAX_CHUNK       (64u << 20)
 #define WRITEBACK_EVERY (32u << 20) /* bytes copied between writeback kicks */
+#define ZERO_RUNS       256         /* zero runs a worker notes before giving them back */
+
+/* Ranges of DST a worker found zero in preallocated space, to deallocate. */
+struct zero_runs {
+    uint64_t off[ZERO_RUNS], len[ZERO_RUNS];
+    unsigned n;
+};
 
 struct copy {
     struct vdisk_image *src, *dst;
@@ -34,10 +43,12 @@ struct copy {
     uint64_t next;        /* first byte no worker has taken yet */
     uint64_t done;        /* bytes finished, for the progress bar */
     uint64_t written;
-    int wb_fd;      /* DST's file, read-only, to start its writeback; or -1 */
-    int shown;      /* last progress shown, in hundredths of a percent */
-    int json_shown; /* last whole percent printed as JSON */
-    int error;      /* first error, -errno */
+    int wb_fd;          /* DST's file, read-only, to start its writeback; or -1 */
+    int alloc_fd;       /* DST's file when its data ranges were preallocated; or -1 */
+    uint64_t alloc_off; /* where DST's bytes start in alloc_fd */
+    int shown;          /* last progress shown, in hundredths of a percent */
+    int json_shown;     /* last whole percent printed as JSON */
+    int error;          /* first error, -errno */
     char *msg;
     size_t msg_len;
 };
@@ -113,25 +124,53 @@ static void show_progress(struct copy *c)
     fflush(stderr);
 }
 
+/* Deallocate the zero runs Z holds from DST's file (best effort: they read as zeroes anyway). */
+static void give_back(struct copy *c, struct zero_runs *z)
+{
+    for (unsigned i = 0; i < z->n; i++)
+        (void)fallocate(c->alloc_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                        (off_t)(c->alloc_off + z->off[i]), (off_t)z->len[i]);
+    z->n = 0;
+}
+
+/* Note that DST's [OFF, OFF+LEN) was preallocated but stays zero. */
+static void note_zero_run(struct copy *c, struct zero_runs *z, uint64_t off, uint64_t len)
+{
+    if (c->alloc_fd < 0 || !len)
+        return;
+    if (z->n && z->off[z->n - 1] + z->len[z->n - 1] == off) {
+        z->len[z->n - 1] += len;
+        return;
+    }
+    if (z->n == ZERO_RUNS)
+        give_back(c, z);
+    z->off[z->n] = off;
+    z->len[z->n++] = len;
+}
+
 /* Write the non-zero blocks of BUF (image offset OFF, LEN bytes) to DST. */
 static int write_data(struct copy *c, const uint8_t *buf, size_t len, uint64_t off,
-                      uint64_t *written)
+                      struct zero_runs *z, uint64_t *written)
 {
-    size_t start = 0, n;
+    size_t start = 0, end = 0, n;
     int r;
 
     while (next_data_run(buf, len, off, &start, &n)) {
+        note_zero_run(c, z, off + end, start - end);
         r = vdisk_write(c->dst, buf + start, n, off + start, 0);
         if (r < 0)
             return r;
         *written += n;
         start += n;
+        end = start;
     }
+    note_zero_run(c, z, off + end, len - end);
     return 0;
 }
 
 /* Copy [OFF, OFF+LEN) through BUF, following the source's allocation map. */
-static int copy_chunk(struct copy *c, uint8_t *buf, uint64_t off, size_t len, uint64_t *written)
+static int copy_chunk(struct copy *c, uint8_t *buf, uint64_t off, size_t len, struct zero_runs *z,
+                      uint64_t *written)
 {
     uint64_t pos = off, end = off + len;
     struct vdisk_extent ext;
@@ -145,7 +184,7 @@ static int copy_chunk(struct copy *c, uint8_t *buf, uint64_t off, size_t len, ui
             r = vdisk_read(c->src, buf, ext.length, pos);
             if (r < 0)
                 return r;
-            r = write_data(c, buf, ext.length, pos, written);
+            r = write_data(c, buf, ext.length, pos, z, written);
             if (r < 0)
                 return r;
         }
@@ -158,6 +197,7 @@ static int copy_chunk(struct copy *c, uint8_t *buf, uint64_t off, size_t len, ui
 static void *worker(void *arg)
 {
     struct copy *c = arg;
+    struct zero_runs z = {.n = 0};
     uint64_t off, written = 0;
     uint8_t *buf;
     size_t len;
@@ -179,7 +219,7 @@ static void *worker(void *arg)
         c->next += len;
         pthread_mutex_unlock(&c->lock);
 
-        r = copy_chunk(c, buf, off, len, &written);
+        r = copy_chunk(c, buf, off, len, &z, &written);
         if (r < 0) {
             set_error(c, r, vdisk_last_error());
             break;
@@ -193,11 +233,63 @@ static void *worker(void *arg)
         if (kick)
             sync_file_range(c->wb_fd, 0, 0, SYNC_FILE_RANGE_WRITE);
     }
+    give_back(c, &z);
     pthread_mutex_lock(&c->lock);
     c->written += written;
     pthread_mutex_unlock(&c->lock);
     free(buf);
     return NULL;
+}
+
+/* Allocate DST's [START, START+LEN) ahead of the copy; false if the file system can't. */
+static bool allocate_run(struct copy *c, int fd, uint64_t start, uint64_t len)
+{
+    return !len ||
+           fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)(c->alloc_off + start), (off_t)len) == 0;
+}
+
+/*
+ * A direct write into a hole runs alone (ext4 holds the inode lock through
+ * it), and fallocate waits for every direct write in flight: so when DST is
+ * a new regular file written with O_DIRECT, allocate the ranges SRC has data
+ * in before the copy starts (1 GiB vdi -> raw: 3.1-3.9 s before, 2.3-2.8 s
+ * after; fio writing and flushing 1 GiB: 2.6-3.1 s); the zero blocks found
+ * in them are given back.
+ */
+static void preallocate(struct copy *c)
+{
+    uint64_t pos = 0, start = 0, run = 0;
+    struct vdisk_extent ext;
+    struct stat st;
+    off_t data;
+    int fd;
+
+    if (vdisk_get_linear(c->dst, &fd, &c->alloc_off) < 0 || fstat(fd, &st) < 0 ||
+        !S_ISREG(st.st_mode))
+        return;
+    data = lseek(fd, (off_t)c->alloc_off, SEEK_DATA);
+    if (data >= 0 && (uint64_t)data < c->alloc_off + c->size)
+        return; /* holds data already: not ours to allocate or deallocate */
+    while (pos < c->size && vdisk_block_status(c->src, pos, c->size - pos, &ext) == 0) {
+        if (!(ext.flags & VDISK_EXTENT_ZERO)) {
+            if (run && start + run == pos) {
+                run += ext.length;
+            } else {
+                if (!allocate_run(c, fd, start, run))
+                    goto undo;
+                start = pos;
+                run = ext.length;
+            }
+        }
+        pos += ext.length;
+    }
+    if (!allocate_run(c, fd, start, run))
+        goto undo;
+    c->alloc_fd = fd;
+    return;
+undo: /* nothing is written yet: make all of it a hole again */
+    (void)fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)c->alloc_off,
+                    (off_t)c->size);
 }
 
 int copy_image(struct vdisk_image *src, struct vdisk_image *dst, struct copy_options *opts,
@@ -225,6 +317,9 @@ int copy_image(struct vdisk_image *src, struct vdisk_image *dst, struct copy_opt
         return -ENOSPC;
     }
     c.wb_fd = -1;
+    c.alloc_fd = -1;
+    if (opts->direct)
+        preallocate(&c);
     if (!opts->unsafe && vdisk_get_info(dst, &info) == 0)
         c.wb_fd = open(info.path, O_RDONLY | O_CLOEXEC); /* best effort */
     pthread_mutex_init(&c.lock, NULL);
