@@ -8,7 +8,8 @@
 #     with O_DIRECT on the qcow2 image, against fio (io_uring, direct) on the same
 #     data as a raw file: the physical limit of this disk (target: >= 0.95 of it).
 #  3. convert: 1 GiB raw (random data) -> qcow2 and back, in both cache modes
-#     (target: vdisk's time <= 0.8x qemu-img's in the same mode).
+#     (target: vdisk's time <= 0.8x qemu-img's in the same mode). The disk's limit
+#     beside it: fio writing as much into a new file in the same cache mode, flushed.
 # Each measurement is run RUNS times (default 5), the two tools alternating; the
 # median and the best run are printed (the machine may be shared: look at both).
 # The targets are qcow2's; TARGET_BENCH, TARGET_RANDOM, TARGET_CONVERT set others.
@@ -176,14 +177,16 @@ convert_pair() {
         for mode in $CONVERT_MODES; do
             local tool order=(v q)
             [ $((i % 2)) -eq 0 ] && order=(q v) # every other round, qemu-img first
-            [ "$to" = raw ] && [ "$mode" = none ] && order+=(f)
+            [ "$mode" != unsafe ] && order+=(f)
             for tool in "${order[@]}"; do
                 rm -f "$DIR/out"
-                if [ "$tool" = f ]; then # the disk's limit: fio writing SIZE into a new file, direct
+                if [ "$tool" = f ]; then # the disk's limit: fio writing SIZE into a new file
                     sync                 # its own runtime: fio's start-up (~0.3 s) is not the disk's
-                    # and flushing it, as both converts do (a VM's disk may cache: 0.7-1.4 s here)
-                    T[fnone]+="$(fio --name=limit --filename="$DIR/out" --rw=write --bs=1M \
-                        --iodepth=16 --ioengine=io_uring --direct=1 --end_fsync=1 --size="$SIZE" \
+                    # in the same cache mode (none: direct), then flushing it, as both converts do
+                    # (a VM's disk may cache direct writes too: their flush took 0.7-1.4 s here)
+                    T[f$mode]+="$(fio --name=limit --filename="$DIR/out" --rw=write --bs=1M \
+                        --iodepth=16 --ioengine=io_uring --direct=$([ "$mode" = none ] && echo 1 || echo 0) \
+                        --end_fsync=1 --size="$SIZE" \
                         --output-format=terse --terse-version=3 | awk -F';' '{ printf "%.3f", $50 / 1000 }') "
                 elif [ "$tool" = v ]; then
                     T[v$mode]+="$(secs "$VDISK" convert -t $mode -f "$from" -O "$to" "$src" "$DIR/out") "
@@ -206,7 +209,7 @@ convert_pair() {
         local lim=""
         if [ -n "${T[f$mode]:-}" ]; then
             lim=$(printf '%s\n' ${T[f$mode]} | median)
-            echo "        the disk's limit: fio writes $SIZE into a new file (1M, QD16, direct) and flushes it in ${lim}s of its own runtime [runs: ${T[f$mode]}]"
+            echo "        the disk's limit: fio writes $SIZE into a new file (1M, QD16, -t $mode) and flushes it in ${lim}s of its own runtime [runs: ${T[f$mode]}]"
         fi
         summarize "convert $from->$to -t $mode" "$(ratio "$vm" "$qm")" \
             "$(ratio "$(echo "$v" | best)" "$(echo "$q" | best)")" "$TARGET_CONVERT" "<=" $lim ${lim:+"$qm"}

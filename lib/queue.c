@@ -24,13 +24,12 @@
  * or VDISK_NO_IO_URING=1, a test switch) every request goes to the workers
  * and the queue waits on the eventfd itself.
  *
- * Locking: q->lock guards the worker lists (pending, finished) and stopping;
- * the rest of the queue is touched only by the owning thread.
+ * Locking: the worker pool has its own lock (queue-workers.c); the rest of
+ * the queue is touched only by the owning thread.
  */
 #include <errno.h>
 #include <liburing.h>
 #include <poll.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,10 +40,9 @@
 #include "error.h"
 #include "node.h"
 #include "io/record.h"
+#include "queue-workers.h"
 
 #define MAX_DEPTH        4096u
-#define MAX_WORKERS      8u
-#define MAX_SEGS         16u          /* file I/Os one request may need on the ring */
 #define MAX_RING_IO      (1u << 30)   /* larger requests go to the workers */
 #define ASYNC_COPY_MIN   (256u << 10) /* page-cache I/O this large is copied by a kernel worker */
 #define INLINE_WRITE_MAX (64u << 10)  /* page-cache writes this small are done at submit */
@@ -59,31 +57,6 @@
  * batch's plug would only delay it (random 4 KiB reads: +7 % on virtio-blk).
  */
 #define SUBMIT_BATCH 16u
-
-struct slot;
-
-/* One file I/O of a request on the ring: a DATA extent of some node. */
-struct seg {
-    struct slot *slot;
-    struct vdisk_node *node; /* whose mapping this is (released when done) */
-    struct vdisk_map map;
-    uint8_t *buf;
-    uint64_t len, done;
-    uint64_t off;    /* node offset of buf[0]: for map.transform */
-    uint8_t *bounce; /* a transformed write's file bytes (buf points here), owned */
-};
-
-/* One request in flight. */
-struct slot {
-    struct vdisk_request *req;
-    struct slot *next; /* free list, worker lists, ready list */
-    struct seg segs[MAX_SEGS];
-    unsigned nsegs, pending; /* ring: segments, and those not done yet */
-    bool wwrite;             /* a write at the workers, on q->wwrites */
-    struct slot *wnext;
-    int result;
-    char msg[256]; /* a failure's message */
-};
 
 struct vdisk_queue {
     struct vdisk_image *img;
@@ -109,12 +82,7 @@ struct vdisk_queue {
     struct slot *wwrites;                   /* writes at the workers: may be allocating */
     struct slot *deferred, **deferred_tail; /* writes waiting for one of those */
 
-    pthread_mutex_t lock;
-    pthread_cond_t wake;
-    struct slot *pending, **pending_tail, *finished;
-    bool stopping;
-    pthread_t workers[MAX_WORKERS];
-    unsigned nworkers, max_workers;
+    struct worker_pool workers;
 };
 
 /* The name of an operation, for messages. */
@@ -178,7 +146,6 @@ static int queue_new(struct vdisk_image *img, unsigned depth, struct io_uring *r
     q->depth = depth;
     if (getenv("VDISK_TEST_QUEUE_WAIT_FAULTS"))
         q->wait_faults = (unsigned)atoi(getenv("VDISK_TEST_QUEUE_WAIT_FAULTS"));
-    q->max_workers = depth < MAX_WORKERS ? depth : MAX_WORKERS;
     for (unsigned i = depth; i-- > 0;) {
         q->slots[i].next = q->free;
         q->free = &q->slots[i];
@@ -188,9 +155,7 @@ static int queue_new(struct vdisk_image *img, unsigned depth, struct io_uring *r
     if (vdisk_get_info(img, &info) == 0)
         q->granule = info.cluster_size;
     vdisk_error_clear();
-    q->pending_tail = &q->pending;
-    pthread_mutex_init(&q->lock, NULL);
-    pthread_cond_init(&q->wake, NULL);
+    workers_init(&q->workers, img, q->efd, depth);
     *qp = q;
     return 0;
 
@@ -263,87 +228,6 @@ int vdisk_queue_fixed_buffers(struct vdisk_queue *q, void *base, size_t stride, 
     return 0;
 }
 
-/* ---- worker threads: requests the ring can't take ---- */
-
-/* Block status of the request's range into its extents; the number filled. */
-static int block_status(struct vdisk_image *img, struct vdisk_request *req)
-{
-    struct vdisk_extent *e = req->buf;
-    uint64_t off = req->offset, end = req->offset + req->length;
-    unsigned n = 0;
-
-    while (off < end && n < req->count) {
-        struct vdisk_extent x;
-        int r = vdisk_block_status(img, off, end - off, &x);
-
-        if (r < 0)
-            return r;
-        if (n > 0 && e[n - 1].flags == x.flags)
-            e[n - 1].length += x.length; /* same kind: one extent */
-        else
-            e[n++] = x;
-        off += x.length;
-    }
-    return (int)n;
-}
-
-/* Run one request through the synchronous API. */
-static int run_sync(struct vdisk_image *img, struct vdisk_request *req)
-{
-    switch (req->op) {
-    case VDISK_OP_READ:
-        return vdisk_read(img, req->buf, req->length, req->offset);
-    case VDISK_OP_WRITE:
-        return vdisk_write(img, req->buf, req->length, req->offset, req->flags);
-    case VDISK_OP_FLUSH:
-        return vdisk_flush(img);
-    case VDISK_OP_DISCARD:
-        return vdisk_discard(img, req->offset, req->length);
-    case VDISK_OP_WRITE_ZEROES:
-        return vdisk_write_zeroes(img, req->offset, req->length, req->flags);
-    case VDISK_OP_BLOCK_STATUS:
-        return block_status(img, req);
-    case VDISK_OP_CACHE:
-        return vdisk_cache(img, req->offset, req->length);
-    }
-    return -EINVAL;
-}
-
-/* Take requests from q->pending until the queue stops. */
-static void *worker_main(void *arg)
-{
-    struct vdisk_queue *q = arg;
-    uint64_t one = 1;
-
-    pthread_mutex_lock(&q->lock);
-    for (;;) {
-        struct slot *s = q->pending;
-
-        if (!s) {
-            if (q->stopping)
-                break;
-            pthread_cond_wait(&q->wake, &q->lock);
-            continue;
-        }
-        q->pending = s->next;
-        if (!q->pending)
-            q->pending_tail = &q->pending;
-        pthread_mutex_unlock(&q->lock);
-
-        s->result = run_sync(q->img, s->req);
-        if (s->result < 0)
-            snprintf(s->msg, sizeof(s->msg), "%s", vdisk_last_error());
-
-        pthread_mutex_lock(&q->lock);
-        s->next = q->finished;
-        q->finished = s;
-        if (write(q->efd, &one, sizeof(one)) < 0)
-            abort(); /* an eventfd write only fails on overflow */
-    }
-    pthread_mutex_unlock(&q->lock);
-    return NULL;
-}
-
 /* ---- the ring ---- */
 
 /* An SQE, pushing queued ones to the kernel when the ring is full. */
@@ -373,31 +257,14 @@ static void arm_eventfd(struct vdisk_queue *q)
     q->efd_armed = true;
 }
 
-/* Give S to the workers, starting one more while some are short of work. */
+/* Give S to the workers. */
 static int to_workers(struct vdisk_queue *q, struct slot *s)
 {
-    int r = 0;
+    int r = workers_give(&q->workers, s, q->at_workers);
 
-    pthread_mutex_lock(&q->lock);
-    s->next = NULL;
-    *q->pending_tail = s;
-    q->pending_tail = &s->next;
-    if (q->nworkers < q->max_workers && q->nworkers <= q->at_workers) {
-        r = -pthread_create(&q->workers[q->nworkers], NULL, worker_main, q);
-        if (r == 0)
-            q->nworkers++;
-        else if (q->nworkers > 0)
-            r = 0; /* the ones running will get to it */
-    }
-    if (r == 0) {
-        pthread_cond_signal(&q->wake);
-    } else { /* no worker at all: S was the only entry */
-        q->pending = NULL;
-        q->pending_tail = &q->pending;
-    }
-    pthread_mutex_unlock(&q->lock);
     if (r < 0)
-        return vdisk_error(-r, "%s: cannot start a queue worker: %m", q->img->root->path);
+        return vdisk_error(-r, "%s: cannot start a queue worker: %s", q->img->root->path,
+                           strerror(-r));
     q->at_workers++;
     q->stats.workers++;
     arm_eventfd(q);
@@ -767,10 +634,7 @@ static void collect_workers(struct vdisk_queue *q)
 {
     struct slot *s, *next;
 
-    pthread_mutex_lock(&q->lock);
-    s = q->finished;
-    q->finished = NULL;
-    pthread_mutex_unlock(&q->lock);
+    s = workers_take_finished(&q->workers);
     if (!s)
         return;
     for (; s; s = next) {
@@ -965,12 +829,7 @@ void vdisk_queue_destroy(struct vdisk_queue *q)
     if (!q)
         return;
     drain(q);
-    pthread_mutex_lock(&q->lock);
-    q->stopping = true;
-    pthread_cond_broadcast(&q->wake);
-    pthread_mutex_unlock(&q->lock);
-    for (unsigned i = 0; i < q->nworkers; i++)
-        pthread_join(q->workers[i], NULL);
+    workers_stop(&q->workers);
     if (q->external && q->efd_armed) {
         /* destroyed with requests in flight: the eventfd read must not outlive Q */
         uint64_t one = 1;
@@ -988,8 +847,6 @@ void vdisk_queue_destroy(struct vdisk_queue *q)
     if (q->ring == &q->own_ring)
         io_uring_queue_exit(&q->own_ring);
     close(q->efd);
-    pthread_cond_destroy(&q->wake);
-    pthread_mutex_destroy(&q->lock);
     free(q->slots);
     free(q);
 }
