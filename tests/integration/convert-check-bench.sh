@@ -64,7 +64,14 @@ kib=$(alloc_kib "$T/alt-copy.raw")
 n=$(grep -c fallocate "$T/strace" || true)
 [ "$n" -le 4096 ] && pass "scattered zeroes: $n fallocate calls for 8192 zero runs" ||
     fail "scattered zeroes: $n fallocate calls for 8192 zero runs"
-rm -f "$T/alt.raw" "$T/alt-copy.raw"
+rm -f "$T/alt-copy.raw"
+# a static VDI's data area is allocated on purpose: a direct copy into it keeps it so
+ok "direct copy into a static VDI" "$VDISK" convert -t none -O vdi -o static=on "$T/alt.raw" "$T/alt.vdi"
+kib=$(alloc_kib "$T/alt.vdi")
+[ "$kib" -ge 65536 ] && pass "static VDI stays fully allocated (${kib} KiB)" ||
+    fail "static VDI lost its allocation (${kib} KiB of 64 MiB)"
+ok "direct copy into a static VDI compares equal" qemu-img compare -q -f raw -F vdi "$T/alt.raw" "$T/alt.vdi"
+rm -f "$T/alt.raw" "$T/alt.vdi"
 rm -f "$T/dst2.raw" "$T/dst3.raw"
 fails_with "convert -t junk" "-t takes none, writeback or unsafe" "$VDISK" convert -t sometimes -O raw "$SRC" "$T/x.raw"
 # -t unsafe (qemu-img's default): the same image, without waiting for the disk

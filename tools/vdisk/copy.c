@@ -318,9 +318,12 @@ static void preallocate(struct copy *c)
     if (vdisk_get_linear(c->dst, &fd, &c->alloc_off) < 0 || fstat(fd, &st) < 0 ||
         !S_ISREG(st.st_mode))
         return;
+    /* blocks past the header (a static VDI's, even unwritten) or data: not ours to manage */
+    if ((uint64_t)st.st_blocks * 512 > c->alloc_off)
+        return;
     data = lseek(fd, (off_t)c->alloc_off, SEEK_DATA);
     if (data >= 0 && (uint64_t)data < c->alloc_off + c->size)
-        return; /* holds data already: not ours to allocate or deallocate */
+        return;
     while (pos < c->size && vdisk_block_status(c->src, pos, c->size - pos, &ext) == 0) {
         if (!(ext.flags & VDISK_EXTENT_ZERO)) {
             if (run && start + run == pos) {
