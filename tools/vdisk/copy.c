@@ -134,12 +134,18 @@ static void show_progress(struct copy *c)
     fflush(stderr);
 }
 
-/* Deallocate N zero runs from DST's file (best effort: they read as zeroes anyway). */
+/* Deallocate DST's [OFF, OFF+LEN) (best effort: it reads as zeroes either way). */
+static void deallocate(struct copy *c, uint64_t off, uint64_t len)
+{
+    (void)fallocate(c->alloc_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                    (off_t)(c->alloc_off + off), (off_t)len);
+}
+
+/* Deallocate N zero runs from DST's file. */
 static void punch(struct copy *c, const struct zero_run *run, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        (void)fallocate(c->alloc_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                        (off_t)(c->alloc_off + run[i].off), (off_t)run[i].len);
+        deallocate(c, run[i].off, run[i].len);
 }
 
 /*
@@ -160,8 +166,7 @@ static void hand_on(struct copy *c, struct zero_runs *z)
             z->run[n++] = z->run[i];
     z->n = n;
     if (c->nkept + z->n > KEPT_BUDGET && c->alloc_end > c->next) {
-        (void)fallocate(c->alloc_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                        (off_t)(c->alloc_off + c->next), (off_t)(c->alloc_end - c->next));
+        deallocate(c, c->next, c->alloc_end - c->next);
         c->alloc_end = c->next;
     }
     if (c->nkept + z->n <= KEPT_MAX && c->nkept + z->n > c->kept_cap) {
@@ -293,10 +298,10 @@ static void *worker(void *arg)
 }
 
 /* Allocate DST's [START, START+LEN) ahead of the copy; false if the file system can't. */
-static bool allocate_run(struct copy *c, int fd, uint64_t start, uint64_t len)
+static bool allocate_run(struct copy *c, uint64_t start, uint64_t len)
 {
-    return !len ||
-           fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)(c->alloc_off + start), (off_t)len) == 0;
+    return !len || fallocate(c->alloc_fd, FALLOC_FL_KEEP_SIZE, (off_t)(c->alloc_off + start),
+                             (off_t)len) == 0;
 }
 
 /*
@@ -324,12 +329,13 @@ static void preallocate(struct copy *c)
     data = lseek(fd, (off_t)c->alloc_off, SEEK_DATA);
     if (data >= 0 && (uint64_t)data < c->alloc_off + c->size)
         return;
+    c->alloc_fd = fd;
     while (pos < c->size && vdisk_block_status(c->src, pos, c->size - pos, &ext) == 0) {
         if (!(ext.flags & VDISK_EXTENT_ZERO)) {
             if (run && start + run == pos) {
                 run += ext.length;
             } else {
-                if (!allocate_run(c, fd, start, run))
+                if (!allocate_run(c, start, run))
                     goto undo;
                 start = pos;
                 run = ext.length;
@@ -337,14 +343,13 @@ static void preallocate(struct copy *c)
         }
         pos += ext.length;
     }
-    if (!allocate_run(c, fd, start, run))
+    if (!allocate_run(c, start, run))
         goto undo;
-    c->alloc_fd = fd;
     c->alloc_end = c->size;
     return;
 undo: /* nothing is written yet: make all of it a hole again */
-    (void)fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)c->alloc_off,
-                    (off_t)c->size);
+    deallocate(c, 0, c->size);
+    c->alloc_fd = -1;
 }
 
 int copy_image(struct vdisk_image *src, struct vdisk_image *dst, struct copy_options *opts,
